@@ -1,0 +1,253 @@
+//! Finding codes: the stable vocabulary of what can be wrong with a gateway.
+//!
+//! Codes are part of the contract: tests, metrics labels, the JSON API and dashboards use the
+//! `snake_case` names. Each code has a fixed severity and a default remedy taken from the CEM
+//! split-domain guide; a finding carries a message with the facts of one observation and the
+//! remedy, which the check engine may make concrete (port numbers, names).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How bad a finding is. The verdict of a check is the worst severity among its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Nothing wrong.
+    Ok,
+    /// Works today, needs attention (expiring soon, SHA-1 signature).
+    Warn,
+    /// Agents cannot connect, or will be rejected.
+    Fail,
+}
+
+impl Severity {
+    /// The lower-case name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warn => "warn",
+            Severity::Fail => "fail",
+        }
+    }
+
+    /// Exit code of a one-shot command with this verdict (monitoring-plugin convention).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Severity::Ok => 0,
+            Severity::Warn => 1,
+            Severity::Fail => 2,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! finding_codes {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $severity:ident, $title:literal, $remedy:literal; )*) => {
+        /// A stable finding code. See `shared/DESIGN.md` for the table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum FindingCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl FindingCode {
+            /// Every code, in a stable order.
+            pub const ALL: &'static [FindingCode] = &[ $( FindingCode::$variant, )* ];
+
+            /// The `snake_case` name used in JSON, metrics and the API.
+            pub fn as_str(self) -> &'static str {
+                match self { $( FindingCode::$variant => $name, )* }
+            }
+
+            /// The fixed severity of this code.
+            pub fn severity(self) -> Severity {
+                match self { $( FindingCode::$variant => Severity::$severity, )* }
+            }
+
+            /// A short statement of what this code means.
+            pub fn title(self) -> &'static str {
+                match self { $( FindingCode::$variant => $title, )* }
+            }
+
+            /// The default remedy, from the CEM guide.
+            pub fn remedy(self) -> &'static str {
+                match self { $( FindingCode::$variant => $remedy, )* }
+            }
+
+            /// Looks a code up by its `snake_case` name.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $( $name => Some(FindingCode::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+finding_codes! {
+    /// The gateway FQDN does not resolve.
+    DnsUnresolved = "dns_unresolved", Fail,
+        "the gateway name does not resolve",
+        "Publish the gateway's external FQDN in public DNS: agents on the internet resolve it by that name.";
+    /// The host answered with a reset: nothing listens on the port.
+    TcpRefused = "tcp_refused", Fail,
+        "connection refused: nothing listens on the port",
+        "Start the Internet Gateway service and check the agent listener port in Gateway Manager (General tab); if the perimeter firewall rejects the port, open it inbound to the DMZ.";
+    /// No answer before the connect timeout: a firewall drops the traffic.
+    TcpFiltered = "tcp_filtered", Fail,
+        "no answer on the port: a firewall drops the traffic",
+        "Open the port inbound (internet to DMZ) on the perimeter firewall for the gateway; if the firewall does NAT, the translated port must be the port the gateway listens on.";
+    /// An ICMP error (host or network unreachable, administratively prohibited).
+    TcpUnreachable = "tcp_unreachable", Fail,
+        "the gateway host or network is unreachable",
+        "Check routing to the DMZ and the perimeter firewall: a router or firewall answered that the gateway cannot be reached.";
+    /// The gateway answers on a legacy port, not on the expected one.
+    ListenerOnLegacyPort = "listener_on_legacy_port", Fail,
+        "the gateway listens on a legacy port, not the expected one",
+        "Set the agent listener port in Gateway Manager (General tab) to the port in the CEM Settings policy, then restart the Internet Gateway service.";
+    /// The port accepts TCP but does not complete a TLS handshake.
+    TlsHandshakeFailed = "tls_handshake_failed", Fail,
+        "the port does not complete a TLS handshake",
+        "Check that the Internet Gateway service owns the port and has the SAN certificate imported (Gateway Manager); another process may hold the port.";
+    /// The certificate chain does not lead to a trusted root.
+    CertUntrusted = "cert_untrusted", Fail,
+        "the certificate chain does not reach a trusted root",
+        "Distribute the issuing root CA to all managed endpoints (Trusted Root Certification Authorities), and serve the intermediate certificates with the gateway certificate.";
+    /// The SAN does not cover the gateway FQDN.
+    CertNameMismatch = "cert_name_mismatch", Fail,
+        "the certificate does not cover the gateway name",
+        "Issue a SAN certificate that lists the gateway's external FQDN, import it into Gateway Manager and update the thumbprint in the CEM Settings policy.";
+    /// The SAN lacks another required name (such as the SMP FQDN).
+    CertSanMissing = "cert_san_missing", Fail,
+        "the certificate lacks a required SAN",
+        "The wrong certificate is bound: re-issue or re-import the SAN certificate that lists both the SMP FQDN and the gateway FQDN.";
+    /// The served certificate is not the one in the CEM policy.
+    ThumbprintMismatch = "thumbprint_mismatch", Fail,
+        "the served certificate is not the one in the CEM policy",
+        "Agents reject the gateway: update the certificate thumbprint in the CEM Settings policy (no spaces) to the thumbprint Gateway Manager shows, or import the certificate the policy names.";
+    /// The certificate has expired.
+    CertExpired = "cert_expired", Fail,
+        "the certificate has expired",
+        "Renew the gateway certificate, import it into Gateway Manager and IIS, and update the thumbprint in the CEM Settings policy.";
+    /// The certificate is not valid yet.
+    CertNotYetValid = "cert_not_yet_valid", Fail,
+        "the certificate is not valid yet",
+        "Check the gateway's clock and the certificate's not-before date; bind a certificate that is already valid.";
+    /// Fewer days left than the threshold.
+    CertExpiring = "cert_expiring", Warn,
+        "the certificate expires soon",
+        "Renew the certificate now; after import, update the CEM Settings policy thumbprint and verify the fleet sees the new one.";
+    /// No Server Authentication EKU (absent EKU included).
+    EkuMissingServerAuth = "eku_missing_server_auth", Fail,
+        "the certificate lacks the Server Authentication EKU",
+        "Re-issue the certificate with Extended Key Usage Server Authentication (1.3.6.1.5.5.7.3.1): IIS rejects the binding without it.";
+    /// SHA-1 signature.
+    SignatureSha1 = "signature_sha1", Warn,
+        "the certificate is signed with SHA-1",
+        "Re-issue the certificate with SHA-256 or stronger: SHA-1 is not recommended.";
+    /// MD5 or MD2 signature.
+    SignatureInsecure = "signature_insecure", Fail,
+        "the certificate is signed with MD5 or MD2",
+        "Re-issue the certificate with SHA-256 or stronger: MD5 is not accepted.";
+    /// RSA key under 2048 bits.
+    KeyTooSmall = "key_too_small", Fail,
+        "the RSA key is smaller than 2048 bits",
+        "Re-issue the certificate with an RSA key of at least 2048 bits.";
+    /// The key is not RSA.
+    KeyNotRsa = "key_not_rsa", Fail,
+        "the certificate key is not RSA",
+        "Re-issue the certificate with an RSA key (2048 bits or more): the CEM certificate profile requires RSA.";
+}
+
+impl fmt::Display for FindingCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One observation of something wrong, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// The stable code.
+    pub code: FindingCode,
+    /// The code's severity (repeated so JSON consumers need no table).
+    pub severity: Severity,
+    /// What was observed, with the facts (names, ports, thumbprints).
+    pub message: String,
+    /// What to do.
+    pub remedy: String,
+}
+
+impl Finding {
+    /// A finding with the code's default remedy.
+    pub fn new(code: FindingCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            severity: code.severity(),
+            message: message.into(),
+            remedy: code.remedy().to_string(),
+        }
+    }
+
+    /// A finding with a remedy made concrete for this observation.
+    pub fn with_remedy(code: FindingCode, message: impl Into<String>, remedy: String) -> Self {
+        Self {
+            code,
+            severity: code.severity(),
+            message: message.into(),
+            remedy,
+        }
+    }
+}
+
+/// The verdict of a set of findings: the worst severity, `ok` when there are none.
+pub fn verdict(findings: &[Finding]) -> Severity {
+    findings
+        .iter()
+        .map(|f| f.severity)
+        .max()
+        .unwrap_or(Severity::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for &code in FindingCode::ALL {
+            assert_eq!(FindingCode::from_name(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert!(!code.remedy().is_empty());
+        }
+        assert_eq!(FindingCode::from_name("nope"), None);
+    }
+
+    #[test]
+    fn severities_follow_the_design_table() {
+        use FindingCode::*;
+        for code in [CertExpiring, SignatureSha1] {
+            assert_eq!(code.severity(), Severity::Warn, "{code}");
+        }
+        let warn = FindingCode::ALL
+            .iter()
+            .filter(|c| c.severity() == Severity::Warn)
+            .count();
+        assert_eq!(warn, 2, "only cert_expiring and signature_sha1 are warnings");
+    }
+
+    #[test]
+    fn verdict_is_the_worst_severity() {
+        assert_eq!(verdict(&[]), Severity::Ok);
+        let warn = Finding::new(FindingCode::CertExpiring, "20 days left");
+        let fail = Finding::new(FindingCode::KeyNotRsa, "ECDSA P-256");
+        assert_eq!(verdict(std::slice::from_ref(&warn)), Severity::Warn);
+        assert_eq!(verdict(&[warn, fail]), Severity::Fail);
+        assert_eq!(Severity::Fail.exit_code(), 2);
+    }
+}

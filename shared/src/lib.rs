@@ -1,0 +1,18 @@
+//! `cemwatch-shared` holds what the probe and the coordinator agree on: the domain model of a
+//! gateway check (targets, expectations, results), the stable finding codes with their
+//! severities and remedies, and the parsing of thumbprints and durations as people paste them.
+//!
+//! It has no sockets, no clock and no runtime: everything here is deterministic, so it can be
+//! unit-tested exhaustively and fuzzed.
+
+pub mod duration;
+pub mod finding;
+pub mod model;
+pub mod thumbprint;
+
+pub use finding::{Finding, FindingCode, Severity};
+pub use model::{
+    CertificateInfo, CheckResult, DnsResult, DnsSource, Durations, Expectations, LegacyPortResult,
+    Target, TcpResult, TcpState, TlsResult,
+};
+pub use thumbprint::{Thumbprint, ThumbprintError, ThumbprintKind};

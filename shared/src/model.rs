@@ -1,0 +1,313 @@
+//! The domain model of one check: what is checked (target, expectations) and what was seen
+//! at each stage (DNS, TCP, TLS, certificate, legacy ports), with the findings and verdict.
+//!
+//! Timestamps are RFC 3339 strings and durations are milliseconds (`f64`), so that the JSON a
+//! person reads and the frames a coordinator stores are the same thing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{Finding, Severity};
+use crate::thumbprint::Thumbprint;
+
+/// Default port of the gateway's agent listener in the guide's environment.
+pub const DEFAULT_GATEWAY_PORT: u16 = 8443;
+/// Default legacy ports tried when the expected port fails.
+pub const DEFAULT_LEGACY_PORTS: [u16; 1] = [443];
+/// Default warning threshold for certificate expiry, in days (the guide's 30 days).
+pub const DEFAULT_MIN_DAYS_LEFT: u32 = 30;
+
+/// What is checked: a host name (or address literal) and the port agents are told to use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The gateway's external FQDN, or an IP address literal.
+    pub host: String,
+    /// The port in the CEM Settings policy.
+    pub port: u16,
+}
+
+impl Target {
+    /// `host:port`, with brackets around IPv6 literals.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What the gateway must look like: the CEM policy and the certificate requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectations {
+    /// Thumbprint registered in the CEM Settings policy (SHA-1, or a SHA-256 fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbprint: Option<Thumbprint>,
+    /// Names the certificate must cover besides the gateway host (e.g. the SMP FQDN).
+    #[serde(default)]
+    pub required_sans: Vec<String>,
+    /// Fewer days left than this is a warning.
+    pub min_days_left: u32,
+    /// Ports where an unmoved listener may still be answering.
+    #[serde(default)]
+    pub legacy_ports: Vec<u16>,
+}
+
+impl Default for Expectations {
+    fn default() -> Self {
+        Self {
+            thumbprint: None,
+            required_sans: Vec::new(),
+            min_days_left: DEFAULT_MIN_DAYS_LEFT,
+            legacy_ports: DEFAULT_LEGACY_PORTS.to_vec(),
+        }
+    }
+}
+
+/// Where the addresses came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsSource {
+    /// The system resolver.
+    System,
+    /// A `--resolve HOST:PORT:ADDR` override.
+    Override,
+    /// The host was an address literal.
+    Literal,
+}
+
+/// The DNS stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsResult {
+    /// The name that was resolved.
+    pub host: String,
+    /// Where the answer came from.
+    pub source: DnsSource,
+    /// Addresses, in the order they are tried.
+    pub addresses: Vec<String>,
+    /// Time spent, in milliseconds.
+    pub duration_ms: f64,
+    /// The resolver's error, when nothing was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The outcome of a TCP connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpState {
+    /// The handshake completed.
+    Open,
+    /// The host answered with a reset: nothing listens.
+    Refused,
+    /// No answer before the timeout: dropped by a firewall.
+    Filtered,
+    /// An ICMP error: host or network unreachable, or administratively prohibited.
+    Unreachable,
+    /// Not attempted (DNS failed).
+    NotAttempted,
+}
+
+impl TcpState {
+    /// The `snake_case` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpState::Open => "open",
+            TcpState::Refused => "refused",
+            TcpState::Filtered => "filtered",
+            TcpState::Unreachable => "unreachable",
+            TcpState::NotAttempted => "not_attempted",
+        }
+    }
+}
+
+/// The TCP stage on one port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpResult {
+    /// Overall state: `open` when any address connected, otherwise the first address's state.
+    pub state: TcpState,
+    /// The address that connected, or the last one tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Time spent, in milliseconds.
+    pub duration_ms: f64,
+    /// The operating system's error, when not open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The TLS stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsResult {
+    /// The handshake completed.
+    pub completed: bool,
+    /// Negotiated protocol version, such as `TLSv1.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Negotiated cipher suite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    /// The served chain leads to a trusted root (platform store plus configured CA files).
+    pub trusted: bool,
+    /// Why the chain is not trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_error: Option<String>,
+    /// Subjects of the certificates the server sent, leaf first.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// Whether the server's handshake signature verified with its certificate's key
+    /// (`None` when it could not be evaluated, for example with a key too small for the
+    /// verifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_signature_valid: Option<bool>,
+    /// Time spent, in milliseconds.
+    pub duration_ms: f64,
+    /// The handshake error, when not completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the served (leaf) certificate is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    /// SHA-1 of the DER, upper-case hex, no separators: the CEM policy's thumbprint.
+    pub thumbprint_sha1: String,
+    /// SHA-256 of the DER, upper-case hex.
+    pub fingerprint_sha256: String,
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// DNS names in the Subject Alternative Name.
+    pub san_dns: Vec<String>,
+    /// IP addresses in the Subject Alternative Name.
+    #[serde(default)]
+    pub san_ip: Vec<String>,
+    /// Not valid before (RFC 3339).
+    pub not_before: String,
+    /// Not valid after (RFC 3339).
+    pub not_after: String,
+    /// Not valid after, as Unix seconds.
+    pub not_after_unix: i64,
+    /// Whole days left until not-after (negative once expired).
+    pub days_left: i64,
+    /// `RSA`, `EC`, `Ed25519`, `Ed448`, `DSA` or the OID.
+    pub key_algorithm: String,
+    /// Key size in bits (RSA modulus, EC curve size).
+    pub key_bits: u32,
+    /// EC curve name, when the key is EC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_curve: Option<String>,
+    /// Signature algorithm, such as `sha256WithRSAEncryption`.
+    pub signature_algorithm: String,
+    /// Hash of the signature algorithm: `sha256`, `sha1`, `md5`, ...
+    pub signature_hash: String,
+    /// Extended key usages by name (`serverAuth`, `clientAuth`, ...) or OID; empty when the
+    /// extension is absent.
+    pub eku: Vec<String>,
+    /// Whether the EKU extension is present at all.
+    pub eku_present: bool,
+    /// Whether the certificate is self-signed (issuer equals subject).
+    pub self_signed: bool,
+}
+
+/// A legacy port tried because the expected port failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyPortResult {
+    /// The port.
+    pub port: u16,
+    /// TCP outcome on that port.
+    pub tcp: TcpState,
+    /// The port completed a TLS handshake.
+    pub tls_completed: bool,
+    /// Thumbprint of the certificate served there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbprint_sha1: Option<String>,
+    /// The certificate served there covers the gateway name.
+    pub covers_gateway_name: bool,
+    /// The certificate served there is the one in the CEM policy (when the policy is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches_expected_thumbprint: Option<bool>,
+    /// Conclusion: this port is the gateway's listener.
+    pub gateway_listener: bool,
+}
+
+/// Time spent per stage, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Durations {
+    /// DNS resolution.
+    pub dns_ms: f64,
+    /// TCP connect on the expected port.
+    pub tcp_ms: f64,
+    /// TLS handshake on the expected port.
+    pub tls_ms: f64,
+    /// Legacy ports, all together.
+    pub legacy_ms: f64,
+    /// The whole check.
+    pub total_ms: f64,
+}
+
+/// The result of one check of one target from one vantage point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// What was checked.
+    pub target: Target,
+    /// What was expected.
+    pub expectations: Expectations,
+    /// When the check started (RFC 3339).
+    pub started_at: String,
+    /// The worst severity among the findings.
+    pub verdict: Severity,
+    /// What is wrong, most explanatory first.
+    pub findings: Vec<Finding>,
+    /// DNS stage.
+    pub dns: DnsResult,
+    /// TCP stage on the expected port.
+    pub tcp: TcpResult,
+    /// TLS stage, when TCP connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsResult>,
+    /// The served certificate, when the handshake produced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateInfo>,
+    /// Legacy ports tried because the expected port failed.
+    #[serde(default)]
+    pub legacy_ports: Vec<LegacyPortResult>,
+    /// Time spent per stage.
+    pub durations: Durations,
+}
+
+impl CheckResult {
+    /// Whether a finding with this code is present.
+    pub fn has(&self, code: crate::finding::FindingCode) -> bool {
+        self.findings.iter().any(|f| f.code == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_brackets_ipv6() {
+        let v4 = Target {
+            host: "gateway.example.com".into(),
+            port: 8443,
+        };
+        assert_eq!(v4.authority(), "gateway.example.com:8443");
+        let v6 = Target {
+            host: "::1".into(),
+            port: 443,
+        };
+        assert_eq!(v6.authority(), "[::1]:443");
+    }
+
+    #[test]
+    fn default_expectations_follow_the_guide() {
+        let e = Expectations::default();
+        assert_eq!(e.min_days_left, 30);
+        assert_eq!(e.legacy_ports, vec![443]);
+        assert!(e.thumbprint.is_none());
+    }
+}
