@@ -1,1 +1,12 @@
-//! placeholder
+//! `cemwatch-probe` checks a CEM Internet Gateway the way a managed endpoint on the internet
+//! sees it: DNS, TCP (refused, filtered or unreachable told apart), TLS, the served
+//! certificate against the CEM requirements and the policy thumbprint, and whether an unmoved
+//! listener still answers on a legacy port. Each defect is a stable finding code with the
+//! guide's remedy.
+//!
+//! The crate is small on purpose: it runs on laptops and branch-office machines, so it has no
+//! HTTP server and no database.
+
+pub mod check;
+pub mod cli;
+mod render;

@@ -46,7 +46,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             .parse()
             .map_err(|_| DurationError::Overflow(trimmed.to_string()))?;
         let after = after.trim_start();
-        let unit_len = after.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+        let unit_len = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
         if unit_len == 0 {
             return Err(DurationError::MissingUnit(trimmed.to_string()));
         }
@@ -91,12 +94,27 @@ mod tests {
     #[test]
     fn refuses_what_is_ambiguous_or_wrong() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert!(matches!(parse_duration("5"), Err(DurationError::MissingUnit(_))));
-        assert!(matches!(parse_duration("5 sec"), Err(DurationError::UnknownUnit { .. })));
+        assert!(matches!(
+            parse_duration("5"),
+            Err(DurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            parse_duration("5 sec"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-        assert!(matches!(parse_duration("5secs"), Err(DurationError::UnknownUnit { .. })));
-        assert!(matches!(parse_duration("-5s"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("s"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("5secs"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("-5s"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("s"),
+            Err(DurationError::Malformed(_))
+        ));
         assert!(matches!(
             parse_duration("99999999999999999999999d"),
             Err(DurationError::Overflow(_))

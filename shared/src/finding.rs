@@ -238,7 +238,10 @@ mod tests {
             .iter()
             .filter(|c| c.severity() == Severity::Warn)
             .count();
-        assert_eq!(warn, 2, "only cert_expiring and signature_sha1 are warnings");
+        assert_eq!(
+            warn, 2,
+            "only cert_expiring and signature_sha1 are warnings"
+        );
     }
 
     #[test]

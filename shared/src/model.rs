@@ -186,6 +186,8 @@ pub struct CertificateInfo {
     pub san_ip: Vec<String>,
     /// Not valid before (RFC 3339).
     pub not_before: String,
+    /// Not valid before, as Unix seconds.
+    pub not_before_unix: i64,
     /// Not valid after (RFC 3339).
     pub not_after: String,
     /// Not valid after, as Unix seconds.

@@ -78,7 +78,10 @@ impl Thumbprint {
             64 => ThumbprintKind::Sha256,
             digits => return Err(ThumbprintError::WrongLength { digits }),
         };
-        let bytes = nibbles.chunks(2).map(|pair| (pair[0] << 4) | pair[1]).collect();
+        let bytes = nibbles
+            .chunks(2)
+            .map(|pair| (pair[0] << 4) | pair[1])
+            .collect();
         Ok(Self { kind, bytes })
     }
 

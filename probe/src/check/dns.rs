@@ -1,0 +1,191 @@
+//! Name resolution with the system resolver, and curl-style `--resolve HOST:PORT:ADDR`
+//! overrides for testing a gateway before (or regardless of) its public DNS.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use cemwatch_shared::{DnsResult, DnsSource};
+
+/// A `HOST:PORT:ADDR[,ADDR...]` override, as curl's `--resolve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveOverride {
+    /// Host name the override applies to (case-insensitive).
+    pub host: String,
+    /// Port it applies to; `None` for `*` (any port).
+    pub port: Option<u16>,
+    /// Addresses to use instead of DNS.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl FromStr for ResolveOverride {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = "write it as HOST:PORT:ADDR, for example gateway.example.com:8443:203.0.113.10 (IPv6 as [2001:db8::1])";
+        let (host, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("--resolve {text:?} has no port: {usage}"))?;
+        let (port, addrs) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("--resolve {text:?} has no address: {usage}"))?;
+        if host.is_empty() {
+            return Err(format!("--resolve {text:?} has an empty host: {usage}"));
+        }
+        let port = if port == "*" {
+            None
+        } else {
+            Some(port.parse::<u16>().map_err(|_| {
+                format!("--resolve {text:?}: {port:?} is not a port number: {usage}")
+            })?)
+        };
+        let mut addresses = Vec::new();
+        for addr in addrs.split(',') {
+            let bare = addr.trim().trim_start_matches('[').trim_end_matches(']');
+            let ip = bare.parse::<IpAddr>().map_err(|_| {
+                format!("--resolve {text:?}: {addr:?} is not an IP address: {usage}")
+            })?;
+            addresses.push(ip);
+        }
+        Ok(Self {
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+            addresses,
+        })
+    }
+}
+
+/// Resolves `host` for `port`: address literal, override, or system resolver.
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    overrides: &[ResolveOverride],
+    timeout: Duration,
+) -> (DnsResult, Vec<SocketAddr>) {
+    let start = Instant::now();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return finish(
+            host,
+            DnsSource::Literal,
+            vec![SocketAddr::new(ip, port)],
+            None,
+            start,
+        );
+    }
+    let wanted = host.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(o) = overrides
+        .iter()
+        .find(|o| o.host == wanted && o.port.is_none_or(|p| p == port))
+    {
+        let addrs = o
+            .addresses
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        return finish(host, DnsSource::Override, addrs, None, start);
+    }
+    let lookup = tokio::net::lookup_host((wanted.as_str(), port));
+    let (addrs, error) = match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(iter)) => {
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for a in iter {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            let error = addrs
+                .is_empty()
+                .then(|| "the resolver returned no address".to_string());
+            (addrs, error)
+        }
+        Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+        Err(_) => (
+            Vec::new(),
+            Some(format!(
+                "no answer from the resolver within {} ms",
+                timeout.as_millis()
+            )),
+        ),
+    };
+    finish(host, DnsSource::System, addrs, error, start)
+}
+
+fn finish(
+    host: &str,
+    source: DnsSource,
+    addrs: Vec<SocketAddr>,
+    error: Option<String>,
+    start: Instant,
+) -> (DnsResult, Vec<SocketAddr>) {
+    let result = DnsResult {
+        host: host.to_string(),
+        source,
+        addresses: addrs.iter().map(|a| a.ip().to_string()).collect(),
+        duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+        error,
+    };
+    (result, addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_curl_form() {
+        let o: ResolveOverride = "Gateway.Example.com:8443:127.0.0.1".parse().expect("valid");
+        assert_eq!(o.host, "gateway.example.com");
+        assert_eq!(o.port, Some(8443));
+        assert_eq!(
+            o.addresses,
+            vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        let v6: ResolveOverride = "gw:*:[::1],127.0.0.2".parse().expect("valid");
+        assert_eq!(v6.port, None);
+        assert_eq!(v6.addresses.len(), 2);
+    }
+
+    #[test]
+    fn explains_bad_overrides() {
+        for bad in [
+            "gw",
+            "gw:8443",
+            "gw:port:127.0.0.1",
+            "gw:8443:not-an-ip",
+            ":1:127.0.0.1",
+        ] {
+            let err = bad.parse::<ResolveOverride>().expect_err(bad);
+            assert!(err.contains("HOST:PORT:ADDR"), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn overrides_win_over_dns_and_match_the_port() {
+        let o: ResolveOverride = "gateway.invalid:8443:127.0.0.9".parse().expect("valid");
+        let (r, addrs) = resolve(
+            "gateway.invalid",
+            8443,
+            &[o.clone()],
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(r.source, DnsSource::Override);
+        assert_eq!(
+            addrs,
+            vec!["127.0.0.9:8443".parse::<SocketAddr>().expect("addr")]
+        );
+        // Another port is not overridden, and .invalid never resolves (RFC 2606).
+        let (r, addrs) = resolve("gateway.invalid", 443, &[o], Duration::from_secs(5)).await;
+        assert_eq!(r.source, DnsSource::System);
+        assert!(addrs.is_empty());
+        assert!(r.error.is_some());
+    }
+
+    #[tokio::test]
+    async fn literals_need_no_resolver() {
+        let (r, addrs) = resolve("[::1]", 8443, &[], Duration::from_secs(1)).await;
+        assert_eq!(r.source, DnsSource::Literal);
+        assert_eq!(addrs.len(), 1);
+    }
+}

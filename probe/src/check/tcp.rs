@@ -1,0 +1,120 @@
+//! TCP connect with the outcome told apart the way a network engineer reads it: `open`,
+//! `refused` (a reset: the host answered, nothing listens), `filtered` (silence until the
+//! timeout: a firewall drops it) and `unreachable` (an ICMP error from a router or firewall).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use cemwatch_shared::{TcpResult, TcpState};
+
+/// Classifies a connect error.
+pub fn classify(error: &io::Error) -> TcpState {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => TcpState::Refused,
+        io::ErrorKind::TimedOut => TcpState::Filtered,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => TcpState::Unreachable,
+        _ => match error.raw_os_error() {
+            // EHOSTUNREACH, ENETUNREACH, EACCES/EPERM (ICMP admin-prohibited or a local
+            // firewall reject) on Unix; WSAEHOSTUNREACH, WSAENETUNREACH on Windows.
+            Some(113) | Some(101) | Some(13) | Some(1) | Some(10065) | Some(10051) => {
+                TcpState::Unreachable
+            }
+            Some(10061) => TcpState::Refused,
+            Some(10060) => TcpState::Filtered,
+            _ => TcpState::Unreachable,
+        },
+    }
+}
+
+/// Connects to each address in turn until one opens. Returns the stage result and the open
+/// stream, if any.
+pub async fn connect(addrs: &[SocketAddr], timeout: Duration) -> (TcpResult, Option<TcpStream>) {
+    let start = Instant::now();
+    let mut first: Option<(TcpState, SocketAddr, String)> = None;
+    for addr in addrs {
+        let outcome = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
+        let (state, error) = match outcome {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let result = TcpResult {
+                    state: TcpState::Open,
+                    address: Some(addr.to_string()),
+                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    error: None,
+                };
+                return (result, Some(stream));
+            }
+            Ok(Err(e)) => (classify(&e), e.to_string()),
+            Err(_) => (
+                TcpState::Filtered,
+                format!("no answer within {} ms", timeout.as_millis()),
+            ),
+        };
+        if first.is_none() {
+            first = Some((state, *addr, error));
+        }
+    }
+    let (state, address, error) = match first {
+        Some((s, a, e)) => (s, Some(a.to_string()), Some(e)),
+        None => (TcpState::NotAttempted, None, None),
+    };
+    (
+        TcpResult {
+            state,
+            address,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+            error,
+        },
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_and_refused_on_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open = listener.local_addr().expect("addr");
+        let (r, stream) = connect(&[open], Duration::from_secs(2)).await;
+        assert_eq!(r.state, TcpState::Open);
+        assert!(stream.is_some());
+
+        // A port just released: nothing listens there any more.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let (r, stream) = connect(&[closed], Duration::from_secs(2)).await;
+        assert_eq!(r.state, TcpState::Refused, "{r:?}");
+        assert!(stream.is_none());
+        assert!(r.error.is_some());
+
+        // The first failing address does not hide a later open one.
+        let (r, _) = connect(&[closed, open], Duration::from_secs(2)).await;
+        assert_eq!(r.state, TcpState::Open);
+        assert_eq!(r.address, Some(open.to_string()));
+    }
+
+    #[test]
+    fn classifies_os_errors() {
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            TcpState::Refused
+        );
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::TimedOut)),
+            TcpState::Filtered
+        );
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(113)),
+            TcpState::Unreachable
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Triage: turns the facts a check gathered into findings, each with the guide's remedy made
+//! concrete (ports, names, thumbprints). Pure functions over the model, shared by `check` and
+//! `inspect`.
+
+use cemwatch_shared::{
+    CertificateInfo, Expectations, Finding, FindingCode, Thumbprint, ThumbprintKind,
+};
+
+use super::cert::covers_name;
+
+/// Findings about a certificate itself: names, policy thumbprint, validity, EKU, signature
+/// and key. `gateway` is the name agents connect to (always required), when known.
+pub fn certificate_findings(
+    info: &CertificateInfo,
+    gateway: Option<&str>,
+    expectations: &Expectations,
+    now_unix: i64,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let names = if info.san_dns.is_empty() && info.san_ip.is_empty() {
+        "the certificate has no Subject Alternative Name (agents ignore the subject CN)".to_string()
+    } else {
+        format!(
+            "the SAN lists {}",
+            info.san_dns
+                .iter()
+                .chain(info.san_ip.iter())
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if let Some(gateway) = gateway {
+        if !covers_name(info, gateway) {
+            findings.push(Finding::new(
+                FindingCode::CertNameMismatch,
+                format!("the certificate does not cover the gateway name {gateway}: {names}"),
+            ));
+        }
+    }
+    for required in &expectations.required_sans {
+        let is_gateway =
+            gateway.is_some_and(|g| g.eq_ignore_ascii_case(required.trim_end_matches('.')));
+        if !is_gateway && !covers_name(info, required) {
+            findings.push(Finding::new(
+                FindingCode::CertSanMissing,
+                format!("the certificate does not cover the required name {required}: {names}"),
+            ));
+        }
+    }
+    if let Some(expected) = &expectations.thumbprint {
+        let (served, label) = match expected.kind() {
+            ThumbprintKind::Sha1 => (&info.thumbprint_sha1, "thumbprint"),
+            ThumbprintKind::Sha256 => (&info.fingerprint_sha256, "SHA-256 fingerprint"),
+        };
+        let matches = Thumbprint::parse(served).is_ok_and(|t| &t == expected);
+        if !matches {
+            findings.push(Finding::with_remedy(
+                FindingCode::ThumbprintMismatch,
+                format!("the served certificate's {label} is {served}, the CEM policy has {expected}"),
+                format!(
+                    "Agents reject the gateway. If the served certificate is the new one, set the CEM Settings policy thumbprint to {} (no spaces) and push the configuration update; otherwise import the certificate with thumbprint {expected} into Gateway Manager.",
+                    info.thumbprint_sha1
+                ),
+            ));
+        }
+    }
+    if now_unix > info.not_after_unix {
+        findings.push(Finding::new(
+            FindingCode::CertExpired,
+            format!(
+                "the certificate expired on {} ({} days ago)",
+                info.not_after, -info.days_left
+            ),
+        ));
+    } else if now_unix < info.not_before_unix {
+        findings.push(Finding::new(
+            FindingCode::CertNotYetValid,
+            format!("the certificate is valid only from {}", info.not_before),
+        ));
+    } else if info.days_left < i64::from(expectations.min_days_left) {
+        findings.push(Finding::new(
+            FindingCode::CertExpiring,
+            format!(
+                "the certificate expires on {}: {} days left, fewer than {}",
+                info.not_after, info.days_left, expectations.min_days_left
+            ),
+        ));
+    }
+    if !info.eku.iter().any(|e| e == "serverAuth") {
+        let seen = if info.eku_present {
+            format!("its Extended Key Usage is {}", info.eku.join(", "))
+        } else {
+            "it has no Extended Key Usage extension".to_string()
+        };
+        findings.push(Finding::new(
+            FindingCode::EkuMissingServerAuth,
+            format!("the certificate lacks Server Authentication (1.3.6.1.5.5.7.3.1): {seen}"),
+        ));
+    }
+    match info.signature_hash.as_str() {
+        "sha1" => findings.push(Finding::new(
+            FindingCode::SignatureSha1,
+            format!(
+                "the certificate is signed with {}",
+                info.signature_algorithm
+            ),
+        )),
+        "md5" | "md2" | "md4" => findings.push(Finding::new(
+            FindingCode::SignatureInsecure,
+            format!(
+                "the certificate is signed with {}",
+                info.signature_algorithm
+            ),
+        )),
+        _ => {}
+    }
+    if info.key_algorithm == "RSA" {
+        if info.key_bits < 2048 {
+            findings.push(Finding::new(
+                FindingCode::KeyTooSmall,
+                format!("the certificate has a {}-bit RSA key", info.key_bits),
+            ));
+        }
+    } else {
+        let curve = info
+            .key_curve
+            .as_deref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        findings.push(Finding::new(
+            FindingCode::KeyNotRsa,
+            format!(
+                "the certificate has a {}{curve} key, not RSA",
+                info.key_algorithm
+            ),
+        ));
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> CertificateInfo {
+        CertificateInfo {
+            thumbprint_sha1: "A".repeat(40),
+            fingerprint_sha256: "B".repeat(64),
+            subject: "CN=gateway.example.com".into(),
+            issuer: "CN=Example CA".into(),
+            serial: "01".into(),
+            san_dns: vec!["smp.example.net".into(), "gateway.example.com".into()],
+            san_ip: vec![],
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_before_unix: 1_767_225_600,
+            not_after: "2027-01-01T00:00:00Z".into(),
+            not_after_unix: 1_798_761_600,
+            days_left: 200,
+            key_algorithm: "RSA".into(),
+            key_bits: 2048,
+            key_curve: None,
+            signature_algorithm: "sha256WithRSAEncryption".into(),
+            signature_hash: "sha256".into(),
+            eku: vec!["serverAuth".into()],
+            eku_present: true,
+            self_signed: false,
+        }
+    }
+
+    const NOW: i64 = 1_780_000_000;
+
+    fn expectations() -> Expectations {
+        Expectations {
+            thumbprint: Some(Thumbprint::parse(&"a".repeat(40)).expect("valid")),
+            required_sans: vec!["smp.example.net".into()],
+            ..Expectations::default()
+        }
+    }
+
+    fn codes(info: &CertificateInfo, e: &Expectations, now: i64) -> Vec<FindingCode> {
+        certificate_findings(info, Some("gateway.example.com"), e, now)
+            .into_iter()
+            .map(|f| f.code)
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_certificate_has_no_findings() {
+        assert!(codes(&healthy(), &expectations(), NOW).is_empty());
+    }
+
+    #[test]
+    fn each_defect_has_its_own_code() {
+        use FindingCode::*;
+        let e = expectations();
+        let mut c = healthy();
+        c.san_dns = vec!["smp.example.net".into()];
+        assert_eq!(codes(&c, &e, NOW), vec![CertNameMismatch]);
+        let mut c = healthy();
+        c.san_dns = vec!["gateway.example.com".into()];
+        assert_eq!(codes(&c, &e, NOW), vec![CertSanMissing]);
+        let mut c = healthy();
+        c.thumbprint_sha1 = "C".repeat(40);
+        assert_eq!(codes(&c, &e, NOW), vec![ThumbprintMismatch]);
+        assert_eq!(
+            codes(&healthy(), &e, c.not_after_unix + 1),
+            vec![CertExpired]
+        );
+        assert_eq!(
+            codes(&healthy(), &e, c.not_before_unix - 1),
+            vec![CertNotYetValid]
+        );
+        let mut c = healthy();
+        c.days_left = 29;
+        assert_eq!(codes(&c, &e, NOW), vec![CertExpiring]);
+        let mut c = healthy();
+        c.eku = vec!["clientAuth".into()];
+        assert_eq!(codes(&c, &e, NOW), vec![EkuMissingServerAuth]);
+        let mut c = healthy();
+        c.eku = vec![];
+        c.eku_present = false;
+        assert_eq!(codes(&c, &e, NOW), vec![EkuMissingServerAuth]);
+        let mut c = healthy();
+        c.signature_hash = "sha1".into();
+        assert_eq!(codes(&c, &e, NOW), vec![SignatureSha1]);
+        let mut c = healthy();
+        c.signature_hash = "md5".into();
+        assert_eq!(codes(&c, &e, NOW), vec![SignatureInsecure]);
+        let mut c = healthy();
+        c.key_bits = 1024;
+        assert_eq!(codes(&c, &e, NOW), vec![KeyTooSmall]);
+        let mut c = healthy();
+        c.key_algorithm = "EC".into();
+        c.key_bits = 256;
+        assert_eq!(codes(&c, &e, NOW), vec![KeyNotRsa]);
+    }
+
+    #[test]
+    fn wildcards_cover_one_label_only() {
+        let mut c = healthy();
+        c.san_dns = vec!["*.example.com".into(), "smp.example.net".into()];
+        assert!(codes(&c, &expectations(), NOW)
+            .iter()
+            .all(|code| *code == FindingCode::ThumbprintMismatch
+                || *code != FindingCode::CertNameMismatch));
+        assert!(covers_name(&c, "GATEWAY.example.com."));
+        assert!(!covers_name(&c, "a.gateway.example.com"));
+        assert!(!covers_name(&c, "example.com"));
+    }
+
+    #[test]
+    fn sha256_policy_fingerprints_are_compared_as_sha256() {
+        let e = Expectations {
+            thumbprint: Some(Thumbprint::parse(&"b".repeat(64)).expect("valid")),
+            ..Expectations::default()
+        };
+        assert!(codes(&healthy(), &e, NOW).is_empty());
+    }
+}

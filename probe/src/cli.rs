@@ -1,0 +1,318 @@
+//! The `cemwatch-probe` command line: arguments are parsed raw by clap, then turned into a
+//! validated [`CheckSpec`] and [`CheckContext`]; any error says what was wrong and exits 3.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cemwatch_shared::duration::parse_duration;
+use cemwatch_shared::model::{DEFAULT_GATEWAY_PORT, DEFAULT_LEGACY_PORTS, DEFAULT_MIN_DAYS_LEFT};
+use cemwatch_shared::{Expectations, Target, Thumbprint};
+
+use crate::check::{self, CheckContext, CheckSpec, ResolveOverride, TrustStore};
+use crate::render;
+
+/// Exit code for bad input, usage errors and anything that prevented a verdict.
+pub const EXIT_UNKNOWN: u8 = 3;
+
+/// cemwatch-probe: check a CEM Internet Gateway from the outside.
+#[derive(Debug, Parser)]
+#[command(name = "cemwatch-probe", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a gateway once: DNS, TCP, TLS, certificate, thumbprint, legacy ports.
+    ///
+    /// Exits 0 when everything is right, 1 on a warning, 2 on a failure, 3 on bad input.
+    Check(CheckArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people: one line per stage, then the findings with their remedy.
+    Table,
+    /// For scripts: the whole result as one JSON document.
+    Json,
+}
+
+/// When to use colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// When standard output is a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The gateway's external FQDN (or address), optionally with :PORT, as agents reach it.
+    #[arg(value_name = "HOST[:PORT]")]
+    target: String,
+    /// The port in the CEM Settings policy [default: 8443].
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// A legacy port where an unmoved listener may answer (repeatable) [default: 443].
+    #[arg(long = "legacy-port", value_name = "N")]
+    legacy_port: Vec<u16>,
+    /// Do not try legacy ports.
+    #[arg(long, conflicts_with = "legacy_port")]
+    no_legacy_ports: bool,
+    /// The thumbprint registered in the CEM Settings policy (SHA-1, or a SHA-256 fingerprint).
+    #[arg(long, value_name = "HEX", value_parser = parse_thumbprint)]
+    expect_thumbprint: Option<Thumbprint>,
+    /// Another name the certificate must cover, such as the SMP FQDN (repeatable). The gateway
+    /// name is always required.
+    #[arg(long = "require-san", value_name = "NAME")]
+    require_san: Vec<String>,
+    /// A PEM file of CA certificates to trust besides the platform store (repeatable).
+    #[arg(long = "ca-file", value_name = "PEM")]
+    ca_file: Vec<PathBuf>,
+    /// Use ADDR for HOST:PORT instead of DNS, as curl's --resolve (repeatable).
+    #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
+    resolve: Vec<ResolveOverride>,
+    /// Warn when the certificate has fewer days left than this.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_DAYS_LEFT)]
+    min_days_left: u32,
+    /// How long to wait for a TCP answer before calling the port filtered.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_timeout)]
+    connect_timeout: Duration,
+    /// How long the TLS handshake may take.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_timeout)]
+    handshake_timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// When to colour the table.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+fn parse_thumbprint(text: &str) -> Result<Thumbprint, String> {
+    Thumbprint::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_resolve(text: &str) -> Result<ResolveOverride, String> {
+    text.parse()
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("a timeout must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+/// Splits `HOST[:PORT]`, accepting `[v6]:port`, bare IPv6 and a pasted `https://` URL.
+pub fn parse_target(text: &str) -> Result<(String, Option<u16>), String> {
+    let mut rest = text.trim();
+    for scheme in ["https://", "http://"] {
+        if rest.len() >= scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            rest = &rest[scheme.len()..];
+        }
+    }
+    if let Some(slash) = rest.find('/') {
+        rest = &rest[..slash];
+    }
+    let bad_port = |p: &str| {
+        format!("{text:?}: {p:?} is not a port number (1-65535); write HOST or HOST:PORT, for example gateway.example.com:8443")
+    };
+    let (host, port) = if let Some(after) = rest.strip_prefix('[') {
+        let (host, tail) = after
+            .split_once(']')
+            .ok_or_else(|| format!("{text:?}: missing ']' after the IPv6 address"))?;
+        match tail.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if tail.is_empty() => (host, None),
+            None => return Err(format!("{text:?}: unexpected {tail:?} after ']'")),
+        }
+    } else if rest.matches(':').count() > 1 {
+        (rest, None)
+    } else if let Some((h, p)) = rest.split_once(':') {
+        (h, Some(p))
+    } else {
+        (rest, None)
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "{text:?}: the host is empty; write HOST or HOST:PORT"
+        ));
+    }
+    if host.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("{text:?}: a host name cannot contain spaces"));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(bad_port(p)),
+            Ok(n) => Some(n),
+        },
+    };
+    Ok((host.trim_end_matches('.').to_string(), port))
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_UNKNOWN)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cemwatch-probe: error: {e:#}");
+            ExitCode::from(EXIT_UNKNOWN)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CEMWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Check(args) => run_check(args),
+    }
+}
+
+fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
+    let (host, embedded_port) = parse_target(&args.target).map_err(anyhow::Error::msg)?;
+    let port = match (embedded_port, args.port) {
+        (Some(a), Some(b)) if a != b => anyhow::bail!(
+            "the port is given twice and differs ({} in {:?}, {b} in --port): give it once",
+            a,
+            args.target
+        ),
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => DEFAULT_GATEWAY_PORT,
+    };
+    if args.port == Some(0) {
+        anyhow::bail!(
+            "--port 0 is not a port: give the port in the CEM Settings policy, such as 8443"
+        );
+    }
+    let legacy_ports = if args.no_legacy_ports {
+        Vec::new()
+    } else if args.legacy_port.is_empty() {
+        DEFAULT_LEGACY_PORTS.to_vec()
+    } else {
+        args.legacy_port.clone()
+    };
+    let mut trust = TrustStore::platform();
+    for path in &args.ca_file {
+        trust
+            .add_file(path)
+            .with_context(|| format!("--ca-file {}", path.display()))?;
+    }
+    let spec = CheckSpec {
+        target: Target { host, port },
+        expectations: Expectations {
+            thumbprint: args.expect_thumbprint.clone(),
+            required_sans: args.require_san.clone(),
+            min_days_left: args.min_days_left,
+            legacy_ports,
+        },
+    };
+    let mut ctx = CheckContext::new(Arc::new(trust));
+    ctx.overrides = args.resolve.clone();
+    ctx.connect_timeout = args.connect_timeout;
+    ctx.handshake_timeout = args.handshake_timeout;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(check::run_check(&spec, &ctx));
+
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &result).context("cannot write JSON")?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => {
+            let color = match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            out.write_all(render::table(&result, color).as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(result.verdict.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_in_every_form_people_write() {
+        let ok = |t: &str| parse_target(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(
+            ok("gateway.example.com"),
+            ("gateway.example.com".into(), None)
+        );
+        assert_eq!(
+            ok("gateway.example.com:8443"),
+            ("gateway.example.com".into(), Some(8443))
+        );
+        assert_eq!(
+            ok("gateway.example.com."),
+            ("gateway.example.com".into(), None)
+        );
+        assert_eq!(
+            ok("https://gateway.example.com:8443/"),
+            ("gateway.example.com".into(), Some(8443))
+        );
+        assert_eq!(ok("[::1]:8443"), ("::1".into(), Some(8443)));
+        assert_eq!(ok("[::1]"), ("::1".into(), None));
+        assert_eq!(ok("2001:db8::1"), ("2001:db8::1".into(), None));
+        assert_eq!(ok("127.0.0.1:443"), ("127.0.0.1".into(), Some(443)));
+    }
+
+    #[test]
+    fn bad_targets_say_what_to_write() {
+        for bad in ["", ":8443", "gw:http", "gw:0", "gw:70000", "[::1", "gw x:1"] {
+            let e = parse_target(bad).expect_err(bad);
+            assert!(!e.is_empty());
+        }
+        assert!(parse_target("gw:70000").unwrap_err().contains("HOST:PORT"));
+    }
+}
