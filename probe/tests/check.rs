@@ -63,7 +63,7 @@ fn check(pki: &Pki, port: u16, extra: &[&str]) -> Run {
         "check", &target, "--resolve", &resolve, "--ca-file", &ca, "--require-san", SMP,
         "--output", "json", "--connect-timeout", "2s",
     ];
-    if !extra.iter().any(|a| *a == "--legacy-port") {
+    if !extra.contains(&"--legacy-port") {
         args.push("--no-legacy-ports");
     }
     args.extend_from_slice(extra);

@@ -45,7 +45,7 @@ pub enum CertError {
 /// Parses DER into an X.509 certificate, refusing trailing garbage.
 pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok((rest, _)) => Err(CertError::Parse(format!(
             "{} bytes of trailing data after the certificate",
             rest.len()

@@ -166,7 +166,7 @@ mod tests {
         let (r, addrs) = resolve(
             "gateway.invalid",
             8443,
-            &[o.clone()],
+            std::slice::from_ref(&o),
             Duration::from_secs(2),
         )
         .await;
