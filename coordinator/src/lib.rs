@@ -6,5 +6,6 @@
 //! exists and says so plainly instead of failing obscurely.
 
 /// What the `cemwatch` binary says until the coordinator lands.
-pub const NOT_YET: &str = "cemwatch: the coordinator (serve, status, verify, token, demo) is not built yet; \
+pub const NOT_YET: &str =
+    "cemwatch: the coordinator (serve, status, verify, token, demo) is not built yet; \
 use `cemwatch-probe check HOST[:PORT]` to check a gateway from this machine";

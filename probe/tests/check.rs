@@ -41,7 +41,10 @@ struct Run {
 }
 
 fn run(args: &[&str]) -> Run {
-    let out = Command::new(BIN).args(args).output().expect("run cemwatch-probe");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run cemwatch-probe");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
@@ -60,8 +63,18 @@ fn check(pki: &Pki, port: u16, extra: &[&str]) -> Run {
     let resolve = format!("{GW}:*:127.0.0.1");
     let ca = pki.ca_file.display().to_string();
     let mut args = vec![
-        "check", &target, "--resolve", &resolve, "--ca-file", &ca, "--require-san", SMP,
-        "--output", "json", "--connect-timeout", "2s",
+        "check",
+        &target,
+        "--resolve",
+        &resolve,
+        "--ca-file",
+        &ca,
+        "--require-san",
+        SMP,
+        "--output",
+        "json",
+        "--connect-timeout",
+        "2s",
     ];
     if !extra.contains(&"--legacy-port") {
         args.push("--no-legacy-ports");
@@ -90,7 +103,10 @@ fn good_leaf(ca: &Ca) -> Leaf {
 #[test]
 fn healthy_gateway_is_ok_with_every_fact_reported() {
     let pki = pki();
-    let issuing = pki.root.intermediate("cemwatch Test Issuing CA").expect("intermediate");
+    let issuing = pki
+        .root
+        .intermediate("cemwatch Test Issuing CA")
+        .expect("intermediate");
     let leaf = good_leaf(&issuing);
     let server = serve(&leaf);
     let thumb = leaf.thumbprint();
@@ -103,11 +119,20 @@ fn healthy_gateway_is_ok_with_every_fact_reported() {
     assert_eq!(j["tls"]["completed"], true);
     assert_eq!(j["tls"]["trusted"], true);
     assert_eq!(j["tls"]["version"], "TLSv1.3");
-    assert!(j["tls"]["cipher"].as_str().is_some_and(|c| c.starts_with("TLS13_")));
-    assert_eq!(j["tls"]["chain"].as_array().map(Vec::len), Some(2), "leaf + intermediate");
+    assert!(j["tls"]["cipher"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("TLS13_")));
+    assert_eq!(
+        j["tls"]["chain"].as_array().map(Vec::len),
+        Some(2),
+        "leaf + intermediate"
+    );
     let c = &j["certificate"];
     assert_eq!(c["thumbprint_sha1"], thumb.as_str());
-    assert_eq!(c["fingerprint_sha256"], cemwatch_tests::pki::sha256_hex(leaf.der()).as_str());
+    assert_eq!(
+        c["fingerprint_sha256"],
+        cemwatch_tests::pki::sha256_hex(leaf.der()).as_str()
+    );
     assert_eq!(c["san_dns"], serde_json::json!([SMP, GW]));
     assert_eq!(c["key_algorithm"], "RSA");
     assert_eq!(c["key_bits"], 2048);
@@ -150,7 +175,10 @@ fn unknown_ca_is_cert_untrusted_and_nothing_else() {
 #[test]
 fn missing_intermediate_is_cert_untrusted() {
     let pki = pki();
-    let issuing = pki.root.intermediate("cemwatch Test Issuing CA").expect("intermediate");
+    let issuing = pki
+        .root
+        .intermediate("cemwatch Test Issuing CA")
+        .expect("intermediate");
     let mut spec = LeafSpec::good(&[SMP, GW]);
     spec.send_intermediates = false;
     let server = serve(&issuing.issue(&spec).expect("issue"));
@@ -163,20 +191,29 @@ fn missing_intermediate_is_cert_untrusted() {
 #[test]
 fn sha1_signature_is_a_warning_not_untrusted() {
     let pki = pki();
-    let leaf = pki.root.issue_legacy(&[SMP, GW], "sha1", 2048).expect("legacy leaf");
+    let leaf = pki
+        .root
+        .issue_legacy(&[SMP, GW], "sha1", 2048)
+        .expect("legacy leaf");
     let server = serve(&leaf);
     let r = check(&pki, server.port(), &[]);
     assert_eq!(codes(&r), vec!["signature_sha1"], "{}", r.stdout);
     assert_eq!(r.code, 1);
     assert_eq!(r.json["verdict"], "warn");
     assert_eq!(r.json["tls"]["trusted"], true);
-    assert_eq!(r.json["certificate"]["signature_algorithm"], "sha1WithRSAEncryption");
+    assert_eq!(
+        r.json["certificate"]["signature_algorithm"],
+        "sha1WithRSAEncryption"
+    );
 }
 
 #[test]
 fn md5_signature_is_insecure() {
     let pki = pki();
-    let leaf = pki.root.issue_legacy(&[SMP, GW], "md5", 2048).expect("legacy leaf");
+    let leaf = pki
+        .root
+        .issue_legacy(&[SMP, GW], "md5", 2048)
+        .expect("legacy leaf");
     let server = serve(&leaf);
     let r = check(&pki, server.port(), &[]);
     assert_eq!(codes(&r), vec!["signature_insecure"], "{}", r.stdout);
@@ -186,10 +223,19 @@ fn md5_signature_is_insecure() {
 #[test]
 fn rsa_1024_key_is_too_small_not_untrusted() {
     let pki = pki();
-    let leaf = pki.root.issue_legacy(&[SMP, GW], "sha256", 1024).expect("legacy leaf");
+    let leaf = pki
+        .root
+        .issue_legacy(&[SMP, GW], "sha256", 1024)
+        .expect("legacy leaf");
     let server = OpensslServer::start(&leaf).expect("openssl s_server");
     let r = check(&pki, server.port(), &[]);
-    assert_eq!(codes(&r), vec!["key_too_small"], "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        codes(&r),
+        vec!["key_too_small"],
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert_eq!(r.json["certificate"]["key_bits"], 1024);
     assert_eq!(r.json["tls"]["trusted"], true);
 }
@@ -215,14 +261,20 @@ fn client_only_and_absent_eku_lack_server_auth() {
         let server = serve(&pki.root.issue(&spec).expect("issue"));
         let r = check(&pki, server.port(), &[]);
         assert_eq!(codes(&r), vec!["eku_missing_server_auth"], "{eku:?}");
-        assert_eq!(r.json["tls"]["trusted"], true, "{eku:?}: not an untrusted chain");
+        assert_eq!(
+            r.json["tls"]["trusted"], true,
+            "{eku:?}: not an untrusted chain"
+        );
     }
 }
 
 #[test]
 fn san_without_the_gateway_name_is_a_name_mismatch() {
     let pki = pki();
-    let leaf = pki.root.issue(&LeafSpec::good(&[SMP, "other.example.com"])).expect("issue");
+    let leaf = pki
+        .root
+        .issue(&LeafSpec::good(&[SMP, "other.example.com"]))
+        .expect("issue");
     let server = serve(&leaf);
     let r = check(&pki, server.port(), &[]);
     assert_eq!(codes(&r), vec!["cert_name_mismatch"]);
@@ -245,11 +297,19 @@ fn policy_thumbprint_of_another_certificate_is_a_mismatch() {
     let old = good_leaf(&pki.root);
     let renewed = good_leaf(&pki.root);
     let server = serve(&renewed);
-    let r = check(&pki, server.port(), &["--expect-thumbprint", &old.thumbprint()]);
+    let r = check(
+        &pki,
+        server.port(),
+        &["--expect-thumbprint", &old.thumbprint()],
+    );
     assert_eq!(codes(&r), vec!["thumbprint_mismatch"]);
     let f = &r.json["findings"][0];
-    assert!(f["message"].as_str().is_some_and(|m| m.contains(&old.thumbprint()) && m.contains(&renewed.thumbprint())));
-    assert!(f["remedy"].as_str().is_some_and(|m| m.contains(&renewed.thumbprint())));
+    assert!(f["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(&old.thumbprint()) && m.contains(&renewed.thumbprint())));
+    assert!(f["remedy"]
+        .as_str()
+        .is_some_and(|m| m.contains(&renewed.thumbprint())));
 
     // The same thumbprint pasted from the Windows dialog (spaces, lower case, LRM) matches.
     let pasted: String = renewed
@@ -283,10 +343,15 @@ fn validity_codes() {
     let expired = serve(&leaf_valid(&pki, -400, -10));
     let r = check(&pki, expired.port(), &[]);
     assert_eq!(codes(&r), vec!["cert_expired"]);
-    assert!(r.json["certificate"]["days_left"].as_i64().is_some_and(|d| d < 0));
+    assert!(r.json["certificate"]["days_left"]
+        .as_i64()
+        .is_some_and(|d| d < 0));
 
     let future = serve(&leaf_valid(&pki, 10, 400));
-    assert_eq!(codes(&check(&pki, future.port(), &[])), vec!["cert_not_yet_valid"]);
+    assert_eq!(
+        codes(&check(&pki, future.port(), &[])),
+        vec!["cert_not_yet_valid"]
+    );
 
     let expiring = serve(&leaf_valid(&pki, -300, 10));
     let r = check(&pki, expiring.port(), &[]);
@@ -314,17 +379,29 @@ fn listener_left_on_the_legacy_port_is_found() {
     let expected = free_port().expect("port");
     let legacy_port = legacy.port().to_string();
     let r = check(&pki, expected, &["--legacy-port", &legacy_port]);
-    assert_eq!(codes(&r), vec!["listener_on_legacy_port", "tcp_refused"], "{}", r.stdout);
+    assert_eq!(
+        codes(&r),
+        vec!["listener_on_legacy_port", "tcp_refused"],
+        "{}",
+        r.stdout
+    );
     let l = &r.json["legacy_ports"][0];
     assert_eq!(l["port"], legacy.port());
     assert_eq!(l["gateway_listener"], true);
     assert_eq!(l["covers_gateway_name"], true);
     assert_eq!(l["thumbprint_sha1"], leaf.thumbprint().as_str());
     let remedy = r.json["findings"][0]["remedy"].as_str().expect("remedy");
-    assert!(remedy.contains(&format!("to {expected}")) && remedy.contains("restart"), "{remedy}");
+    assert!(
+        remedy.contains(&format!("to {expected}")) && remedy.contains("restart"),
+        "{remedy}"
+    );
 
     // Some other TLS site on the legacy port (not the gateway's certificate) is not the listener.
-    let other = serve(&pki.root.issue(&LeafSpec::good(&["intranet.example.net"])).expect("issue"));
+    let other = serve(
+        &pki.root
+            .issue(&LeafSpec::good(&["intranet.example.net"]))
+            .expect("issue"),
+    );
     let other_port = other.port().to_string();
     let r = check(&pki, expected, &["--legacy-port", &other_port]);
     assert_eq!(codes(&r), vec!["tcp_refused"]);
@@ -356,19 +433,29 @@ fn unresolvable_name_is_dns_unresolved() {
 fn bad_input_exits_3_and_says_what_to_fix() {
     let cases: &[(&[&str], &str)] = &[
         (&["check", "gw", "--expect-thumbprint", "12:34"], "40"),
-        (&["check", "gw", "--expect-thumbprint", "sha1=ABCD"], "invalid character"),
+        (
+            &["check", "gw", "--expect-thumbprint", "sha1=ABCD"],
+            "invalid character",
+        ),
         (&["check", "gw:http"], "not a port number"),
         (&["check", "gw:8443", "--port", "443"], "give it once"),
         (&["check", "gw", "--resolve", "gw:8443"], "HOST:PORT:ADDR"),
         (&["check", "gw", "--connect-timeout", "5"], "unit"),
-        (&["check", "gw", "--ca-file", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+        (
+            &["check", "gw", "--ca-file", "/nonexistent/ca.pem"],
+            "/nonexistent/ca.pem",
+        ),
         (&["check"], "HOST[:PORT]"),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, needle) in cases {
         let r = run(args);
         assert_eq!(r.code, 3, "{args:?}: {}{}", r.stdout, r.stderr);
-        assert!(r.stderr.contains(needle), "{args:?}: stderr lacks {needle:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?}: stderr lacks {needle:?}: {}",
+            r.stderr
+        );
     }
     let help = run(&["check", "--help"]);
     assert_eq!(help.code, 0);
@@ -385,14 +472,35 @@ fn table_output_reads_well() {
     let resolve = format!("{GW}:*:127.0.0.1");
     let ca = pki.ca_file.display().to_string();
     let thumb = old.thumbprint();
-    let base = ["check", &target, "--resolve", &resolve, "--ca-file", &ca, "--expect-thumbprint", &thumb];
+    let base = [
+        "check",
+        &target,
+        "--resolve",
+        &resolve,
+        "--ca-file",
+        &ca,
+        "--expect-thumbprint",
+        &thumb,
+    ];
     let r = run(&[&base[..], &["--color", "never"]].concat());
     assert_eq!(r.code, 2);
     for needle in [
-        "DNS", "TCP", "TLS", "CERT", "open", "chain trusted", &leaf.thumbprint(), "thumbprint_mismatch",
-        "remedy:", "VERDICT  FAIL",
+        "DNS",
+        "TCP",
+        "TLS",
+        "CERT",
+        "open",
+        "chain trusted",
+        &leaf.thumbprint(),
+        "thumbprint_mismatch",
+        "remedy:",
+        "VERDICT  FAIL",
     ] {
-        assert!(r.stdout.contains(needle), "table lacks {needle:?}:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(needle),
+            "table lacks {needle:?}:\n{}",
+            r.stdout
+        );
     }
     assert!(!r.stdout.contains('\x1b'), "no colour when asked for none");
     let coloured = run(&[&base[..], &["--color", "always"]].concat());
@@ -414,7 +522,16 @@ fn firewall_drop_reset_and_reject_are_told_apart() {
     let probe = |port: &str| {
         let target = format!("127.0.0.1:{port}");
         let out = ns
-            .command(&[BIN, "check", &target, "--no-legacy-ports", "--connect-timeout", "1s", "--output", "json"])
+            .command(&[
+                BIN,
+                "check",
+                &target,
+                "--no-legacy-ports",
+                "--connect-timeout",
+                "1s",
+                "--output",
+                "json",
+            ])
             .output()
             .expect("run in netns");
         let json: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -424,13 +541,23 @@ fn firewall_drop_reset_and_reject_are_told_apart() {
             .iter()
             .map(|f| f["code"].as_str().expect("code").to_string())
             .collect();
-        (out.status.code(), json["tcp"]["state"].as_str().unwrap_or("").to_string(), codes)
+        (
+            out.status.code(),
+            json["tcp"]["state"].as_str().unwrap_or("").to_string(),
+            codes,
+        )
     };
     let (code, state, found) = probe("8443");
     assert_eq!((code, state.as_str()), (Some(2), "filtered"));
     assert_eq!(found, vec!["tcp_filtered"]);
     let (_, state, found) = probe("8444");
-    assert_eq!((state.as_str(), found), ("refused", vec!["tcp_refused".to_string()]));
+    assert_eq!(
+        (state.as_str(), found),
+        ("refused", vec!["tcp_refused".to_string()])
+    );
     let (_, state, found) = probe("8445");
-    assert_eq!((state.as_str(), found), ("unreachable", vec!["tcp_unreachable".to_string()]));
+    assert_eq!(
+        (state.as_str(), found),
+        ("unreachable", vec!["tcp_unreachable".to_string()])
+    );
 }

@@ -44,7 +44,9 @@ fn scenario(name: &str) -> Result<u8> {
             expected_port = Some(free_port()?);
             good
         }
-        "untrusted-root" => Ca::root("Unknown Internal Root CA")?.issue(&LeafSpec::good(&[SMP, GW]))?,
+        "untrusted-root" => {
+            Ca::root("Unknown Internal Root CA")?.issue(&LeafSpec::good(&[SMP, GW]))?
+        }
         "san-missing" => root.issue(&LeafSpec::good(&[GW]))?,
         "cert-expiring" => {
             let mut spec = LeafSpec::good(&[SMP, GW]);
@@ -52,7 +54,10 @@ fn scenario(name: &str) -> Result<u8> {
             root.issue(&spec)?
         }
         "sha1-signature" => root.issue_legacy(&[SMP, GW], "sha1", 2048)?,
-        other => bail!("unknown scenario {other:?}; choose one of: {}, all", SCENARIOS.join(", ")),
+        other => bail!(
+            "unknown scenario {other:?}; choose one of: {}, all",
+            SCENARIOS.join(", ")
+        ),
     };
     if name != "healthy" && name != "thumbprint-mismatch" && name != "listener-on-legacy-port" {
         policy_thumbprint = served.thumbprint();
@@ -63,17 +68,35 @@ fn scenario(name: &str) -> Result<u8> {
     let resolve = format!("{GW}:*:127.0.0.1");
     let legacy = server.port().to_string();
     let args = [
-        "cemwatch-probe", "check", &target, "--resolve", &resolve, "--ca-file", &ca_file,
-        "--require-san", SMP, "--expect-thumbprint", &policy_thumbprint, "--legacy-port", &legacy,
+        "cemwatch-probe",
+        "check",
+        &target,
+        "--resolve",
+        &resolve,
+        "--ca-file",
+        &ca_file,
+        "--require-san",
+        SMP,
+        "--expect-thumbprint",
+        &policy_thumbprint,
+        "--legacy-port",
+        &legacy,
     ];
-    println!("\n### scenario {name}: cemwatch-probe {}\n", args[1..].join(" "));
+    println!(
+        "\n### scenario {name}: cemwatch-probe {}\n",
+        args[1..].join(" ")
+    );
     let code = cemwatch_probe::cli::main_with_args(args);
     Ok(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 
 fn main() -> ExitCode {
     let wanted = std::env::args().nth(1).unwrap_or_else(|| "healthy".into());
-    let names: Vec<&str> = if wanted == "all" { SCENARIOS.to_vec() } else { vec![wanted.as_str()] };
+    let names: Vec<&str> = if wanted == "all" {
+        SCENARIOS.to_vec()
+    } else {
+        vec![wanted.as_str()]
+    };
     let mut failed = 0;
     for name in names {
         match scenario(name) {

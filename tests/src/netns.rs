@@ -8,7 +8,11 @@ use anyhow::{bail, Context, Result};
 
 /// Why namespace tests cannot run here, or `None` when they can.
 pub fn unavailable() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref() != Some("0") {
         return Some("not running as root".into());
     }
@@ -19,7 +23,9 @@ pub fn unavailable() -> Option<String> {
             .map(|o| o.status.success())
             .unwrap_or(false);
         if !found {
-            return Some(format!("`{tool}` is not installed (apt-get install iproute2 nftables)"));
+            return Some(format!(
+                "`{tool}` is not installed (apt-get install iproute2 nftables)"
+            ));
         }
     }
     None
@@ -51,7 +57,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn run(cmd: &mut Command) -> Result<Output> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("cannot run {shown}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !out.status.success() {
         bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -94,6 +102,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

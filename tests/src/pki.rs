@@ -3,14 +3,14 @@
 //! signatures, RSA-1024 keys) come from the `openssl` command, because rcgen and ring refuse
 //! to make them.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::io::Write as _;
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -169,13 +169,19 @@ impl Ca {
         let mut dn = DistinguishedName::new();
         dn.push(
             DnType::CommonName,
-            spec.sans.first().cloned().unwrap_or_else(|| "no-name".into()),
+            spec.sans
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no-name".into()),
         );
         params.distinguished_name = dn;
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = match spec.eku {
             Eku::ServerAuth => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Eku::ClientOnly => vec![ExtendedKeyUsagePurpose::ClientAuth],
@@ -198,7 +204,12 @@ impl Ca {
             if !self.parents.is_empty() {
                 chain.push(self.cert_der.clone());
             }
-            chain.extend(self.parents.iter().take(self.parents.len().saturating_sub(1)).cloned());
+            chain.extend(
+                self.parents
+                    .iter()
+                    .take(self.parents.len().saturating_sub(1))
+                    .cloned(),
+            );
         }
         Ok(Leaf::new(chain, key_pem))
     }
@@ -217,20 +228,50 @@ impl Ca {
         std::fs::write(&ca_key, &self.key_pem)?;
         let key_pem = rsa_key_pem(key_bits)?;
         std::fs::write(&key, &key_pem)?;
-        let san = sans.iter().map(|s| format!("DNS:{s}")).collect::<Vec<_>>().join(",");
+        let san = sans
+            .iter()
+            .map(|s| format!("DNS:{s}"))
+            .collect::<Vec<_>>()
+            .join(",");
         std::fs::write(
             &ext,
             format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"),
         )?;
         let p = |p: &Path| p.display().to_string();
         let subj = format!("/CN={}", sans.first().copied().unwrap_or("legacy"));
-        openssl(&["req", "-new", "-key", &p(&key), "-subj", &subj, "-out", &p(&csr)], None)?;
+        openssl(
+            &[
+                "req",
+                "-new",
+                "-key",
+                &p(&key),
+                "-subj",
+                &subj,
+                "-out",
+                &p(&csr),
+            ],
+            None,
+        )?;
         let digest_flag = format!("-{digest}");
         openssl(
             &[
-                "x509", "-req", "-in", &p(&csr), "-CA", &p(&ca_cert), "-CAkey", &p(&ca_key),
-                "-set_serial", "4242", &digest_flag, "-days", "365", "-extfile", &p(&ext),
-                "-out", &p(&out),
+                "x509",
+                "-req",
+                "-in",
+                &p(&csr),
+                "-CA",
+                &p(&ca_cert),
+                "-CAkey",
+                &p(&ca_key),
+                "-set_serial",
+                "4242",
+                &digest_flag,
+                "-days",
+                "365",
+                "-extfile",
+                &p(&ext),
+                "-out",
+                &p(&out),
             ],
             None,
         )?;
@@ -317,7 +358,10 @@ impl Leaf {
 
     /// The leaf and chain, PEM.
     pub fn chain_pem(&self) -> String {
-        self.chain.iter().map(|d| pem_of(d, "CERTIFICATE")).collect()
+        self.chain
+            .iter()
+            .map(|d| pem_of(d, "CERTIFICATE"))
+            .collect()
     }
 
     /// The leaf's thumbprint in the Windows form.
@@ -327,7 +371,10 @@ impl Leaf {
 
     /// The chain for rustls.
     pub fn rustls_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.chain.iter().map(|d| CertificateDer::from(d.clone())).collect()
+        self.chain
+            .iter()
+            .map(|d| CertificateDer::from(d.clone()))
+            .collect()
     }
 
     /// The key for rustls.

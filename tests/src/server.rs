@@ -74,7 +74,10 @@ impl TlsServer {
         let addr = std_listener.local_addr()?;
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -202,7 +205,9 @@ impl PlainServer {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf);
-                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = s.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
             }
         });
         Ok(Self {

@@ -431,11 +431,13 @@ impl TrustStore {
                     };
                     match verify_link(current, anchor.public_key()) {
                         Link::Valid | Link::Unverifiable => return TrustOutcome::trusted(),
-                        Link::Invalid => bad_signature = Some(format!(
+                        Link::Invalid => {
+                            bad_signature = Some(format!(
                             "the signature on \"{}\" does not verify with the trusted root \"{}\"",
                             current.subject(),
                             anchor.subject()
-                        )),
+                        ))
+                        }
                     }
                 }
             }
