@@ -368,7 +368,7 @@ fn closed_port_is_refused() {
     let r = check(&pki, port, &[]);
     assert_eq!(codes(&r), vec!["tcp_refused"]);
     assert_eq!(r.json["tcp"]["state"], "refused");
-    assert!(r.json.get("tls").is_none());
+    assert!(r.json["tls"].is_null());
 }
 
 #[test]

@@ -40,7 +40,7 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expectations {
     /// Thumbprint registered in the CEM Settings policy (SHA-1, or a SHA-256 fingerprint).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub thumbprint: Option<Thumbprint>,
     /// Names the certificate must cover besides the gateway host (e.g. the SMP FQDN).
     #[serde(default)]
@@ -87,7 +87,7 @@ pub struct DnsResult {
     /// Time spent, in milliseconds.
     pub duration_ms: f64,
     /// The resolver's error, when nothing was resolved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub error: Option<String>,
 }
 
@@ -126,12 +126,12 @@ pub struct TcpResult {
     /// Overall state: `open` when any address connected, otherwise the first address's state.
     pub state: TcpState,
     /// The address that connected, or the last one tried.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub address: Option<String>,
     /// Time spent, in milliseconds.
     pub duration_ms: f64,
     /// The operating system's error, when not open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub error: Option<String>,
 }
 
@@ -141,15 +141,15 @@ pub struct TlsResult {
     /// The handshake completed.
     pub completed: bool,
     /// Negotiated protocol version, such as `TLSv1.3`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub version: Option<String>,
     /// Negotiated cipher suite.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cipher: Option<String>,
     /// The served chain leads to a trusted root (platform store plus configured CA files).
     pub trusted: bool,
     /// Why the chain is not trusted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub trust_error: Option<String>,
     /// Subjects of the certificates the server sent, leaf first.
     #[serde(default)]
@@ -157,12 +157,12 @@ pub struct TlsResult {
     /// Whether the server's handshake signature verified with its certificate's key
     /// (`None` when it could not be evaluated, for example with a key too small for the
     /// verifier).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub handshake_signature_valid: Option<bool>,
     /// Time spent, in milliseconds.
     pub duration_ms: f64,
     /// The handshake error, when not completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub error: Option<String>,
 }
 
@@ -199,7 +199,7 @@ pub struct CertificateInfo {
     /// Key size in bits (RSA modulus, EC curve size).
     pub key_bits: u32,
     /// EC curve name, when the key is EC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub key_curve: Option<String>,
     /// Signature algorithm, such as `sha256WithRSAEncryption`.
     pub signature_algorithm: String,
@@ -224,12 +224,12 @@ pub struct LegacyPortResult {
     /// The port completed a TLS handshake.
     pub tls_completed: bool,
     /// Thumbprint of the certificate served there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub thumbprint_sha1: Option<String>,
     /// The certificate served there covers the gateway name.
     pub covers_gateway_name: bool,
     /// The certificate served there is the one in the CEM policy (when the policy is known).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub matches_expected_thumbprint: Option<bool>,
     /// Conclusion: this port is the gateway's listener.
     pub gateway_listener: bool,
@@ -268,10 +268,10 @@ pub struct CheckResult {
     /// TCP stage on the expected port.
     pub tcp: TcpResult,
     /// TLS stage, when TCP connected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub tls: Option<TlsResult>,
     /// The served certificate, when the handshake produced one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub certificate: Option<CertificateInfo>,
     /// Legacy ports tried because the expected port failed.
     #[serde(default)]
