@@ -10,3 +10,5 @@
 pub mod check;
 pub mod cli;
 mod render;
+pub mod agent;
+pub mod transport;

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod finding;
 pub mod model;
 pub mod thumbprint;
+pub mod token;
 pub mod wire;
 
 pub use finding::{Finding, FindingCode, Severity};

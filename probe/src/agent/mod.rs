@@ -1,0 +1,227 @@
+//! The probe agent: receives its plan from the coordinator, runs the checks on schedule,
+//! spools every result before sending it, deletes it only after the coordinator's `Ack`,
+//! reconnects with backoff and jitter, fails over along the ordered coordinator list, renews
+//! its certificate over the live connection, and answers `ProbeNow` at once.
+
+pub mod enroll;
+pub mod schedule;
+pub mod session;
+pub mod spool;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use cemwatch_shared::wire::{Plan, SERVER_NAME};
+
+use crate::check::TrustStore;
+use crate::transport;
+use spool::{Spool, SpoolLimits};
+use state::{Identity, StateDir};
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The state directory made by `enroll`.
+    pub state_dir: PathBuf,
+    /// Coordinators in order of preference; empty: the one the probe enrolled with.
+    pub coordinators: Vec<String>,
+    /// Trust anchors for the gateway checks (platform store plus CA files).
+    pub trust: Arc<TrustStore>,
+    /// Spool bounds.
+    pub spool_limits: SpoolLimits,
+    /// Most checks running at once.
+    pub max_concurrent_checks: usize,
+    /// How long to wait for the coordinator's handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: PathBuf, trust: Arc<TrustStore>) -> Self {
+        Self {
+            state_dir,
+            coordinators: Vec::new(),
+            trust,
+            spool_limits: SpoolLimits::default(),
+            max_concurrent_checks: 4,
+            connect_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of an agent, for logs and tests.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    /// Reports acknowledged by a coordinator.
+    pub acked: AtomicU64,
+    /// Successful connections.
+    pub connections: AtomicU64,
+    /// Failed connection attempts.
+    pub connect_failures: AtomicU64,
+}
+
+/// State shared by the agent's tasks.
+#[derive(Debug)]
+pub struct Shared {
+    /// Who we are.
+    pub identity: Identity,
+    /// Where we keep things.
+    pub state: StateDir,
+    /// Unacknowledged reports.
+    pub spool: Mutex<Spool>,
+    /// Signalled when the spool gains a report or loses one.
+    pub spool_changed: Notify,
+    /// Trust anchors for checks.
+    pub trust: Arc<TrustStore>,
+    /// Bounds concurrent checks.
+    pub check_slots: Semaphore,
+    /// Counters.
+    pub stats: AgentStats,
+}
+
+/// Runs the agent until `shutdown` becomes `true`.
+pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let state = StateDir::new(&config.state_dir);
+    let identity = state.identity()?;
+    let coordinators = if config.coordinators.is_empty() {
+        identity.coordinators.clone()
+    } else {
+        config.coordinators.clone()
+    };
+    if coordinators.is_empty() {
+        bail!("no coordinator to report to: give --coordinator HOST:PORT");
+    }
+    // Fail now, not at the first connection, when the state directory is incomplete.
+    state.ca_der()?;
+    state.cert_der()?;
+    state.key()?;
+    let spool = Spool::open(&state.spool(), config.spool_limits)
+        .context("cannot open the spool")?;
+    tracing::info!(
+        probe = %identity.name,
+        pending = spool.len(),
+        dropped = spool.dropped(),
+        "probe agent starting"
+    );
+    let shared = Arc::new(Shared {
+        identity,
+        state,
+        spool: Mutex::new(spool),
+        spool_changed: Notify::new(),
+        trust: config.trust.clone(),
+        check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
+        stats: AgentStats::default(),
+    });
+    let (plan_tx, plan_rx) = watch::channel::<Option<Plan>>(shared.state.plan());
+    let (now_tx, now_rx) = mpsc::channel(16);
+    let scheduler = tokio::spawn(schedule::run(shared.clone(), plan_rx, now_rx));
+
+    let mut index = 0usize;
+    let mut failed_passes = 0u32;
+    while !*shutdown.borrow() {
+        let coordinator = &coordinators[index % coordinators.len()];
+        let started = Instant::now();
+        match connect(&shared, coordinator, config.connect_timeout).await {
+            Ok((endpoint, conn)) => {
+                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(coordinator = %coordinator, "connected");
+                let end = tokio::select! {
+                    end = session::run(&shared, &conn, &plan_tx, &now_tx) => end,
+                    _ = shutdown.changed() => {
+                        conn.close(0u32.into(), b"probe shutting down");
+                        Ok(())
+                    }
+                };
+                match end {
+                    Ok(()) => tracing::info!(coordinator = %coordinator, "session ended"),
+                    Err(e) => tracing::warn!(coordinator = %coordinator, error = %e, "session ended"),
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+                if started.elapsed() > Duration::from_secs(30) {
+                    // A session that held: start again from the preferred coordinator.
+                    index = 0;
+                    failed_passes = 0;
+                    continue;
+                }
+            }
+            Err(e) => {
+                shared.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(coordinator = %coordinator, error = %format!("{e:#}"), "cannot connect");
+            }
+        }
+        index += 1;
+        let pause = if index % coordinators.len() == 0 {
+            failed_passes = failed_passes.saturating_add(1);
+            backoff(failed_passes, config.max_backoff)
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    drop(plan_tx);
+    let _ = scheduler.await;
+    Ok(())
+}
+
+/// Exponential backoff with jitter: 0.5 s doubling up to `max`, each wait between 50% and
+/// 150% of the step, so a fleet that lost its coordinator does not come back in one wave.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let step = Duration::from_millis(500).saturating_mul(1u32 << failures.min(10));
+    let step = step.min(max);
+    step / 2 + schedule::random_below(step)
+}
+
+async fn connect(
+    shared: &Shared,
+    coordinator: &str,
+    timeout: Duration,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    let addr = enroll::resolve_coordinator(coordinator).await?;
+    let ca = shared.state.ca_der()?;
+    let cert = shared.state.cert_der()?;
+    let (_, key) = shared.state.key()?;
+    let config = transport::mtls_client_config(&ca, vec![cert.into()], key)?;
+    let endpoint = transport::client_endpoint(addr)?;
+    let connecting = endpoint.connect_with(config, addr, SERVER_NAME)?;
+    let conn = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("certificate") {
+                anyhow::anyhow!("{text}: the coordinator refused this probe's certificate (revoked, expired or unknown); enrol again with a new token")
+            } else {
+                anyhow::anyhow!(text)
+            }
+        })?;
+    Ok((endpoint, conn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let max = Duration::from_secs(60);
+        for failures in 0..20 {
+            let step = Duration::from_millis(500).saturating_mul(1u32 << failures.min(10)).min(max);
+            let b = backoff(failures, max);
+            assert!(b >= step / 2 && b < step / 2 + step, "{failures}: {b:?}");
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, max)).collect();
+        assert!(samples.len() > 1, "jittered");
+    }
+}
