@@ -35,6 +35,66 @@ enum Command {
     ///
     /// Exits 0 when everything is right, 1 on a warning, 2 on a failure, 3 on bad input.
     Check(CheckArgs),
+    /// Join a coordinator's fleet with a token from `cemwatch token create`.
+    ///
+    /// Makes the probe's key locally, sends a certificate request with the token, verifies the
+    /// coordinator against the CA pin in the token, and stores the client certificate.
+    Enroll(EnrollArgs),
+    /// Run as a fleet probe: receive the plan, check on schedule, report to the coordinator.
+    Run(RunArgs),
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// The coordinator's QUIC address.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: String,
+    /// The enrolment token (`cwt1.…`).
+    #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
+    token: cemwatch_shared::token::EnrollToken,
+    /// Where the probe keeps its key, certificate and spool.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// The probe's name in the fleet [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// How long to wait for the coordinator.
+    #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The state directory made by `enroll`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Coordinators in order of preference (repeatable) [default: the one enrolled with].
+    #[arg(long = "coordinator", value_name = "HOST:PORT")]
+    coordinators: Vec<String>,
+    /// A PEM file of CA certificates to trust for the gateway checks, besides the platform
+    /// store (repeatable).
+    #[arg(long = "ca-file", value_name = "PEM")]
+    ca_file: Vec<PathBuf>,
+    /// Most reports kept while the coordinator is unreachable; the oldest are dropped, and
+    /// counted, beyond it.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    spool_max_reports: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_token(text: &str) -> Result<cemwatch_shared::token::EnrollToken, String> {
+    text.parse().map_err(|e: cemwatch_shared::token::TokenError| e.to_string())
 }
 
 /// Output formats.
@@ -182,7 +242,9 @@ where
             };
         }
     };
-    init_logging();
+    let json_logs = matches!(&cli.command, Command::Run(r) if r.log_format == LogFormat::Json);
+    let default_level = if matches!(cli.command, Command::Check(_)) { "warn" } else { "info" };
+    init_logging(json_logs, default_level);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -192,19 +254,100 @@ where
     }
 }
 
-fn init_logging() {
+/// Sets up logging to standard error; `CEMWATCH_LOG` overrides the level (`debug`, ...).
+pub fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEMWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A future that completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_enroll(args: EnrollArgs) -> anyhow::Result<u8> {
+    let name = args.name.clone().unwrap_or_else(crate::agent::enroll::default_name);
+    let identity = runtime()?.block_on(crate::agent::enroll::enroll(
+        &args.coordinator,
+        &args.token,
+        &name,
+        &args.state_dir,
+        args.timeout,
+    ))?;
+    let labels: Vec<String> = identity.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "enrolled as {} ({}) with {}; state in {}\nstart it with: cemwatch-probe run --state-dir {}",
+        identity.name,
+        if labels.is_empty() { "no labels".to_string() } else { labels.join(", ") },
+        args.coordinator,
+        args.state_dir.display(),
+        args.state_dir.display()
+    );
+    Ok(0)
+}
+
+fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
+    let mut trust = TrustStore::platform();
+    for path in &args.ca_file {
+        trust
+            .add_file(path)
+            .with_context(|| format!("--ca-file {}", path.display()))?;
+    }
+    let mut config = crate::agent::AgentConfig::new(args.state_dir.clone(), Arc::new(trust));
+    config.coordinators = args.coordinators.clone();
+    config.spool_limits.max_reports = args.spool_max_reports.max(1);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+        crate::agent::run(config, stop_rx).await
+    })?;
+    Ok(0)
 }
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check(args) => run_check(args),
+        Command::Enroll(args) => run_enroll(args),
+        Command::Run(args) => run_agent(args),
     }
 }
 

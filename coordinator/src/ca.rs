@@ -1,0 +1,171 @@
+//! The enrolment CA: created on first start in the data directory (nothing to prepare), it
+//! issues the coordinator's server certificate and the probes' short-lived client
+//! certificates from their certificate requests. Its SHA-256 is the pin enrolment tokens carry.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+
+use cemwatch_probe::agent::state::write_atomic;
+use cemwatch_probe::transport::sha256;
+use cemwatch_shared::wire::SERVER_NAME;
+
+/// The coordinator's CA and server identity.
+#[derive(Debug)]
+pub struct CoordinatorCa {
+    issuer: Issuer<'static, KeyPair>,
+    ca_der: Vec<u8>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key_der: Vec<u8>,
+}
+
+/// A certificate issued to a probe.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate (DER).
+    pub der: Vec<u8>,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Not valid after, Unix seconds.
+    pub not_after: i64,
+}
+
+fn random_serial() -> Vec<u8> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes[0] &= 0x7f; // positive
+    bytes.to_vec()
+}
+
+fn ca_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("ca");
+    (dir.join("ca.key"), dir.join("ca.pem"))
+}
+
+impl CoordinatorCa {
+    /// Loads the CA from `data_dir`, creating it on first start, and issues a fresh server
+    /// certificate for [`SERVER_NAME`] plus `server_names`.
+    pub fn load_or_create(data_dir: &Path, server_names: &[String]) -> Result<Self> {
+        let (key_path, cert_path) = ca_paths(data_dir);
+        let (key, cert_pem) = if key_path.exists() && cert_path.exists() {
+            let key_pem = std::fs::read_to_string(&key_path)
+                .with_context(|| format!("cannot read {}", key_path.display()))?;
+            let cert_pem = std::fs::read_to_string(&cert_path)
+                .with_context(|| format!("cannot read {}", cert_path.display()))?;
+            let key = KeyPair::from_pem(&key_pem)
+                .with_context(|| format!("{} is not a usable key", key_path.display()))?;
+            (key, cert_pem)
+        } else {
+            let dir = key_path.parent().map(Path::to_path_buf).unwrap_or_default();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let key = KeyPair::generate().context("cannot generate the CA key")?;
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "cemwatch coordinator CA");
+            dn.push(DnType::OrganizationName, "cemwatch");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let now = OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::hours(1);
+            params.not_after = now + time::Duration::days(365 * 20);
+            params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+            let cert = params.self_signed(&key).context("cannot create the CA")?;
+            write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
+            write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
+            tracing::info!(path = %cert_path.display(), "created the coordinator CA");
+            (key, cert.pem())
+        };
+        let ca_der = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
+            .map(|c: CertificateDer<'static>| c.as_ref().to_vec())
+            .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).context("the CA certificate is unreadable")?;
+
+        let server_key = KeyPair::generate()?;
+        let mut names = vec![SERVER_NAME.to_string()];
+        names.extend(server_names.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, SERVER_NAME);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(365);
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let server_cert = params.signed_by(&server_key, &issuer)?;
+        Ok(Self {
+            server_chain: vec![
+                server_cert.der().clone(),
+                CertificateDer::from(ca_der.clone()),
+            ],
+            server_key_der: server_key.serialize_der(),
+            issuer,
+            ca_der,
+        })
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    /// SHA-256 of the CA certificate: the pin tokens carry.
+    pub fn pin(&self) -> [u8; 32] {
+        sha256(&self.ca_der)
+    }
+
+    /// The server certificate chain (server, CA).
+    pub fn server_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.server_chain.clone()
+    }
+
+    /// The server key.
+    pub fn server_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()))
+    }
+
+    /// Issues a client certificate for `name` from a certificate request (whose signature
+    /// proves the probe holds the key). The request's own subject and extensions are ignored.
+    pub fn issue_client(&self, csr_der: &[u8], name: &str, ttl: Duration) -> Result<IssuedCert> {
+        let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
+        let mut csr = CertificateSigningRequestParams::from_der(&der)
+            .map_err(|e| anyhow::anyhow!("the certificate request is invalid: {e}"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationName, "cemwatch probes");
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::seconds(ttl.as_secs() as i64);
+        let serial = random_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.use_authority_key_identifier_extension = true;
+        csr.params = params.clone();
+        let cert = csr.signed_by(&self.issuer)?;
+        Ok(IssuedCert {
+            der: cert.der().to_vec(),
+            serial: hex::encode_upper(&serial),
+            not_after: params.not_after.unix_timestamp(),
+        })
+    }
+}
+
+/// The probe name (common name) in a client certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let cert = cemwatch_probe::check::cert::parse(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
+}

@@ -1,0 +1,402 @@
+//! The coordinator's configuration: one TOML file, unknown keys refused, every problem reported
+//! with its key and line, all validated before any port is bound. `Config::from_toml` takes a
+//! string so tests parse configurations without files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use cemwatch_shared::duration::parse_duration;
+use cemwatch_shared::model::{DEFAULT_GATEWAY_PORT, DEFAULT_LEGACY_PORTS, DEFAULT_MIN_DAYS_LEFT};
+use cemwatch_shared::wire::{Labels, PlannedCheck};
+use cemwatch_shared::{Expectations, Target, Thumbprint};
+
+/// Exit code for a bad configuration or bad arguments (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// A duration written as `5s`, `2m`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listeners, data directory, lifetimes.
+    pub server: ServerConfig,
+    /// The checks probes run.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// QUIC listener for probes.
+    pub quic_listen: SocketAddr,
+    /// HTTP listener for `/metrics`, the API, `/live` and `/ready`.
+    pub http_listen: SocketAddr,
+    /// Where the CA, the store and the server identity live.
+    pub data_dir: PathBuf,
+    /// A probe not heard from for this long is stale: its results no longer count.
+    pub stale_after: Duration,
+    /// Lifetime of probe client certificates (renewed at half-life over the live connection).
+    pub probe_cert_ttl: Duration,
+    /// Extra DNS names for the coordinator's server certificate.
+    pub server_names: Vec<String>,
+    /// Most probe connections at once.
+    pub max_connections: usize,
+}
+
+/// One `[[check]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    /// Unique name (metrics label, API path).
+    pub name: String,
+    /// Gateway FQDN.
+    pub host: String,
+    /// Port in the CEM Settings policy.
+    pub port: u16,
+    /// Ports where an unmoved listener may answer.
+    pub legacy_ports: Vec<u16>,
+    /// Thumbprint in the CEM Settings policy.
+    pub expect_thumbprint: Option<Thumbprint>,
+    /// Other names the certificate must cover.
+    pub require_san: Vec<String>,
+    /// Warning threshold.
+    pub min_days_left: u32,
+    /// How often each probe runs it.
+    pub interval: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Duration,
+    /// `HOST:PORT:ADDR` DNS overrides.
+    pub resolve: Vec<String>,
+    /// Label selector: a probe runs the check when all these labels match.
+    pub select: Labels,
+}
+
+impl CheckConfig {
+    /// Whether a probe with `labels` runs this check.
+    pub fn selects(&self, labels: &Labels) -> bool {
+        self.select.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// The check as a plan entry.
+    pub fn planned(&self) -> PlannedCheck {
+        PlannedCheck {
+            name: self.name.clone(),
+            target: Target {
+                host: self.host.clone(),
+                port: self.port,
+            },
+            expectations: Expectations {
+                thumbprint: self.expect_thumbprint.clone(),
+                required_sans: self.require_san.clone(),
+                min_days_left: self.min_days_left,
+                legacy_ports: self.legacy_ports.clone(),
+            },
+            interval_ms: self.interval.as_millis() as u64,
+            connect_timeout_ms: self.connect_timeout.as_millis() as u64,
+            handshake_timeout_ms: self.handshake_timeout.as_millis() as u64,
+            resolve: self.resolve.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<RawServer>,
+    #[serde(default, rename = "check")]
+    checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    quic_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    stale_after: Option<HumanDuration>,
+    probe_cert_ttl: Option<HumanDuration>,
+    #[serde(default)]
+    server_names: Vec<String>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    host: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    legacy_ports: Option<Vec<u16>>,
+    expect_thumbprint: Option<Thumbprint>,
+    #[serde(default)]
+    require_san: Vec<String>,
+    min_days_left: Option<u32>,
+    interval: Option<Spanned<HumanDuration>>,
+    connect_timeout: Option<HumanDuration>,
+    handshake_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    resolve: Vec<Spanned<String>>,
+    #[serde(default)]
+    select: BTreeMap<String, String>,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem: `FILE:LINE: key: what is wrong and what to do`.
+    pub problems: Vec<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+impl Config {
+    /// Parses and validates a configuration. `origin` names the file in messages; relative
+    /// `data_dir` paths are taken relative to `base`.
+    pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(span) = e.span() {
+                msg = format!("{origin}:{}: {}", line_of(text, span.start), msg.trim_end());
+            } else {
+                msg = format!("{origin}: {}", msg.trim_end());
+            }
+            ConfigError {
+                problems: vec![msg],
+            }
+        })?;
+        let mut problems = Vec::new();
+        let at = |span: std::ops::Range<usize>| format!("{origin}:{}", line_of(text, span.start));
+
+        let server = raw.server.unwrap_or(RawServer {
+            quic_listen: None,
+            http_listen: None,
+            data_dir: None,
+            stale_after: None,
+            probe_cert_ttl: None,
+            server_names: Vec::new(),
+            max_connections: None,
+        });
+        let data_dir = server.data_dir.unwrap_or_else(|| PathBuf::from("cemwatch-data"));
+        let data_dir = if data_dir.is_relative() { base.join(data_dir) } else { data_dir };
+        let stale_after = server.stale_after.map(|d| d.0).unwrap_or(Duration::from_secs(300));
+        let probe_cert_ttl = server.probe_cert_ttl.map(|d| d.0).unwrap_or(Duration::from_secs(7 * 86_400));
+        if probe_cert_ttl < Duration::from_secs(3600) {
+            problems.push(format!(
+                "{origin}: server.probe_cert_ttl: at least 1h, so probes can renew in time (they renew at half-life)"
+            ));
+        }
+        for name in &server.server_names {
+            if name.is_empty() || name.contains(' ') {
+                problems.push(format!("{origin}: server.server_names: {name:?} is not a DNS name"));
+            }
+        }
+        let server = ServerConfig {
+            quic_listen: server.quic_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4433))),
+            http_listen: server.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+            data_dir,
+            stale_after,
+            probe_cert_ttl,
+            server_names: server.server_names,
+            max_connections: server.max_connections.unwrap_or(200_000),
+        };
+
+        let mut seen = HashSet::new();
+        let mut checks = Vec::new();
+        if raw.checks.is_empty() {
+            problems.push(format!(
+                "{origin}: no [[check]]: add at least one, such as\n  [[check]]\n  name = \"gateway\"\n  host = \"gateway.example.com\"\n  port = 8443"
+            ));
+        }
+        for (i, c) in raw.checks.into_iter().enumerate() {
+            let key = format!("check[{i}]");
+            let name = c.name.get_ref().clone();
+            if !valid_name(&name) {
+                problems.push(format!(
+                    "{}: {key}.name: {name:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                    at(c.name.span())
+                ));
+            } else if !seen.insert(name.clone()) {
+                problems.push(format!("{}: {key}.name: duplicate check name {name:?}", at(c.name.span())));
+            }
+            let host = c.host.get_ref().trim().trim_end_matches('.').to_string();
+            if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+                problems.push(format!(
+                    "{}: {key}.host: {:?} is not a host name: give the gateway's external FQDN",
+                    at(c.host.span()),
+                    c.host.get_ref()
+                ));
+            }
+            let port = match &c.port {
+                Some(p) if *p.get_ref() == 0 => {
+                    problems.push(format!("{}: {key}.port: 0 is not a port", at(p.span())));
+                    0
+                }
+                Some(p) => *p.get_ref(),
+                None => DEFAULT_GATEWAY_PORT,
+            };
+            let interval = c.interval.as_ref().map(|d| d.get_ref().0).unwrap_or(Duration::from_secs(60));
+            if interval < Duration::from_secs(1) {
+                let span = c.interval.as_ref().map(|d| d.span()).unwrap_or(0..0);
+                problems.push(format!("{}: {key}.interval: at least 1s", at(span)));
+            }
+            for r in &c.resolve {
+                if let Err(e) = r.get_ref().parse::<cemwatch_probe::check::ResolveOverride>() {
+                    problems.push(format!("{}: {key}.resolve: {e}", at(r.span())));
+                }
+            }
+            checks.push(CheckConfig {
+                name,
+                host,
+                port,
+                legacy_ports: c
+                    .legacy_ports
+                    .unwrap_or_else(|| DEFAULT_LEGACY_PORTS.to_vec())
+                    .into_iter()
+                    .filter(|p| *p != port)
+                    .collect(),
+                expect_thumbprint: c.expect_thumbprint,
+                require_san: c.require_san,
+                min_days_left: c.min_days_left.unwrap_or(DEFAULT_MIN_DAYS_LEFT),
+                interval,
+                connect_timeout: c.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+                handshake_timeout: c.handshake_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+                resolve: c.resolve.into_iter().map(|r| r.into_inner()).collect(),
+                select: c.select,
+            });
+        }
+        if problems.is_empty() {
+            Ok(Self { server, checks })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!(
+                "{}: cannot read the configuration: {e}",
+                path.display()
+            )],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_toml(&text, &path.display().to_string(), &base)
+    }
+
+    /// The checks a probe with `labels` runs, as a plan.
+    pub fn plan_for(&self, labels: &Labels) -> Vec<PlannedCheck> {
+        self.checks
+            .iter()
+            .filter(|c| c.selects(labels))
+            .map(CheckConfig::planned)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+quic_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+data_dir = "data"
+stale_after = "3m"
+
+[[check]]
+name = "gateway"
+host = "gateway.example.com"
+port = 8443
+expect_thumbprint = "3a 7f 9c 2b 11 d0 4e 5f 66 a7 b8 c9 d0 e1 f2 a3 b4 c5 d6 e7"
+require_san = ["smp.example.net"]
+interval = "30s"
+select = { vantage = "internet" }
+
+[[check]]
+name = "smp-4726"
+host = "smp.example.net"
+port = 4726
+select = { vantage = "dmz" }
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "cemwatch.toml", Path::new("/etc/cemwatch"))
+    }
+
+    #[test]
+    fn a_good_configuration_parses_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.server.data_dir, PathBuf::from("/etc/cemwatch/data"));
+        assert_eq!(c.server.stale_after, Duration::from_secs(180));
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(c.checks[0].legacy_ports, vec![443]);
+        assert_eq!(c.checks[0].interval, Duration::from_secs(30));
+        let internet: Labels = [("vantage".to_string(), "internet".to_string())].into();
+        let plan = c.plan_for(&internet);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].name, "gateway");
+        assert_eq!(plan[0].target.port, 8443);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let e = parse(&GOOD.replace("port = 8443", "port = 70000")).unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:12:"), "{e}");
+
+        let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"30\"")).unwrap_err();
+        assert!(e.to_string().contains("no unit"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:16:"), "{e}");
+
+        let e = parse(&GOOD.replace("require_san", "require_sans")).unwrap_err();
+        assert!(e.to_string().contains("require_sans"), "unknown keys are refused: {e}");
+
+        let e = parse(&GOOD.replace("3a 7f", "zz 7f")).unwrap_err();
+        assert!(e.to_string().contains("invalid character"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:13:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let text = GOOD.replace("name = \"smp-4726\"", "name = \"gateway\"").replace(
+            "host = \"smp.example.net\"",
+            "host = \"smp.example.net\"\nresolve = [\"nonsense\"]",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(e.problems[0].contains("duplicate check name"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:19:"), "{e}");
+        assert!(e.problems[1].contains("check[1].resolve"), "{e}");
+
+        let e = parse("[server]\n").unwrap_err();
+        assert!(e.to_string().contains("no [[check]]"), "{e}");
+    }
+}

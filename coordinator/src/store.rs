@@ -1,0 +1,537 @@
+//! The embedded store: SQLite in WAL mode in the data directory. It holds probes, tokens,
+//! revocations, every report received (deduplicated on `(probe, seq)`), the latest result per
+//! probe and check, verdict transitions and persistent counters. Reports are committed before
+//! they are acknowledged, in groups (one transaction for many reports), by one writer thread.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use cemwatch_shared::wire::{Labels, Report};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS probes (
+    name TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,
+    enrolled_at INTEGER NOT NULL,
+    cert_serial TEXT NOT NULL,
+    cert_not_after INTEGER NOT NULL,
+    last_seen INTEGER,
+    agent_version TEXT,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    labels TEXT NOT NULL,
+    name TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    used_by TEXT
+);
+CREATE TABLE IF NOT EXISTS reports (
+    probe TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    round INTEGER,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (probe, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    probe TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    check_name TEXT NOT NULL,
+    produced_at INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    codes TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (probe, seq, check_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    probe TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    round INTEGER,
+    produced_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    codes TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (probe, check_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    probe TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    from_verdict TEXT,
+    to_verdict TEXT NOT NULL,
+    codes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Path of the database in a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cemwatch.sqlite")
+}
+
+/// Opens (and migrates) the database.
+pub fn open(data_dir: &Path) -> Result<Connection> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let path = db_path(data_dir);
+    let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SCHEMA)
+        .with_context(|| format!("cannot prepare the schema in {}", path.display()))?;
+    Ok(conn)
+}
+
+/// A stored probe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProbeRow {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Enrolment time, Unix ms.
+    pub enrolled_at: i64,
+    /// Current certificate serial.
+    pub cert_serial: String,
+    /// Current certificate expiry, Unix seconds.
+    pub cert_not_after: i64,
+    /// Last contact, Unix ms.
+    pub last_seen: Option<i64>,
+    /// Agent version.
+    pub agent_version: Option<String>,
+    /// Revocation time, Unix ms.
+    pub revoked_at: Option<i64>,
+}
+
+fn labels_json(labels: &Labels) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
+fn row_to_probe(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProbeRow> {
+    let labels: String = row.get(1)?;
+    Ok(ProbeRow {
+        name: row.get(0)?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        enrolled_at: row.get(2)?,
+        cert_serial: row.get(3)?,
+        cert_not_after: row.get(4)?,
+        last_seen: row.get(5)?,
+        agent_version: row.get(6)?,
+        revoked_at: row.get(7)?,
+    })
+}
+
+const PROBE_COLUMNS: &str =
+    "name, labels, enrolled_at, cert_serial, cert_not_after, last_seen, agent_version, revoked_at";
+
+/// All probes, by name.
+pub fn list_probes(conn: &Connection) -> Result<Vec<ProbeRow>> {
+    let mut stmt = conn.prepare(&format!("SELECT {PROBE_COLUMNS} FROM probes ORDER BY name"))?;
+    let rows = stmt.query_map([], row_to_probe)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// One probe.
+pub fn probe(conn: &Connection, name: &str) -> Result<Option<ProbeRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {PROBE_COLUMNS} FROM probes WHERE name = ?1"),
+            [name],
+            row_to_probe,
+        )
+        .optional()?)
+}
+
+/// Revokes a probe. Returns false when no such probe exists.
+pub fn revoke(conn: &Connection, name: &str) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE probes SET revoked_at = COALESCE(revoked_at, ?2) WHERE name = ?1",
+        params![name, now_ms()],
+    )?;
+    Ok(n > 0)
+}
+
+/// Names of known and of revoked probes.
+pub fn auth_sets(conn: &Connection) -> Result<(HashSet<String>, HashSet<String>)> {
+    let mut known = HashSet::new();
+    let mut revoked = HashSet::new();
+    let mut stmt = conn.prepare("SELECT name, revoked_at FROM probes")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let revoked_at: Option<i64> = row.get(1)?;
+        if revoked_at.is_some() {
+            revoked.insert(name.clone());
+        }
+        known.insert(name);
+    }
+    Ok((known, revoked))
+}
+
+fn hash_secret(secret: &str) -> Vec<u8> {
+    cemwatch_probe::transport::sha256(secret.as_bytes()).to_vec()
+}
+
+fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; bytes];
+    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
+    hex::encode(buf)
+}
+
+/// Creates a token; returns `(id, secret)`.
+pub fn create_token(
+    conn: &Connection,
+    labels: &Labels,
+    name: Option<&str>,
+    ttl: Duration,
+) -> Result<(String, String)> {
+    let id = random_hex(8);
+    let secret = random_hex(16);
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO tokens (id, secret_hash, labels, name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, hash_secret(&secret), labels_json(labels), name, now, now + ttl.as_millis() as i64],
+    )?;
+    Ok((id, secret))
+}
+
+/// Why a token was refused (reasons are metric labels too).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    /// No such token, or a wrong secret.
+    #[error("unknown token: create one with `cemwatch token create`")]
+    Unknown,
+    /// Used before.
+    #[error("this token was already used (tokens are single-use): create a new one with `cemwatch token create`")]
+    Used,
+    /// Expired.
+    #[error("this token has expired: create a new one with `cemwatch token create`")]
+    Expired,
+    /// The requested name belongs to another probe.
+    #[error("a probe named {0:?} is already enrolled: choose another --name, or revoke the old probe first")]
+    NameTaken(String),
+}
+
+impl TokenRefusal {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenRefusal::Unknown => "token_unknown",
+            TokenRefusal::Used => "token_used",
+            TokenRefusal::Expired => "token_expired",
+            TokenRefusal::NameTaken(_) => "name_taken",
+        }
+    }
+}
+
+/// What a valid token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The probe's name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+}
+
+/// Checks and consumes a token and records the new probe, in one transaction. `issue` makes
+/// the certificate once the name is settled; nothing is written if it fails.
+pub fn enrol(
+    conn: &mut Connection,
+    id: &str,
+    secret: &str,
+    requested_name: &str,
+    agent_version: &str,
+    issue: impl FnOnce(&str) -> Result<(String, i64)>,
+) -> Result<std::result::Result<Grant, TokenRefusal>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(Vec<u8>, String, Option<String>, i64, Option<i64>)> = tx
+        .query_row(
+            "SELECT secret_hash, labels, name, expires_at, used_at FROM tokens WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((hash, labels, fixed_name, expires_at, used_at)) = row else {
+        return Ok(Err(TokenRefusal::Unknown));
+    };
+    if !ring::constant_time::verify_slices_are_equal(&hash, &hash_secret(secret)).is_ok() {
+        return Ok(Err(TokenRefusal::Unknown));
+    }
+    if used_at.is_some() {
+        return Ok(Err(TokenRefusal::Used));
+    }
+    let now = now_ms();
+    if now > expires_at {
+        return Ok(Err(TokenRefusal::Expired));
+    }
+    let name = fixed_name.unwrap_or_else(|| requested_name.to_string());
+    let exists: bool = tx
+        .query_row("SELECT 1 FROM probes WHERE name = ?1", [&name], |_| Ok(true))
+        .optional()?
+        .unwrap_or(false);
+    if exists {
+        return Ok(Err(TokenRefusal::NameTaken(name)));
+    }
+    let (serial, not_after) = issue(&name)?;
+    tx.execute(
+        "UPDATE tokens SET used_at = ?2, used_by = ?3 WHERE id = ?1",
+        params![id, now, name],
+    )?;
+    tx.execute(
+        "INSERT INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, agent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, labels, now, serial, not_after, agent_version],
+    )?;
+    tx.commit()?;
+    Ok(Ok(Grant {
+        name,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+    }))
+}
+
+/// A persistent counter's value.
+pub fn counter(conn: &Connection, name: &str) -> Result<i64> {
+    Ok(conn
+        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The outcome of one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// New: committed.
+    Stored,
+    /// Seen before: dropped (and counted).
+    Duplicate,
+}
+
+/// Work for the writer thread.
+enum Job {
+    Report {
+        probe: String,
+        report: Box<Report>,
+        reply: oneshot::Sender<Result<Ingested, String>>,
+    },
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// The single writer: commits reports in groups, and runs other writes in order.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: std_mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Report { probe, report, .. } => write!(f, "Report({probe}, {})", report.seq),
+            Job::Exec(_) => f.write_str("Exec"),
+        }
+    }
+}
+
+/// Most reports committed in one transaction.
+pub const GROUP_COMMIT_MAX: usize = 512;
+
+impl Writer {
+    /// Starts the writer thread on its own connection.
+    pub fn start(data_dir: &Path) -> Result<Self> {
+        let mut conn = open(data_dir)?;
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("cemwatch-store".into())
+            .spawn(move || writer_loop(&mut conn, rx))
+            .context("cannot start the store writer")?;
+        Ok(Self { tx })
+    }
+
+    /// Commits a report; resolves once it is durable (or known to be a duplicate).
+    pub async fn report(&self, probe: &str, report: Report) -> Result<Ingested> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Report {
+                probe: probe.to_string(),
+                report: Box::new(report),
+                reply,
+            })
+            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
+        match rx.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => bail!("cannot commit the report: {e}"),
+            Err(_) => bail!("the store writer stopped"),
+        }
+    }
+
+    /// Runs `f` on the writer's connection, in order with reports.
+    pub async fn exec<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Exec(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            })))
+            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the store writer stopped"))?
+    }
+}
+
+fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
+    let mut pending: Vec<Job> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        pending.push(first);
+        while pending.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(job) => pending.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut batch: Vec<(String, Box<Report>, oneshot::Sender<Result<Ingested, String>>)> = Vec::new();
+        for job in pending.drain(..) {
+            match job {
+                Job::Report { probe, report, reply } => batch.push((probe, report, reply)),
+                Job::Exec(f) => {
+                    flush(conn, &mut batch);
+                    f(conn);
+                }
+            }
+        }
+        flush(conn, &mut batch);
+    }
+}
+
+type Batch = Vec<(String, Box<Report>, oneshot::Sender<Result<Ingested, String>>)>;
+
+fn flush(conn: &mut Connection, batch: &mut Batch) {
+    if batch.is_empty() {
+        return;
+    }
+    let outcome = (|| -> Result<Vec<Ingested>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (probe, report, _) in batch.iter() {
+            outcomes.push(ingest(&tx, probe, report)?);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    })();
+    match outcome {
+        Ok(outcomes) => {
+            for ((_, _, reply), o) in batch.drain(..).zip(outcomes) {
+                let _ = reply.send(Ok(o));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot commit reports; probes will resend them");
+            for (_, _, reply) in batch.drain(..) {
+                let _ = reply.send(Err(format!("{e:#}")));
+            }
+        }
+    }
+}
+
+fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+        params![name, by],
+    )?;
+    Ok(())
+}
+
+fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Result<Ingested> {
+    let now = now_ms();
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO reports (probe, seq, round, received_at) VALUES (?1, ?2, ?3, ?4)",
+        params![probe, report.seq as i64, report.round.map(|r| r as i64), now],
+    )?;
+    if inserted == 0 {
+        bump(tx, "reports_duplicate", 1)?;
+        return Ok(Ingested::Duplicate);
+    }
+    bump(tx, "reports_stored", 1)?;
+    for entry in &report.results {
+        let verdict = entry.result.verdict.as_str();
+        let codes: Vec<&str> = entry.result.findings.iter().map(|f| f.code.as_str()).collect();
+        let codes = codes.join(",");
+        let json = serde_json::to_string(&entry.result)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO results (probe, seq, check_name, produced_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![probe, report.seq as i64, entry.check, entry.produced_at_ms as i64, verdict, codes, json],
+        )?;
+        let previous: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT produced_at, verdict FROM latest WHERE probe = ?1 AND check_name = ?2",
+                params![probe, entry.check],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if previous.as_ref().is_some_and(|(at, _)| *at > entry.produced_at_ms as i64) {
+            continue; // an older result arriving late does not replace a newer one
+        }
+        if previous.as_ref().map(|(_, v)| v.as_str()) != Some(verdict) {
+            tx.execute(
+                "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now, probe, entry.check, previous.map(|(_, v)| v), verdict, codes],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO latest (probe, check_name, seq, round, produced_at, received_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![probe, entry.check, report.seq as i64, report.round.map(|r| r as i64), entry.produced_at_ms as i64, now, verdict, codes, json],
+        )?;
+    }
+    tx.execute(
+        "UPDATE probes SET last_seen = ?2 WHERE name = ?1",
+        params![probe, now],
+    )?;
+    Ok(Ingested::Stored)
+}
+
+/// A read connection for the API and summaries.
+#[derive(Debug)]
+pub struct Reader {
+    conn: Mutex<Connection>,
+}
+
+impl Reader {
+    /// Opens a read connection.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            conn: Mutex::new(open(data_dir)?),
+        })
+    }
+
+    /// Runs `f` with the connection.
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        f(&conn)
+    }
+}
