@@ -1,0 +1,123 @@
+//! Who may connect: mutual TLS against the coordinator CA, then the probe's name (its
+//! certificate's common name) must be known and not revoked. Connections without a client
+//! certificate are let through the handshake only to enrol. Every refusal is counted by reason.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
+
+use crate::ca::common_name;
+use crate::metrics::Metrics;
+
+/// Names of known and revoked probes, shared with the verifier.
+#[derive(Debug, Default)]
+pub struct AuthState {
+    /// Probes that enrolled.
+    pub known: HashSet<String>,
+    /// Probes that were revoked.
+    pub revoked: HashSet<String>,
+}
+
+/// The client certificate verifier of the QUIC endpoint.
+#[derive(Debug)]
+pub struct ProbeVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    auth: Arc<RwLock<AuthState>>,
+    metrics: Metrics,
+}
+
+impl ProbeVerifier {
+    /// A verifier trusting `ca_der` only.
+    pub fn new(ca_der: &[u8], auth: Arc<RwLock<AuthState>>, metrics: Metrics) -> anyhow::Result<Self> {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(ca_der.to_vec()))?;
+        let inner = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            cemwatch_probe::transport::provider(),
+        )
+        .allow_unauthenticated()
+        .build()?;
+        Ok(Self { inner, auth, metrics })
+    }
+
+    fn refuse(&self, reason: &str, error: Error) -> Error {
+        self.metrics.connections_refused.with_label_values(&[reason]).inc();
+        tracing::debug!(reason, error = %error, "client certificate refused");
+        error
+    }
+}
+
+impl ClientCertVerifier for ProbeVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
+            let reason = match &e {
+                Error::InvalidCertificate(CertificateError::Expired)
+                | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "expired",
+                Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                | Error::InvalidCertificate(CertificateError::BadSignature) => "unknown_ca",
+                _ => "bad_certificate",
+            };
+            return Err(self.refuse(reason, e));
+        }
+        let Some(name) = common_name(end_entity.as_ref()) else {
+            return Err(self.refuse("bad_certificate", Error::InvalidCertificate(CertificateError::BadEncoding)));
+        };
+        let (known, revoked) = match self.auth.read() {
+            Ok(a) => (a.known.contains(&name), a.revoked.contains(&name)),
+            Err(_) => (false, false),
+        };
+        if revoked {
+            return Err(self.refuse("revoked", Error::InvalidCertificate(CertificateError::Revoked)));
+        }
+        if !known {
+            return Err(self.refuse(
+                "unknown_probe",
+                Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
+            ));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,484 @@
+//! The QUIC server probes report to. One bidirectional stream per connection: enrolment on a
+//! connection without a client certificate; otherwise `Hello` (whose name must match the
+//! certificate), the plan, reports committed then acknowledged, `ProbeNow` rounds, renewals.
+//! A malformed frame closes that connection with a reason and a counter; nothing else stops.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use cemwatch_probe::transport::{read_frame, write_frame, TransportError};
+use cemwatch_shared::token::EnrollToken;
+use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
+
+use crate::auth::AuthState;
+use crate::ca::{common_name, CoordinatorCa};
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::store::{self, Ingested, Writer};
+
+/// Application close codes.
+pub mod close {
+    /// Normal close.
+    pub const DONE: u32 = 0;
+    /// A malformed or unexpected frame.
+    pub const PROTOCOL: u32 = 1;
+    /// Refused (identity, revocation, limits).
+    pub const REFUSED: u32 = 2;
+    /// Replaced by a newer connection of the same probe.
+    pub const REPLACED: u32 = 3;
+}
+
+/// A live probe connection.
+#[derive(Debug, Clone)]
+struct Live {
+    id: usize,
+    conn: quinn::Connection,
+    probe_now: mpsc::Sender<(u64, Vec<String>)>,
+}
+
+/// Everything connection handlers share.
+#[derive(Debug)]
+pub struct Hub {
+    /// Current configuration.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Configuration generation (increases on each reload).
+    pub generation: Arc<AtomicU64>,
+    /// The fleet view.
+    pub fleet: Arc<RwLock<Fleet>>,
+    /// The store writer.
+    pub writer: Writer,
+    /// The CA.
+    pub ca: Arc<CoordinatorCa>,
+    /// Known and revoked probes.
+    pub auth: Arc<RwLock<AuthState>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    live: Mutex<HashMap<String, Live>>,
+    connections: AtomicUsize,
+    next_id: AtomicUsize,
+    next_round: AtomicU64,
+}
+
+impl Hub {
+    /// A hub.
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        generation: Arc<AtomicU64>,
+        fleet: Arc<RwLock<Fleet>>,
+        writer: Writer,
+        ca: Arc<CoordinatorCa>,
+        auth: Arc<RwLock<AuthState>>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            config,
+            generation,
+            fleet,
+            writer,
+            ca,
+            auth,
+            metrics,
+            live: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
+            next_id: AtomicUsize::new(1),
+            next_round: AtomicU64::new(1),
+        }
+    }
+
+    /// Closes the live connection of a revoked probe.
+    pub fn disconnect(&self, name: &str, reason: &str) {
+        let live = self.live.lock().ok().and_then(|mut m| m.remove(name));
+        if let Some(live) = live {
+            live.conn.close(close::REFUSED.into(), reason.as_bytes());
+            tracing::info!(probe = name, reason, "connection closed");
+        }
+    }
+
+    /// Asks every connected probe (or those `eligible` says yes to) to run `checks` now.
+    /// Returns the round id and the probes asked.
+    pub fn start_round(&self, checks: Vec<String>, eligible: impl Fn(&str) -> bool) -> (u64, Vec<String>) {
+        let round = self.next_round.fetch_add(1, Ordering::SeqCst);
+        let targets: Vec<(String, Live)> = self
+            .live
+            .lock()
+            .map(|m| m.iter().filter(|(n, _)| eligible(n)).map(|(n, l)| (n.clone(), l.clone())).collect())
+            .unwrap_or_default();
+        let mut asked = Vec::new();
+        for (name, live) in targets {
+            if live.probe_now.try_send((round, checks.clone())).is_ok() {
+                asked.push(name);
+            }
+        }
+        (round, asked)
+    }
+
+    /// Names of probes with a live connection.
+    pub fn connected(&self) -> Vec<String> {
+        self.live.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    fn plan_for(&self, labels: &Labels) -> Plan {
+        let config = self.config.borrow().clone();
+        Plan {
+            generation: self.generation.load(Ordering::SeqCst),
+            checks: config.plan_for(labels),
+        }
+    }
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let max = hub.config.borrow().server.max_connections;
+        if hub.connections.load(Ordering::Relaxed) >= max {
+            hub.metrics.connections_refused.with_label_values(&["limit"]).inc();
+            incoming.refuse();
+            continue;
+        }
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            hub.connections.fetch_add(1, Ordering::Relaxed);
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    if let Err(e) = handle(&hub, conn).await {
+                        tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
+                    }
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+            }
+            hub.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+fn reject_frame(hub: &Hub, conn: &quinn::Connection, e: &TransportError) {
+    let reason = match e {
+        TransportError::Wire(w) => w.reason(),
+        TransportError::Truncated => "malformed",
+        _ => return,
+    };
+    hub.metrics.frames_rejected.with_label_values(&[reason]).inc();
+    tracing::info!(remote = %conn.remote_address(), error = %e, "closing a connection that sent a bad frame");
+    conn.close(close::PROTOCOL.into(), format!("bad frame: {e}").as_bytes());
+}
+
+async fn refuse(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    metric: &str,
+    reason: String,
+) -> Result<()> {
+    hub.metrics.connections_refused.with_label_values(&[metric]).inc();
+    let _ = write_frame(send, &ToProbe::Refused { reason: reason.clone() }).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    conn.close(close::REFUSED.into(), reason.as_bytes());
+    Err(anyhow!(reason))
+}
+
+async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
+    let identity = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().and_then(|c| common_name(c.as_ref())));
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .map_err(|_| anyhow!("no stream opened within 10 s"))??;
+    let first = match tokio::time::timeout(Duration::from_secs(10), read_frame::<ToCoordinator>(&mut recv)).await {
+        Err(_) => return Err(anyhow!("no first frame within 10 s")),
+        Ok(Err(e)) => {
+            reject_frame(hub, &conn, &e);
+            return Err(e.into());
+        }
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(frame))) => frame,
+    };
+    match (identity, first) {
+        (None, ToCoordinator::Enroll { token, name, csr_der, agent_version }) => {
+            enrol(hub, &conn, &mut send, &token, &name, &csr_der, &agent_version).await
+        }
+        (Some(name), ToCoordinator::Hello { probe, agent_version, .. }) => {
+            if probe != name {
+                return refuse(
+                    hub,
+                    &conn,
+                    &mut send,
+                    "identity_mismatch",
+                    format!("this connection's certificate is for {name:?}, not {probe:?}"),
+                )
+                .await;
+            }
+            session(hub, conn, send, recv, name, agent_version).await
+        }
+        (None, _) => {
+            refuse(hub, &conn, &mut send, "no_certificate", "no client certificate: enrol first with `cemwatch-probe enroll`".into()).await
+        }
+        (Some(name), _) => {
+            hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
+            refuse(hub, &conn, &mut send, "bad_certificate", format!("probe {name:?} must start with Hello")).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enrol(
+    hub: &Arc<Hub>,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    token: &str,
+    requested: &str,
+    csr_der: &[u8],
+    agent_version: &str,
+) -> Result<()> {
+    let token: EnrollToken = match token.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            hub.metrics.enrolments.with_label_values(&["token_malformed"]).inc();
+            return refuse(hub, conn, send, "no_certificate", e.to_string()).await;
+        }
+    };
+    if token.ca_pin != hub.ca.pin() {
+        hub.metrics.enrolments.with_label_values(&["token_unknown"]).inc();
+        return refuse(hub, conn, send, "no_certificate", "this token was issued by another coordinator".into()).await;
+    }
+    let requested = requested.trim().to_string();
+    if requested.is_empty() || requested.len() > 64 || !requested.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        hub.metrics.enrolments.with_label_values(&["bad_name"]).inc();
+        return refuse(hub, conn, send, "no_certificate", format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'")).await;
+    }
+    let ca = hub.ca.clone();
+    let ttl = hub.config.borrow().server.probe_cert_ttl;
+    let csr = csr_der.to_vec();
+    let issued = Arc::new(Mutex::new(None));
+    let issued_out = issued.clone();
+    let (id, secret, version) = (token.id.clone(), token.secret.clone(), agent_version.to_string());
+    let outcome = hub
+        .writer
+        .exec(move |db| {
+            store::enrol(db, &id, &secret, &requested, &version, |name| {
+                let cert = ca.issue_client(&csr, name, ttl)?;
+                let out = (cert.serial.clone(), cert.not_after);
+                if let Ok(mut slot) = issued_out.lock() {
+                    *slot = Some(cert);
+                }
+                Ok(out)
+            })
+        })
+        .await;
+    match outcome {
+        Ok(Ok(grant)) => {
+            let cert = issued.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| anyhow!("no certificate issued"))?;
+            if let Ok(mut a) = hub.auth.write() {
+                a.known.insert(grant.name.clone());
+            }
+            if let Ok(mut f) = hub.fleet.write() {
+                let view = f.probes.entry(grant.name.clone()).or_default();
+                view.labels = grant.labels.clone();
+                view.last_seen_ms = store::now_ms();
+            }
+            hub.metrics.enrolments.with_label_values(&["enrolled"]).inc();
+            tracing::info!(probe = %grant.name, "probe enrolled");
+            write_frame(send, &ToProbe::Enrolled { name: grant.name, cert_der: cert.der, labels: grant.labels }).await?;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            Ok(())
+        }
+        Ok(Err(refusal)) => {
+            hub.metrics.enrolments.with_label_values(&[refusal.reason()]).inc();
+            refuse(hub, conn, send, "no_certificate", refusal.to_string()).await
+        }
+        Err(e) => {
+            hub.metrics.enrolments.with_label_values(&["error"]).inc();
+            refuse(hub, conn, send, "no_certificate", format!("enrolment failed: {e:#}")).await
+        }
+    }
+}
+
+async fn session(
+    hub: &Arc<Hub>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    name: String,
+    agent_version: String,
+) -> Result<()> {
+    let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let (now_tx, mut now_rx) = mpsc::channel::<(u64, Vec<String>)>(8);
+    let previous = hub.live.lock().ok().and_then(|mut m| {
+        m.insert(
+            name.clone(),
+            Live {
+                id,
+                conn: conn.clone(),
+                probe_now: now_tx,
+            },
+        )
+    });
+    if let Some(old) = previous {
+        old.conn.close(close::REPLACED.into(), b"replaced by a newer connection");
+    }
+    let labels = {
+        let mut fleet = hub.fleet.write().map_err(|_| anyhow!("fleet lock poisoned"))?;
+        let view = fleet.probes.entry(name.clone()).or_default();
+        view.connected = true;
+        view.last_seen_ms = store::now_ms();
+        view.agent_version = Some(agent_version.clone());
+        view.labels.clone()
+    };
+    {
+        let (n, v) = (name.clone(), agent_version.clone());
+        let _ = hub
+            .writer
+            .exec(move |db| {
+                db.execute(
+                    "UPDATE probes SET last_seen = ?2, agent_version = ?3 WHERE name = ?1",
+                    rusqlite::params![n, store::now_ms(), v],
+                )?;
+                Ok(())
+            })
+            .await;
+    }
+    tracing::info!(probe = %name, remote = %conn.remote_address(), "probe connected");
+    let result = session_loop(hub, &conn, &mut send, recv, &name, &labels, &mut now_rx).await;
+    let still_ours = hub
+        .live
+        .lock()
+        .map(|mut m| {
+            if m.get(&name).is_some_and(|l| l.id == id) {
+                m.remove(&name);
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false);
+    if still_ours {
+        if let Ok(mut fleet) = hub.fleet.write() {
+            if let Some(view) = fleet.probes.get_mut(&name) {
+                view.connected = false;
+            }
+        }
+    }
+    tracing::info!(probe = %name, "probe disconnected");
+    result
+}
+
+async fn session_loop(
+    hub: &Arc<Hub>,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    name: &str,
+    labels: &Labels,
+    now_rx: &mut mpsc::Receiver<(u64, Vec<String>)>,
+) -> Result<()> {
+    write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
+    let mut config_rx = hub.config.clone();
+    config_rx.borrow_and_update();
+
+    // Frames are read by their own task so that a partly read frame is never lost to select!.
+    let (frame_tx, mut frame_rx) = mpsc::channel::<Result<ToCoordinator, TransportError>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            match read_frame::<ToCoordinator>(&mut recv).await {
+                Ok(Some(frame)) => {
+                    if frame_tx.send(Ok(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = frame_tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut commits: JoinSet<(u64, Result<Ingested>, Report)> = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            frame = frame_rx.recv() => match frame {
+                None => break Ok(()),
+                Some(Err(e)) => {
+                    reject_frame(hub, conn, &e);
+                    break Err(e.into());
+                }
+                Some(Ok(ToCoordinator::Report(report))) => {
+                    let writer = hub.writer.clone();
+                    let probe = name.to_string();
+                    commits.spawn(async move {
+                        let seq = report.seq;
+                        let outcome = writer.report(&probe, report.clone()).await;
+                        (seq, outcome, report)
+                    });
+                }
+                Some(Ok(ToCoordinator::Renew { csr_der })) => {
+                    let ttl = hub.config.borrow().server.probe_cert_ttl;
+                    match hub.ca.issue_client(&csr_der, name, ttl) {
+                        Ok(cert) => {
+                            let (n, serial, na) = (name.to_string(), cert.serial.clone(), cert.not_after);
+                            hub.writer.exec(move |db| {
+                                db.execute("UPDATE probes SET cert_serial = ?2, cert_not_after = ?3 WHERE name = ?1", rusqlite::params![n, serial, na])?;
+                                Ok(())
+                            }).await?;
+                            tracing::info!(probe = name, "client certificate renewed");
+                            write_frame(send, &ToProbe::Renewed { cert_der: cert.der }).await?;
+                        }
+                        Err(e) => tracing::warn!(probe = name, error = %format!("{e:#}"), "cannot renew"),
+                    }
+                }
+                Some(Ok(other)) => {
+                    hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
+                    let reason = format!("unexpected message in a session: {}", match other {
+                        ToCoordinator::Hello { .. } => "Hello",
+                        ToCoordinator::Enroll { .. } => "Enroll",
+                        _ => "other",
+                    });
+                    conn.close(close::PROTOCOL.into(), reason.as_bytes());
+                    break Err(anyhow!(reason));
+                }
+            },
+            Some(done) = commits.join_next(), if !commits.is_empty() => {
+                let Ok((seq, outcome, report)) = done else { continue };
+                match outcome {
+                    Ok(Ingested::Stored) => {
+                        hub.metrics.reports_received.inc();
+                        if let Ok(mut fleet) = hub.fleet.write() {
+                            fleet.record(name, &report, store::now_ms());
+                        }
+                        write_frame(send, &ToProbe::Ack { seq }).await?;
+                    }
+                    Ok(Ingested::Duplicate) => {
+                        hub.metrics.reports_duplicate.inc();
+                        write_frame(send, &ToProbe::Ack { seq }).await?;
+                    }
+                    Err(e) => {
+                        // Not acknowledged: the probe keeps it and sends it again.
+                        tracing::error!(probe = name, seq, error = %format!("{e:#}"), "report not committed");
+                    }
+                }
+            },
+            changed = config_rx.changed() => {
+                if changed.is_ok() {
+                    write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
+                }
+            },
+            request = now_rx.recv() => {
+                if let Some((round, checks)) = request {
+                    write_frame(send, &ToProbe::ProbeNow { round, checks }).await?;
+                }
+            },
+        }
+    };
+    reader.abort();
+    outcome
+}

@@ -1,0 +1,215 @@
+//! `cemwatch serve`: validates the configuration, opens the store and the CA, binds QUIC and
+//! HTTP (logging one "listening for X on ADDR" line each), then runs until shutdown, reloading
+//! the configuration on SIGHUP and on file change (keeping the last good one on error) and
+//! closing the connections of probes revoked from the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use cemwatch_shared::wire::ALPN;
+
+use crate::api::{self, ApiState};
+use crate::auth::{AuthState, ProbeVerifier};
+use crate::ca::CoordinatorCa;
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::ingest::{self, Hub};
+use crate::metrics::Metrics;
+use crate::store::{self, Writer};
+
+/// A running coordinator.
+#[derive(Debug)]
+pub struct Running {
+    /// Where QUIC listens.
+    pub quic_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The hub (fleet, store, metrics).
+    pub hub: Arc<Hub>,
+    /// Push a new configuration.
+    pub config_tx: watch::Sender<Arc<Config>>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Applies a new configuration: probes get new plans.
+    pub fn apply(&self, config: Config) {
+        let generation = self.hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.config_tx.send_replace(Arc::new(config));
+        tracing::info!(generation, "configuration applied");
+    }
+
+    /// Stops accepting, closes connections and waits briefly for them to close.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"coordinator shutting down");
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn server_tls(ca: &CoordinatorCa, auth: Arc<RwLock<AuthState>>, metrics: Metrics) -> Result<quinn::ServerConfig> {
+    let verifier = Arc::new(ProbeVerifier::new(ca.ca_der(), auth, metrics)?);
+    let mut tls = rustls::ServerConfig::builder_with_provider(cemwatch_probe::transport::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(ca.server_chain(), ca.server_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(cemwatch_probe::transport::transport_config()));
+    Ok(config)
+}
+
+/// Starts a coordinator with `config`; `config_path`, when given, is watched for changes.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running> {
+    let data_dir = config.server.data_dir.clone();
+    let ca = Arc::new(CoordinatorCa::load_or_create(&data_dir, &config.server.server_names)?);
+    let writer = Writer::start(&data_dir)?;
+    let db = store::open(&data_dir)?;
+    let fleet = Arc::new(RwLock::new(Fleet::load(&db).context("cannot load the fleet from the store")?));
+    let (known, revoked) = store::auth_sets(&db)?;
+    drop(db);
+    let auth = Arc::new(RwLock::new(AuthState { known, revoked }));
+    let metrics = Metrics::new();
+
+    let endpoint = quinn::Endpoint::server(server_tls(&ca, auth.clone(), metrics.clone())?, config.server.quic_listen)
+        .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
+    let quic_addr = endpoint.local_addr()?;
+    tracing::info!("listening for quic on {quic_addr}");
+
+    let http = tokio::net::TcpListener::bind(config.server.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.server.http_listen))?;
+    let http_addr = http.local_addr()?;
+    tracing::info!("listening for http on {http_addr}");
+
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let generation = Arc::new(AtomicU64::new(1));
+    let hub = Arc::new(Hub::new(config_rx, generation, fleet, writer, ca, auth, metrics));
+    let state = Arc::new(ApiState {
+        hub: hub.clone(),
+        ready: AtomicBool::new(true),
+    });
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(ingest::serve(endpoint.clone(), hub.clone())));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, api::router(state)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(watch_revocations(hub.clone(), data_dir.clone())));
+    let running = Running {
+        quic_addr,
+        http_addr,
+        hub,
+        config_tx,
+        endpoint,
+        tasks,
+    };
+    if let Some(path) = config_path {
+        let hub = running.hub.clone();
+        let tx = running.config_tx.clone();
+        let handle = tokio::spawn(watch_config(path, hub, tx));
+        let mut running = running;
+        running.tasks.push(handle);
+        return Ok(running);
+    }
+    Ok(running)
+}
+
+/// Picks up revocations made with `cemwatch probe revoke` (another process) and closes the
+/// live connections of revoked probes.
+async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
+    let Ok(db) = store::open(&data_dir) else {
+        tracing::error!("cannot open the store to watch revocations");
+        return;
+    };
+    let mut last = 0i64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rows: Result<Vec<(String, i64)>> = (|| {
+            let mut stmt = db.prepare("SELECT name, revoked_at FROM probes WHERE revoked_at > ?1")?;
+            let rows = stmt.query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        let Ok(rows) = rows else { continue };
+        for (name, at) in rows {
+            last = last.max(at);
+            if let Ok(mut a) = hub.auth.write() {
+                a.revoked.insert(name.clone());
+            }
+            if let Ok(mut f) = hub.fleet.write() {
+                if let Some(v) = f.probes.get_mut(&name) {
+                    v.revoked = true;
+                    v.connected = false;
+                }
+            }
+            hub.disconnect(&name, "this probe was revoked");
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the configuration on SIGHUP and when the file changes; a bad file is reported and
+/// the last good configuration stays.
+async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config>>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = modified(&path);
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        let why = tokio::select! {
+            _ = signalled => "SIGHUP",
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                let now = modified(&path);
+                if now == seen { continue; }
+                seen = now;
+                "file changed"
+            }
+        };
+        match Config::read(&path) {
+            Ok(new) => {
+                let old = hub.config.borrow().clone();
+                if new.server.quic_listen != old.server.quic_listen
+                    || new.server.http_listen != old.server.http_listen
+                    || new.server.data_dir != old.server.data_dir
+                {
+                    tracing::warn!("listen addresses and data_dir change only on restart; the rest of the configuration is applied");
+                }
+                if *old == new {
+                    continue;
+                }
+                let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                tx.send_replace(Arc::new(new));
+                tracing::info!(why, generation, "configuration reloaded; new plans pushed to connected probes");
+            }
+            Err(e) => {
+                tracing::error!(why, "configuration not reloaded, keeping the last good one:\n{e}");
+            }
+        }
+    }
+}
