@@ -267,7 +267,9 @@ fn use_color(choice: ColorChoice) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
     }
 }
 
@@ -310,11 +312,11 @@ fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<u8> {
     let password = password(&args)?;
+    let trust = trust_store(&args.ca_file)?;
     let shown = args.file.display().to_string();
     let bytes = inspect::read_file(&args.file)?;
     let contents = inspect::load(&shown, &bytes, password.as_ref())?;
     drop(password);
-    let trust = trust_store(&args.ca_file)?;
     let expectations = Expectations {
         thumbprint: args.expect_thumbprint.clone(),
         required_sans: args.require_san.clone(),

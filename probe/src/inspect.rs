@@ -20,9 +20,9 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
+use x509_parser::der_parser::asn1_rs::{Class, Tag};
 use x509_parser::der_parser::ber::{BerObject, BerObjectContent};
 use x509_parser::der_parser::der::parse_der;
-use x509_parser::der_parser::asn1_rs::{Class, Tag};
 
 use cemwatch_shared::finding::verdict;
 use cemwatch_shared::{CertificateInfo, Expectations, Finding, FindingCode, Severity};
@@ -368,7 +368,7 @@ fn load_pem(path: String, bytes: &[u8]) -> Result<Contents, InspectError> {
         let (kind, der) = item.map_err(|e| InspectError::Corrupt {
             path: path.clone(),
             format: FileFormat::Pem,
-            reason: format!("a PEM block is damaged: {e:?}"),
+            reason: pem_problem(&e),
         })?;
         let encoding = match kind {
             SectionKind::Certificate => {
@@ -413,6 +413,19 @@ fn load_pem(path: String, bytes: &[u8]) -> Result<Contents, InspectError> {
         certificates,
         keys,
     })
+}
+
+fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a PEM block has no \"-----END {}-----\" line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { .. } => "a \"-----BEGIN\" line is malformed".into(),
+        Error::Base64Decode(why) => format!("a PEM block is not valid base64 ({why})"),
+        other => format!("a PEM block is damaged ({other:?})"),
+    }
 }
 
 fn load_pkcs12(
@@ -636,7 +649,9 @@ fn public_of_key(key: &PrivateKeyMaterial) -> Result<Option<PublicKey>, String> 
                     let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
                         .map_err(|_| "the Ed25519 seed is not 32 bytes".to_string())?;
                     use ring::signature::KeyPair as _;
-                    Ok(Some(PublicKey::Ed25519(pair.public_key().as_ref().to_vec())))
+                    Ok(Some(PublicKey::Ed25519(
+                        pair.public_key().as_ref().to_vec(),
+                    )))
                 }
                 _ => Ok(None),
             }
@@ -792,9 +807,10 @@ pub fn inspect(
         .or_else(|| {
             parsed.iter().enumerate().position(|(i, c)| {
                 !is_ca(c)
-                    && !parsed.iter().enumerate().any(|(j, other)| {
-                        j != i && other.issuer().as_raw() == c.subject().as_raw()
-                    })
+                    && !parsed
+                        .iter()
+                        .enumerate()
+                        .any(|(j, other)| j != i && other.issuer().as_raw() == c.subject().as_raw())
             })
         })
         // ... or the first.

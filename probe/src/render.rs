@@ -330,7 +330,11 @@ pub fn inspect_table(r: &InspectResult, color: bool) -> String {
             if count == 1 { "" } else { "s" }
         ),
     );
-    let algorithm = r.private_key.algorithm.as_deref().unwrap_or("unknown algorithm");
+    let algorithm = r
+        .private_key
+        .algorithm
+        .as_deref()
+        .unwrap_or("unknown algorithm");
     let (key_state, key_detail) = match (r.private_key.present, r.private_key.matches) {
         (true, Some(true)) => (
             p.good(&pad("matches", 9)),
