@@ -282,13 +282,26 @@ fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
                 "--password-env {var:?} is not an environment variable name: give the NAME of a variable that holds the password, such as PFX_PASSWORD"
             );
         }
+        // Someone may type the password itself where the variable's name goes: echo the
+        // name only when it looks like one (upper case, digits, underscores), as env vars do.
+        let conventional = var
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        let name = if conventional {
+            var.as_str()
+        } else {
+            "PFX_PASSWORD"
+        };
         return match std::env::var(var) {
             Ok(value) => Ok(Some(Password::new(value))),
-            Err(std::env::VarError::NotPresent) => anyhow::bail!(
+            Err(std::env::VarError::NotPresent) if conventional => anyhow::bail!(
                 "--password-env {var}: the environment variable {var} is not set: set it to the .pfx password (for example `read -rs {var} && export {var}`), or give --password-file PATH"
             ),
+            Err(std::env::VarError::NotPresent) => anyhow::bail!(
+                "--password-env: no environment variable of that name is set; --password-env takes the NAME of a variable that holds the password, not the password: `read -rs {name} && export {name}`, then --password-env {name}"
+            ),
             Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
-                "--password-env {var}: the environment variable {var} is not valid UTF-8: set it to the .pfx password as text"
+                "--password-env: the environment variable is not valid UTF-8: set it to the .pfx password as text"
             ),
         };
     }

@@ -418,6 +418,11 @@ fn wrong_or_missing_password_exits_3_and_never_echoes_it() {
             vec!["--password-env", ""],
             "not an environment variable name",
         ),
+        // The password typed where the variable's name goes is not echoed either.
+        (
+            vec!["--password-env", "Wrong-Battery-9"],
+            "takes the NAME of a variable",
+        ),
         (vec!["--password-file", &missing], "missing.txt"),
         (
             vec!["--password-file", &wrong_file],
@@ -877,4 +882,48 @@ fn the_extension_does_not_decide_the_format() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.json["format"], "pkcs12");
     r.assert_thumbprint_of(leaf.der());
+}
+
+/// Damaged files never panic: every truncation and many single-byte corruptions of a .pfx, a
+/// PEM bundle and a DER certificate end in a result or an error, through the library.
+#[test]
+fn no_truncation_or_corruption_panics() {
+    use cemwatch_probe::check::cert::TrustStore;
+    use cemwatch_probe::inspect::{self, Password};
+    use cemwatch_shared::Expectations;
+
+    let fx = Fixture::new();
+    let leaf = good_leaf(&fx.root);
+    let files = [
+        pfx(&leaf, PASSWORD, PfxEncryption::Modern).expect("pfx"),
+        pfx(&leaf, PASSWORD, PfxEncryption::Legacy).expect("pfx"),
+        format!("{}{}", leaf.chain_pem(), leaf.key_pem).into_bytes(),
+        leaf.der().to_vec(),
+    ];
+    let password = Password::new(PASSWORD.to_string());
+    let trust = TrustStore::empty();
+    let now = OffsetDateTime::now_utc();
+    let try_one = |bytes: &[u8]| {
+        if let Ok(contents) = inspect::load("f", bytes, Some(&password)) {
+            let _ = inspect::inspect(
+                "f",
+                &contents,
+                &trust,
+                Some(GW),
+                &Expectations::default(),
+                now,
+            );
+        }
+    };
+    for file in &files {
+        let step = (file.len() / 400).max(1);
+        for len in (0..file.len()).step_by(step) {
+            try_one(&file[..len]);
+        }
+        for at in (0..file.len()).step_by(step) {
+            let mut damaged = file.clone();
+            damaged[at] ^= 0x5A;
+            try_one(&damaged);
+        }
+    }
 }
