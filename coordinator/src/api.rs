@@ -59,21 +59,38 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     let summary = summary(&s.hub);
     let m = &s.hub.metrics;
     m.probes.reset();
-    m.probes.with_label_values(&["connected"]).set(summary.probes.connected as i64);
-    m.probes.with_label_values(&["disconnected"]).set(summary.probes.disconnected as i64);
-    m.probes.with_label_values(&["stale"]).set(summary.probes.stale as i64);
+    m.probes
+        .with_label_values(&["connected"])
+        .set(summary.probes.connected as i64);
+    m.probes
+        .with_label_values(&["disconnected"])
+        .set(summary.probes.disconnected as i64);
+    m.probes
+        .with_label_values(&["stale"])
+        .set(summary.probes.stale as i64);
     m.check_probes.reset();
     m.check_findings.reset();
     for c in &summary.checks {
-        m.check_probes.with_label_values(&[c.check.as_str(), "ok"]).set(c.verdicts.ok as i64);
-        m.check_probes.with_label_values(&[c.check.as_str(), "warn"]).set(c.verdicts.warn as i64);
-        m.check_probes.with_label_values(&[c.check.as_str(), "fail"]).set(c.verdicts.fail as i64);
+        m.check_probes
+            .with_label_values(&[c.check.as_str(), "ok"])
+            .set(c.verdicts.ok as i64);
+        m.check_probes
+            .with_label_values(&[c.check.as_str(), "warn"])
+            .set(c.verdicts.warn as i64);
+        m.check_probes
+            .with_label_values(&[c.check.as_str(), "fail"])
+            .set(c.verdicts.fail as i64);
         for (code, n) in &c.codes {
-            m.check_findings.with_label_values(&[c.check.as_str(), code.as_str()]).set(*n as i64);
+            m.check_findings
+                .with_label_values(&[c.check.as_str(), code.as_str()])
+                .set(*n as i64);
         }
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.render(),
     )
         .into_response()

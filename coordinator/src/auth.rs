@@ -8,7 +8,10 @@ use std::sync::{Arc, RwLock};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    SignatureScheme,
+};
 
 use crate::ca::common_name;
 use crate::metrics::Metrics;
@@ -32,7 +35,11 @@ pub struct ProbeVerifier {
 
 impl ProbeVerifier {
     /// A verifier trusting `ca_der` only.
-    pub fn new(ca_der: &[u8], auth: Arc<RwLock<AuthState>>, metrics: Metrics) -> anyhow::Result<Self> {
+    pub fn new(
+        ca_der: &[u8],
+        auth: Arc<RwLock<AuthState>>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(ca_der.to_vec()))?;
         let inner = WebPkiClientVerifier::builder_with_provider(
@@ -41,11 +48,18 @@ impl ProbeVerifier {
         )
         .allow_unauthenticated()
         .build()?;
-        Ok(Self { inner, auth, metrics })
+        Ok(Self {
+            inner,
+            auth,
+            metrics,
+        })
     }
 
     fn refuse(&self, reason: &str, error: Error) -> Error {
-        self.metrics.connections_refused.with_label_values(&[reason]).inc();
+        self.metrics
+            .connections_refused
+            .with_label_values(&[reason])
+            .inc();
         tracing::debug!(reason, error = %error, "client certificate refused");
         error
     }
@@ -70,7 +84,10 @@ impl ClientCertVerifier for ProbeVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
+        if let Err(e) = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             let reason = match &e {
                 Error::InvalidCertificate(CertificateError::Expired)
                 | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "expired",
@@ -81,14 +98,20 @@ impl ClientCertVerifier for ProbeVerifier {
             return Err(self.refuse(reason, e));
         }
         let Some(name) = common_name(end_entity.as_ref()) else {
-            return Err(self.refuse("bad_certificate", Error::InvalidCertificate(CertificateError::BadEncoding)));
+            return Err(self.refuse(
+                "bad_certificate",
+                Error::InvalidCertificate(CertificateError::BadEncoding),
+            ));
         };
         let (known, revoked) = match self.auth.read() {
             Ok(a) => (a.known.contains(&name), a.revoked.contains(&name)),
             Err(_) => (false, false),
         };
         if revoked {
-            return Err(self.refuse("revoked", Error::InvalidCertificate(CertificateError::Revoked)));
+            return Err(self.refuse(
+                "revoked",
+                Error::InvalidCertificate(CertificateError::Revoked),
+            ));
         }
         if !known {
             return Err(self.refuse(

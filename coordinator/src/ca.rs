@@ -88,7 +88,8 @@ impl CoordinatorCa {
         let ca_der = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
             .map(|c: CertificateDer<'static>| c.as_ref().to_vec())
             .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).context("the CA certificate is unreadable")?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).context("the CA certificate is unreadable")?;
 
         let server_key = KeyPair::generate()?;
         let mut names = vec![SERVER_NAME.to_string()];
@@ -166,6 +167,12 @@ impl CoordinatorCa {
 /// The probe name (common name) in a client certificate.
 pub fn common_name(der: &[u8]) -> Option<String> {
     let cert = cemwatch_probe::check::cert::parse(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     Some(cn)
 }

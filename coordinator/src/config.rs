@@ -204,10 +204,22 @@ impl Config {
             server_names: Vec::new(),
             max_connections: None,
         });
-        let data_dir = server.data_dir.unwrap_or_else(|| PathBuf::from("cemwatch-data"));
-        let data_dir = if data_dir.is_relative() { base.join(data_dir) } else { data_dir };
-        let stale_after = server.stale_after.map(|d| d.0).unwrap_or(Duration::from_secs(300));
-        let probe_cert_ttl = server.probe_cert_ttl.map(|d| d.0).unwrap_or(Duration::from_secs(7 * 86_400));
+        let data_dir = server
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("cemwatch-data"));
+        let data_dir = if data_dir.is_relative() {
+            base.join(data_dir)
+        } else {
+            data_dir
+        };
+        let stale_after = server
+            .stale_after
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(300));
+        let probe_cert_ttl = server
+            .probe_cert_ttl
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(7 * 86_400));
         if probe_cert_ttl < Duration::from_secs(3600) {
             problems.push(format!(
                 "{origin}: server.probe_cert_ttl: at least 1h, so probes can renew in time (they renew at half-life)"
@@ -215,12 +227,18 @@ impl Config {
         }
         for name in &server.server_names {
             if name.is_empty() || name.contains(' ') {
-                problems.push(format!("{origin}: server.server_names: {name:?} is not a DNS name"));
+                problems.push(format!(
+                    "{origin}: server.server_names: {name:?} is not a DNS name"
+                ));
             }
         }
         let server = ServerConfig {
-            quic_listen: server.quic_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4433))),
-            http_listen: server.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+            quic_listen: server
+                .quic_listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4433))),
+            http_listen: server
+                .http_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir,
             stale_after,
             probe_cert_ttl,
@@ -244,7 +262,10 @@ impl Config {
                     at(c.name.span())
                 ));
             } else if !seen.insert(name.clone()) {
-                problems.push(format!("{}: {key}.name: duplicate check name {name:?}", at(c.name.span())));
+                problems.push(format!(
+                    "{}: {key}.name: duplicate check name {name:?}",
+                    at(c.name.span())
+                ));
             }
             let host = c.host.get_ref().trim().trim_end_matches('.').to_string();
             if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
@@ -262,13 +283,20 @@ impl Config {
                 Some(p) => *p.get_ref(),
                 None => DEFAULT_GATEWAY_PORT,
             };
-            let interval = c.interval.as_ref().map(|d| d.get_ref().0).unwrap_or(Duration::from_secs(60));
+            let interval = c
+                .interval
+                .as_ref()
+                .map(|d| d.get_ref().0)
+                .unwrap_or(Duration::from_secs(60));
             if interval < Duration::from_secs(1) {
                 let span = c.interval.as_ref().map(|d| d.span()).unwrap_or(0..0);
                 problems.push(format!("{}: {key}.interval: at least 1s", at(span)));
             }
             for r in &c.resolve {
-                if let Err(e) = r.get_ref().parse::<cemwatch_probe::check::ResolveOverride>() {
+                if let Err(e) = r
+                    .get_ref()
+                    .parse::<cemwatch_probe::check::ResolveOverride>()
+                {
                     problems.push(format!("{}: {key}.resolve: {e}", at(r.span())));
                 }
             }
@@ -286,8 +314,14 @@ impl Config {
                 require_san: c.require_san,
                 min_days_left: c.min_days_left.unwrap_or(DEFAULT_MIN_DAYS_LEFT),
                 interval,
-                connect_timeout: c.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
-                handshake_timeout: c.handshake_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+                connect_timeout: c
+                    .connect_timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(5)),
+                handshake_timeout: c
+                    .handshake_timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(10)),
                 resolve: c.resolve.into_iter().map(|r| r.into_inner()).collect(),
                 select: c.select,
             });
@@ -377,7 +411,10 @@ select = { vantage = "dmz" }
         assert!(e.problems[0].starts_with("cemwatch.toml:16:"), "{e}");
 
         let e = parse(&GOOD.replace("require_san", "require_sans")).unwrap_err();
-        assert!(e.to_string().contains("require_sans"), "unknown keys are refused: {e}");
+        assert!(
+            e.to_string().contains("require_sans"),
+            "unknown keys are refused: {e}"
+        );
 
         let e = parse(&GOOD.replace("3a 7f", "zz 7f")).unwrap_err();
         assert!(e.to_string().contains("invalid character"), "{e}");
@@ -386,10 +423,12 @@ select = { vantage = "dmz" }
 
     #[test]
     fn semantic_problems_are_all_reported() {
-        let text = GOOD.replace("name = \"smp-4726\"", "name = \"gateway\"").replace(
-            "host = \"smp.example.net\"",
-            "host = \"smp.example.net\"\nresolve = [\"nonsense\"]",
-        );
+        let text = GOOD
+            .replace("name = \"smp-4726\"", "name = \"gateway\"")
+            .replace(
+                "host = \"smp.example.net\"",
+                "host = \"smp.example.net\"\nresolve = [\"nonsense\"]",
+            );
         let e = parse(&text).unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");
         assert!(e.problems[0].contains("duplicate check name"), "{e}");

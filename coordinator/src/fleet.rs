@@ -148,7 +148,8 @@ impl Fleet {
                 },
             );
         }
-        let mut stmt = conn.prepare("SELECT probe, check_name, seq, round, produced_at, result FROM latest")?;
+        let mut stmt =
+            conn.prepare("SELECT probe, check_name, seq, round, produced_at, result FROM latest")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let probe: String = row.get(0)?;
@@ -191,7 +192,8 @@ impl Fleet {
 
     /// Whether a probe's results count.
     pub fn is_fresh(view: &ProbeView, now_ms: i64, stale_after: Duration) -> bool {
-        !view.revoked && (view.connected || now_ms - view.last_seen_ms <= stale_after.as_millis() as i64)
+        !view.revoked
+            && (view.connected || now_ms - view.last_seen_ms <= stale_after.as_millis() as i64)
     }
 
     /// Summarises the fleet for the given checks (the configured ones, in order).

@@ -103,12 +103,21 @@ impl Hub {
 
     /// Asks every connected probe (or those `eligible` says yes to) to run `checks` now.
     /// Returns the round id and the probes asked.
-    pub fn start_round(&self, checks: Vec<String>, eligible: impl Fn(&str) -> bool) -> (u64, Vec<String>) {
+    pub fn start_round(
+        &self,
+        checks: Vec<String>,
+        eligible: impl Fn(&str) -> bool,
+    ) -> (u64, Vec<String>) {
         let round = self.next_round.fetch_add(1, Ordering::SeqCst);
         let targets: Vec<(String, Live)> = self
             .live
             .lock()
-            .map(|m| m.iter().filter(|(n, _)| eligible(n)).map(|(n, l)| (n.clone(), l.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(n, _)| eligible(n))
+                    .map(|(n, l)| (n.clone(), l.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut asked = Vec::new();
         for (name, live) in targets {
@@ -121,7 +130,10 @@ impl Hub {
 
     /// Names of probes with a live connection.
     pub fn connected(&self) -> Vec<String> {
-        self.live.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.live
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn plan_for(&self, labels: &Labels) -> Plan {
@@ -138,7 +150,10 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
     while let Some(incoming) = endpoint.accept().await {
         let max = hub.config.borrow().server.max_connections;
         if hub.connections.load(Ordering::Relaxed) >= max {
-            hub.metrics.connections_refused.with_label_values(&["limit"]).inc();
+            hub.metrics
+                .connections_refused
+                .with_label_values(&["limit"])
+                .inc();
             incoming.refuse();
             continue;
         }
@@ -165,7 +180,10 @@ fn reject_frame(hub: &Hub, conn: &quinn::Connection, e: &TransportError) {
         TransportError::Truncated => "malformed",
         _ => return,
     };
-    hub.metrics.frames_rejected.with_label_values(&[reason]).inc();
+    hub.metrics
+        .frames_rejected
+        .with_label_values(&[reason])
+        .inc();
     tracing::info!(remote = %conn.remote_address(), error = %e, "closing a connection that sent a bad frame");
     conn.close(close::PROTOCOL.into(), format!("bad frame: {e}").as_bytes());
 }
@@ -177,8 +195,17 @@ async fn refuse(
     metric: &str,
     reason: String,
 ) -> Result<()> {
-    hub.metrics.connections_refused.with_label_values(&[metric]).inc();
-    let _ = write_frame(send, &ToProbe::Refused { reason: reason.clone() }).await;
+    hub.metrics
+        .connections_refused
+        .with_label_values(&[metric])
+        .inc();
+    let _ = write_frame(
+        send,
+        &ToProbe::Refused {
+            reason: reason.clone(),
+        },
+    )
+    .await;
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
     conn.close(close::REFUSED.into(), reason.as_bytes());
@@ -188,12 +215,20 @@ async fn refuse(
 async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
     let identity = conn
         .peer_identity()
-        .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .and_then(|chain| chain.first().and_then(|c| common_name(c.as_ref())));
     let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
         .map_err(|_| anyhow!("no stream opened within 10 s"))??;
-    let first = match tokio::time::timeout(Duration::from_secs(10), read_frame::<ToCoordinator>(&mut recv)).await {
+    let first = match tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame::<ToCoordinator>(&mut recv),
+    )
+    .await
+    {
         Err(_) => return Err(anyhow!("no first frame within 10 s")),
         Ok(Err(e)) => {
             reject_frame(hub, &conn, &e);
@@ -203,10 +238,34 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
         Ok(Ok(Some(frame))) => frame,
     };
     match (identity, first) {
-        (None, ToCoordinator::Enroll { token, name, csr_der, agent_version }) => {
-            enrol(hub, &conn, &mut send, &token, &name, &csr_der, &agent_version).await
+        (
+            None,
+            ToCoordinator::Enroll {
+                token,
+                name,
+                csr_der,
+                agent_version,
+            },
+        ) => {
+            enrol(
+                hub,
+                &conn,
+                &mut send,
+                &token,
+                &name,
+                &csr_der,
+                &agent_version,
+            )
+            .await
         }
-        (Some(name), ToCoordinator::Hello { probe, agent_version, .. }) => {
+        (
+            Some(name),
+            ToCoordinator::Hello {
+                probe,
+                agent_version,
+                ..
+            },
+        ) => {
             if probe != name {
                 return refuse(
                     hub,
@@ -220,11 +279,28 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             session(hub, conn, send, recv, name, agent_version).await
         }
         (None, _) => {
-            refuse(hub, &conn, &mut send, "no_certificate", "no client certificate: enrol first with `cemwatch-probe enroll`".into()).await
+            refuse(
+                hub,
+                &conn,
+                &mut send,
+                "no_certificate",
+                "no client certificate: enrol first with `cemwatch-probe enroll`".into(),
+            )
+            .await
         }
         (Some(name), _) => {
-            hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
-            refuse(hub, &conn, &mut send, "bad_certificate", format!("probe {name:?} must start with Hello")).await
+            hub.metrics
+                .frames_rejected
+                .with_label_values(&["unexpected"])
+                .inc();
+            refuse(
+                hub,
+                &conn,
+                &mut send,
+                "bad_certificate",
+                format!("probe {name:?} must start with Hello"),
+            )
+            .await
         }
     }
 }
@@ -242,25 +318,57 @@ async fn enrol(
     let token: EnrollToken = match token.parse() {
         Ok(t) => t,
         Err(e) => {
-            hub.metrics.enrolments.with_label_values(&["token_malformed"]).inc();
+            hub.metrics
+                .enrolments
+                .with_label_values(&["token_malformed"])
+                .inc();
             return refuse(hub, conn, send, "no_certificate", e.to_string()).await;
         }
     };
     if token.ca_pin != hub.ca.pin() {
-        hub.metrics.enrolments.with_label_values(&["token_unknown"]).inc();
-        return refuse(hub, conn, send, "no_certificate", "this token was issued by another coordinator".into()).await;
+        hub.metrics
+            .enrolments
+            .with_label_values(&["token_unknown"])
+            .inc();
+        return refuse(
+            hub,
+            conn,
+            send,
+            "no_certificate",
+            "this token was issued by another coordinator".into(),
+        )
+        .await;
     }
     let requested = requested.trim().to_string();
-    if requested.is_empty() || requested.len() > 64 || !requested.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        hub.metrics.enrolments.with_label_values(&["bad_name"]).inc();
-        return refuse(hub, conn, send, "no_certificate", format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'")).await;
+    if requested.is_empty()
+        || requested.len() > 64
+        || !requested
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        hub.metrics
+            .enrolments
+            .with_label_values(&["bad_name"])
+            .inc();
+        return refuse(
+            hub,
+            conn,
+            send,
+            "no_certificate",
+            format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+        )
+        .await;
     }
     let ca = hub.ca.clone();
     let ttl = hub.config.borrow().server.probe_cert_ttl;
     let csr = csr_der.to_vec();
     let issued = Arc::new(Mutex::new(None));
     let issued_out = issued.clone();
-    let (id, secret, version) = (token.id.clone(), token.secret.clone(), agent_version.to_string());
+    let (id, secret, version) = (
+        token.id.clone(),
+        token.secret.clone(),
+        agent_version.to_string(),
+    );
     let outcome = hub
         .writer
         .exec(move |db| {
@@ -276,7 +384,11 @@ async fn enrol(
         .await;
     match outcome {
         Ok(Ok(grant)) => {
-            let cert = issued.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| anyhow!("no certificate issued"))?;
+            let cert = issued
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .ok_or_else(|| anyhow!("no certificate issued"))?;
             if let Ok(mut a) = hub.auth.write() {
                 a.known.insert(grant.name.clone());
             }
@@ -285,20 +397,41 @@ async fn enrol(
                 view.labels = grant.labels.clone();
                 view.last_seen_ms = store::now_ms();
             }
-            hub.metrics.enrolments.with_label_values(&["enrolled"]).inc();
+            hub.metrics
+                .enrolments
+                .with_label_values(&["enrolled"])
+                .inc();
             tracing::info!(probe = %grant.name, "probe enrolled");
-            write_frame(send, &ToProbe::Enrolled { name: grant.name, cert_der: cert.der, labels: grant.labels }).await?;
+            write_frame(
+                send,
+                &ToProbe::Enrolled {
+                    name: grant.name,
+                    cert_der: cert.der,
+                    labels: grant.labels,
+                },
+            )
+            .await?;
             let _ = send.finish();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
             Ok(())
         }
         Ok(Err(refusal)) => {
-            hub.metrics.enrolments.with_label_values(&[refusal.reason()]).inc();
+            hub.metrics
+                .enrolments
+                .with_label_values(&[refusal.reason()])
+                .inc();
             refuse(hub, conn, send, "no_certificate", refusal.to_string()).await
         }
         Err(e) => {
             hub.metrics.enrolments.with_label_values(&["error"]).inc();
-            refuse(hub, conn, send, "no_certificate", format!("enrolment failed: {e:#}")).await
+            refuse(
+                hub,
+                conn,
+                send,
+                "no_certificate",
+                format!("enrolment failed: {e:#}"),
+            )
+            .await
         }
     }
 }
@@ -324,10 +457,14 @@ async fn session(
         )
     });
     if let Some(old) = previous {
-        old.conn.close(close::REPLACED.into(), b"replaced by a newer connection");
+        old.conn
+            .close(close::REPLACED.into(), b"replaced by a newer connection");
     }
     let labels = {
-        let mut fleet = hub.fleet.write().map_err(|_| anyhow!("fleet lock poisoned"))?;
+        let mut fleet = hub
+            .fleet
+            .write()
+            .map_err(|_| anyhow!("fleet lock poisoned"))?;
         let view = fleet.probes.entry(name.clone()).or_default();
         view.connected = true;
         view.last_seen_ms = store::now_ms();

@@ -1,11 +1,19 @@
-//! `cemwatch-coordinator` will hold the fleet's view of the gateway: the QUIC server probes
-//! report to, the enrolment CA, aggregation and fleet diagnosis, Prometheus metrics, the JSON
-//! API and the admin commands (`serve`, `status`, `verify`, `token`, `demo`).
+//! `cemwatch-coordinator` is the fleet's view of a CEM gateway: the QUIC server probes report
+//! to, the enrolment CA, the embedded store, aggregation, Prometheus metrics, the JSON API and
+//! the admin commands (`serve`, `token`, `probe`, `demo`).
 //!
-//! Until the fleet lands (issue 4) the crate only names what is coming, so that the binary
-//! exists and says so plainly instead of failing obscurely.
+//! Probes enrol once with a single-use token that pins this coordinator's CA, then connect with
+//! mutual TLS over QUIC. Every report is committed to SQLite before it is acknowledged, so no
+//! acknowledged result is lost, even to `kill -9`.
 
-/// What the `cemwatch` binary says until the coordinator lands.
-pub const NOT_YET: &str =
-    "cemwatch: the coordinator (serve, status, verify, token, demo) is not built yet; \
-use `cemwatch-probe check HOST[:PORT]` to check a gateway from this machine";
+pub mod api;
+pub mod auth;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fleet;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod store;

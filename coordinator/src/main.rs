@@ -1,6 +1,5 @@
-//! `cemwatch`: the coordinator binary (placeholder until the fleet issue).
+//! `cemwatch`: the coordinator; see the library.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("{}", cemwatch_coordinator::NOT_YET);
-    std::process::ExitCode::from(3)
+    cemwatch_coordinator::cli::main_with_args(std::env::args_os())
 }

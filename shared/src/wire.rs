@@ -196,7 +196,8 @@ impl WireError {
 /// Encodes a message as a complete frame: length prefix, version, message.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
     let mut out = vec![0u8; PREFIX_LEN];
-    out = postcard::to_extend(&PROTOCOL_VERSION, out).map_err(|e| WireError::Malformed(e.to_string()))?;
+    out = postcard::to_extend(&PROTOCOL_VERSION, out)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
     out = postcard::to_extend(message, out).map_err(|e| WireError::Malformed(e.to_string()))?;
     let len = out.len() - PREFIX_LEN;
     if len > MAX_FRAME {
@@ -298,14 +299,19 @@ mod tests {
         ToCoordinator::Hello {
             probe: "probe-eu-1".into(),
             agent_version: "0.1.0".into(),
-            labels: [("site".to_string(), "eu-west".to_string())].into_iter().collect(),
+            labels: [("site".to_string(), "eu-west".to_string())]
+                .into_iter()
+                .collect(),
         }
     }
 
     #[test]
     fn round_trips_in_pieces() {
         let a = encode(&hello()).expect("encode");
-        let b = encode(&ToCoordinator::Renew { csr_der: vec![1, 2, 3] }).expect("encode");
+        let b = encode(&ToCoordinator::Renew {
+            csr_der: vec![1, 2, 3],
+        })
+        .expect("encode");
         let stream: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
         let mut d = FrameDecoder::new();
         let mut got = Vec::new();
@@ -315,36 +321,61 @@ mod tests {
                 got.push(frame.expect("decode"));
             }
         }
-        assert_eq!(got, vec![hello(), ToCoordinator::Renew { csr_der: vec![1, 2, 3] }]);
+        assert_eq!(
+            got,
+            vec![
+                hello(),
+                ToCoordinator::Renew {
+                    csr_der: vec![1, 2, 3]
+                }
+            ]
+        );
     }
 
     #[test]
     fn refuses_oversized_frames_before_reading_them() {
         let prefix = ((MAX_FRAME + 1) as u32).to_be_bytes();
-        assert!(matches!(payload_len(prefix), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            payload_len(prefix),
+            Err(WireError::TooLarge { .. })
+        ));
         assert_eq!(payload_len([0; 4]), Err(WireError::Empty));
         let mut d = FrameDecoder::new();
         d.push(&prefix);
-        assert!(matches!(d.next_frame::<ToProbe>(), Some(Err(WireError::TooLarge { .. }))));
+        assert!(matches!(
+            d.next_frame::<ToProbe>(),
+            Some(Err(WireError::TooLarge { .. }))
+        ));
     }
 
     #[test]
     fn refuses_other_versions_garbage_and_trailing_bytes() {
         let mut payload = postcard::to_stdvec(&(PROTOCOL_VERSION + 1)).expect("encode");
         payload.extend(postcard::to_stdvec(&ToProbe::Ack { seq: 1 }).expect("encode"));
-        assert_eq!(decode::<ToProbe>(&payload), Err(WireError::Version { got: 2 }));
+        assert_eq!(
+            decode::<ToProbe>(&payload),
+            Err(WireError::Version { got: 2 })
+        );
         assert_eq!(WireError::Version { got: 2 }.reason(), "version");
 
-        assert!(matches!(decode::<ToProbe>(&[1, 0xff, 0xff, 0xff]), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode::<ToProbe>(&[1, 0xff, 0xff, 0xff]),
+            Err(WireError::Malformed(_))
+        ));
 
         let mut frame = encode(&ToProbe::Ack { seq: 7 }).expect("encode");
         frame.push(0);
-        assert_eq!(decode::<ToProbe>(&frame[PREFIX_LEN..]), Err(WireError::Trailing(1)));
+        assert_eq!(
+            decode::<ToProbe>(&frame[PREFIX_LEN..]),
+            Err(WireError::Trailing(1))
+        );
     }
 
     #[test]
     fn refuses_to_encode_what_the_peer_would_refuse() {
-        let big = ToCoordinator::Renew { csr_der: vec![0; MAX_FRAME] };
+        let big = ToCoordinator::Renew {
+            csr_der: vec![0; MAX_FRAME],
+        };
         assert!(matches!(encode(&big), Err(WireError::TooLarge { .. })));
     }
 }

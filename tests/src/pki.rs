@@ -387,3 +387,115 @@ impl Leaf {
 pub fn to_pem(der: &[u8], label: &str) -> String {
     pem_of(der, label)
 }
+
+/// How a .pfx is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PfxEncryption {
+    /// What OpenSSL 3 and current Windows write: PBES2 with AES-256-CBC, HMAC-SHA256 MAC.
+    Modern,
+    /// What older Windows and OpenSSL 1.x wrote: RC2-40 for the certificates, 3DES for the
+    /// key, SHA-1 MAC (`openssl pkcs12 -legacy`).
+    Legacy,
+    /// 3DES for both certificates and key, SHA-1 MAC (Windows' "TripleDES-SHA1").
+    TripleDes,
+}
+
+fn write_temp(dir: &Path, name: &str, content: &[u8]) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, content)?;
+    Ok(path.display().to_string())
+}
+
+/// A .pfx of `leaf` with its key and the chain it carries, made by `openssl pkcs12 -export`.
+pub fn pfx(leaf: &Leaf, password: &str, encryption: PfxEncryption) -> Result<Vec<u8>> {
+    pfx_with_openssl(leaf, password, encryption, true)
+}
+
+/// A .pfx of `leaf` and its chain without the private key (`openssl pkcs12 -export -nokeys`).
+pub fn pfx_without_key(leaf: &Leaf, password: &str) -> Result<Vec<u8>> {
+    pfx_with_openssl(leaf, password, PfxEncryption::Modern, false)
+}
+
+fn pfx_with_openssl(
+    leaf: &Leaf,
+    password: &str,
+    encryption: PfxEncryption,
+    with_key: bool,
+) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    let cert = write_temp(
+        dir.path(),
+        "leaf.pem",
+        to_pem(leaf.der(), "CERTIFICATE").as_bytes(),
+    )?;
+    let key = write_temp(dir.path(), "leaf.key", leaf.key_pem.as_bytes())?;
+    let chain: String = leaf.chain[1..]
+        .iter()
+        .map(|d| to_pem(d, "CERTIFICATE"))
+        .collect();
+    let chain = write_temp(dir.path(), "chain.pem", chain.as_bytes())?;
+    let out = dir.path().join("out.pfx").display().to_string();
+    let pass = format!("pass:{password}");
+    let mut args = vec![
+        "pkcs12", "-export", "-in", &cert, "-out", &out, "-passout", &pass,
+    ];
+    if with_key {
+        args.extend(["-inkey", &key]);
+    } else {
+        args.push("-nokeys");
+    }
+    if leaf.chain.len() > 1 {
+        args.extend(["-certfile", &chain]);
+    }
+    match encryption {
+        PfxEncryption::Modern => {}
+        PfxEncryption::Legacy => args.push("-legacy"),
+        PfxEncryption::TripleDes => args.extend([
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+        ]),
+    }
+    openssl(&args, None)?;
+    Ok(std::fs::read(&out)?)
+}
+
+/// A .pfx that pairs `leaf` (and its chain) with `key_pem`, a PKCS#8 key of another
+/// certificate. `openssl pkcs12 -export` refuses to make one, so p12-keystore writes it.
+pub fn pfx_with_key(leaf: &Leaf, key_pem: &str, password: &str) -> Result<Vec<u8>> {
+    let key = match PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) {
+        Ok(PrivateKeyDer::Pkcs8(der)) => der.secret_pkcs8_der().to_vec(),
+        _ => bail!("the key is not a PKCS#8 PEM key"),
+    };
+    let key = p12_keystore::PrivateKey::from_der(&key)?;
+    let certs = leaf
+        .chain
+        .iter()
+        .map(|der| p12_keystore::Certificate::from_der(der))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let chain = p12_keystore::PrivateKeyChain::new(b"cemwatch-test".as_slice(), key, certs);
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        "gateway",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+    );
+    Ok(store.writer(password).write()?)
+}
+
+/// The SHA-1 fingerprint `openssl x509 -fingerprint -sha1 -noout` prints for a DER
+/// certificate, colons removed: the independent reference for thumbprints.
+pub fn openssl_thumbprint(der: &[u8]) -> Result<String> {
+    let out = openssl(
+        &["x509", "-inform", "DER", "-noout", "-fingerprint", "-sha1"],
+        Some(der),
+    )?;
+    let text = String::from_utf8(out)?;
+    let (_, hex) = text
+        .trim()
+        .split_once('=')
+        .context("openssl printed no fingerprint")?;
+    Ok(hex.replace(':', ""))
+}

@@ -39,7 +39,9 @@ pub fn key_and_csr(name: &str, key_pem: Option<&str>) -> Result<(String, Vec<u8>
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, name);
     params.distinguished_name = dn;
-    let csr = params.serialize_request(&key).context("cannot make the certificate request")?;
+    let csr = params
+        .serialize_request(&key)
+        .context("cannot make the certificate request")?;
     Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
@@ -79,7 +81,10 @@ pub async fn enroll(
         .map_err(|e| anyhow!("cannot connect to the coordinator at {coordinator}: {e}"))?;
     let ca_der = conn
         .peer_identity()
-        .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .and_then(|chain| {
             chain
                 .iter()
@@ -100,7 +105,9 @@ pub async fn enroll(
     .await?;
     let reply = tokio::time::timeout(timeout, read_frame::<ToProbe>(&mut recv))
         .await
-        .map_err(|_| anyhow!("the coordinator did not answer the enrolment within {timeout:?}"))??;
+        .map_err(|_| {
+            anyhow!("the coordinator did not answer the enrolment within {timeout:?}")
+        })??;
     let result = match reply {
         Some(ToProbe::Enrolled {
             name,
@@ -115,9 +122,13 @@ pub async fn enroll(
             state.save_enrolment(&identity, &ca_der, &key_pem, &cert_der)?;
             Ok(identity)
         }
-        Some(ToProbe::Refused { reason }) => Err(anyhow!("the coordinator refused the enrolment: {reason}")),
+        Some(ToProbe::Refused { reason }) => {
+            Err(anyhow!("the coordinator refused the enrolment: {reason}"))
+        }
         Some(other) => Err(anyhow!("unexpected answer to the enrolment: {other:?}")),
-        None => Err(anyhow!("the coordinator closed the connection without answering")),
+        None => Err(anyhow!(
+            "the coordinator closed the connection without answering"
+        )),
     };
     conn.close(0u32.into(), b"enrolled");
     endpoint.wait_idle().await;

@@ -104,8 +104,8 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     state.ca_der()?;
     state.cert_der()?;
     state.key()?;
-    let spool = Spool::open(&state.spool(), config.spool_limits)
-        .context("cannot open the spool")?;
+    let spool =
+        Spool::open(&state.spool(), config.spool_limits).context("cannot open the spool")?;
     tracing::info!(
         probe = %identity.name,
         pending = spool.len(),
@@ -143,7 +143,9 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 };
                 match end {
                     Ok(()) => tracing::info!(coordinator = %coordinator, "session ended"),
-                    Err(e) => tracing::warn!(coordinator = %coordinator, error = %e, "session ended"),
+                    Err(e) => {
+                        tracing::warn!(coordinator = %coordinator, error = %e, "session ended")
+                    }
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
                 if started.elapsed() > Duration::from_secs(30) {
@@ -154,7 +156,10 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 }
             }
             Err(e) => {
-                shared.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(coordinator = %coordinator, error = %format!("{e:#}"), "cannot connect");
             }
         }
@@ -217,7 +222,9 @@ mod tests {
     fn backoff_grows_is_capped_and_jittered() {
         let max = Duration::from_secs(60);
         for failures in 0..20 {
-            let step = Duration::from_millis(500).saturating_mul(1u32 << failures.min(10)).min(max);
+            let step = Duration::from_millis(500)
+                .saturating_mul(1u32 << failures.min(10))
+                .min(max);
             let b = backoff(failures, max);
             assert!(b >= step / 2 && b < step / 2 + step, "{failures}: {b:?}");
         }

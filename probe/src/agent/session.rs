@@ -62,7 +62,11 @@ pub async fn run(
                 match frame {
                     None => return Err(anyhow!("the coordinator closed the stream")),
                     Some(ToProbe::Plan(plan)) => {
-                        tracing::info!(generation = plan.generation, checks = plan.checks.len(), "plan received");
+                        tracing::info!(
+                            generation = plan.generation,
+                            checks = plan.checks.len(),
+                            "plan received"
+                        );
                         if let Err(e) = shared.state.save_plan(&plan) {
                             tracing::warn!(error = %e, "cannot save the plan; it applies until restart");
                         }
@@ -74,7 +78,10 @@ pub async fn run(
                         }
                         let acked = shared.spool.lock().map(|mut s| s.ack(seq)).unwrap_or(false);
                         if acked {
-                            shared.stats.acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            shared
+                                .stats
+                                .acked
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         shared.spool_changed.notify_one();
                     }
@@ -85,7 +92,9 @@ pub async fn run(
                     Some(ToProbe::Renewed { cert_der }) => {
                         match shared.state.save_certificate(&cert_der) {
                             Ok(()) => tracing::info!("client certificate renewed"),
-                            Err(e) => tracing::error!(error = %e, "cannot save the renewed certificate"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot save the renewed certificate")
+                            }
                         }
                     }
                     Some(ToProbe::Refused { reason }) => {
@@ -107,21 +116,33 @@ pub async fn run(
             loop {
                 if renewal_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                     renewal_checked = Some(std::time::Instant::now());
-                    if let (Ok(cert), Ok((key_pem, _))) = (shared.state.cert_der(), shared.state.key()) {
+                    if let (Ok(cert), Ok((key_pem, _))) =
+                        (shared.state.cert_der(), shared.state.key())
+                    {
                         if needs_renewal(&cert) {
-                            let (_, csr) = super::enroll::key_and_csr(&shared.identity.name, Some(&key_pem))?;
-                            tracing::info!("client certificate past half its life: asking for a new one");
+                            let (_, csr) =
+                                super::enroll::key_and_csr(&shared.identity.name, Some(&key_pem))?;
+                            tracing::info!(
+                                "client certificate past half its life: asking for a new one"
+                            );
                             write_frame(&mut send, &ToCoordinator::Renew { csr_der: csr }).await?;
                         }
                     }
                 }
                 let pending = shared.spool.lock().map(|s| s.pending()).unwrap_or_default();
                 for seq in pending {
-                    let room = in_flight.lock().map(|s| s.len() < WINDOW && !s.contains(&seq)).unwrap_or(false);
+                    let room = in_flight
+                        .lock()
+                        .map(|s| s.len() < WINDOW && !s.contains(&seq))
+                        .unwrap_or(false);
                     if !room {
                         continue;
                     }
-                    let frame = shared.spool.lock().map_err(|_| anyhow!("spool lock poisoned"))?.frame(seq);
+                    let frame = shared
+                        .spool
+                        .lock()
+                        .map_err(|_| anyhow!("spool lock poisoned"))?
+                        .frame(seq);
                     match frame {
                         Ok(Some(bytes)) => {
                             send.write_all(&bytes).await?;

@@ -36,7 +36,9 @@ impl Default for SpoolLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// File system error, with the path.
-    #[error("spool {path}: {source}; check that the state directory is writable and the disk has room")]
+    #[error(
+        "spool {path}: {source}; check that the state directory is writable and the disk has room"
+    )]
     Io {
         /// The path.
         path: String,
@@ -112,7 +114,10 @@ impl Spool {
         for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
             let entry = entry.map_err(|e| io_err(dir, e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(seq) = name.strip_suffix(SUFFIX).and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(seq) = name
+                .strip_suffix(SUFFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                 on_disk.insert(seq, size);
                 bytes += size;
@@ -144,7 +149,11 @@ impl Spool {
     pub fn append(&mut self, round: Option<u64>, results: Vec<CheckReport>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let frame = match wire::encode(&ToCoordinator::Report(Report { seq, round, results })) {
+        let frame = match wire::encode(&ToCoordinator::Report(Report {
+            seq,
+            round,
+            results,
+        })) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(seq, error = %e, "report too large to send; dropped");
@@ -205,7 +214,10 @@ impl Spool {
 
     fn count_drop(&mut self, n: u64) {
         self.dropped += n;
-        let _ = write_atomic(&self.dir.join(DROPPED_FILE), self.dropped.to_string().as_bytes());
+        let _ = write_atomic(
+            &self.dir.join(DROPPED_FILE),
+            self.dropped.to_string().as_bytes(),
+        );
     }
 
     fn remove(&mut self, seq: u64) -> bool {
@@ -228,7 +240,12 @@ impl Spool {
 
     /// Sequence numbers waiting for an acknowledgement, oldest first.
     pub fn pending(&self) -> Vec<u64> {
-        let mut all: Vec<u64> = self.on_disk.keys().chain(self.in_memory.keys()).copied().collect();
+        let mut all: Vec<u64> = self
+            .on_disk
+            .keys()
+            .chain(self.in_memory.keys())
+            .copied()
+            .collect();
         all.sort_unstable();
         all
     }
@@ -319,7 +336,14 @@ mod tests {
         assert_eq!(s.pending(), vec![3]);
         let frame = s.frame(3).expect("read").expect("present");
         let decoded: ToCoordinator = wire::decode(&frame[PREFIX_LEN..]).expect("decode");
-        assert!(matches!(decoded, ToCoordinator::Report(Report { seq: 3, round: None, .. })));
+        assert!(matches!(
+            decoded,
+            ToCoordinator::Report(Report {
+                seq: 3,
+                round: None,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -89,15 +89,20 @@ impl StateDir {
         key_pem: &str,
         cert_der: &[u8],
     ) -> Result<()> {
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("cannot create the state directory {}", self.root.display()))?;
+        fs::create_dir_all(&self.root).with_context(|| {
+            format!("cannot create the state directory {}", self.root.display())
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700));
         }
         write_atomic(&self.root.join(KEY), key_pem.as_bytes(), true)?;
-        write_atomic(&self.root.join(CA), pem("CERTIFICATE", ca_der).as_bytes(), false)?;
+        write_atomic(
+            &self.root.join(CA),
+            pem("CERTIFICATE", ca_der).as_bytes(),
+            false,
+        )?;
         self.save_certificate(cert_der)?;
         // The identity last: its presence means enrolment completed.
         write_atomic(
@@ -109,7 +114,11 @@ impl StateDir {
 
     /// Replaces the client certificate (after renewal).
     pub fn save_certificate(&self, cert_der: &[u8]) -> Result<()> {
-        write_atomic(&self.root.join(CERT), pem("CERTIFICATE", cert_der).as_bytes(), false)
+        write_atomic(
+            &self.root.join(CERT),
+            pem("CERTIFICATE", cert_der).as_bytes(),
+            false,
+        )
     }
 
     /// Loads the identity.
@@ -152,7 +161,11 @@ impl StateDir {
 
     /// Saves the last plan, so checks go on while the coordinator is unreachable.
     pub fn save_plan(&self, plan: &Plan) -> Result<()> {
-        write_atomic(&self.root.join(PLAN), serde_json::to_string(plan)?.as_bytes(), false)
+        write_atomic(
+            &self.root.join(PLAN),
+            serde_json::to_string(plan)?.as_bytes(),
+            false,
+        )
     }
 
     /// The last plan, if any.
@@ -178,7 +191,11 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             b64.push(if i <= chunk.len() {

@@ -402,6 +402,17 @@ impl TrustStore {
 
     /// Evaluates whether `leaf` with the server's `intermediates` reaches a trusted root.
     pub fn evaluate(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> TrustOutcome {
+        self.evaluate_from(leaf, intermediates, ChainSource::Server)
+    }
+
+    /// Evaluates whether `leaf` with `intermediates` reaches a trusted root; `source` says
+    /// where the intermediates came from, so that the reason names the right culprit.
+    pub fn evaluate_from(
+        &self,
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        source: ChainSource,
+    ) -> TrustOutcome {
         let leaf = match parse(leaf) {
             Ok(c) => c,
             Err(e) => {
@@ -466,12 +477,25 @@ impl TrustStore {
             )
         } else {
             format!(
-                "the issuer \"{}\" is not a trusted root and the server did not send it",
-                current.issuer()
+                "the issuer \"{}\" is not a trusted root and {}",
+                current.issuer(),
+                match source {
+                    ChainSource::Server => "the server did not send it",
+                    ChainSource::File => "the file does not hold it",
+                }
             )
         };
         TrustOutcome::untrusted(reason)
     }
+}
+
+/// Where the certificates besides the leaf come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainSource {
+    /// Sent by a server in the TLS handshake.
+    Server,
+    /// Read from a certificate file.
+    File,
 }
 
 /// Whether a chain reaches a trusted root, and why not.

@@ -1,0 +1,370 @@
+//! The `cemwatch` command line: `serve`, `token create`, `probe list|revoke`, `demo`.
+//! Bad arguments and bad configuration exit 64 (EX_USAGE) with a message saying what to fix.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cemwatch_probe::cli::{init_logging, shutdown_signal, LogFormat};
+use cemwatch_shared::duration::parse_duration;
+use cemwatch_shared::token::EnrollToken;
+use cemwatch_shared::wire::Labels;
+
+use crate::config::{Config, EXIT_CONFIG};
+use crate::demo::{self, DemoOptions, Scenario};
+use crate::store;
+
+/// cemwatch: the coordinator of a fleet of cemwatch probes.
+#[derive(Debug, Parser)]
+#[command(name = "cemwatch", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the coordinator: QUIC for probes, HTTP for metrics and the API.
+    Serve(ServeArgs),
+    /// Enrolment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The probes of this coordinator.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+    /// Coordinator, gateway simulator and probes in one process, on loopback.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Where the store is: a configuration file or a data directory.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// The coordinator's configuration (its data_dir is used).
+    #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// The coordinator's data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn data_dir(&self) -> Result<PathBuf> {
+        match (&self.config, &self.data_dir) {
+            (Some(path), _) => Ok(Config::read(path)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .server
+                .data_dir),
+            (None, Some(dir)) => Ok(dir.clone()),
+            (None, None) => bail!("give --config FILE or --data-dir DIR to say which coordinator"),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a single-use, expiring enrolment token carrying the CA pin.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenCreateArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Labels of the probe that enrols with it, such as site=eu-west,vantage=internet.
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
+    labels: Labels,
+    /// Fix the probe's name (otherwise the probe chooses, default its host name).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// How long the token stays valid.
+    #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_positive_duration)]
+    ttl: Duration,
+    /// The address probes use to reach this coordinator (for the printed command).
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbeCommand {
+    /// List the probes.
+    List(ProbeListArgs),
+    /// Revoke a probe: refused from its next handshake; its live connection is closed.
+    Revoke(ProbeRevokeArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ProbeListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct ProbeRevokeArgs {
+    /// The probe's name.
+    name: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The simulator's failure mode.
+    #[arg(long, value_enum, default_value_t = Scenario::Healthy)]
+    scenario: Scenario,
+    /// Internet probes (two DMZ probes come on top).
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    probes: usize,
+    /// Check interval.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
+    interval: Duration,
+    /// HTTP listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_listen: SocketAddr,
+    /// Stop after this long [default: run until Ctrl-C].
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    duration: Option<Duration>,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses `k=v,k=v`.
+pub fn parse_labels(text: &str) -> Result<Labels, String> {
+    let mut labels = Labels::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            format!("label {pair:?} has no '=': write labels as site=eu-west,vantage=internet")
+        })?;
+        let (k, v) = (k.trim(), v.trim());
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !ok(k) || !ok(v) {
+            return Err(format!(
+                "label {pair:?}: names and values are letters, digits, '-', '_' or '.'"
+            ));
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let (json, level) = match &cli.command {
+        Command::Serve(s) => (s.log_format == LogFormat::Json, "info"),
+        Command::Demo(_) => (false, "warn,cemwatch_coordinator::server=info"),
+        _ => (false, "warn"),
+    };
+    init_logging(json, level);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cemwatch: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Serve(args) => serve(&args.config),
+        Command::Token(TokenCommand::Create(args)) => token_create(args),
+        Command::Probe(ProbeCommand::List(args)) => probe_list(args),
+        Command::Probe(ProbeCommand::Revoke(args)) => probe_revoke(args),
+        Command::Demo(args) => {
+            let opts = DemoOptions {
+                scenario: args.scenario,
+                probes: args.probes,
+                interval: args.interval,
+                http_listen: args.http_listen,
+                duration: args.duration,
+            };
+            runtime()?.block_on(demo::run(opts))?;
+            Ok(0)
+        }
+    }
+}
+
+fn serve(path: &Path) -> Result<u8> {
+    let config = match Config::read(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cemwatch: the configuration is not valid, nothing was started:\n{e}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    runtime()?.block_on(async move {
+        let running = crate::server::start(config, Some(path.to_path_buf())).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(0)
+}
+
+fn token_create(args: TokenCreateArgs) -> Result<u8> {
+    let data_dir = args.store.data_dir()?;
+    let ca_pem = data_dir.join("ca").join("ca.pem");
+    if !ca_pem.exists() {
+        bail!(
+            "{} has no coordinator CA yet: start the coordinator once (`cemwatch serve --config FILE`) so it creates it",
+            data_dir.display()
+        );
+    }
+    let ca: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_file(&ca_pem)
+            .with_context(|| format!("cannot read {}", ca_pem.display()))?;
+    let db = store::open(&data_dir)?;
+    let (id, secret) = store::create_token(&db, &args.labels, args.name.as_deref(), args.ttl)?;
+    let token = EnrollToken {
+        id,
+        secret,
+        ca_pin: cemwatch_probe::transport::sha256(ca.as_ref()),
+    };
+    println!("{token}");
+    let coordinator = args
+        .coordinator
+        .unwrap_or_else(|| "COORDINATOR:4433".to_string());
+    eprintln!(
+        "single use, valid for {}; enrol a probe with:\n  cemwatch-probe enroll --coordinator {coordinator} --token {token} --state-dir /var/lib/cemwatch-probe",
+        humanize(args.ttl)
+    );
+    Ok(0)
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn probe_list(args: ProbeListArgs) -> Result<u8> {
+    let db = store::open(&args.store.data_dir()?)?;
+    let probes = store::list_probes(&db)?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&probes)?),
+        Output::Table => {
+            println!(
+                "{:<24} {:<34} {:<10} {:<20}",
+                "NAME", "LABELS", "STATE", "LAST SEEN"
+            );
+            for p in probes {
+                let labels: Vec<String> =
+                    p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let state = if p.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "enrolled"
+                };
+                let seen = p
+                    .last_seen
+                    .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<24} {:<34} {:<10} {:<20}",
+                    p.name,
+                    labels.join(","),
+                    state,
+                    seen
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn probe_revoke(args: ProbeRevokeArgs) -> Result<u8> {
+    let db = store::open(&args.store.data_dir()?)?;
+    if store::revoke(&db, &args.name)? {
+        println!("revoked {}: refused from its next handshake; a running coordinator closes its connection within a second", args.name);
+        Ok(0)
+    } else {
+        eprintln!(
+            "cemwatch: no probe named {:?}; see `cemwatch probe list`",
+            args.name
+        );
+        Ok(EXIT_CONFIG)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_explain() {
+        let l = parse_labels("site=eu-west, vantage=internet").expect("valid");
+        assert_eq!(l.get("site").map(String::as_str), Some("eu-west"));
+        assert!(parse_labels("site").unwrap_err().contains("no '='"));
+        assert!(parse_labels("si te=x").is_err());
+        assert!(parse_labels("").expect("empty is fine").is_empty());
+    }
+}

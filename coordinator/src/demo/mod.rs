@@ -1,0 +1,298 @@
+//! `cemwatch demo`: a coordinator, a gateway simulator and a few dozen real probe agents in one
+//! process on free loopback ports, with a temporary data directory. Probes enrol with tokens
+//! and report over QUIC with mutual TLS exactly as in production; `--scenario` puts the
+//! simulator into one of the guide's failure modes.
+
+pub mod gateway;
+pub mod keys;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use tokio::sync::watch;
+
+use cemwatch_probe::agent::{self, AgentConfig};
+use cemwatch_probe::check::TrustStore;
+use cemwatch_shared::token::EnrollToken;
+use cemwatch_shared::wire::Labels;
+
+use crate::config::{CheckConfig, Config, ServerConfig};
+use crate::server::{self, Running};
+use crate::store;
+use gateway::{GatewaySim, GATEWAY, SMP};
+
+/// The simulator's failure modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Everything right.
+    Healthy,
+    /// A renewed certificate is bound; the CEM policy still has the old thumbprint.
+    ThumbprintMismatch,
+    /// Gateway Manager was not restarted: the listener is still on the legacy port.
+    ListenerOnLegacyPort,
+    /// The certificate expires in 12 days.
+    CertExpiring,
+    /// The root CA was never distributed to one site (branch-lyon).
+    UntrustedRoot,
+    /// The bound certificate lacks the SMP name.
+    SanMissing,
+    /// Nothing answers on the gateway's ports.
+    GatewayDown,
+}
+
+/// Internet sites of the demo fleet.
+pub const SITES: [&str; 4] = ["eu-west", "us-east", "ap-south", "branch-lyon"];
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Failure mode.
+    pub scenario: Scenario,
+    /// Internet probes (two DMZ probes come on top).
+    pub probes: usize,
+    /// Check interval.
+    pub interval: Duration,
+    /// HTTP listen address (port 0 for any).
+    pub http_listen: SocketAddr,
+    /// Stop after this long (`None`: until Ctrl-C).
+    pub duration: Option<Duration>,
+}
+
+/// A running demo.
+#[derive(Debug)]
+pub struct Demo {
+    /// The coordinator.
+    pub coordinator: Running,
+    /// The simulator.
+    pub gateway: GatewaySim,
+    /// Stops the probes.
+    stop: watch::Sender<bool>,
+    probes: Vec<tokio::task::JoinHandle<()>>,
+    /// The temporary data directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+}
+
+fn labels(site: &str, vantage: &str) -> Labels {
+    [
+        ("site".to_string(), site.to_string()),
+        ("vantage".to_string(), vantage.to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The demo's configuration.
+pub fn demo_config(
+    sim: &GatewaySim,
+    data_dir: PathBuf,
+    http: SocketAddr,
+    interval: Duration,
+) -> Config {
+    let check = |name: &str, host: &str, port: u16, select: Labels| CheckConfig {
+        name: name.into(),
+        host: host.into(),
+        port,
+        legacy_ports: if host == GATEWAY {
+            vec![sim.legacy_port]
+        } else {
+            vec![]
+        },
+        expect_thumbprint: cemwatch_shared::Thumbprint::parse(&sim.policy_thumbprint).ok(),
+        require_san: vec![if host == GATEWAY {
+            SMP.into()
+        } else {
+            GATEWAY.into()
+        }],
+        min_days_left: 30,
+        interval,
+        connect_timeout: Duration::from_secs(2),
+        handshake_timeout: Duration::from_secs(5),
+        resolve: vec![format!("{host}:*:127.0.0.1")],
+        select,
+    };
+    let dmz: Labels = [("vantage".to_string(), "dmz".to_string())]
+        .into_iter()
+        .collect();
+    Config {
+        server: ServerConfig {
+            quic_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: http,
+            data_dir,
+            stale_after: interval * 3 + Duration::from_secs(5),
+            probe_cert_ttl: Duration::from_secs(7 * 86_400),
+            server_names: vec![],
+            max_connections: 10_000,
+        },
+        checks: vec![
+            check("gateway", GATEWAY, sim.policy_port, Labels::new()),
+            check("smp-agent-site", SMP, sim.smp_agent_port, dmz.clone()),
+            check("smp-https", SMP, sim.smp_https_port, dmz),
+        ],
+    }
+}
+
+impl Demo {
+    /// Starts everything and enrols the probes.
+    pub async fn start(opts: &DemoOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("cemwatch-demo-")
+            .tempdir()?;
+        let gateway = GatewaySim::start(opts.scenario).await?;
+        let config = demo_config(
+            &gateway,
+            dir.path().join("coordinator"),
+            opts.http_listen,
+            opts.interval,
+        );
+        let coordinator = server::start(config, None).await?;
+        let demo_ca = dir.path().join("demo-root-ca.pem");
+        std::fs::write(&demo_ca, &gateway.ca_pem)?;
+
+        let mut fleet: Vec<(String, Labels)> = (0..opts.probes)
+            .map(|i| {
+                let site = SITES[i % SITES.len()];
+                (
+                    format!("{site}-{:02}", i / SITES.len() + 1),
+                    labels(site, "internet"),
+                )
+            })
+            .collect();
+        fleet.push(("dmz-01".into(), labels("dmz", "dmz")));
+        fleet.push(("dmz-02".into(), labels("dmz", "dmz")));
+
+        let (stop, stop_rx) = watch::channel(false);
+        let db = store::open(&dir.path().join("coordinator"))?;
+        let pin = coordinator.hub.ca.pin();
+        let quic = coordinator.quic_addr.to_string();
+        let mut probes = Vec::new();
+        for (name, labels) in fleet {
+            let (id, secret) =
+                store::create_token(&db, &labels, Some(&name), Duration::from_secs(600))?;
+            let token = EnrollToken {
+                id,
+                secret,
+                ca_pin: pin,
+            };
+            let state_dir = dir.path().join("probes").join(&name);
+            agent::enroll::enroll(&quic, &token, &name, &state_dir, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("demo probe {name} could not enrol"))?;
+            let mut trust = TrustStore::empty();
+            let site = labels.get("site").cloned().unwrap_or_default();
+            if !(opts.scenario == Scenario::UntrustedRoot && site == "branch-lyon") {
+                trust.add_file(&demo_ca)?;
+            }
+            let mut config = AgentConfig::new(state_dir, Arc::new(trust));
+            config.max_backoff = Duration::from_secs(5);
+            let rx = stop_rx.clone();
+            probes.push(tokio::spawn(async move {
+                if let Err(e) = agent::run(config, rx).await {
+                    tracing::error!(probe = %name, error = %format!("{e:#}"), "demo probe stopped");
+                }
+            }));
+        }
+        Ok(Self {
+            coordinator,
+            gateway,
+            stop,
+            probes,
+            dir,
+        })
+    }
+
+    /// Waits until every probe is connected, then asks them all to check at once, so the first
+    /// summary is complete without waiting a whole interval.
+    pub async fn first_round(&self, expected: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.coordinator.hub.connected().len() < expected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.coordinator.hub.start_round(Vec::new(), |_| true);
+    }
+
+    /// Stops the probes, then the coordinator.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for p in self.probes {
+            let _ = tokio::time::timeout(Duration::from_secs(3), p).await;
+        }
+        self.coordinator.shutdown().await;
+    }
+}
+
+/// One screen of fleet summary.
+pub fn render_summary(running: &Running) -> String {
+    let s = crate::api::summary(&running.hub);
+    let mut out = format!(
+        "fleet: {} connected, {} disconnected, {} stale\n",
+        s.probes.connected, s.probes.disconnected, s.probes.stale
+    );
+    for c in &s.checks {
+        let codes: BTreeMap<_, _> = c.codes.iter().collect();
+        let codes = if codes.is_empty() {
+            "-".to_string()
+        } else {
+            codes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        out.push_str(&format!(
+            "  {:<16} ok {:>3}  warn {:>3}  fail {:>3}   findings: {codes}\n",
+            c.check, c.verdicts.ok, c.verdicts.warn, c.verdicts.fail
+        ));
+        for cert in &c.certificates {
+            out.push_str(&format!(
+                "  {:<16} certificate {} seen by {} probes\n",
+                "", cert.thumbprint_sha1, cert.observers
+            ));
+        }
+    }
+    out
+}
+
+/// Runs the demo until Ctrl-C (or the duration), printing the fleet every few seconds.
+pub async fn run(opts: DemoOptions) -> Result<()> {
+    let demo = Demo::start(&opts).await?;
+    let http = demo.coordinator.http_addr;
+    println!(
+        "cemwatch demo: scenario {:?}, {} probes",
+        opts.scenario,
+        opts.probes + 2
+    );
+    println!(
+        "  gateway simulator  {GATEWAY} -> 127.0.0.1:{} (policy port; legacy port {})",
+        demo.gateway.policy_port, demo.gateway.legacy_port
+    );
+    println!("  policy thumbprint  {}", demo.gateway.policy_thumbprint);
+    println!("  metrics            http://{http}/metrics");
+    println!("  fleet API          http://{http}/api/v1/fleet");
+    println!("  probes API         http://{http}/api/v1/probes");
+    println!("  data directory     {}", demo.dir.path().display());
+    println!();
+    demo.first_round(opts.probes + 2).await;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                println!("{}", render_summary(&demo.coordinator));
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+            }
+            _ = cemwatch_probe::cli::shutdown_signal() => break,
+        }
+    }
+    demo.stop().await;
+    Ok(())
+}
