@@ -241,7 +241,8 @@ impl Fleet {
                 }
             }
             s.certificates = certs.into_values().collect();
-            s.certificates.sort_by(|a, b| b.observers.cmp(&a.observers));
+            s.certificates
+                .sort_by_key(|c| std::cmp::Reverse(c.observers));
             out.checks.push(s);
         }
         out

@@ -253,6 +253,9 @@ impl TokenRefusal {
     }
 }
 
+/// A token's stored columns: secret hash, labels, fixed name, expiry, use time.
+type TokenRow = (Vec<u8>, String, Option<String>, i64, Option<i64>);
+
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -273,7 +276,7 @@ pub fn enrol(
     issue: impl FnOnce(&str) -> Result<(String, i64)>,
 ) -> Result<std::result::Result<Grant, TokenRefusal>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<(Vec<u8>, String, Option<String>, i64, Option<i64>)> = tx
+    let row: Option<TokenRow> = tx
         .query_row(
             "SELECT secret_hash, labels, name, expires_at, used_at FROM tokens WHERE id = ?1",
             [id],
@@ -421,11 +424,7 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut batch: Vec<(
-            String,
-            Box<Report>,
-            oneshot::Sender<Result<Ingested, String>>,
-        )> = Vec::new();
+        let mut batch: Batch = Vec::new();
         for job in pending.drain(..) {
             match job {
                 Job::Report {

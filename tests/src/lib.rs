@@ -7,6 +7,7 @@
 
 pub mod netns;
 pub mod pki;
+pub mod process;
 pub mod server;
 
 /// Whether tests that need root and namespaces must run (set by `.ci/run`): a missing

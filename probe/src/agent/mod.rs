@@ -144,7 +144,17 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 match end {
                     Ok(()) => tracing::info!(coordinator = %coordinator, "session ended"),
                     Err(e) => {
-                        tracing::warn!(coordinator = %coordinator, error = %e, "session ended")
+                        // The connection's own close reason says more than the failed read.
+                        let why = conn
+                            .close_reason()
+                            .map(|r| r.to_string())
+                            .unwrap_or_else(|| e.to_string());
+                        match explain_refusal(&why) {
+                            Some(why) => tracing::error!(coordinator = %coordinator, "{why}"),
+                            None => {
+                                tracing::warn!(coordinator = %coordinator, error = %why, "session ended")
+                            }
+                        }
                     }
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -205,13 +215,24 @@ async fn connect(
         .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
         .map_err(|e| {
             let text = e.to_string();
-            if text.contains("certificate") {
-                anyhow::anyhow!("{text}: the coordinator refused this probe's certificate (revoked, expired or unknown); enrol again with a new token")
-            } else {
-                anyhow::anyhow!(text)
-            }
+            anyhow::anyhow!(explain_refusal(&text).unwrap_or(text))
         })?;
     Ok((endpoint, conn))
+}
+
+/// Turns a TLS refusal of this probe's certificate into what the operator must do. In TLS 1.3
+/// the server judges the client certificate after the client considers the handshake done, so
+/// the refusal may arrive as the end of a session rather than a failed connect.
+pub fn explain_refusal(error: &str) -> Option<String> {
+    let refused = error.contains("invalid peer certificate")
+        || error.contains("CertificateRequired")
+        || error.contains("certificate revoked")
+        || error.contains("Revoked");
+    refused.then(|| {
+        format!(
+            "the coordinator refused this probe's certificate ({error}): it was revoked, expired or is unknown there; enrol again with a new token (`cemwatch token create`)"
+        )
+    })
 }
 
 #[cfg(test)]

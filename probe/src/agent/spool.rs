@@ -189,7 +189,7 @@ impl Spool {
     fn make_room(&mut self, incoming: u64) {
         let mut dropped = 0;
         while self.len() + 1 > self.limits.max_reports
-            || (self.bytes + incoming > self.limits.max_bytes && self.len() > 0)
+            || (self.bytes + incoming > self.limits.max_bytes && !self.is_empty())
         {
             let oldest_disk = self.on_disk.keys().next().copied();
             let oldest_mem = self.in_memory.keys().next().copied();

@@ -1,0 +1,756 @@
+//! The fleet across real processes and sockets: `cemwatch serve`, `cemwatch token`,
+//! `cemwatch-probe enroll` and `cemwatch-probe run` as separate processes, a real TLS gateway on
+//! loopback, QUIC with mutual TLS between them. Covers enrolment and its refusals, revocation,
+//! foreign certificates, malformed frames, plan push on reload, kill -9 of the coordinator and
+//! probe restarts with a full spool, counting every result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cemwatch_tests::pki::{Ca, LeafSpec};
+use cemwatch_tests::process::{eventually, free_udp_port, http_get, Proc};
+use cemwatch_tests::server::TlsServer;
+use serde_json::Value;
+
+const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
+const GW: &str = "gateway.example.com";
+const SMP: &str = "smp.example.net";
+
+fn probe_bin() -> PathBuf {
+    let path = Path::new(COORDINATOR)
+        .with_file_name(format!("cemwatch-probe{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it), or `cargo build -p cemwatch-probe` first",
+        path.display()
+    );
+    path
+}
+
+/// A gateway and a directory for one test.
+struct Lab {
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    gateway: TlsServer,
+    thumbprint: String,
+}
+
+fn lab() -> Lab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Ca::root("Lab Root CA").expect("root");
+    let ca_file = root.write_pem(dir.path()).expect("ca");
+    let leaf = root.issue(&LeafSpec::good(&[SMP, GW])).expect("leaf");
+    let gateway = TlsServer::start(&leaf).expect("gateway");
+    Lab {
+        thumbprint: leaf.thumbprint(),
+        dir,
+        ca_file,
+        gateway,
+    }
+}
+
+fn check_toml(name: &str, lab: &Lab) -> String {
+    format!(
+        "[[check]]\nname = \"{name}\"\nhost = \"{GW}\"\nport = {}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1s\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n\n",
+        lab.gateway.port(),
+        lab.thumbprint
+    )
+}
+
+fn write_config(lab: &Lab, quic_port: u16, checks: &[&str]) -> PathBuf {
+    let mut text = format!(
+        "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"30s\"\n\n"
+    );
+    for c in checks {
+        text.push_str(&check_toml(c, lab));
+    }
+    let path = lab.dir.path().join("cemwatch.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+struct Coordinator {
+    proc: Proc,
+    quic: SocketAddr,
+    http: SocketAddr,
+}
+
+fn start_coordinator(config: &Path) -> Coordinator {
+    let mut cmd = Command::new(COORDINATOR);
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .env("CEMWATCH_LOG", "info");
+    let mut proc = Proc::spawn("coordinator", cmd).expect("spawn coordinator");
+    let quic = proc.listening("quic").expect("quic address");
+    let http = proc.listening("http").expect("http address");
+    Coordinator { proc, quic, http }
+}
+
+fn token(config: &Path, labels: &str, name: &str, ttl: &str) -> String {
+    let out = Command::new(COORDINATOR)
+        .args(["token", "create", "--config"])
+        .arg(config)
+        .args(["--labels", labels, "--name", name, "--ttl", ttl])
+        .output()
+        .expect("token create");
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn enroll(quic: SocketAddr, token: &str, state: &Path) -> std::process::Output {
+    Command::new(probe_bin())
+        .args([
+            "enroll",
+            "--coordinator",
+            &quic.to_string(),
+            "--token",
+            token,
+            "--state-dir",
+        ])
+        .arg(state)
+        .args(["--timeout", "10s"])
+        .output()
+        .expect("enroll")
+}
+
+fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
+    let out = enroll(quic, token, state);
+    assert!(
+        out.status.success(),
+        "enroll failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_probe(name: &str, state: &Path, ca_file: &Path) -> Proc {
+    let mut cmd = Command::new(probe_bin());
+    cmd.args(["run", "--state-dir"])
+        .arg(state)
+        .arg("--ca-file")
+        .arg(ca_file)
+        .env("CEMWATCH_LOG", "info");
+    Proc::spawn(name, cmd).expect("spawn probe")
+}
+
+fn get_json(http: SocketAddr, path: &str) -> Value {
+    let (status, body) = http_get(http, path).expect("GET");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn verdicts(http: SocketAddr, check: &str) -> Option<(u64, u64)> {
+    let fleet = get_json(http, "/api/v1/fleet");
+    let c = fleet["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["check"] == check)?
+        .clone();
+    Some((
+        c["verdicts"]["ok"].as_u64()?,
+        c["verdicts"]["fail"].as_u64()?,
+    ))
+}
+
+/// Value of one series from a `/metrics` scrape (`name{labels}` exactly as rendered).
+fn metric(http: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(http, "/metrics").expect("scrape");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn enrol_then_report_and_every_bad_token_is_refused() {
+    let lab = lab();
+    let config = write_config(&lab, 0, &["gateway"]);
+    let coord = start_coordinator(&config);
+
+    let good = token(&config, "site=eu-west,vantage=internet", "eu-1", "1h");
+    let state = lab.dir.path().join("eu-1");
+    enroll_ok(coord.quic, &good, &state);
+
+    // A used token.
+    let again = enroll(coord.quic, &good, &lab.dir.path().join("again"));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{again:?}"
+    );
+
+    // An expired token.
+    let short = token(&config, "site=eu-west", "late", "1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = enroll(coord.quic, &short, &lab.dir.path().join("late"));
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("expired"),
+        "{late:?}"
+    );
+
+    // A wrong secret.
+    let fresh = token(&config, "site=eu-west", "forged", "1h");
+    let mut parts: Vec<String> = fresh.split('.').map(str::to_string).collect();
+    parts[2] = "0".repeat(32);
+    let forged = enroll(coord.quic, &parts.join("."), &lab.dir.path().join("forged"));
+    assert!(
+        String::from_utf8_lossy(&forged.stderr).contains("unknown token"),
+        "{forged:?}"
+    );
+
+    // A token from another coordinator: the probe refuses this coordinator (CA pin).
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_config = other.path().join("other.toml");
+    std::fs::write(
+        &other_config,
+        std::fs::read_to_string(&config).expect("read"),
+    )
+    .expect("write");
+    {
+        let mut o = start_coordinator(&other_config);
+        o.proc.terminate(Duration::from_secs(5));
+    }
+    let foreign = token(&other_config, "site=x", "foreign", "1h");
+    let refused = enroll(coord.quic, &foreign, &lab.dir.path().join("foreign"));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("pin"),
+        "{refused:?}"
+    );
+    assert!(
+        !lab.dir
+            .path()
+            .join("foreign")
+            .join("identity.json")
+            .exists(),
+        "nothing saved"
+    );
+
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_enrolments_total{outcome=\"token_used\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_enrolments_total{outcome=\"token_expired\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_enrolments_total{outcome=\"token_unknown\"}"
+        ),
+        1.0
+    );
+
+    let _probe = run_probe("eu-1", &state, &lab.ca_file);
+    eventually("the probe's first ok result", WAIT, || {
+        verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 1)
+    })
+    .expect("reported");
+    let probes = get_json(coord.http, "/api/v1/probes");
+    let p = &probes.as_array().expect("array")[0];
+    assert_eq!(p["name"], "eu-1");
+    assert_eq!(p["state"], "connected");
+    assert_eq!(p["labels"]["site"], "eu-west");
+    assert_eq!(p["latest"]["gateway"]["verdict"], "ok");
+    assert_eq!(
+        p["latest"]["gateway"]["thumbprint"],
+        lab.thumbprint.as_str()
+    );
+    assert!(metric(coord.http, "cemwatch_reports_received_total") >= 1.0);
+}
+
+/// A quinn client presenting `chain`/`key` (or nothing) that accepts any server certificate.
+fn raw_client(
+    quic: SocketAddr,
+    identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+    #[derive(Debug)]
+    struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = cemwatch_probe::transport::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    let mut tls = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![cemwatch_shared::wire::ALPN.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr"))
+            .map_err(|e| e.to_string())?;
+        let conn = endpoint
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(crypto)),
+                quic,
+                cemwatch_shared::wire::SERVER_NAME,
+            )
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        // A refused client certificate shows up at the first use of the connection.
+        let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
+        send.write_all(b"x").await.map_err(|e| e.to_string())?;
+        let closed = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        match closed {
+            Ok(reason) => Err(reason.to_string()),
+            Err(_) => Ok((endpoint, conn)),
+        }
+    })
+}
+
+#[test]
+fn revoked_foreign_and_anonymous_clients_are_refused_and_counted() {
+    let lab = lab();
+    let config = write_config(&lab, 0, &["gateway"]);
+    let coord = start_coordinator(&config);
+    let state = lab.dir.path().join("p1");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu-west", "p1", "1h"),
+        &state,
+    );
+    let mut probe = run_probe("p1", &state, &lab.ca_file);
+    eventually("p1 connected", WAIT, || {
+        let probes = get_json(coord.http, "/api/v1/probes");
+        (probes[0]["state"] == "connected").then_some(())
+    })
+    .expect("connected");
+
+    // A certificate from another CA.
+    let other = Ca::root("Not The Coordinator CA").expect("ca");
+    let mut spec = LeafSpec::good(&["p1"]);
+    spec.eku = cemwatch_tests::pki::Eku::ClientOnly;
+    let foreign = other.issue(&spec).expect("leaf");
+    let err = raw_client(
+        coord.quic,
+        Some((foreign.rustls_chain(), foreign.rustls_key().expect("key"))),
+    )
+    .expect_err("a foreign certificate must be refused");
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("alert"),
+        "{err}"
+    );
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_connections_refused_total{reason=\"unknown_ca\"}"
+        ),
+        1.0
+    );
+
+    // Revocation closes the live connection and refuses the next handshakes.
+    let out = Command::new(COORDINATOR)
+        .args(["probe", "revoke", "p1", "--config"])
+        .arg(&config)
+        .output()
+        .expect("revoke");
+    assert!(out.status.success(), "{out:?}");
+    eventually("the revoked probe refused", WAIT, || {
+        (metric(
+            coord.http,
+            "cemwatch_connections_refused_total{reason=\"revoked\"}",
+        ) >= 1.0)
+            .then_some(())
+    })
+    .expect("refused");
+    probe
+        .wait_for("refused this probe's certificate", WAIT)
+        .expect("the probe says why");
+    let probes = get_json(coord.http, "/api/v1/probes");
+    assert_eq!(
+        probes.as_array().map(Vec::len),
+        Some(0),
+        "revoked probes leave the fleet: {probes}"
+    );
+    let list = Command::new(COORDINATOR)
+        .args(["probe", "list", "--config"])
+        .arg(&config)
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("revoked"));
+}
+
+#[test]
+fn a_malformed_frame_closes_only_that_connection() {
+    let lab = lab();
+    let config = write_config(&lab, 0, &["gateway"]);
+    let coord = start_coordinator(&config);
+    let good_state = lab.dir.path().join("good");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu-west", "good", "1h"),
+        &good_state,
+    );
+    let _good = run_probe("good", &good_state, &lab.ca_file);
+    let bad_state = lab.dir.path().join("bad");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu-west", "bad", "1h"),
+        &bad_state,
+    );
+
+    // The "bad" probe's real identity, then an oversized frame header.
+    let cert = std::fs::read(bad_state.join("probe.crt")).expect("cert");
+    let key = std::fs::read(bad_state.join("probe.key")).expect("key");
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(&cert).expect("pem")];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).expect("key");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let ca = std::fs::read(bad_state.join("coordinator-ca.pem")).expect("ca");
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(&ca).expect("ca pem");
+    let reason = rt.block_on(async {
+        let config =
+            cemwatch_probe::transport::mtls_client_config(ca.as_ref(), chain, key).expect("config");
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        let conn = endpoint
+            .connect_with(config, coord.quic, cemwatch_shared::wire::SERVER_NAME)
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, _recv) = conn.open_bi().await.expect("stream");
+        send.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+            .await
+            .expect("write");
+        tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .expect("closed")
+            .to_string()
+    });
+    assert!(
+        reason.contains("bad frame") && reason.contains("exceeds the limit"),
+        "{reason}"
+    );
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_frames_rejected_total{reason=\"too_large\"}"
+        ),
+        1.0
+    );
+
+    // The other probe is unaffected.
+    let before = metric(coord.http, "cemwatch_reports_received_total");
+    eventually("the good probe keeps reporting", WAIT, || {
+        (metric(coord.http, "cemwatch_reports_received_total") > before + 1.0).then_some(())
+    })
+    .expect("still reporting");
+
+    // Hello without a client certificate is refused and counted.
+    let anonymous = rt.block_on(async {
+        let config = cemwatch_probe::transport::enrol_client_config(
+            cemwatch_probe::transport::sha256(ca.as_ref()),
+        )
+        .expect("config");
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        let conn = endpoint
+            .connect_with(config, coord.quic, cemwatch_shared::wire::SERVER_NAME)
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        cemwatch_probe::transport::write_frame(
+            &mut send,
+            &cemwatch_shared::wire::ToCoordinator::Hello {
+                probe: "good".into(),
+                agent_version: "x".into(),
+                labels: Default::default(),
+            },
+        )
+        .await
+        .expect("hello");
+        cemwatch_probe::transport::read_frame::<cemwatch_shared::wire::ToProbe>(&mut recv).await
+    });
+    assert!(
+        matches!(anonymous, Ok(Some(cemwatch_shared::wire::ToProbe::Refused { ref reason })) if reason.contains("enrol first")),
+        "{anonymous:?}"
+    );
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_connections_refused_total{reason=\"no_certificate\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_reloaded_configuration_pushes_new_plans_and_a_bad_one_is_kept_out() {
+    let lab = lab();
+    let config = write_config(&lab, 0, &["gateway"]);
+    let mut coord = start_coordinator(&config);
+    let state = lab.dir.path().join("p1");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu-west", "p1", "1h"),
+        &state,
+    );
+    let _probe = run_probe("p1", &state, &lab.ca_file);
+    eventually("first result", WAIT, || {
+        verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 1)
+    })
+    .expect("ok");
+
+    // A bad file is refused and the last good configuration stays.
+    let good_text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        good_text.replace("interval = \"1s\"", "interval = \"often\""),
+    )
+    .expect("write");
+    coord
+        .proc
+        .wait_for("configuration not reloaded", WAIT)
+        .expect("refused reload");
+    assert!(
+        coord.proc.log().contains("cemwatch.toml:"),
+        "the error names the file and line"
+    );
+
+    // A good change reaches the probe: a second check appears in the fleet.
+    let mut text = good_text.clone();
+    text.push_str(&check_toml("gateway-again", &lab));
+    std::fs::write(&config, text).expect("write");
+    eventually("the new check's result", WAIT, || {
+        verdicts(coord.http, "gateway-again").filter(|(ok, _)| *ok == 1)
+    })
+    .expect("new plan applied");
+}
+
+/// Counts what the probes produced and what the coordinator stored.
+fn count(data_dir: &Path, states: &[(&str, PathBuf)]) -> (u64, u64, u64, u64) {
+    let db = rusqlite::Connection::open(data_dir.join("cemwatch.sqlite")).expect("db");
+    let mut produced = 0;
+    let mut stored = 0;
+    let mut lost = 0;
+    for (name, state) in states {
+        let seq: u64 = std::fs::read_to_string(state.join("spool").join("seq"))
+            .expect("seq")
+            .trim()
+            .parse()
+            .expect("number");
+        let dropped: u64 = std::fs::read_to_string(state.join("spool").join("dropped"))
+            .map(|s| s.trim().parse().unwrap_or(0))
+            .unwrap_or(0);
+        assert_eq!(dropped, 0, "{name}: spool dropped reports");
+        let seqs: Vec<i64> = db
+            .prepare("SELECT seq FROM reports WHERE probe = ?1 ORDER BY seq")
+            .expect("prepare")
+            .query_map([name], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let results: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM results WHERE probe = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .expect("results");
+        assert_eq!(
+            results as usize,
+            seqs.len(),
+            "{name}: one result per periodic report"
+        );
+        produced += seq;
+        stored += seqs.len() as u64;
+        lost += (1..=seq as i64)
+            .filter(|s| seqs.binary_search(s).is_err())
+            .count() as u64;
+    }
+    let duplicates: i64 = db
+        .query_row(
+            "SELECT COALESCE((SELECT value FROM counters WHERE name = 'reports_duplicate'), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("counter");
+    (produced, stored, duplicates as u64, lost)
+}
+
+fn spool_empty(state: &Path) -> bool {
+    std::fs::read_dir(state.join("spool"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".report"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn kill_9_of_the_coordinator_loses_no_result() {
+    let lab = lab();
+    let port = free_udp_port().expect("port");
+    let config = write_config(&lab, port, &["gateway"]);
+    let mut coord = start_coordinator(&config);
+    let mut states = Vec::new();
+    let mut probes = Vec::new();
+    for name in ["k1", "k2", "k3"] {
+        let state = lab.dir.path().join(name);
+        enroll_ok(
+            coord.quic,
+            &token(&config, "site=eu-west", name, "1h"),
+            &state,
+        );
+        probes.push(run_probe(name, &state, &lab.ca_file));
+        states.push((name, state));
+    }
+    eventually("all three reporting", WAIT, || {
+        verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 3)
+    })
+    .expect("ok");
+    std::thread::sleep(Duration::from_secs(2));
+    coord.proc.kill9();
+    // Probes go on checking into their spools while the coordinator is down.
+    std::thread::sleep(Duration::from_secs(3));
+    let coord = start_coordinator(&config);
+    assert_eq!(coord.quic.port(), port);
+    std::thread::sleep(Duration::from_secs(2));
+    // Stop producing, then let every spool drain.
+    for p in &mut probes {
+        p.terminate(Duration::from_secs(10));
+    }
+    // Restart the probes to deliver what their spools still hold (stop flushed nothing away).
+    let mut probes: Vec<Proc> = states
+        .iter()
+        .map(|(n, s)| run_probe(n, s, &lab.ca_file))
+        .collect();
+    eventually("spools drained", WAIT, || {
+        states.iter().all(|(_, s)| spool_empty(s)).then_some(())
+    })
+    .expect("drained");
+    for p in &mut probes {
+        p.terminate(Duration::from_secs(10));
+    }
+    let data = lab.dir.path().join("data");
+    let (produced, stored, duplicates, lost) = count(&data, &states);
+    println!("kill -9 of the coordinator: produced={produced} stored={stored} duplicates_dropped={duplicates} lost={lost}");
+    assert!(
+        produced >= 15,
+        "enough traffic to mean something: {produced}"
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(stored, produced);
+    drop(coord);
+}
+
+#[test]
+fn a_probe_restarted_with_a_full_spool_delivers_it() {
+    let lab = lab();
+    let port = free_udp_port().expect("port");
+    let config = write_config(&lab, port, &["gateway"]);
+    let mut coord = start_coordinator(&config);
+    let state = lab.dir.path().join("s1");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu-west", "s1", "1h"),
+        &state,
+    );
+    let mut probe = run_probe("s1", &state, &lab.ca_file);
+    eventually("first result", WAIT, || {
+        verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 1)
+    })
+    .expect("ok");
+    coord.proc.terminate(Duration::from_secs(10));
+    // Offline: results pile up in the spool.
+    let pending = eventually("a spool of at least 3 reports", WAIT, || {
+        let n = std::fs::read_dir(state.join("spool"))
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".report"))
+            .count();
+        (n >= 3).then_some(n)
+    })
+    .expect("spooled");
+    probe.terminate(Duration::from_secs(10));
+    let coord = start_coordinator(&config);
+    let mut probe = run_probe("s1", &state, &lab.ca_file);
+    eventually("the spool delivered", WAIT, || {
+        spool_empty(&state).then_some(())
+    })
+    .expect("delivered");
+    probe.terminate(Duration::from_secs(10));
+    let (produced, stored, duplicates, lost) =
+        count(&lab.dir.path().join("data"), &[("s1", state.clone())]);
+    println!("probe restart with {pending} spooled: produced={produced} stored={stored} duplicates_dropped={duplicates} lost={lost}");
+    assert_eq!(lost, 0);
+    assert_eq!(stored, produced);
+    drop(coord);
+}
