@@ -404,11 +404,11 @@ select = { vantage = "dmz" }
     #[test]
     fn errors_name_the_key_and_the_line() {
         let e = parse(&GOOD.replace("port = 8443", "port = 70000")).unwrap_err();
-        assert!(e.problems[0].starts_with("cemwatch.toml:12:"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:11:"), "{e}");
 
         let e = parse(&GOOD.replace("interval = \"30s\"", "interval = \"30\"")).unwrap_err();
         assert!(e.to_string().contains("no unit"), "{e}");
-        assert!(e.problems[0].starts_with("cemwatch.toml:16:"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:14:"), "{e}");
 
         let e = parse(&GOOD.replace("require_san", "require_sans")).unwrap_err();
         assert!(
@@ -418,7 +418,7 @@ select = { vantage = "dmz" }
 
         let e = parse(&GOOD.replace("3a 7f", "zz 7f")).unwrap_err();
         assert!(e.to_string().contains("invalid character"), "{e}");
-        assert!(e.problems[0].starts_with("cemwatch.toml:13:"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:12:"), "{e}");
     }
 
     #[test]
@@ -432,7 +432,7 @@ select = { vantage = "dmz" }
         let e = parse(&text).unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");
         assert!(e.problems[0].contains("duplicate check name"), "{e}");
-        assert!(e.problems[0].starts_with("cemwatch.toml:19:"), "{e}");
+        assert!(e.problems[0].starts_with("cemwatch.toml:18:"), "{e}");
         assert!(e.problems[1].contains("check[1].resolve"), "{e}");
 
         let e = parse("[server]\n").unwrap_err();
