@@ -134,9 +134,21 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
             Ok((endpoint, conn)) => {
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(coordinator = %coordinator, "connected");
+                let session = session::run(&shared, &conn, &plan_tx, &now_tx);
+                tokio::pin!(session);
                 let end = tokio::select! {
-                    end = session::run(&shared, &conn, &plan_tx, &now_tx) => end,
+                    end = &mut session => end,
                     _ = shutdown.changed() => {
+                        // Graceful stop: no new checks, then give the coordinator a moment to
+                        // acknowledge what is spooled. What is left stays on disk for next time.
+                        scheduler.abort();
+                        let drained = tokio::select! {
+                            _ = &mut session => false,
+                            _ = drained(&shared) => true,
+                            _ = tokio::time::sleep(DRAIN_TIMEOUT) => false,
+                        };
+                        let left = shared.spool.lock().map(|s| s.len()).unwrap_or(0);
+                        tracing::info!(drained, left, "stopping: spool flushed as far as possible");
                         conn.close(0u32.into(), b"probe shutting down");
                         Ok(())
                     }
@@ -186,8 +198,21 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         }
     }
     drop(plan_tx);
+    scheduler.abort();
     let _ = scheduler.await;
     Ok(())
+}
+
+/// How long a stopping probe waits for its spool to be acknowledged.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn drained(shared: &Shared) {
+    loop {
+        if shared.spool.lock().map(|s| s.is_empty()).unwrap_or(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Exponential backoff with jitter: 0.5 s doubling up to `max`, each wait between 50% and
