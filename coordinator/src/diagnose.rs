@@ -51,7 +51,9 @@ impl Default for Thresholds {
 }
 
 /// The diagnosis of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Everything right.
@@ -69,13 +71,8 @@ pub enum Kind {
     /// DMZ checks of the SMP fail.
     GatewayCannotReachSmp,
     /// No fresh result.
+    #[default]
     NoData,
-}
-
-impl Default for Kind {
-    fn default() -> Self {
-        Kind::NoData
-    }
 }
 
 impl Kind {
@@ -276,8 +273,8 @@ pub fn diagnose(
     let cert_bad: Vec<&Observation<'_>> =
         bad.iter().copied().filter(|o| !o.network_bad()).collect();
 
-    if role == Role::Smp {
-        if !net_bad.is_empty() {
+    if role == Role::Smp && !net_bad.is_empty() {
+        {
             let sites = sites_of(net_bad.iter().copied());
             return make(
                 Kind::GatewayCannotReachSmp,
@@ -481,4 +478,208 @@ pub fn diagnose(
         ),
         vec![],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::LegacyObservation;
+
+    fn latest(codes: &[FindingCode], tcp: TcpState) -> Latest {
+        let verdict = codes
+            .iter()
+            .map(|c| c.severity())
+            .max()
+            .unwrap_or(Severity::Ok);
+        Latest {
+            seq: 1,
+            round: None,
+            produced_at_ms: 0,
+            verdict,
+            codes: codes.to_vec(),
+            thumbprint: None,
+            not_after: None,
+            tcp_ms: 1.0,
+            tls_ms: 1.0,
+            port: 8443,
+            tcp_state: tcp,
+            tls_completed: tcp == TcpState::Open
+                && !codes.contains(&FindingCode::TlsHandshakeFailed),
+            legacy: vec![],
+        }
+    }
+
+    /// (probe, site, vantage, result)
+    fn run(fleet: &[(&str, &str, &str, Latest)]) -> Diagnosis {
+        let obs: Vec<Observation<'_>> = fleet
+            .iter()
+            .map(|(p, s, v, l)| Observation {
+                probe: p,
+                site: s,
+                vantage: v,
+                latest: l,
+            })
+            .collect();
+        diagnose(Role::Gateway, 8443, &obs, Thresholds::default())
+    }
+
+    fn ok() -> Latest {
+        latest(&[], TcpState::Open)
+    }
+
+    const SITES: [&str; 4] = ["eu", "us", "ap", "lyon"];
+
+    fn internet(make: impl Fn(&str) -> Latest) -> Vec<(String, String, Latest)> {
+        let mut out = Vec::new();
+        for site in SITES {
+            for i in 0..3 {
+                out.push((format!("{site}-{i}"), site.to_string(), make(site)));
+            }
+        }
+        out
+    }
+
+    fn with_dmz(inet: Vec<(String, String, Latest)>, dmz: Latest) -> Diagnosis {
+        let mut all: Vec<(&str, &str, &str, Latest)> = inet
+            .iter()
+            .map(|(p, s, l)| (p.as_str(), s.as_str(), "internet", l.clone()))
+            .collect();
+        all.push(("dmz-1", "dmz", "dmz", dmz));
+        run(&all)
+    }
+
+    #[test]
+    fn healthy_and_no_data() {
+        assert_eq!(with_dmz(internet(|_| ok()), ok()).kind, Kind::Healthy);
+        assert_eq!(run(&[]).kind, Kind::NoData);
+    }
+
+    #[test]
+    fn a_certificate_defect_everywhere_is_a_cert_problem() {
+        let d = with_dmz(
+            internet(|_| latest(&[FindingCode::ThumbprintMismatch], TcpState::Open)),
+            latest(&[FindingCode::ThumbprintMismatch], TcpState::Open),
+        );
+        assert_eq!(d.kind, Kind::CertProblem(FindingCode::ThumbprintMismatch));
+        assert_eq!(d.diagnosis, "cert_problem:thumbprint_mismatch");
+        assert!(d.sites.is_empty());
+        let d = with_dmz(
+            internet(|_| latest(&[FindingCode::CertExpiring], TcpState::Open)),
+            ok(),
+        );
+        assert_eq!(d.kind, Kind::CertProblem(FindingCode::CertExpiring));
+        assert_eq!(d.severity, Severity::Warn);
+    }
+
+    #[test]
+    fn an_untrusted_root_at_one_site_names_the_site_not_the_network() {
+        let d = with_dmz(
+            internet(|site| {
+                if site == "lyon" {
+                    latest(&[FindingCode::CertUntrusted], TcpState::Open)
+                } else {
+                    ok()
+                }
+            }),
+            ok(),
+        );
+        assert_eq!(d.kind, Kind::CertProblem(FindingCode::CertUntrusted));
+        assert_eq!(d.sites, vec!["lyon".to_string()]);
+        assert!(d.remedy.contains("lyon"), "{}", d.remedy);
+    }
+
+    #[test]
+    fn internet_failing_while_the_dmz_reaches_the_listener_is_the_perimeter() {
+        let d = with_dmz(
+            internet(|_| latest(&[FindingCode::TcpFiltered], TcpState::Filtered)),
+            ok(),
+        );
+        assert_eq!(d.kind, Kind::PerimeterBlocked);
+        assert!(d.summary.contains("drops"), "{}", d.summary);
+        let d = with_dmz(
+            internet(|_| latest(&[FindingCode::TcpRefused], TcpState::Refused)),
+            ok(),
+        );
+        assert_eq!(d.kind, Kind::PerimeterBlocked);
+        assert!(d.summary.contains("rejects"), "{}", d.summary);
+    }
+
+    #[test]
+    fn every_vantage_failing_is_the_gateway() {
+        let down = || latest(&[FindingCode::TcpRefused], TcpState::Refused);
+        assert_eq!(
+            with_dmz(internet(|_| down()), down()).kind,
+            Kind::GatewayDown
+        );
+        // Without a DMZ probe, the perimeter cannot be told apart: the summary says so.
+        let inet = internet(|_| down());
+        let all: Vec<(&str, &str, &str, Latest)> = inet
+            .iter()
+            .map(|(p, s, l)| (p.as_str(), s.as_str(), "internet", l.clone()))
+            .collect();
+        let d = run(&all);
+        assert_eq!(d.kind, Kind::GatewayDown);
+        assert!(d.summary.contains("no DMZ probe"), "{}", d.summary);
+    }
+
+    #[test]
+    fn failures_at_one_site_are_local() {
+        let d = with_dmz(
+            internet(|site| {
+                if site == "ap" {
+                    latest(&[FindingCode::TcpFiltered], TcpState::Filtered)
+                } else {
+                    ok()
+                }
+            }),
+            ok(),
+        );
+        assert_eq!(d.kind, Kind::LocalNetwork);
+        assert_eq!(d.sites, vec!["ap".to_string()]);
+    }
+
+    #[test]
+    fn the_listener_on_a_legacy_port_is_named() {
+        let legacy = || {
+            let mut l = latest(
+                &[FindingCode::ListenerOnLegacyPort, FindingCode::TcpRefused],
+                TcpState::Refused,
+            );
+            l.legacy = vec![LegacyObservation {
+                port: 443,
+                tcp: TcpState::Open,
+                gateway_listener: true,
+            }];
+            l
+        };
+        let d = with_dmz(internet(|_| legacy()), legacy());
+        assert_eq!(d.kind, Kind::ListenerOnLegacyPort);
+        assert!(d.summary.contains("443"), "{}", d.summary);
+    }
+
+    #[test]
+    fn smp_checks_from_the_dmz_name_the_internal_firewall() {
+        let bad = latest(&[FindingCode::TcpFiltered], TcpState::Filtered);
+        let obs = [Observation {
+            probe: "dmz-1",
+            site: "dmz",
+            vantage: "dmz",
+            latest: &bad,
+        }];
+        let d = diagnose(Role::Smp, 4726, &obs, Thresholds::default());
+        assert_eq!(d.kind, Kind::GatewayCannotReachSmp);
+        assert!(d.remedy.contains("4726"));
+    }
+
+    #[test]
+    fn labels_round_trip_and_cover_every_kind() {
+        let labels = Kind::all_labels();
+        assert_eq!(labels.len(), 7 + CERT_CODES.len());
+        for l in &labels {
+            assert_eq!(
+                Kind::from_label(l).map(Kind::label).as_deref(),
+                Some(l.as_str())
+            );
+        }
+    }
 }

@@ -102,7 +102,12 @@ pub fn demo_config(
         } else {
             vec![]
         },
-        expect_thumbprint: cemwatch_shared::Thumbprint::parse(&sim.policy_thumbprint).ok(),
+        expect_thumbprint: cemwatch_shared::Thumbprint::parse(if host == GATEWAY {
+            &sim.policy_thumbprint
+        } else {
+            &sim.smp_thumbprint
+        })
+        .ok(),
         require_san: vec![if host == GATEWAY {
             SMP.into()
         } else {

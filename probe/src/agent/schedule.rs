@@ -39,7 +39,8 @@ fn now_ms() -> u64 {
 pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport {
     let _permit = shared.check_slots.acquire().await;
     let mut ctx = CheckContext::new(shared.trust.clone());
-    ctx.overrides = planned
+    ctx.overrides = shared.overrides.clone();
+    ctx.overrides.extend(planned
         .resolve
         .iter()
         .filter_map(|r| match r.parse::<ResolveOverride>() {
@@ -48,8 +49,7 @@ pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport
                 tracing::warn!(check = %planned.name, error = %e, "ignoring a bad resolve override in the plan");
                 None
             }
-        })
-        .collect();
+        }));
     ctx.connect_timeout = Duration::from_millis(planned.connect_timeout_ms.max(100));
     ctx.handshake_timeout = Duration::from_millis(planned.handshake_timeout_ms.max(100));
     let spec = CheckSpec {
