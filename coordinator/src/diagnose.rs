@@ -274,21 +274,19 @@ pub fn diagnose(
         bad.iter().copied().filter(|o| !o.network_bad()).collect();
 
     if role == Role::Smp && !net_bad.is_empty() {
-        {
-            let sites = sites_of(net_bad.iter().copied());
-            return make(
-                Kind::GatewayCannotReachSmp,
-                format!(
-                    "{} of {n} DMZ probes cannot reach the SMP on port {port} ({})",
-                    net_bad.len(),
-                    describe_states(&net_bad)
-                ),
-                format!(
-                    "The gateway cannot reach the SMP: open TCP {port} (and 4726/443) from the Internet Gateway server to the SMP on the internal firewall (DMZ to internal), and check the NSAppIdentity credentials in Gateway Manager (Servers tab)."
-                ),
-                sites.into_iter().collect(),
-            );
-        }
+        let sites = sites_of(net_bad.iter().copied());
+        return make(
+            Kind::GatewayCannotReachSmp,
+            format!(
+                "{} of {n} DMZ probes cannot reach the SMP on port {port} ({})",
+                net_bad.len(),
+                describe_states(&net_bad)
+            ),
+            format!(
+                "The gateway cannot reach the SMP: open TCP {port} (and 4726/443) from the Internet Gateway server to the SMP on the internal firewall (DMZ to internal), and check the NSAppIdentity credentials in Gateway Manager (Servers tab)."
+            ),
+            sites.into_iter().collect(),
+        );
     }
 
     // The gateway's certificate answering on a legacy port explains the network failures.
