@@ -54,7 +54,7 @@ impl AgentConfig {
             trust,
             spool_limits: SpoolLimits::default(),
             max_concurrent_checks: 4,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
             overrides: Vec::new(),
         }

@@ -137,8 +137,11 @@ pub async fn run(
                 }
                 request = now_rx.recv() => {
                     let Some((id, names)) = request else { return };
-                    match &current {
-                        Some(plan) => { rounds.spawn(round(shared.clone(), plan.clone(), id, names)); }
+                    // The newest plan, even if its change has not been handled above yet: a
+                    // ProbeNow often follows a (re)connection's plan immediately.
+                    let latest = plan_rx.borrow().clone();
+                    match latest {
+                        Some(plan) => { rounds.spawn(round(shared.clone(), plan, id, names)); }
                         None => tracing::warn!(round = id, "probe-now before any plan: nothing to run"),
                     }
                 }
