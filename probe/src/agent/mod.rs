@@ -1,7 +1,9 @@
 //! The probe agent: receives its plan from the coordinator, runs the checks on schedule,
 //! spools every result before sending it, deletes it only after the coordinator's `Ack`,
 //! reconnects with backoff and jitter, fails over along the ordered coordinator list, renews
-//! its certificate over the live connection, and answers `ProbeNow` at once.
+//! its certificate over the live connection, and answers `ProbeNow` at once. With an agent log
+//! configured, it also follows the management agent's log beside the scheduler and sends the
+//! agent's CEM state on every connection and whenever it changes.
 
 pub mod enroll;
 pub mod schedule;
@@ -18,7 +20,9 @@ use anyhow::{bail, Context, Result};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use cemwatch_shared::wire::{Plan, SERVER_NAME};
+use cemwatch_shared::AgentCemState;
 
+use crate::agentlog::{self, AgentLogConfig};
 use crate::check::TrustStore;
 use crate::transport;
 use spool::{Spool, SpoolLimits};
@@ -41,6 +45,9 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// The management agent's log to follow, if any. Its position is saved in the state
+    /// directory unless `state_file` says otherwise.
+    pub agent_log: Option<AgentLogConfig>,
 }
 
 impl AgentConfig {
@@ -54,6 +61,7 @@ impl AgentConfig {
             max_concurrent_checks: 4,
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
+            agent_log: None,
         }
     }
 }
@@ -86,6 +94,9 @@ pub struct Shared {
     pub check_slots: Semaphore,
     /// Counters.
     pub stats: AgentStats,
+    /// The management agent's CEM state, when an agent log is followed (`None` until the first
+    /// poll, and always without an agent log). Sessions subscribe to it.
+    pub agent_state: watch::Sender<Option<AgentCemState>>,
 }
 
 /// Runs the agent until `shutdown` becomes `true`.
@@ -120,10 +131,19 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         trust: config.trust.clone(),
         check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
         stats: AgentStats::default(),
+        agent_state: watch::Sender::new(None),
     });
     let (plan_tx, plan_rx) = watch::channel::<Option<Plan>>(shared.state.plan());
     let (now_tx, now_rx) = mpsc::channel(16);
     let scheduler = tokio::spawn(schedule::run(shared.clone(), plan_rx, now_rx));
+    let agent_log = config.agent_log.clone().map(|mut log_config| {
+        if log_config.state_file.is_none() {
+            log_config.state_file = Some(shared.state.root().join(agentlog::STATE_FILE));
+        }
+        let shared = shared.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { agentlog::run(log_config, &shared.agent_state, stop).await })
+    });
 
     let mut index = 0usize;
     let mut failed_passes = 0u32;
@@ -200,6 +220,15 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     drop(plan_tx);
     scheduler.abort();
     let _ = scheduler.await;
+    if let Some(task) = agent_log {
+        // It saves its position on the way out.
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the agent log follower did not stop in time");
+        }
+    }
     Ok(())
 }
 
