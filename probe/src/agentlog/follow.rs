@@ -574,6 +574,24 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn recognises_a_new_file_by_its_inode_when_its_start_is_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("Agent.log");
+        append(&path, "Log opened\n");
+        let mut f = Follower::new(&path, small(), None);
+        assert_eq!(lines(&mut f).0, ["Log opened"]);
+        // A new file under the same name with the same first line, longer than the old one:
+        // only the inode tells them apart.
+        let next = dir.path().join("Agent.log.new");
+        append(&next, "Log opened\nCEM mode active\n");
+        std::fs::rename(&next, &path).expect("replace");
+        let (got, poll) = lines(&mut f);
+        assert_eq!(poll.jump, Some(Jump::Rotated));
+        assert_eq!(got, ["Log opened", "CEM mode active"]);
+    }
+
     #[test]
     fn recognises_a_replaced_file_by_its_head_when_the_identity_is_the_same() {
         // What Windows' creation-time tunnelling looks like: same id, other content. Here the
