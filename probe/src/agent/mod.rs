@@ -12,7 +12,7 @@ pub mod spool;
 pub mod state;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,9 @@ pub struct Shared {
     /// The management agent's CEM state, when an agent log is followed (`None` until the first
     /// poll, and always without an agent log). Sessions subscribe to it.
     pub agent_state: watch::Sender<Option<AgentCemState>>,
+    /// Set when a coordinator closed a session over the agent state message (one older than
+    /// the message): from then on sessions do not send it, so reports keep flowing.
+    pub agent_state_refused: AtomicBool,
 }
 
 /// Runs the agent until `shutdown` becomes `true`.
@@ -132,6 +135,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
         stats: AgentStats::default(),
         agent_state: watch::Sender::new(None),
+        agent_state_refused: AtomicBool::new(false),
     });
     let (plan_tx, plan_rx) = watch::channel::<Option<Plan>>(shared.state.plan());
     let (now_tx, now_rx) = mpsc::channel(16);
@@ -181,6 +185,14 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                             .close_reason()
                             .map(|r| r.to_string())
                             .unwrap_or_else(|| e.to_string());
+                        if refuses_agent_state(&why)
+                            && !shared.agent_state_refused.swap(true, Ordering::Relaxed)
+                        {
+                            tracing::error!(
+                                coordinator = %coordinator,
+                                "the coordinator does not know the agent CEM state message (it is older than this probe): upgrade it; until this probe restarts it reports without the agent's state"
+                            );
+                        }
                         match explain_refusal(&why) {
                             Some(why) => tracing::error!(coordinator = %coordinator, "{why}"),
                             None => {
@@ -274,6 +286,12 @@ async fn connect(
     Ok((endpoint, conn))
 }
 
+/// Whether a session's close reason is a coordinator refusing a message it does not know in a
+/// session, which is what a coordinator older than `ToCoordinator::AgentState` does with it.
+pub fn refuses_agent_state(close_reason: &str) -> bool {
+    close_reason.contains("unexpected message in a session")
+}
+
 /// Turns a TLS refusal of this probe's certificate into what the operator must do. In TLS 1.3
 /// the server judges the client certificate after the client considers the handshake done, so
 /// the refusal may arrive as the end of a session rather than a failed connect.
@@ -292,6 +310,16 @@ pub fn explain_refusal(error: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_coordinators_refusal_of_the_agent_state_is_recognised() {
+        // What an older coordinator's session loop closes with (coordinator/src/ingest.rs).
+        assert!(refuses_agent_state(
+            "closed by peer: 2: unexpected message in a session: other"
+        ));
+        assert!(!refuses_agent_state("closed by peer: 0: probe revoked"));
+        assert!(!refuses_agent_state("timed out"));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

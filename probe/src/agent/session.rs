@@ -120,7 +120,10 @@ pub async fn run(
             let mut agent_sent: Option<AgentCemState> = None;
             loop {
                 let agent = agent_rx.borrow_and_update().clone();
-                if let Some(state) = agent.filter(|s| agent_sent.as_ref() != Some(s)) {
+                let refused = shared
+                    .agent_state_refused
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if let Some(state) = agent.filter(|s| !refused && agent_sent.as_ref() != Some(s)) {
                     write_frame(&mut send, &ToCoordinator::AgentState(state.clone())).await?;
                     tracing::debug!(state = state.condition.as_str(), "agent CEM state sent");
                     agent_sent = Some(state);
