@@ -17,6 +17,7 @@
 
 pub mod follow;
 pub mod parse;
+pub mod sample;
 pub mod state;
 
 use std::ffi::OsStr;
