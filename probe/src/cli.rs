@@ -100,7 +100,7 @@ struct RunArgs {
     /// Follow the management agent's log on this endpoint and report its CEM state (connected
     /// to which gateway and port, handshake errors, timeouts). `default`, or the flag alone, is
     /// the agent's standard path on Windows
-    /// (`%ProgramData%\\Symantec\\Symantec Agent\\Logs\\Agent.log`).
+    /// (`%ProgramData%\Symantec\Symantec Agent\Logs\Agent.log`).
     #[arg(
         long,
         value_name = "PATH|default",
