@@ -679,6 +679,8 @@ async fn session_loop(
                         Err(e) => tracing::warn!(probe = name, error = %format!("{e:#}"), "cannot renew"),
                     }
                 }
+                // Accepted and not yet used: aggregation lands with the fleet view.
+                Some(Ok(ToCoordinator::AgentState(_))) => {}
                 Some(Ok(other)) => {
                     hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
                     let reason = format!("unexpected message in a session: {}", match other {

@@ -101,9 +101,47 @@ struct RunArgs {
     /// counted, beyond it.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     spool_max_reports: usize,
+    /// Follow the management agent's log on this endpoint and report its CEM state (connected
+    /// to which gateway and port, handshake errors, timeouts). `default`, or the flag alone, is
+    /// the agent's standard path on Windows
+    /// (`%ProgramData%\Symantec\Symantec Agent\Logs\Agent.log`).
+    #[arg(
+        long,
+        value_name = "PATH|default",
+        num_args = 0..=1,
+        default_missing_value = "default"
+    )]
+    agent_log: Option<OsString>,
+    /// Replace one of the agent log patterns (repeatable): NAME is connected, thumbprint,
+    /// handshake_error or connect_timeout; REGEX is matched case-insensitively anywhere in a
+    /// line and may name groups `host`, `port` and `thumbprint`.
+    #[arg(
+        long = "agent-log-pattern",
+        value_name = "NAME=REGEX",
+        requires = "agent_log"
+    )]
+    agent_log_pattern: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// The agent log configuration from `run`'s arguments; `local_offset` is the endpoint's UTC
+/// offset for log timestamps that carry none.
+fn agent_log_config(
+    args: &RunArgs,
+    local_offset: time::UtcOffset,
+) -> anyhow::Result<Option<crate::agentlog::AgentLogConfig>> {
+    let Some(arg) = &args.agent_log else {
+        return Ok(None);
+    };
+    let path = crate::agentlog::resolve_path(arg).map_err(anyhow::Error::msg)?;
+    let mut config = crate::agentlog::AgentLogConfig::new(path);
+    for spec in &args.agent_log_pattern {
+        config.patterns.apply_override(spec)?;
+    }
+    config.local_offset = local_offset;
+    Ok(Some(config))
 }
 
 fn parse_token(text: &str) -> Result<cemwatch_shared::token::EnrollToken, String> {
@@ -380,11 +418,18 @@ fn run_enroll(args: EnrollArgs) -> anyhow::Result<u8> {
 }
 
 fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
+    // Read while the process has one thread: on Unix the local offset is only available then.
+    let local_offset = time::UtcOffset::current_local_offset();
+    let agent_log = agent_log_config(&args, local_offset.unwrap_or(time::UtcOffset::UTC))?;
     let trust = trust_store(&args.ca_file)?;
     let mut config = crate::agent::AgentConfig::new(args.state_dir.clone(), Arc::new(trust));
     config.coordinators = args.coordinators.clone();
     config.overrides = args.resolve.clone();
     config.spool_limits.max_reports = args.spool_max_reports.max(1);
+    if agent_log.is_some() && local_offset.is_err() {
+        tracing::warn!("cannot tell this system's UTC offset: agent log timestamps without one are read as UTC");
+    }
+    config.agent_log = agent_log;
     let rt = runtime()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

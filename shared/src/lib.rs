@@ -5,6 +5,7 @@
 //! It has no sockets, no clock and no runtime: everything here is deterministic, so it can be
 //! unit-tested exhaustively and fuzzed.
 
+pub mod agent_state;
 pub mod duration;
 pub mod finding;
 pub mod model;
@@ -12,6 +13,7 @@ pub mod thumbprint;
 pub mod token;
 pub mod wire;
 
+pub use agent_state::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
 pub use finding::{Finding, FindingCode, Severity};
 pub use model::{
     CertificateInfo, CheckResult, DnsResult, DnsSource, Durations, Expectations, LegacyPortResult,

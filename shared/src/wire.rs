@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::agent_state::AgentCemState;
 use crate::model::{CheckResult, Expectations, Target};
 
 /// The protocol version carried by every frame.
@@ -63,6 +64,11 @@ pub enum ToCoordinator {
         /// A PKCS#10 request (DER).
         csr_der: Vec<u8>,
     },
+    /// The CEM state of the management agent on the probe's own endpoint, from its log. Sent
+    /// on every connection and whenever it changes, only by probes that follow an agent log;
+    /// not acknowledged (it is state: the latest one wins). Appended last, so every other
+    /// message, and every report already spooled, encodes as before.
+    AgentState(AgentCemState),
 }
 
 /// A batch of results with a per-probe sequence number.
@@ -369,6 +375,72 @@ mod tests {
             decode::<ToProbe>(&frame[PREFIX_LEN..]),
             Err(WireError::Trailing(1))
         );
+    }
+
+    #[test]
+    fn agent_state_round_trips_and_leaves_older_messages_unchanged() {
+        use crate::agent_state::{AgentCondition, AgentLogStatus, SinceSource};
+        use crate::Thumbprint;
+        // Postcard encodes the variant index first: the messages that existed before
+        // `AgentState` keep their index (and so their bytes), `AgentState` comes last.
+        let report = encode(&ToCoordinator::Report(Report {
+            seq: 5,
+            round: None,
+            results: vec![],
+        }))
+        .expect("encode");
+        assert_eq!(&report[PREFIX_LEN..], &[1, 1, 5, 0, 0]);
+        let renew = encode(&ToCoordinator::Renew { csr_der: vec![9] }).expect("encode");
+        assert_eq!(&renew[PREFIX_LEN..], &[1, 3, 1, 9]);
+
+        let states = [
+            AgentCondition::CemConnected {
+                gateway: "gateway.example.com".into(),
+                port: Some(8443),
+                thumbprint: Some(
+                    Thumbprint::parse(
+                        "3A 7F 9C 2B 11 D0 4E 5F 66 A7 B8 C9 D0 E1 F2 A3 B4 C5 D6 E7",
+                    )
+                    .expect("thumbprint"),
+                ),
+            },
+            AgentCondition::HandshakeError {
+                gateway: Some("gateway.example.com".into()),
+                port: Some(8443),
+                attempts: 2,
+            },
+            AgentCondition::ConnectTimeout {
+                gateway: None,
+                port: Some(443),
+                attempts: 7,
+            },
+            AgentCondition::NoCemActivity,
+        ];
+        for (i, condition) in states.into_iter().enumerate() {
+            let message = ToCoordinator::AgentState(AgentCemState {
+                condition,
+                since_ms: 1_767_225_600_000,
+                since_source: if i % 2 == 0 {
+                    SinceSource::Logged
+                } else {
+                    SinceSource::Read
+                },
+                line: (i < 3).then(|| "a log line".to_string()),
+                log: match i {
+                    0 => AgentLogStatus::Following,
+                    1 => AgentLogStatus::Missing,
+                    _ => AgentLogStatus::Unreadable {
+                        error: "permission denied".into(),
+                    },
+                },
+            });
+            let frame = encode(&message).expect("encode");
+            assert_eq!(frame[PREFIX_LEN + 1], 4, "AgentState is the fifth variant");
+            assert_eq!(
+                decode::<ToCoordinator>(&frame[PREFIX_LEN..]).expect("decode"),
+                message
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The probe agent: receives its plan from the coordinator, runs the checks on schedule,
 //! spools every result before sending it, deletes it only after the coordinator's `Ack`,
 //! reconnects with backoff and jitter, fails over along the ordered coordinator list, renews
-//! its certificate over the live connection, and answers `ProbeNow` at once.
+//! its certificate over the live connection, and answers `ProbeNow` at once. With an agent log
+//! configured, it also follows the management agent's log beside the scheduler and sends the
+//! agent's CEM state on every connection and whenever it changes.
 
 pub mod enroll;
 pub mod schedule;
@@ -10,7 +12,7 @@ pub mod spool;
 pub mod state;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,9 @@ use anyhow::{bail, Context, Result};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use cemwatch_shared::wire::{Plan, SERVER_NAME};
+use cemwatch_shared::AgentCemState;
 
+use crate::agentlog::{self, AgentLogConfig};
 use crate::check::TrustStore;
 use crate::transport;
 use spool::{Spool, SpoolLimits};
@@ -43,6 +47,9 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Local DNS overrides (`--resolve`), taking precedence over the plan's.
     pub overrides: Vec<crate::check::ResolveOverride>,
+    /// The management agent's log to follow, if any. Its position is saved in the state
+    /// directory unless `state_file` says otherwise.
+    pub agent_log: Option<AgentLogConfig>,
 }
 
 impl AgentConfig {
@@ -57,6 +64,7 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
             overrides: Vec::new(),
+            agent_log: None,
         }
     }
 }
@@ -91,6 +99,12 @@ pub struct Shared {
     pub overrides: Vec<crate::check::ResolveOverride>,
     /// Counters.
     pub stats: AgentStats,
+    /// The management agent's CEM state, when an agent log is followed (`None` until the first
+    /// poll, and always without an agent log). Sessions subscribe to it.
+    pub agent_state: watch::Sender<Option<AgentCemState>>,
+    /// Set when a coordinator closed a session over the agent state message (one older than
+    /// the message): from then on sessions do not send it, so reports keep flowing.
+    pub agent_state_refused: AtomicBool,
 }
 
 /// Runs the agent until `shutdown` becomes `true`.
@@ -126,10 +140,20 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
         overrides: config.overrides.clone(),
         stats: AgentStats::default(),
+        agent_state: watch::Sender::new(None),
+        agent_state_refused: AtomicBool::new(false),
     });
     let (plan_tx, plan_rx) = watch::channel::<Option<Plan>>(shared.state.plan());
     let (now_tx, now_rx) = mpsc::channel(16);
     let scheduler = tokio::spawn(schedule::run(shared.clone(), plan_rx, now_rx));
+    let agent_log = config.agent_log.clone().map(|mut log_config| {
+        if log_config.state_file.is_none() {
+            log_config.state_file = Some(shared.state.root().join(agentlog::STATE_FILE));
+        }
+        let shared = shared.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { agentlog::run(log_config, &shared.agent_state, stop).await })
+    });
 
     let mut index = 0usize;
     let mut failed_passes = 0u32;
@@ -167,6 +191,14 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                             .close_reason()
                             .map(|r| r.to_string())
                             .unwrap_or_else(|| e.to_string());
+                        if refuses_agent_state(&why)
+                            && !shared.agent_state_refused.swap(true, Ordering::Relaxed)
+                        {
+                            tracing::error!(
+                                coordinator = %coordinator,
+                                "the coordinator does not know the agent CEM state message (it is older than this probe): upgrade it; until this probe restarts it reports without the agent's state"
+                            );
+                        }
                         match explain_refusal(&why) {
                             Some(why) => tracing::error!(coordinator = %coordinator, "{why}"),
                             None => {
@@ -206,6 +238,15 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     drop(plan_tx);
     scheduler.abort();
     let _ = scheduler.await;
+    if let Some(task) = agent_log {
+        // It saves its position on the way out.
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the agent log follower did not stop in time");
+        }
+    }
     Ok(())
 }
 
@@ -251,6 +292,12 @@ async fn connect(
     Ok((endpoint, conn))
 }
 
+/// Whether a session's close reason is a coordinator refusing a message it does not know in a
+/// session, which is what a coordinator older than `ToCoordinator::AgentState` does with it.
+pub fn refuses_agent_state(close_reason: &str) -> bool {
+    close_reason.contains("unexpected message in a session")
+}
+
 /// Turns a TLS refusal of this probe's certificate into what the operator must do. In TLS 1.3
 /// the server judges the client certificate after the client considers the handshake done, so
 /// the refusal may arrive as the end of a session rather than a failed connect.
@@ -269,6 +316,16 @@ pub fn explain_refusal(error: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_coordinators_refusal_of_the_agent_state_is_recognised() {
+        // What an older coordinator's session loop closes with (coordinator/src/ingest.rs).
+        assert!(refuses_agent_state(
+            "closed by peer: 2: unexpected message in a session: other"
+        ));
+        assert!(!refuses_agent_state("closed by peer: 0: probe revoked"));
+        assert!(!refuses_agent_state("timed out"));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

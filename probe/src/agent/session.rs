@@ -1,5 +1,6 @@
 //! One connection to a coordinator: `Hello`, then the plan, then reports out of the spool
-//! (a bounded window in flight) and acknowledgements, `ProbeNow` rounds and certificate renewal.
+//! (a bounded window in flight) and acknowledgements, `ProbeNow` rounds, certificate renewal,
+//! and the management agent's CEM state when an agent log is followed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 
 use cemwatch_shared::wire::{Plan, ToCoordinator, ToProbe};
+use cemwatch_shared::AgentCemState;
 
 use super::Shared;
 use crate::transport::{read_frame, write_frame};
@@ -118,12 +120,24 @@ pub async fn run(
         }
     };
 
-    // Writer: pending reports within the window; renewal requests.
+    // Writer: pending reports within the window; renewal requests; the agent's CEM state on
+    // connection and whenever it changes.
     let writer = {
         let shared = shared.clone();
+        let mut agent_rx = shared.agent_state.subscribe();
         async move {
             let mut renewal_checked = None::<std::time::Instant>;
+            let mut agent_sent: Option<AgentCemState> = None;
             loop {
+                let agent = agent_rx.borrow_and_update().clone();
+                let refused = shared
+                    .agent_state_refused
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if let Some(state) = agent.filter(|s| !refused && agent_sent.as_ref() != Some(s)) {
+                    write_frame(&mut send, &ToCoordinator::AgentState(state.clone())).await?;
+                    tracing::debug!(state = state.condition.as_str(), "agent CEM state sent");
+                    agent_sent = Some(state);
+                }
                 let every = shared
                     .state
                     .cert_der()
@@ -177,6 +191,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = shared.spool_changed.notified() => {}
+                    _ = agent_rx.changed() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5).min(every)) => {}
                 }
             }

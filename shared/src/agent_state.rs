@@ -1,0 +1,186 @@
+//! The CEM state of a managed endpoint's own management agent, as its log tells it.
+//!
+//! Synthetic checks say whether the gateway *can* work; the agent's log says whether it *does*
+//! on that endpoint. A probe running on a managed endpoint follows the agent's `Agent.log` and
+//! derives one of four conditions from the guide's search patterns ("CEM mode active.
+//! Connected to gateway: HOST:PORT", "Certificate thumbprint validated: …", SSL handshake
+//! errors, repeated connection timeouts), with the time the condition began.
+//!
+//! The type travels in [`crate::wire::ToCoordinator::AgentState`]. It is state, not events:
+//! the probe sends it on every connection and whenever it changes, so it needs no spool and no
+//! acknowledgement; the coordinator keeps the latest per probe.
+
+use serde::{Deserialize, Serialize};
+
+use crate::thumbprint::Thumbprint;
+
+/// Longest [`AgentCemState::line`] kept, in bytes (the line itself is capped by the probe).
+pub const MAX_EVIDENCE_LEN: usize = 512;
+
+/// What the management agent's log says about its CEM connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCemState {
+    /// The agent's condition.
+    pub condition: AgentCondition,
+    /// Unix milliseconds when the condition began.
+    pub since_ms: u64,
+    /// Where [`Self::since_ms`] comes from.
+    pub since_source: SinceSource,
+    /// The log line that set the condition (trimmed, at most [`MAX_EVIDENCE_LEN`] bytes); `None`
+    /// for [`AgentCondition::NoCemActivity`].
+    pub line: Option<String>,
+    /// Whether the probe can read the log at all.
+    pub log: AgentLogStatus,
+}
+
+/// The agent's CEM condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentCondition {
+    /// "CEM mode active. Connected to gateway: HOST:PORT".
+    CemConnected {
+        /// The gateway host the agent connected to.
+        gateway: String,
+        /// The port, when the line names one.
+        port: Option<u16>,
+        /// The thumbprint the agent validated, when logged ("Certificate thumbprint validated").
+        thumbprint: Option<Thumbprint>,
+    },
+    /// SSL/TLS handshake errors: the port is right, the certificate trust chain is not (or the
+    /// policy thumbprint does not match the served certificate).
+    HandshakeError {
+        /// The gateway host, when the line names one.
+        gateway: Option<String>,
+        /// The port, when the line names one.
+        port: Option<u16>,
+        /// Consecutive handshake errors logged since [`AgentCemState::since_ms`].
+        attempts: u32,
+    },
+    /// Connection timeouts with no progression to a handshake: in the guide, the agent is
+    /// sent to a port nothing answers on (policy port ≠ listener port) or a firewall drops it.
+    ConnectTimeout {
+        /// The host it tried, when the line names one.
+        gateway: Option<String>,
+        /// The port it tried, when the line names one.
+        port: Option<u16>,
+        /// Consecutive timeouts logged since [`AgentCemState::since_ms`].
+        attempts: u32,
+    },
+    /// No CEM connection attempt in the log (the agent has not processed the CEM policy yet, or
+    /// it is on the LAN).
+    NoCemActivity,
+}
+
+impl AgentCondition {
+    /// The stable `snake_case` name (metrics `state` label, API, tests).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentCondition::CemConnected { .. } => "cem_connected",
+            AgentCondition::HandshakeError { .. } => "handshake_error",
+            AgentCondition::ConnectTimeout { .. } => "connect_timeout",
+            AgentCondition::NoCemActivity => "no_cem_activity",
+        }
+    }
+
+    /// Every name [`Self::as_str`] returns, for metrics that want a series per state.
+    pub const NAMES: [&'static str; 4] = [
+        "cem_connected",
+        "handshake_error",
+        "connect_timeout",
+        "no_cem_activity",
+    ];
+
+    /// The port the agent connected to or tried, when known.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            AgentCondition::CemConnected { port, .. }
+            | AgentCondition::HandshakeError { port, .. }
+            | AgentCondition::ConnectTimeout { port, .. } => *port,
+            AgentCondition::NoCemActivity => None,
+        }
+    }
+}
+
+/// Where a `since` time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinceSource {
+    /// The timestamp written on the log line.
+    Logged,
+    /// The time the probe read the line (the line had no timestamp it could read), or began
+    /// following the log (for [`AgentCondition::NoCemActivity`]).
+    Read,
+}
+
+/// Whether the probe can read the agent's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentLogStatus {
+    /// The log is being followed.
+    Following,
+    /// The log does not exist (yet): the agent is not installed or has not logged yet.
+    Missing,
+    /// The log exists but cannot be read.
+    Unreadable {
+        /// The operating system's error.
+        error: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_listed() {
+        let all = [
+            AgentCondition::CemConnected {
+                gateway: "gateway.example.com".into(),
+                port: Some(8443),
+                thumbprint: None,
+            },
+            AgentCondition::HandshakeError {
+                gateway: None,
+                port: None,
+                attempts: 1,
+            },
+            AgentCondition::ConnectTimeout {
+                gateway: None,
+                port: Some(443),
+                attempts: 3,
+            },
+            AgentCondition::NoCemActivity,
+        ];
+        let names: Vec<&str> = all.iter().map(AgentCondition::as_str).collect();
+        assert_eq!(names, AgentCondition::NAMES);
+        assert_eq!(all[0].port(), Some(8443));
+        assert_eq!(all[2].port(), Some(443));
+        assert_eq!(all[3].port(), None);
+    }
+
+    #[test]
+    fn json_is_readable() {
+        let state = AgentCemState {
+            condition: AgentCondition::CemConnected {
+                gateway: "gateway.example.com".into(),
+                port: Some(8443),
+                thumbprint: Some(
+                    Thumbprint::parse("3a7f9c2b11d04e5f66a7b8c9d0e1f2a3b4c5d6e7").expect("tp"),
+                ),
+            },
+            since_ms: 1_700_000_000_000,
+            since_source: SinceSource::Logged,
+            line: Some("CEM mode active".into()),
+            log: AgentLogStatus::Following,
+        };
+        let json = serde_json::to_value(&state).expect("json");
+        assert_eq!(
+            json["condition"]["cem_connected"]["thumbprint"],
+            "3A7F9C2B11D04E5F66A7B8C9D0E1F2A3B4C5D6E7"
+        );
+        assert_eq!(json["since_source"], "logged");
+        assert_eq!(json["log"], "following");
+        let back: AgentCemState = serde_json::from_value(json).expect("back");
+        assert_eq!(back, state);
+    }
+}
