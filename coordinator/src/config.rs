@@ -57,6 +57,11 @@ pub struct ServerConfig {
     pub server_names: Vec<String>,
     /// Most probe connections at once.
     pub max_connections: usize,
+    /// Accept probes enrolled at another coordinator that shares this coordinator's CA (the
+    /// same `ca/` files in both data directories), recording each on its first `Hello`: what
+    /// makes a probe's ordered coordinator list fail over. Off by default: then only probes
+    /// enrolled here are accepted.
+    pub trust_shared_ca_probes: bool,
 }
 
 /// One `[[check]]`.
@@ -135,6 +140,7 @@ struct RawServer {
     #[serde(default)]
     server_names: Vec<String>,
     max_connections: Option<usize>,
+    trust_shared_ca_probes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +209,7 @@ impl Config {
             probe_cert_ttl: None,
             server_names: Vec::new(),
             max_connections: None,
+            trust_shared_ca_probes: None,
         });
         let data_dir = server
             .data_dir
@@ -244,6 +251,7 @@ impl Config {
             probe_cert_ttl,
             server_names: server.server_names,
             max_connections: server.max_connections.unwrap_or(200_000),
+            trust_shared_ca_probes: server.trust_shared_ca_probes.unwrap_or(false),
         };
 
         let mut seen = HashSet::new();
@@ -437,5 +445,17 @@ select = { vantage = "dmz" }
 
         let e = parse("[server]\n").unwrap_err();
         assert!(e.to_string().contains("no [[check]]"), "{e}");
+    }
+
+    #[test]
+    fn shared_ca_probes_are_refused_unless_asked_for() {
+        assert!(!parse(GOOD).expect("valid").server.trust_shared_ca_probes);
+        let text = GOOD.replace(
+            "stale_after = \"3m\"",
+            "stale_after = \"3m\"\ntrust_shared_ca_probes = true",
+        );
+        assert!(parse(&text).expect("valid").server.trust_shared_ca_probes);
+        let e = parse(&text.replace("= true", "= \"yes\"")).unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:7:"), "{e}");
     }
 }

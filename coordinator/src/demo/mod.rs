@@ -127,6 +127,7 @@ pub fn demo_config(
             probe_cert_ttl: Duration::from_secs(7 * 86_400),
             server_names: vec![],
             max_connections: 10_000,
+            trust_shared_ca_probes: false,
         },
         checks: vec![
             check("gateway", GATEWAY, sim.policy_port, Labels::new()),
