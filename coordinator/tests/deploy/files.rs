@@ -290,12 +290,41 @@ fn systemd_analyze_verifies_the_units_and_rates_them_hardened() {
         "a bad value is reported: {printed_broken:?}"
     );
 
+    // The users the units run as: systemd-sysusers would create both (dry run, in a scratch
+    // root; it reads the file on standard input).
+    if let Some(sysusers) = tool(
+        "systemd-sysusers",
+        test,
+        REQUIRE_SYSTEMD,
+        "apt-get install systemd",
+    ) {
+        std::fs::create_dir_all(tmp.path().join("root/etc")).expect("mkdir");
+        let out = Command::new(sysusers)
+            .arg(format!("--root={}", tmp.path().join("root").display()))
+            .args(["--dry-run", "-"])
+            .stdin(std::fs::File::open(deploy().join("systemd/cemwatch.sysusers")).expect("open"))
+            .output()
+            .expect("systemd-sysusers");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "systemd-sysusers:\n{printed}");
+        for user in ["cemwatch", "cemwatch-probe"] {
+            assert!(
+                printed.contains(&format!("Creating user '{user}'")),
+                "{printed}"
+            );
+        }
+    }
+
     // systemd's own exposure rating, 0 (locked down) to 10 (unprotected): at most 2.0.
     for u in &units {
         let (ok, printed) = analyze(
             &sa,
             &["security", "--offline=yes", "--threshold=20"],
-            &[u.clone()],
+            std::slice::from_ref(u),
         );
         let rating = printed
             .lines()
