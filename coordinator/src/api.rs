@@ -1,26 +1,31 @@
 //! The HTTP surface: `/live`, `/ready`, `/metrics` (Prometheus text) and the JSON API under
-//! `/api/v1/`. Reads only: everything that changes the fleet goes through the store (CLI) or
-//! POST endpoints.
+//! `/api/v1/` (see `coordinator/openapi.yaml`). Reads are GET; the one action, starting a
+//! `ProbeNow` round, is a POST.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use cemwatch_shared::{FindingCode, Severity, Thumbprint};
 
 use crate::fleet::{Fleet, FleetSummary, Latest};
-use crate::ingest::Hub;
-use crate::store::now_ms;
+use crate::ingest::{Hub, Round};
+use crate::store::{now_ms, Reader};
 
 /// State of the HTTP handlers.
 #[derive(Debug)]
 pub struct ApiState {
     /// The hub.
     pub hub: Arc<Hub>,
+    /// A read connection to the store (events).
+    pub reader: Reader,
     /// Whether the coordinator is ready (QUIC bound, store open).
     pub ready: AtomicBool,
 }
@@ -32,9 +37,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/fleet", get(fleet))
-        .route("/api/v1/probes", get(probes))
+        .route("/api/v1/checks", get(checks))
         .route("/api/v1/checks/{name}", get(check))
+        .route("/api/v1/probes", get(probes))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/rounds", post(start_round))
+        .route("/api/v1/rounds/{id}", get(round))
         .with_state(state)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 async fn ready(State(s): State<Arc<ApiState>>) -> Response {
@@ -48,56 +61,91 @@ async fn ready(State(s): State<Arc<ApiState>>) -> Response {
 /// The fleet summary for the configured checks.
 pub fn summary(hub: &Hub) -> FleetSummary {
     let config = hub.config.borrow().clone();
-    let names: Vec<String> = config.checks.iter().map(|c| c.name.clone()).collect();
     hub.fleet
         .read()
-        .map(|f| f.summary(&names, now_ms(), config.server.stale_after))
+        .map(|f| f.summary(&config, now_ms()))
         .unwrap_or_default()
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
-    let summary = summary(&s.hub);
-    let m = &s.hub.metrics;
-    m.probes.reset();
-    m.probes
-        .with_label_values(&["connected"])
-        .set(summary.probes.connected as i64);
-    m.probes
-        .with_label_values(&["disconnected"])
-        .set(summary.probes.disconnected as i64);
-    m.probes
-        .with_label_values(&["stale"])
-        .set(summary.probes.stale as i64);
-    m.check_probes.reset();
-    m.check_findings.reset();
-    for c in &summary.checks {
-        m.check_probes
-            .with_label_values(&[c.check.as_str(), "ok"])
-            .set(c.verdicts.ok as i64);
-        m.check_probes
-            .with_label_values(&[c.check.as_str(), "warn"])
-            .set(c.verdicts.warn as i64);
-        m.check_probes
-            .with_label_values(&[c.check.as_str(), "fail"])
-            .set(c.verdicts.fail as i64);
-        for (code, n) in &c.codes {
-            m.check_findings
-                .with_label_values(&[c.check.as_str(), code.as_str()])
-                .set(*n as i64);
+    let config = s.hub.config.borrow().clone();
+    let now = now_ms();
+    let text = match s.hub.fleet.read() {
+        Ok(fleet) => {
+            let summary = fleet.summary(&config, now);
+            s.hub.metrics.render_fleet(&summary, &config, &fleet, now)
         }
-    }
+        Err(_) => s.hub.metrics.render(),
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        m.render(),
+        text,
     )
         .into_response()
 }
 
 async fn fleet(State(s): State<Arc<ApiState>>) -> Json<FleetSummary> {
     Json(summary(&s.hub))
+}
+
+async fn checks(State(s): State<Arc<ApiState>>) -> Json<Vec<crate::fleet::CheckSummary>> {
+    Json(summary(&s.hub).checks)
+}
+
+/// A probe's latest result for one check.
+#[derive(Debug, Serialize)]
+pub struct ProbeResult {
+    /// Probe name.
+    pub probe: String,
+    /// Site label.
+    pub site: String,
+    /// Vantage label.
+    pub vantage: String,
+    /// Its result.
+    #[serde(flatten)]
+    pub latest: Latest,
+}
+
+/// One check in detail.
+#[derive(Debug, Serialize)]
+pub struct CheckDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: crate::fleet::CheckSummary,
+    /// Every fresh result.
+    pub probes: Vec<ProbeResult>,
+}
+
+async fn check(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
+    let config = s.hub.config.borrow().clone();
+    let Some(check) = config.checks.iter().find(|c| c.name == name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no check named {name:?} in the configuration"),
+        );
+    };
+    let now = now_ms();
+    let Ok(fleet) = s.hub.fleet.read() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fleet unavailable".into(),
+        );
+    };
+    let summary = fleet.check_summary(&config, check, now);
+    let probes = fleet
+        .observations(&name, now, config.server.stale_after)
+        .into_iter()
+        .map(|o| ProbeResult {
+            probe: o.probe.to_string(),
+            site: o.site.to_string(),
+            vantage: o.vantage.to_string(),
+            latest: o.latest.clone(),
+        })
+        .collect();
+    Json(CheckDetail { summary, probes }).into_response()
 }
 
 /// A probe in the API.
@@ -114,7 +162,7 @@ pub struct ProbeEntry {
     /// Agent version.
     pub agent_version: Option<String>,
     /// Latest result per check.
-    pub latest: std::collections::BTreeMap<String, Latest>,
+    pub latest: BTreeMap<String, Latest>,
 }
 
 async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
@@ -149,14 +197,285 @@ async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
     Json(out)
 }
 
-async fn check(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
-    let summary = summary(&s.hub);
-    match summary.checks.into_iter().find(|c| c.check == name) {
-        Some(c) => Json(c).into_response(),
-        None => (
+/// Filters of `/api/v1/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventQuery {
+    /// Only events at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only events before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Only this check.
+    pub check: Option<String>,
+    /// Only this probe.
+    pub probe: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// A verdict transition.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    /// Id.
+    pub id: i64,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Probe.
+    pub probe: String,
+    /// Check.
+    pub check: String,
+    /// Previous verdict (none for a first result).
+    pub from: Option<String>,
+    /// New verdict.
+    pub to: String,
+    /// Finding codes of the new result.
+    pub codes: Vec<String>,
+}
+
+async fn events(State(s): State<Arc<ApiState>>, Query(q): Query<EventQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let result = s.reader.with(|db| {
+        let mut stmt = db.prepare(
+            "SELECT id, at, probe, check_name, from_verdict, to_verdict, codes FROM events
+             WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR check_name = ?3) AND (?4 IS NULL OR probe = ?4)
+             ORDER BY id DESC LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            rusqlite::params![
+                q.since_ms.unwrap_or(0),
+                q.until_ms.unwrap_or(i64::MAX),
+                q.check,
+                q.probe,
+                limit
+            ],
+            |r| {
+                let codes: String = r.get(6)?;
+                Ok(Event {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    probe: r.get(2)?,
+                    check: r.get(3)?,
+                    from: r.get(4)?,
+                    to: r.get(5)?,
+                    codes: codes.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    });
+    match result {
+        Ok(events) => Json(events).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Body of `POST /api/v1/rounds`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RoundRequest {
+    /// The check to run.
+    pub check: String,
+    /// The thumbprint the probes must see (as pasted; SHA-1 or SHA-256).
+    pub expect_thumbprint: Option<String>,
+    /// The port where the gateway must answer.
+    pub expect_port: Option<u16>,
+}
+
+async fn start_round(State(s): State<Arc<ApiState>>, Json(req): Json<RoundRequest>) -> Response {
+    let thumbprint = match req
+        .expect_thumbprint
+        .as_deref()
+        .map(Thumbprint::parse)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expect_thumbprint: {e}")),
+    };
+    if req.expect_port == Some(0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expect_port: 0 is not a port".into(),
+        );
+    }
+    match s
+        .hub
+        .start_check_round(&req.check, thumbprint, req.expect_port)
+    {
+        Ok(round) => (StatusCode::CREATED, Json(evaluate(&round))).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn round(State(s): State<Arc<ApiState>>, Path(id): Path<u64>) -> Response {
+    match s.hub.round(id) {
+        Some(round) => Json(evaluate(&round)).into_response(),
+        None => error(
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": format!("no check named {name:?} in the configuration")})),
-        )
-            .into_response(),
+            format!("no round {id} (rounds are kept in memory; the last 100)"),
+        ),
+    }
+}
+
+/// A probe that answered the round without confirming the expectation.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct Dissenter {
+    /// Probe.
+    pub probe: String,
+    /// Site.
+    pub site: String,
+    /// Why, as finding codes (`thumbprint_mismatch`, `wrong_port`, `tcp_filtered`, ...).
+    pub codes: Vec<String>,
+    /// The certificate it saw.
+    pub thumbprint: Option<String>,
+    /// The port it checked and what TCP did there.
+    pub port: u16,
+    /// TCP outcome.
+    pub tcp_state: String,
+}
+
+/// Dissenters of one site with one code, and what to do.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct DissentGroup {
+    /// Site.
+    pub site: String,
+    /// Code.
+    pub code: String,
+    /// Probes.
+    pub probes: Vec<String>,
+    /// Remedy.
+    pub remedy: String,
+}
+
+/// A round as the API reports it.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct RoundStatus {
+    /// Round id.
+    pub round: u64,
+    /// Check.
+    pub check: String,
+    /// Start, Unix ms.
+    pub started_at_ms: i64,
+    /// Expected thumbprint.
+    pub expect_thumbprint: Option<String>,
+    /// Expected port.
+    pub expect_port: Option<u16>,
+    /// Connected probes that run the check, all asked.
+    pub eligible: u64,
+    /// Probes that answered.
+    pub reported: u64,
+    /// Probes that confirmed the expectation.
+    pub confirmed: u64,
+    /// Probes that answered without confirming it.
+    pub dissenting: u64,
+    /// Probes not answered yet.
+    pub pending: Vec<String>,
+    /// The dissenters.
+    pub dissenters: Vec<Dissenter>,
+    /// Dissenters by site and code, with the remedy.
+    pub groups: Vec<DissentGroup>,
+}
+
+/// Judges each answer of a round against its expectation.
+pub fn evaluate(round: &Round) -> RoundStatus {
+    let mut confirmed = 0;
+    let mut dissenters = Vec::new();
+    for (probe, latest) in &round.results {
+        let mut why: Vec<String> = Vec::new();
+        if let Some(expected) = &round.expect_thumbprint {
+            let seen = latest
+                .thumbprint
+                .as_deref()
+                .and_then(|t| Thumbprint::parse(t).ok());
+            let matches = match expected.kind() {
+                cemwatch_shared::ThumbprintKind::Sha1 => seen.as_ref() == Some(expected),
+                // The fleet view keeps SHA-1 thumbprints; a SHA-256 expectation is judged by the
+                // probe's own thumbprint_mismatch finding against the policy instead.
+                cemwatch_shared::ThumbprintKind::Sha256 => {
+                    !latest.codes.contains(&FindingCode::ThumbprintMismatch)
+                }
+            };
+            if !matches {
+                why.push(FindingCode::ThumbprintMismatch.as_str().to_string());
+            }
+        }
+        if let Some(port) = round.expect_port {
+            if latest.port != port {
+                why.push("wrong_port".to_string());
+            }
+        }
+        let ignore_policy_thumbprint = round.expect_thumbprint.is_some();
+        for code in &latest.codes {
+            if code.severity() != Severity::Fail {
+                continue;
+            }
+            if ignore_policy_thumbprint && *code == FindingCode::ThumbprintMismatch {
+                continue; // judged against the expectation above
+            }
+            if !why.contains(&code.as_str().to_string()) {
+                why.push(code.as_str().to_string());
+            }
+        }
+        if why.is_empty() {
+            confirmed += 1;
+        } else {
+            dissenters.push(Dissenter {
+                probe: probe.clone(),
+                site: round
+                    .asked
+                    .get(probe)
+                    .and_then(|l| l.get("site").cloned())
+                    .unwrap_or_default(),
+                codes: why,
+                thumbprint: latest.thumbprint.clone(),
+                port: latest.port,
+                tcp_state: latest.tcp_state.as_str().to_string(),
+            });
+        }
+    }
+    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for d in &dissenters {
+        for code in &d.codes {
+            groups
+                .entry((d.site.clone(), code.clone()))
+                .or_default()
+                .push(d.probe.clone());
+        }
+    }
+    let remedy_for = |code: &str| {
+        match FindingCode::from_name(code) {
+        Some(FindingCode::ThumbprintMismatch) => {
+            "These probes see another certificate: a gateway node or load-balancer backend still serves the old one; import the new certificate there (Gateway Manager) and restart the service.".to_string()
+        }
+        Some(c) => c.remedy().to_string(),
+        None if code == "wrong_port" => {
+            "The CEM policy port (this check's port) is not the expected port: update the check and the CEM Settings policy together.".to_string()
+        }
+        None => String::new(),
+    }
+    };
+    RoundStatus {
+        round: round.id,
+        check: round.check.clone(),
+        started_at_ms: round.started_ms,
+        expect_thumbprint: round.expect_thumbprint.as_ref().map(|t| t.to_string()),
+        expect_port: round.expect_port,
+        eligible: round.asked.len() as u64,
+        reported: round.results.len() as u64,
+        confirmed,
+        dissenting: dissenters.len() as u64,
+        pending: round
+            .asked
+            .keys()
+            .filter(|p| !round.results.contains_key(*p))
+            .cloned()
+            .collect(),
+        groups: groups
+            .into_iter()
+            .map(|((site, code), probes)| DissentGroup {
+                remedy: remedy_for(&code),
+                site,
+                code,
+                probes,
+            })
+            .collect(),
+        dissenters,
     }
 }

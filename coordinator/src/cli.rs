@@ -39,6 +39,80 @@ enum Command {
     Probe(ProbeCommand),
     /// Coordinator, gateway simulator and probes in one process, on loopback.
     Demo(DemoArgs),
+    /// The fleet at a glance: per check the diagnosis, counts, certificates, ports, worst sites.
+    ///
+    /// Exits 0 when every check is healthy, 1 on a warning, 2 on a failure, 3 on bad input.
+    Status(StatusArgs),
+    /// Post-change verification: every eligible probe checks now; succeed when a quorum
+    /// confirms the expectation (the new thumbprint, the new port).
+    ///
+    /// Exits 0 when confirmed, 1 when the deadline passes or the dissent makes the quorum
+    /// impossible, 3 on bad input.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The coordinator's HTTP address.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9464",
+        env = "CEMWATCH_API"
+    )]
+    api: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The check to verify (its name in the configuration).
+    #[arg(long, value_name = "NAME")]
+    check: String,
+    /// The thumbprint every probe must now see (SHA-1 as the CEM policy holds it, or SHA-256).
+    #[arg(long, value_name = "HEX", value_parser = parse_thumbprint)]
+    expect_thumbprint: Option<String>,
+    /// The port the check must now use (the CEM policy port).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    expect_port: Option<u16>,
+    /// Fraction of eligible probes that must confirm.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.95, value_parser = parse_quorum)]
+    quorum: f64,
+    /// How long to wait for the answers.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_positive_duration)]
+    timeout: Duration,
+    /// The coordinator's HTTP address.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9464",
+        env = "CEMWATCH_API"
+    )]
+    api: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+fn parse_thumbprint(text: &str) -> Result<String, String> {
+    cemwatch_shared::Thumbprint::parse(text)
+        .map(|t| t.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_quorum(text: &str) -> Result<f64, String> {
+    let q: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number: give a fraction such as 0.95"))?;
+    if q > 0.0 && q <= 1.0 {
+        Ok(q)
+    } else {
+        Err(format!(
+            "{q} is not a fraction above 0 and at most 1, such as 0.95"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -191,12 +265,25 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // Client commands follow the monitoring-plugin convention (3 = unknown); daemon and admin
+    // commands use EX_USAGE.
+    let client = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| a == "status" || a == "verify");
+    let usage_code = if client {
+        crate::status::EXIT_BAD_INPUT
+    } else {
+        EXIT_CONFIG
+    };
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
+                ExitCode::from(usage_code)
             } else {
                 ExitCode::SUCCESS
             };
@@ -212,7 +299,11 @@ where
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cemwatch: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if client {
+                crate::status::EXIT_BAD_INPUT
+            } else {
+                1
+            })
         }
     }
 }
@@ -241,6 +332,21 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             runtime()?.block_on(demo::run(opts))?;
             Ok(0)
+        }
+        Command::Status(args) => runtime()?.block_on(crate::status::status(
+            &args.api,
+            args.output == Output::Json,
+        )),
+        Command::Verify(args) => {
+            runtime()?.block_on(crate::status::verify(crate::status::VerifyOptions {
+                api: args.api,
+                check: args.check,
+                expect_thumbprint: args.expect_thumbprint,
+                expect_port: args.expect_port,
+                quorum: args.quorum,
+                timeout: args.timeout,
+                json: args.output == Output::Json,
+            }))
         }
     }
 }

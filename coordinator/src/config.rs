@@ -38,6 +38,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The checks probes run.
     pub checks: Vec<CheckConfig>,
+    /// Diagnosis thresholds.
+    pub diagnosis: crate::diagnose::Thresholds,
 }
 
 /// The `[server]` table.
@@ -57,6 +59,10 @@ pub struct ServerConfig {
     pub server_names: Vec<String>,
     /// Most probe connections at once.
     pub max_connections: usize,
+    /// Most `site` label values in metrics; the rest are summed into `other`.
+    pub max_sites: usize,
+    /// Export per-probe series (off by default: they grow with the fleet).
+    pub per_probe_metrics: bool,
     /// Accept probes enrolled at another coordinator that shares this coordinator's CA (the
     /// same `ca/` files in both data directories), recording each on its first `Hello`: what
     /// makes a probe's ordered coordinator list fail over. Off by default: then only probes
@@ -91,6 +97,8 @@ pub struct CheckConfig {
     pub resolve: Vec<String>,
     /// Label selector: a probe runs the check when all these labels match.
     pub select: Labels,
+    /// What the check watches: the agent-facing gateway, or the SMP from the DMZ.
+    pub role: crate::diagnose::Role,
 }
 
 impl CheckConfig {
@@ -127,6 +135,14 @@ struct RawConfig {
     server: Option<RawServer>,
     #[serde(default, rename = "check")]
     checks: Vec<RawCheck>,
+    diagnosis: Option<RawDiagnosis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiagnosis {
+    quorum: Option<Spanned<f64>>,
+    local_sites_max: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +156,8 @@ struct RawServer {
     #[serde(default)]
     server_names: Vec<String>,
     max_connections: Option<usize>,
+    max_sites: Option<usize>,
+    per_probe_metrics: Option<bool>,
     trust_shared_ca_probes: Option<bool>,
 }
 
@@ -161,6 +179,8 @@ struct RawCheck {
     resolve: Vec<Spanned<String>>,
     #[serde(default)]
     select: BTreeMap<String, String>,
+    #[serde(default)]
+    role: crate::diagnose::Role,
 }
 
 /// A configuration that cannot be used, with every problem found.
@@ -209,6 +229,8 @@ impl Config {
             probe_cert_ttl: None,
             server_names: Vec::new(),
             max_connections: None,
+            max_sites: None,
+            per_probe_metrics: None,
             trust_shared_ca_probes: None,
         });
         let data_dir = server
@@ -251,8 +273,33 @@ impl Config {
             probe_cert_ttl,
             server_names: server.server_names,
             max_connections: server.max_connections.unwrap_or(200_000),
+            max_sites: server.max_sites.unwrap_or(50).max(1),
+            per_probe_metrics: server.per_probe_metrics.unwrap_or(false),
             trust_shared_ca_probes: server.trust_shared_ca_probes.unwrap_or(false),
         };
+        let mut diagnosis = crate::diagnose::Thresholds::default();
+        if let Some(d) = raw.diagnosis {
+            for (key, value, slot) in [
+                ("quorum", d.quorum, &mut diagnosis.quorum),
+                (
+                    "local_sites_max",
+                    d.local_sites_max,
+                    &mut diagnosis.local_sites_max,
+                ),
+            ] {
+                if let Some(v) = value {
+                    let x = *v.get_ref();
+                    if x > 0.0 && x <= 1.0 {
+                        *slot = x;
+                    } else {
+                        problems.push(format!(
+                            "{}: diagnosis.{key}: {x} must be a fraction above 0 and at most 1",
+                            at(v.span())
+                        ));
+                    }
+                }
+            }
+        }
 
         let mut seen = HashSet::new();
         let mut checks = Vec::new();
@@ -332,10 +379,15 @@ impl Config {
                     .unwrap_or(Duration::from_secs(10)),
                 resolve: c.resolve.into_iter().map(|r| r.into_inner()).collect(),
                 select: c.select,
+                role: c.role,
             });
         }
         if problems.is_empty() {
-            Ok(Self { server, checks })
+            Ok(Self {
+                server,
+                checks,
+                diagnosis,
+            })
         } else {
             Err(ConfigError { problems })
         }

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::wire::{Labels, Report};
-use cemwatch_shared::{CheckResult, FindingCode, Severity};
+use cemwatch_shared::{CheckResult, FindingCode, Severity, TcpState};
+
+use crate::config::{CheckConfig, Config};
+use crate::diagnose::{self, Diagnosis, Observation};
 
 /// The latest result of one probe for one check, summarised.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,10 +37,30 @@ pub struct Latest {
     pub tcp_ms: f64,
     /// TLS handshake time, ms.
     pub tls_ms: f64,
+    /// The port checked (the policy port at the time).
+    pub port: u16,
+    /// TCP outcome on that port.
+    pub tcp_state: TcpState,
+    /// Whether TLS completed there.
+    pub tls_completed: bool,
+    /// Legacy ports tried.
+    pub legacy: Vec<LegacyObservation>,
+}
+
+/// What a probe saw on a legacy port.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LegacyObservation {
+    /// The port.
+    pub port: u16,
+    /// TCP outcome.
+    pub tcp: TcpState,
+    /// The gateway's certificate answered there.
+    pub gateway_listener: bool,
 }
 
 impl Latest {
-    fn from_result(seq: u64, round: Option<u64>, produced_at_ms: i64, r: &CheckResult) -> Self {
+    /// Summarises a result.
+    pub fn from_result(seq: u64, round: Option<u64>, produced_at_ms: i64, r: &CheckResult) -> Self {
         Self {
             seq,
             round,
@@ -48,6 +71,18 @@ impl Latest {
             not_after: r.certificate.as_ref().map(|c| c.not_after_unix),
             tcp_ms: r.tcp.duration_ms,
             tls_ms: r.tls.as_ref().map(|t| t.duration_ms).unwrap_or(0.0),
+            port: r.target.port,
+            tcp_state: r.tcp.state,
+            tls_completed: r.tls.as_ref().is_some_and(|t| t.completed),
+            legacy: r
+                .legacy_ports
+                .iter()
+                .map(|l| LegacyObservation {
+                    port: l.port,
+                    tcp: l.tcp,
+                    gateway_listener: l.gateway_listener,
+                })
+                .collect(),
         }
     }
 }
@@ -77,7 +112,7 @@ pub struct Fleet {
 }
 
 /// Probe counts by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeCounts {
     /// With a live connection.
     pub connected: u64,
@@ -88,7 +123,7 @@ pub struct ProbeCounts {
 }
 
 /// Verdict counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictCounts {
     /// Ok.
     pub ok: u64,
@@ -99,7 +134,7 @@ pub struct VerdictCounts {
 }
 
 /// A certificate served, and how many probes see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateSeen {
     /// SHA-1 thumbprint.
     pub thumbprint_sha1: String,
@@ -109,26 +144,64 @@ pub struct CertificateSeen {
     pub observers: u64,
 }
 
+/// Port consistency of a gateway: the policy port, where the listener was observed, and what
+/// the network does to each port from each vantage (counts of TCP outcomes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConsistency {
+    /// The port in the CEM policy (configuration).
+    pub policy_port: u16,
+    /// Where probes found the gateway's listener (`None`: nowhere).
+    pub listener_port: Option<u16>,
+    /// Internet vantages: port → TCP outcome → probes.
+    pub internet: BTreeMap<u16, BTreeMap<String, u64>>,
+    /// DMZ vantages: port → TCP outcome → probes.
+    pub dmz: BTreeMap<u16, BTreeMap<String, u64>>,
+}
+
 /// One check across the fleet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckSummary {
     /// Check name.
     pub check: String,
+    /// Gateway or SMP.
+    pub role: diagnose::Role,
+    /// `host:port` checked.
+    pub target: String,
+    /// The fleet diagnosis label.
+    pub diagnosis: String,
+    /// The diagnosis with its explanation and remedy.
+    pub detail: Diagnosis,
     /// Fresh results by verdict.
     pub verdicts: VerdictCounts,
     /// Probes reporting each finding code.
     pub codes: BTreeMap<String, u64>,
-    /// Certificates served.
+    /// Fresh results per site.
+    pub sites: BTreeMap<String, VerdictCounts>,
+    /// Certificates served, most observed first.
     pub certificates: Vec<CertificateSeen>,
+    /// The thumbprint in the CEM policy (configuration), if set.
+    pub policy_thumbprint: Option<String>,
+    /// Fraction of probes (that saw a certificate) seeing the policy's certificate.
+    pub thumbprint_match_ratio: Option<f64>,
+    /// Policy port, observed listener, what the network does.
+    pub ports: PortConsistency,
 }
 
 /// The fleet at a glance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetSummary {
     /// Probes by state.
     pub probes: ProbeCounts,
     /// Per check.
     pub checks: Vec<CheckSummary>,
+}
+
+fn bump(v: &mut VerdictCounts, s: Severity) {
+    match s {
+        Severity::Ok => v.ok += 1,
+        Severity::Warn => v.warn += 1,
+        Severity::Fail => v.fail += 1,
+    }
 }
 
 impl Fleet {
@@ -196,8 +269,123 @@ impl Fleet {
             && (view.connected || now_ms - view.last_seen_ms <= stale_after.as_millis() as i64)
     }
 
-    /// Summarises the fleet for the given checks (the configured ones, in order).
-    pub fn summary(&self, checks: &[String], now_ms: i64, stale_after: Duration) -> FleetSummary {
+    /// The fresh observations of one check.
+    pub fn observations<'a>(
+        &'a self,
+        check: &str,
+        now_ms: i64,
+        stale_after: Duration,
+    ) -> Vec<Observation<'a>> {
+        let mut out: Vec<Observation<'a>> = self
+            .probes
+            .iter()
+            .filter(|(_, v)| Self::is_fresh(v, now_ms, stale_after))
+            .filter_map(|(name, v)| {
+                v.latest.get(check).map(|latest| Observation {
+                    probe: name.as_str(),
+                    site: v.labels.get("site").map(String::as_str).unwrap_or(""),
+                    vantage: v.labels.get("vantage").map(String::as_str).unwrap_or(""),
+                    latest,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.probe.cmp(b.probe));
+        out
+    }
+
+    /// Summarises one check.
+    pub fn check_summary(&self, config: &Config, check: &CheckConfig, now_ms: i64) -> CheckSummary {
+        let obs = self.observations(&check.name, now_ms, config.server.stale_after);
+        let mut verdicts = VerdictCounts::default();
+        let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut sites: BTreeMap<String, VerdictCounts> = BTreeMap::new();
+        let mut certs: BTreeMap<String, CertificateSeen> = BTreeMap::new();
+        let mut ports = PortConsistency {
+            policy_port: check.port,
+            ..PortConsistency::default()
+        };
+        let policy = check.expect_thumbprint.as_ref().map(|t| t.to_string());
+        let (mut with_cert, mut matching) = (0u64, 0u64);
+        let mut listener_votes: BTreeMap<u16, u64> = BTreeMap::new();
+        for o in &obs {
+            let l = o.latest;
+            bump(&mut verdicts, l.verdict);
+            for code in &l.codes {
+                *codes.entry(code.as_str().to_string()).or_default() += 1;
+            }
+            let site = if o.site.is_empty() {
+                "(no site)"
+            } else {
+                o.site
+            };
+            bump(sites.entry(site.to_string()).or_default(), l.verdict);
+            if let (Some(t), Some(na)) = (&l.thumbprint, l.not_after) {
+                certs
+                    .entry(t.clone())
+                    .or_insert_with(|| CertificateSeen {
+                        thumbprint_sha1: t.clone(),
+                        not_after: na,
+                        observers: 0,
+                    })
+                    .observers += 1;
+                with_cert += 1;
+                if policy.as_deref() == Some(t.as_str()) {
+                    matching += 1;
+                }
+            }
+            let table = if o.vantage == "dmz" {
+                &mut ports.dmz
+            } else {
+                &mut ports.internet
+            };
+            *table
+                .entry(l.port)
+                .or_default()
+                .entry(l.tcp_state.as_str().to_string())
+                .or_default() += 1;
+            for leg in &l.legacy {
+                *table
+                    .entry(leg.port)
+                    .or_default()
+                    .entry(leg.tcp.as_str().to_string())
+                    .or_default() += 1;
+                if leg.gateway_listener {
+                    *listener_votes.entry(leg.port).or_default() += 1;
+                }
+            }
+            if l.tls_completed {
+                *listener_votes.entry(l.port).or_default() += 1;
+            }
+        }
+        ports.listener_port = listener_votes
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(p, _)| *p);
+        let mut certificates: Vec<CertificateSeen> = certs.into_values().collect();
+        certificates.sort_by_key(|c| std::cmp::Reverse(c.observers));
+        let detail = diagnose::diagnose(check.role, check.port, &obs, config.diagnosis);
+        CheckSummary {
+            check: check.name.clone(),
+            role: check.role,
+            target: format!("{}:{}", check.host, check.port),
+            diagnosis: detail.diagnosis.clone(),
+            detail,
+            verdicts,
+            codes,
+            sites,
+            certificates,
+            thumbprint_match_ratio: match (&policy, with_cert) {
+                (Some(_), n) if n > 0 => Some(matching as f64 / n as f64),
+                _ => None,
+            },
+            policy_thumbprint: policy,
+            ports,
+        }
+    }
+
+    /// Summarises the fleet for the configured checks.
+    pub fn summary(&self, config: &Config, now_ms: i64) -> FleetSummary {
+        let stale_after = config.server.stale_after;
         let mut out = FleetSummary::default();
         for view in self.probes.values().filter(|v| !v.revoked) {
             if view.connected {
@@ -208,43 +396,11 @@ impl Fleet {
                 out.probes.stale += 1;
             }
         }
-        for check in checks {
-            let mut s = CheckSummary {
-                check: check.clone(),
-                ..CheckSummary::default()
-            };
-            let mut certs: BTreeMap<String, CertificateSeen> = BTreeMap::new();
-            for view in self.probes.values() {
-                if !Self::is_fresh(view, now_ms, stale_after) {
-                    continue;
-                }
-                let Some(latest) = view.latest.get(check) else {
-                    continue;
-                };
-                match latest.verdict {
-                    Severity::Ok => s.verdicts.ok += 1,
-                    Severity::Warn => s.verdicts.warn += 1,
-                    Severity::Fail => s.verdicts.fail += 1,
-                }
-                for code in &latest.codes {
-                    *s.codes.entry(code.as_str().to_string()).or_default() += 1;
-                }
-                if let (Some(t), Some(na)) = (&latest.thumbprint, latest.not_after) {
-                    certs
-                        .entry(t.clone())
-                        .or_insert_with(|| CertificateSeen {
-                            thumbprint_sha1: t.clone(),
-                            not_after: na,
-                            observers: 0,
-                        })
-                        .observers += 1;
-                }
-            }
-            s.certificates = certs.into_values().collect();
-            s.certificates
-                .sort_by_key(|c| std::cmp::Reverse(c.observers));
-            out.checks.push(s);
-        }
+        out.checks = config
+            .checks
+            .iter()
+            .map(|c| self.check_summary(config, c, now_ms))
+            .collect();
         out
     }
 }

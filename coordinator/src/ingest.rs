@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use cemwatch_probe::transport::{read_frame, write_frame, TransportError};
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
+use cemwatch_shared::Thumbprint;
 
 use crate::auth::AuthState;
 use crate::ca::{common_name, CoordinatorCa};
@@ -61,6 +62,7 @@ pub struct Hub {
     /// Metrics.
     pub metrics: Metrics,
     live: Mutex<HashMap<String, Live>>,
+    rounds: Mutex<std::collections::BTreeMap<u64, Round>>,
     connections: AtomicUsize,
     next_id: AtomicUsize,
     next_round: AtomicU64,
@@ -86,6 +88,7 @@ impl Hub {
             auth,
             metrics,
             live: Mutex::new(HashMap::new()),
+            rounds: Mutex::new(std::collections::BTreeMap::new()),
             connections: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
             next_round: AtomicU64::new(1),
@@ -128,6 +131,90 @@ impl Hub {
         (round, asked)
     }
 
+    /// Starts a `ProbeNow` round of `check` on every connected probe whose labels select it.
+    pub fn start_check_round(
+        &self,
+        check: &str,
+        expect_thumbprint: Option<Thumbprint>,
+        expect_port: Option<u16>,
+    ) -> Result<Round, String> {
+        let config = self.config.borrow().clone();
+        let Some(check_config) = config.checks.iter().find(|c| c.name == check) else {
+            let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "no check named {check:?}; the configured checks are: {}",
+                names.join(", ")
+            ));
+        };
+        let labels: HashMap<String, Labels> = self
+            .fleet
+            .read()
+            .map(|f| {
+                f.probes
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.labels.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let eligible = |name: &str| labels.get(name).is_some_and(|l| check_config.selects(l));
+        let (id, asked) = self.start_round(vec![check.to_string()], eligible);
+        self.metrics.rounds.inc();
+        let round = Round {
+            id,
+            check: check.to_string(),
+            started_ms: store::now_ms(),
+            expect_thumbprint,
+            expect_port,
+            asked: asked
+                .into_iter()
+                .map(|n| {
+                    let l = labels.get(&n).cloned().unwrap_or_default();
+                    (n, l)
+                })
+                .collect(),
+            results: std::collections::BTreeMap::new(),
+        };
+        if let Ok(mut rounds) = self.rounds.lock() {
+            rounds.insert(id, round.clone());
+            while rounds.len() > 100 {
+                rounds.pop_first();
+            }
+        }
+        tracing::info!(
+            round = id,
+            check,
+            probes = round.asked.len(),
+            "probe-now round started"
+        );
+        Ok(round)
+    }
+
+    /// A round's current state.
+    pub fn round(&self, id: u64) -> Option<Round> {
+        self.rounds.lock().ok().and_then(|r| r.get(&id).cloned())
+    }
+
+    fn record_round(&self, probe: &str, report: &Report) {
+        let Some(id) = report.round else { return };
+        let Ok(mut rounds) = self.rounds.lock() else {
+            return;
+        };
+        let Some(round) = rounds.get_mut(&id) else {
+            return;
+        };
+        for entry in report.results.iter().filter(|e| e.check == round.check) {
+            round.results.insert(
+                probe.to_string(),
+                crate::fleet::Latest::from_result(
+                    report.seq,
+                    Some(id),
+                    entry.produced_at_ms as i64,
+                    &entry.result,
+                ),
+            );
+        }
+    }
+
     /// Names of probes with a live connection.
     pub fn connected(&self) -> Vec<String> {
         self.live
@@ -143,6 +230,25 @@ impl Hub {
             checks: config.plan_for(labels),
         }
     }
+}
+
+/// A `ProbeNow` round and what came back.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// Round id.
+    pub id: u64,
+    /// The check.
+    pub check: String,
+    /// Start, Unix ms.
+    pub started_ms: i64,
+    /// The thumbprint the probes must see, if any.
+    pub expect_thumbprint: Option<Thumbprint>,
+    /// The port where the listener must answer, if any.
+    pub expect_port: Option<u16>,
+    /// Probes asked, with their labels.
+    pub asked: std::collections::BTreeMap<String, Labels>,
+    /// Their results in this round.
+    pub results: std::collections::BTreeMap<String, crate::fleet::Latest>,
 }
 
 /// Accepts connections until the endpoint closes.
@@ -590,6 +696,15 @@ async fn session_loop(
                 match outcome {
                     Ok(Ingested::Stored) => {
                         hub.metrics.reports_received.inc();
+                        let cap = hub.config.borrow().server.max_sites;
+                        let site = hub.metrics.site_label(labels.get("site").map(String::as_str).unwrap_or(""), cap);
+                        for entry in &report.results {
+                            let tls = entry.result.tls.as_ref().filter(|t| t.completed).map(|t| t.duration_ms);
+                            if entry.result.tcp.state == cemwatch_shared::TcpState::Open {
+                                hub.metrics.observe(&entry.check, &site, entry.result.tcp.duration_ms, tls);
+                            }
+                        }
+                        hub.record_round(name, &report);
                         if let Ok(mut fleet) = hub.fleet.write() {
                             fleet.record(name, &report, store::now_ms());
                         }

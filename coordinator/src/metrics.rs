@@ -2,7 +2,17 @@
 //! Ingest counters are counters; fleet gauges are recomputed from the fleet view at each
 //! scrape, so series of probes and checks that went away disappear.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::Config;
+use crate::diagnose::Kind;
+use crate::fleet::{Fleet, FleetSummary};
 
 /// Probes known to this coordinator, by `state` (`connected`, `disconnected`, `stale`).
 pub const PROBES: &str = "cemwatch_probes";
@@ -20,6 +30,33 @@ pub const FRAMES_REJECTED: &str = "cemwatch_frames_rejected_total";
 pub const CONNECTIONS_REFUSED: &str = "cemwatch_connections_refused_total";
 /// Enrolments, by `outcome`.
 pub const ENROLMENTS: &str = "cemwatch_enrolments_total";
+/// Fresh results per `check`, `site` (capped, overflow `other`) and `verdict`.
+pub const CHECK_SITE_PROBES: &str = "cemwatch_check_site_probes";
+/// Fleet diagnosis as a state set: one series per `diagnosis`, 1 for the current one.
+pub const FLEET_DIAGNOSIS: &str = "cemwatch_fleet_diagnosis";
+/// Not-after of each certificate served, per `check` and `thumbprint_sha1`.
+pub const CERT_NOT_AFTER: &str = "cemwatch_certificate_not_after_timestamp_seconds";
+/// Probes seeing each certificate, per `check` and `thumbprint_sha1`.
+pub const CERT_OBSERVERS: &str = "cemwatch_certificate_observers";
+/// Probes seeing the policy's certificate (`match` = `true`/`false`), per `check`; divide for
+/// the ratio (counts add up across coordinators, ratios do not).
+pub const THUMBPRINT_MATCHES: &str = "cemwatch_thumbprint_match_probes";
+/// Fraction of probes seeing the policy's certificate, per `check` (one coordinator's view).
+pub const THUMBPRINT_MATCH_RATIO: &str = "cemwatch_thumbprint_match_ratio";
+/// TCP outcomes per `check`, `vantage`, `port` and `state`: the port-consistency view.
+pub const PORT_PROBES: &str = "cemwatch_port_probes";
+/// The port in the CEM policy, per `check`.
+pub const POLICY_PORT: &str = "cemwatch_policy_port";
+/// Probes finding the gateway's listener on each `port`, per `check`.
+pub const LISTENER_PROBES: &str = "cemwatch_listener_probes";
+/// TCP connect time, per `check` and `site`.
+pub const TCP_CONNECT_DURATION: &str = "cemwatch_tcp_connect_duration_seconds";
+/// TLS handshake time, per `check` and `site`.
+pub const TLS_HANDSHAKE_DURATION: &str = "cemwatch_tls_handshake_duration_seconds";
+/// Per-probe verdicts (only with `per_probe_metrics = true`): 1 per `probe`, `check`, `verdict`.
+pub const PROBE_CHECK_VERDICT: &str = "cemwatch_probe_check_verdict";
+/// `ProbeNow` rounds started.
+pub const ROUNDS: &str = "cemwatch_rounds_total";
 
 /// The coordinator's metrics.
 #[derive(Debug, Clone)]
@@ -41,6 +78,34 @@ pub struct Metrics {
     pub check_probes: IntGaugeVec,
     /// Findings by check and code.
     pub check_findings: IntGaugeVec,
+    /// Per check, site and verdict.
+    pub check_site_probes: IntGaugeVec,
+    /// Diagnosis state set.
+    pub fleet_diagnosis: IntGaugeVec,
+    /// Certificate not-after.
+    pub cert_not_after: IntGaugeVec,
+    /// Certificate observers.
+    pub cert_observers: IntGaugeVec,
+    /// Probes seeing (or not) the policy certificate.
+    pub thumbprint_matches: IntGaugeVec,
+    /// Ratio of the above.
+    pub thumbprint_match_ratio: GaugeVec,
+    /// Port consistency.
+    pub port_probes: IntGaugeVec,
+    /// Policy port.
+    pub policy_port: IntGaugeVec,
+    /// Where the listener was found.
+    pub listener_probes: IntGaugeVec,
+    /// TCP connect time.
+    pub tcp_connect: HistogramVec,
+    /// TLS handshake time.
+    pub tls_handshake: HistogramVec,
+    /// Per-probe verdicts.
+    pub probe_check_verdict: IntGaugeVec,
+    /// Rounds started.
+    pub rounds: IntCounter,
+    sites: Arc<Mutex<HashSet<String>>>,
+    scrape: Arc<Mutex<()>>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -57,6 +122,21 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets),
+        &["check", "site"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -124,6 +204,25 @@ impl Metrics {
                 "Probes currently reporting this finding code, per check.",
                 &["check", "code"],
             ),
+            check_site_probes: gauge_vec(&registry, CHECK_SITE_PROBES, "Probes whose fresh result has this verdict, per check and site (sites capped; the rest in other).", &["check", "site", "verdict"]),
+            fleet_diagnosis: gauge_vec(&registry, FLEET_DIAGNOSIS, "Fleet diagnosis per check as a state set: 1 for the current diagnosis, 0 for the others.", &["check", "diagnosis"]),
+            cert_not_after: gauge_vec(&registry, CERT_NOT_AFTER, "Not-after of each certificate served, Unix seconds.", &["check", "thumbprint_sha1"]),
+            cert_observers: gauge_vec(&registry, CERT_OBSERVERS, "Probes currently seeing each certificate.", &["check", "thumbprint_sha1"]),
+            thumbprint_matches: gauge_vec(&registry, THUMBPRINT_MATCHES, "Probes that saw a certificate, by whether it is the one in the CEM policy.", &["check", "match"]),
+            thumbprint_match_ratio: {
+                let g = GaugeVec::new(Opts::new(THUMBPRINT_MATCH_RATIO, "Fraction of probes seeing the certificate in the CEM policy."), &["check"]).expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            port_probes: gauge_vec(&registry, PORT_PROBES, "TCP outcome per port and vantage: the policy port and the legacy ports.", &["check", "vantage", "port", "state"]),
+            policy_port: gauge_vec(&registry, POLICY_PORT, "The port in the CEM policy (configuration).", &["check"]),
+            listener_probes: gauge_vec(&registry, LISTENER_PROBES, "Probes finding the gateway's listener (TLS with its certificate) on each port.", &["check", "port"]),
+            tcp_connect: histogram(&registry, TCP_CONNECT_DURATION, "TCP connect time on the policy port."),
+            tls_handshake: histogram(&registry, TLS_HANDSHAKE_DURATION, "TLS handshake time on the policy port."),
+            probe_check_verdict: gauge_vec(&registry, PROBE_CHECK_VERDICT, "Per-probe verdict (only with per_probe_metrics = true).", &["probe", "check", "verdict"]),
+            rounds: counter(&registry, ROUNDS, "ProbeNow rounds started."),
+            sites: Arc::default(),
+            scrape: Arc::default(),
             registry: registry.clone(),
         };
         for reason in [
@@ -142,6 +241,185 @@ impl Metrics {
             m.frames_rejected.with_label_values(&[reason]);
         }
         m
+    }
+
+    /// The `site` label value: the site itself for the first `cap` distinct sites, `other`
+    /// beyond, so a fleet with many sites cannot grow the series without bound.
+    pub fn site_label(&self, site: &str, cap: usize) -> String {
+        let site = if site.is_empty() { "none" } else { site };
+        let Ok(mut known) = self.sites.lock() else {
+            return "other".into();
+        };
+        if known.contains(site) {
+            return site.to_string();
+        }
+        if known.len() < cap {
+            known.insert(site.to_string());
+            return site.to_string();
+        }
+        "other".into()
+    }
+
+    /// Records a result's timings.
+    pub fn observe(&self, check: &str, site: &str, tcp_ms: f64, tls_ms: Option<f64>) {
+        self.tcp_connect
+            .with_label_values(&[check, site])
+            .observe(tcp_ms / 1000.0);
+        if let Some(ms) = tls_ms {
+            self.tls_handshake
+                .with_label_values(&[check, site])
+                .observe(ms / 1000.0);
+        }
+    }
+
+    /// Recomputes the fleet gauges from a summary and renders everything. Gauges are reset
+    /// first, so series of probes, sites and certificates that went away disappear.
+    pub fn render_fleet(
+        &self,
+        summary: &FleetSummary,
+        config: &Config,
+        fleet: &Fleet,
+        now_ms: i64,
+    ) -> String {
+        let _one_at_a_time = self.scrape.lock();
+        let cap = config.server.max_sites;
+        self.probes.reset();
+        self.probes
+            .with_label_values(&["connected"])
+            .set(summary.probes.connected as i64);
+        self.probes
+            .with_label_values(&["disconnected"])
+            .set(summary.probes.disconnected as i64);
+        self.probes
+            .with_label_values(&["stale"])
+            .set(summary.probes.stale as i64);
+        for g in [
+            &self.check_probes,
+            &self.check_findings,
+            &self.check_site_probes,
+            &self.fleet_diagnosis,
+            &self.cert_not_after,
+            &self.cert_observers,
+            &self.thumbprint_matches,
+            &self.port_probes,
+            &self.policy_port,
+            &self.listener_probes,
+            &self.probe_check_verdict,
+        ] {
+            g.reset();
+        }
+        self.thumbprint_match_ratio.reset();
+        let all = Kind::all_labels();
+        for c in &summary.checks {
+            let check = c.check.as_str();
+            for (verdict, n) in [
+                ("ok", c.verdicts.ok),
+                ("warn", c.verdicts.warn),
+                ("fail", c.verdicts.fail),
+            ] {
+                self.check_probes
+                    .with_label_values(&[check, verdict])
+                    .set(n as i64);
+            }
+            for (code, n) in &c.codes {
+                self.check_findings
+                    .with_label_values(&[check, code.as_str()])
+                    .set(*n as i64);
+            }
+            // Sites: the largest first keep their label, the rest are summed into `other`.
+            let mut sites: Vec<(&String, &crate::fleet::VerdictCounts)> = c.sites.iter().collect();
+            sites.sort_by_key(|(name, v)| {
+                (std::cmp::Reverse(v.ok + v.warn + v.fail), (*name).clone())
+            });
+            let mut other = crate::fleet::VerdictCounts::default();
+            let mut per_site: BTreeMap<String, crate::fleet::VerdictCounts> = BTreeMap::new();
+            for (i, (name, v)) in sites.into_iter().enumerate() {
+                if i < cap {
+                    per_site.insert(name.clone(), v.clone());
+                } else {
+                    other.ok += v.ok;
+                    other.warn += v.warn;
+                    other.fail += v.fail;
+                }
+            }
+            if other.ok + other.warn + other.fail > 0 {
+                per_site.insert("other".into(), other);
+            }
+            for (site, v) in &per_site {
+                for (verdict, n) in [("ok", v.ok), ("warn", v.warn), ("fail", v.fail)] {
+                    self.check_site_probes
+                        .with_label_values(&[check, site.as_str(), verdict])
+                        .set(n as i64);
+                }
+            }
+            for label in &all {
+                let on = i64::from(*label == c.diagnosis);
+                self.fleet_diagnosis
+                    .with_label_values(&[check, label.as_str()])
+                    .set(on);
+            }
+            for cert in &c.certificates {
+                let t = cert.thumbprint_sha1.as_str();
+                self.cert_not_after
+                    .with_label_values(&[check, t])
+                    .set(cert.not_after);
+                self.cert_observers
+                    .with_label_values(&[check, t])
+                    .set(cert.observers as i64);
+            }
+            if let Some(policy) = &c.policy_thumbprint {
+                let seen: u64 = c.certificates.iter().map(|x| x.observers).sum();
+                let matching: u64 = c
+                    .certificates
+                    .iter()
+                    .filter(|x| &x.thumbprint_sha1 == policy)
+                    .map(|x| x.observers)
+                    .sum();
+                self.thumbprint_matches
+                    .with_label_values(&[check, "true"])
+                    .set(matching as i64);
+                self.thumbprint_matches
+                    .with_label_values(&[check, "false"])
+                    .set((seen - matching) as i64);
+            }
+            if let Some(ratio) = c.thumbprint_match_ratio {
+                self.thumbprint_match_ratio
+                    .with_label_values(&[check])
+                    .set(ratio);
+            }
+            self.policy_port
+                .with_label_values(&[check])
+                .set(i64::from(c.ports.policy_port));
+            for (vantage, table) in [("internet", &c.ports.internet), ("dmz", &c.ports.dmz)] {
+                for (port, states) in table {
+                    for (state, n) in states {
+                        self.port_probes
+                            .with_label_values(&[check, vantage, &port.to_string(), state.as_str()])
+                            .set(*n as i64);
+                    }
+                }
+            }
+            let mut listeners: BTreeMap<u16, i64> = BTreeMap::new();
+            for o in fleet.observations(check, now_ms, config.server.stale_after) {
+                if o.latest.tls_completed {
+                    *listeners.entry(o.latest.port).or_default() += 1;
+                }
+                for l in o.latest.legacy.iter().filter(|l| l.gateway_listener) {
+                    *listeners.entry(l.port).or_default() += 1;
+                }
+                if config.server.per_probe_metrics {
+                    self.probe_check_verdict
+                        .with_label_values(&[o.probe, check, o.latest.verdict.as_str()])
+                        .set(1);
+                }
+            }
+            for (port, n) in listeners {
+                self.listener_probes
+                    .with_label_values(&[check, &port.to_string()])
+                    .set(n);
+            }
+        }
+        self.render()
     }
 
     /// Renders the Prometheus text format.

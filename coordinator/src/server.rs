@@ -119,6 +119,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     ));
     let state = Arc::new(ApiState {
         hub: hub.clone(),
+        reader: store::Reader::open(&data_dir)?,
         ready: AtomicBool::new(true),
     });
     let mut tasks = Vec::new();

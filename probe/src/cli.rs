@@ -93,6 +93,10 @@ struct RunArgs {
     /// store (repeatable).
     #[arg(long = "ca-file", value_name = "PEM")]
     ca_file: Vec<PathBuf>,
+    /// Use ADDR for HOST:PORT in the checks instead of DNS, before the plan's own overrides, as
+    /// curl's --resolve (repeatable).
+    #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
+    resolve: Vec<ResolveOverride>,
     /// Most reports kept while the coordinator is unreachable; the oldest are dropped, and
     /// counted, beyond it.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -379,6 +383,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     let trust = trust_store(&args.ca_file)?;
     let mut config = crate::agent::AgentConfig::new(args.state_dir.clone(), Arc::new(trust));
     config.coordinators = args.coordinators.clone();
+    config.overrides = args.resolve.clone();
     config.spool_limits.max_reports = args.spool_max_reports.max(1);
     let rt = runtime()?;
     rt.block_on(async move {

@@ -5,6 +5,7 @@
 //!
 //! Everything binds to loopback or lives in a namespace the test made itself.
 
+pub mod lab;
 pub mod netns;
 pub mod pki;
 pub mod process;

@@ -171,12 +171,22 @@ pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option
 
 /// A plain HTTP/1.1 GET on loopback; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http(addr, "GET", path, "")
+}
+
+/// A plain HTTP/1.1 POST of a JSON body on loopback; returns (status, body).
+pub fn http_post_json(addr: SocketAddr, path: &str, json: &str) -> Result<(u16, String)> {
+    http(addr, "POST", path, json)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

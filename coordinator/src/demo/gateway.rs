@@ -53,6 +53,8 @@ pub struct GatewaySim {
     pub ca_pem: String,
     /// The certificate the gateway serves.
     pub served_thumbprint: String,
+    /// The certificate the SMP's bindings serve.
+    pub smp_thumbprint: String,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -199,6 +201,7 @@ impl GatewaySim {
             policy_thumbprint,
             ca_pem: ca.pem,
             served_thumbprint: served.thumbprint,
+            smp_thumbprint: good.thumbprint,
             tasks,
         })
     }

@@ -6,7 +6,6 @@
 pub mod gateway;
 pub mod keys;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::Labels;
 
 use crate::config::{CheckConfig, Config, ServerConfig};
+use crate::diagnose::Role;
 use crate::server::{self, Running};
 use crate::store;
 use gateway::{GatewaySim, GATEWAY, SMP};
@@ -102,7 +102,12 @@ pub fn demo_config(
         } else {
             vec![]
         },
-        expect_thumbprint: cemwatch_shared::Thumbprint::parse(&sim.policy_thumbprint).ok(),
+        expect_thumbprint: cemwatch_shared::Thumbprint::parse(if host == GATEWAY {
+            &sim.policy_thumbprint
+        } else {
+            &sim.smp_thumbprint
+        })
+        .ok(),
         require_san: vec![if host == GATEWAY {
             SMP.into()
         } else {
@@ -114,6 +119,11 @@ pub fn demo_config(
         handshake_timeout: Duration::from_secs(5),
         resolve: vec![format!("{host}:*:127.0.0.1")],
         select,
+        role: if host == GATEWAY {
+            Role::Gateway
+        } else {
+            Role::Smp
+        },
     };
     let dmz: Labels = [("vantage".to_string(), "dmz".to_string())]
         .into_iter()
@@ -127,8 +137,11 @@ pub fn demo_config(
             probe_cert_ttl: Duration::from_secs(7 * 86_400),
             server_names: vec![],
             max_connections: 10_000,
+            max_sites: 50,
+            per_probe_metrics: false,
             trust_shared_ca_probes: false,
         },
+        diagnosis: crate::diagnose::Thresholds::default(),
         checks: vec![
             check("gateway", GATEWAY, sim.policy_port, Labels::new()),
             check("smp-agent-site", SMP, sim.smp_agent_port, dmz.clone()),
@@ -228,36 +241,14 @@ impl Demo {
     }
 }
 
-/// One screen of fleet summary.
+/// One screen of fleet summary (the same view as `cemwatch status`).
 pub fn render_summary(running: &Running) -> String {
     let s = crate::api::summary(&running.hub);
-    let mut out = format!(
-        "fleet: {} connected, {} disconnected, {} stale\n",
-        s.probes.connected, s.probes.disconnected, s.probes.stale
-    );
-    for c in &s.checks {
-        let codes: BTreeMap<_, _> = c.codes.iter().collect();
-        let codes = if codes.is_empty() {
-            "-".to_string()
-        } else {
-            codes
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        out.push_str(&format!(
-            "  {:<16} ok {:>3}  warn {:>3}  fail {:>3}   findings: {codes}\n",
-            c.check, c.verdicts.ok, c.verdicts.warn, c.verdicts.fail
-        ));
-        for cert in &c.certificates {
-            out.push_str(&format!(
-                "  {:<16} certificate {} seen by {} probes\n",
-                "", cert.thumbprint_sha1, cert.observers
-            ));
-        }
-    }
-    out
+    crate::status::render_status(
+        &s,
+        &format!("http://{}", running.http_addr),
+        crate::status::colour(),
+    )
 }
 
 /// Runs the demo until Ctrl-C (or the duration), printing the fleet every few seconds.

@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Local DNS overrides (`--resolve`), taking precedence over the plan's.
+    pub overrides: Vec<crate::check::ResolveOverride>,
 }
 
 impl AgentConfig {
@@ -52,8 +54,9 @@ impl AgentConfig {
             trust,
             spool_limits: SpoolLimits::default(),
             max_concurrent_checks: 4,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
+            overrides: Vec::new(),
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct Shared {
     pub trust: Arc<TrustStore>,
     /// Bounds concurrent checks.
     pub check_slots: Semaphore,
+    /// Local DNS overrides, before the plan's.
+    pub overrides: Vec<crate::check::ResolveOverride>,
     /// Counters.
     pub stats: AgentStats,
 }
@@ -119,6 +124,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         spool_changed: Notify::new(),
         trust: config.trust.clone(),
         check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
+        overrides: config.overrides.clone(),
         stats: AgentStats::default(),
     });
     let (plan_tx, plan_rx) = watch::channel::<Option<Plan>>(shared.state.plan());

@@ -39,7 +39,8 @@ fn now_ms() -> u64 {
 pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport {
     let _permit = shared.check_slots.acquire().await;
     let mut ctx = CheckContext::new(shared.trust.clone());
-    ctx.overrides = planned
+    ctx.overrides = shared.overrides.clone();
+    ctx.overrides.extend(planned
         .resolve
         .iter()
         .filter_map(|r| match r.parse::<ResolveOverride>() {
@@ -48,8 +49,7 @@ pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport
                 tracing::warn!(check = %planned.name, error = %e, "ignoring a bad resolve override in the plan");
                 None
             }
-        })
-        .collect();
+        }));
     ctx.connect_timeout = Duration::from_millis(planned.connect_timeout_ms.max(100));
     ctx.handshake_timeout = Duration::from_millis(planned.handshake_timeout_ms.max(100));
     let spec = CheckSpec {
@@ -137,8 +137,11 @@ pub async fn run(
                 }
                 request = now_rx.recv() => {
                     let Some((id, names)) = request else { return };
-                    match &current {
-                        Some(plan) => { rounds.spawn(round(shared.clone(), plan.clone(), id, names)); }
+                    // The newest plan, even if its change has not been handled above yet: a
+                    // ProbeNow often follows a (re)connection's plan immediately.
+                    let latest = plan_rx.borrow().clone();
+                    match latest {
+                        Some(plan) => { rounds.spawn(round(shared.clone(), plan, id, names)); }
                         None => tracing::warn!(round = id, "probe-now before any plan: nothing to run"),
                     }
                 }
