@@ -149,7 +149,10 @@ impl CoordinatorCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
+        // Backdated a little for clock skew, but never by a large part of a short lifetime:
+        // probes renew at half-life.
+        let backdate = (ttl.as_secs() / 10).min(300) as i64;
+        params.not_before = now - time::Duration::seconds(backdate);
         params.not_after = now + time::Duration::seconds(ttl.as_secs() as i64);
         let serial = random_serial();
         params.serial_number = Some(SerialNumber::from_slice(&serial));

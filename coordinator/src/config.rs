@@ -249,9 +249,9 @@ impl Config {
             .probe_cert_ttl
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(7 * 86_400));
-        if probe_cert_ttl < Duration::from_secs(3600) {
+        if probe_cert_ttl < Duration::from_secs(30) {
             problems.push(format!(
-                "{origin}: server.probe_cert_ttl: at least 1h, so probes can renew in time (they renew at half-life)"
+                "{origin}: server.probe_cert_ttl: at least 30s (days in production), so probes can renew in time (they renew at half-life)"
             ));
         }
         for name in &server.server_names {

@@ -772,3 +772,61 @@ fn a_probe_restarted_with_a_full_spool_delivers_it() {
     assert_eq!(stored + left, produced);
     drop(coord);
 }
+
+#[test]
+fn a_short_lived_certificate_is_renewed_over_the_live_connection() {
+    let lab = lab();
+    let port = free_udp_port().expect("port");
+    let config = write_config(&lab, port, &["gateway"]);
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        text.replace(
+            "stale_after = \"30s\"",
+            "stale_after = \"30s\"\nprobe_cert_ttl = \"30s\"",
+        ),
+    )
+    .expect("write");
+    let mut coord = start_coordinator(&config);
+    let state = lab.dir.path().join("r1");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu-west", "r1", "1h"),
+        &state,
+    );
+    let first = std::fs::read(state.join("probe.crt")).expect("cert");
+    let enrolled = std::time::Instant::now();
+    let mut probe = run_probe("r1", &state, &lab.ca_file);
+    probe
+        .wait_for("client certificate renewed", Duration::from_secs(40))
+        .expect("renewed");
+    let renewed = std::fs::read(state.join("probe.crt")).expect("cert");
+    assert_ne!(first, renewed, "a new certificate was stored");
+    // Once the first certificate has expired, a fresh connection must use the renewed one.
+    let wait = Duration::from_secs(32).saturating_sub(enrolled.elapsed());
+    std::thread::sleep(wait);
+    coord.proc.terminate(Duration::from_secs(10));
+    let coord = start_coordinator(&config);
+    eventually(
+        "reconnected with the renewed certificate",
+        Duration::from_secs(60),
+        || {
+            let probes = get_json(coord.http, "/api/v1/probes");
+            (probes[0]["state"] == "connected").then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nPROBE:\n{}\nCOORDINATOR:\n{}",
+            probe.log(),
+            coord.proc.log()
+        )
+    });
+    assert_eq!(
+        metric(
+            coord.http,
+            "cemwatch_connections_refused_total{reason=\"expired\"}"
+        ),
+        0.0
+    );
+}

@@ -30,6 +30,16 @@ pub fn needs_renewal(cert_der: &[u8]) -> bool {
     now >= from + (to - from) / 2
 }
 
+/// How often to look at the certificate's age: a tenth of its lifetime, between 5 s and 1 h.
+pub fn renewal_check_interval(cert_der: &[u8]) -> Duration {
+    let Ok(cert) = crate::check::cert::parse(cert_der) else {
+        return Duration::from_secs(3600);
+    };
+    let life = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
+        .max(0) as u64;
+    Duration::from_secs((life / 10).clamp(5, 3600))
+}
+
 /// Runs one session until the connection ends.
 pub async fn run(
     shared: &Arc<Shared>,
@@ -114,7 +124,13 @@ pub async fn run(
         async move {
             let mut renewal_checked = None::<std::time::Instant>;
             loop {
-                if renewal_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                let every = shared
+                    .state
+                    .cert_der()
+                    .ok()
+                    .map(|c| renewal_check_interval(&c))
+                    .unwrap_or(Duration::from_secs(3600));
+                if renewal_checked.is_none_or(|t| t.elapsed() > every) {
                     renewal_checked = Some(std::time::Instant::now());
                     if let (Ok(cert), Ok((key_pem, _))) =
                         (shared.state.cert_der(), shared.state.key())
@@ -161,7 +177,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = shared.spool_changed.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5).min(every)) => {}
                 }
             }
             #[allow(unreachable_code)]
