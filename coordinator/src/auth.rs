@@ -1,6 +1,13 @@
 //! Who may connect: mutual TLS against the coordinator CA, then the probe's name (its
 //! certificate's common name) must be known and not revoked. Connections without a client
 //! certificate are let through the handshake only to enrol. Every refusal is counted by reason.
+//!
+//! Scale-out: coordinators of one deployment may share one CA (the same `ca/` files in each
+//! data directory). With `[server] trust_shared_ca_probes = true`, a probe unknown here but
+//! holding a valid certificate of that CA (which only an enrolment at one of them issues) is
+//! accepted and recorded on its first `Hello` ([`adopt_on_hello`]), so the probe's ordered
+//! coordinator list fails over. Revocation stays per coordinator: revoke on each
+//! (`cemwatch probe revoke NAME --even-if-unseen`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -13,8 +20,12 @@ use rustls::{
     SignatureScheme,
 };
 
+use cemwatch_shared::wire::Labels;
+
 use crate::ca::common_name;
+use crate::ingest::Hub;
 use crate::metrics::Metrics;
+use crate::store;
 
 /// Names of known and revoked probes, shared with the verifier.
 #[derive(Debug, Default)]
@@ -23,6 +34,8 @@ pub struct AuthState {
     pub known: HashSet<String>,
     /// Probes that were revoked.
     pub revoked: HashSet<String>,
+    /// Accept unknown probes with a valid certificate of this CA (`trust_shared_ca_probes`).
+    pub adopt_unknown: bool,
 }
 
 /// The client certificate verifier of the QUIC endpoint.
@@ -104,7 +117,10 @@ impl ClientCertVerifier for ProbeVerifier {
             ));
         };
         let (known, revoked) = match self.auth.read() {
-            Ok(a) => (a.known.contains(&name), a.revoked.contains(&name)),
+            Ok(a) => (
+                a.known.contains(&name) || a.adopt_unknown,
+                a.revoked.contains(&name),
+            ),
             Err(_) => (false, false),
         };
         if revoked {
@@ -143,4 +159,59 @@ impl ClientCertVerifier for ProbeVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Records a probe that enrolled at another coordinator sharing this CA on its first `Hello`
+/// here (the verifier let it through because `trust_shared_ca_probes` is on), with the labels
+/// it reports and its certificate's serial and expiry. Does nothing for a known probe.
+pub async fn adopt_on_hello(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    name: &str,
+    labels: &Labels,
+    agent_version: &str,
+) -> anyhow::Result<()> {
+    let (known, adopt) = hub
+        .auth
+        .read()
+        .map(|a| (a.known.contains(name), a.adopt_unknown))
+        .map_err(|_| anyhow::anyhow!("auth lock poisoned"))?;
+    if known {
+        return Ok(());
+    }
+    if !adopt {
+        anyhow::bail!("probe {name:?} is not enrolled here (trust_shared_ca_probes is off)");
+    }
+    let (serial, not_after) = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| {
+            let cert = cemwatch_probe::check::cert::parse(chain.first()?.as_ref()).ok()?;
+            Some((
+                hex::encode_upper(cert.raw_serial()),
+                cert.validity().not_after.timestamp(),
+            ))
+        })
+        .ok_or_else(|| anyhow::anyhow!("probe {name:?} presented no readable certificate"))?;
+    let (n, l, v) = (name.to_string(), labels.clone(), agent_version.to_string());
+    let recorded = hub
+        .writer
+        .exec(move |db| store::adopt(db, &n, &l, &v, &serial, not_after))
+        .await?;
+    if let Ok(mut a) = hub.auth.write() {
+        a.known.insert(name.to_string());
+    }
+    if let Ok(mut fleet) = hub.fleet.write() {
+        let view = fleet.probes.entry(name.to_string()).or_default();
+        view.labels = labels.clone();
+        view.last_seen_ms = store::now_ms();
+    }
+    if recorded {
+        tracing::info!(
+            probe = name,
+            ?labels,
+            "probe enrolled at another coordinator sharing this CA: recorded on its first Hello"
+        );
+    }
+    Ok(())
 }

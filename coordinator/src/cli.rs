@@ -203,6 +203,10 @@ struct ProbeRevokeArgs {
     name: String,
     #[command(flatten)]
     store: StoreArgs,
+    /// Record the name as revoked even if this coordinator has never seen the probe: with
+    /// coordinators sharing a CA (`trust_shared_ca_probes`), revoke on each of them.
+    #[arg(long)]
+    even_if_unseen: bool,
 }
 
 #[derive(Debug, Args)]
@@ -449,12 +453,17 @@ fn probe_list(args: ProbeListArgs) -> Result<u8> {
 
 fn probe_revoke(args: ProbeRevokeArgs) -> Result<u8> {
     let db = store::open(&args.store.data_dir()?)?;
+    if args.even_if_unseen {
+        store::revoke_unseen(&db, &args.name)?;
+        println!("revoked {}: refused here from its next handshake, whether or not this coordinator has seen it; revoke it on every coordinator that shares the CA", args.name);
+        return Ok(0);
+    }
     if store::revoke(&db, &args.name)? {
         println!("revoked {}: refused from its next handshake; a running coordinator closes its connection within a second", args.name);
         Ok(0)
     } else {
         eprintln!(
-            "cemwatch: no probe named {:?}; see `cemwatch probe list`",
+            "cemwatch: no probe named {:?}; see `cemwatch probe list` (a probe enrolled at another coordinator sharing this CA: add --even-if-unseen)",
             args.name
         );
         Ok(EXIT_CONFIG)

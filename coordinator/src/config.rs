@@ -63,6 +63,11 @@ pub struct ServerConfig {
     pub max_sites: usize,
     /// Export per-probe series (off by default: they grow with the fleet).
     pub per_probe_metrics: bool,
+    /// Accept probes enrolled at another coordinator that shares this coordinator's CA (the
+    /// same `ca/` files in both data directories), recording each on its first `Hello`: what
+    /// makes a probe's ordered coordinator list fail over. Off by default: then only probes
+    /// enrolled here are accepted.
+    pub trust_shared_ca_probes: bool,
 }
 
 /// One `[[check]]`.
@@ -153,6 +158,7 @@ struct RawServer {
     max_connections: Option<usize>,
     max_sites: Option<usize>,
     per_probe_metrics: Option<bool>,
+    trust_shared_ca_probes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +231,7 @@ impl Config {
             max_connections: None,
             max_sites: None,
             per_probe_metrics: None,
+            trust_shared_ca_probes: None,
         });
         let data_dir = server
             .data_dir
@@ -268,6 +275,7 @@ impl Config {
             max_connections: server.max_connections.unwrap_or(200_000),
             max_sites: server.max_sites.unwrap_or(50).max(1),
             per_probe_metrics: server.per_probe_metrics.unwrap_or(false),
+            trust_shared_ca_probes: server.trust_shared_ca_probes.unwrap_or(false),
         };
         let mut diagnosis = crate::diagnose::Thresholds::default();
         if let Some(d) = raw.diagnosis {
@@ -489,5 +497,17 @@ select = { vantage = "dmz" }
 
         let e = parse("[server]\n").unwrap_err();
         assert!(e.to_string().contains("no [[check]]"), "{e}");
+    }
+
+    #[test]
+    fn shared_ca_probes_are_refused_unless_asked_for() {
+        assert!(!parse(GOOD).expect("valid").server.trust_shared_ca_probes);
+        let text = GOOD.replace(
+            "stale_after = \"3m\"",
+            "stale_after = \"3m\"\ntrust_shared_ca_probes = true",
+        );
+        assert!(parse(&text).expect("valid").server.trust_shared_ca_probes);
+        let e = parse(&text.replace("= true", "= \"yes\"")).unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:7:"), "{e}");
     }
 }

@@ -369,7 +369,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             ToCoordinator::Hello {
                 probe,
                 agent_version,
-                ..
+                labels,
             },
         ) => {
             if probe != name {
@@ -382,6 +382,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 )
                 .await;
             }
+            crate::auth::adopt_on_hello(hub, &conn, &name, &labels, &agent_version).await?;
             session(hub, conn, send, recv, name, agent_version).await
         }
         (None, _) => {

@@ -91,7 +91,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     ));
     let (known, revoked) = store::auth_sets(&db)?;
     drop(db);
-    let auth = Arc::new(RwLock::new(AuthState { known, revoked }));
+    let auth = Arc::new(RwLock::new(AuthState {
+        known,
+        revoked,
+        adopt_unknown: config.server.trust_shared_ca_probes,
+    }));
     let metrics = Metrics::new();
 
     let endpoint = quinn::Endpoint::server(
@@ -223,6 +227,9 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 }
                 if *old == new {
                     continue;
+                }
+                if let Ok(mut a) = hub.auth.write() {
+                    a.adopt_unknown = new.server.trust_shared_ca_probes;
                 }
                 let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
                 tx.send_replace(Arc::new(new));

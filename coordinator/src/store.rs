@@ -179,6 +179,38 @@ pub fn revoke(conn: &Connection, name: &str) -> Result<bool> {
     Ok(n > 0)
 }
 
+/// Revokes a probe this coordinator has never seen: with coordinators sharing a CA, a probe
+/// enrolled elsewhere would otherwise be accepted here on failover. Records the name as
+/// revoked (no labels, no certificate); an existing probe is revoked as by [`revoke`].
+pub fn revoke_unseen(conn: &Connection, name: &str) -> Result<()> {
+    if !revoke(conn, name)? {
+        let now = now_ms();
+        conn.execute(
+            "INSERT OR IGNORE INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, revoked_at) VALUES (?1, '{}', ?2, '', 0, ?2)",
+            params![name, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records a probe that enrolled at another coordinator sharing this CA, on its first `Hello`
+/// here, with the labels it reports. Returns false when the probe was already known.
+pub fn adopt(
+    conn: &Connection,
+    name: &str,
+    labels: &Labels,
+    agent_version: &str,
+    cert_serial: &str,
+    cert_not_after: i64,
+) -> Result<bool> {
+    let now = now_ms();
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, last_seen, agent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6)",
+        params![name, labels_json(labels), now, cert_serial, cert_not_after, agent_version],
+    )?;
+    Ok(n > 0)
+}
+
 /// Names of known and of revoked probes.
 pub fn auth_sets(conn: &Connection) -> Result<(HashSet<String>, HashSet<String>)> {
     let mut known = HashSet::new();
@@ -671,5 +703,36 @@ mod tests {
         assert!(enrol(&mut db, &id3, &secret3, "p4", "v", issue)
             .expect("db")
             .is_ok());
+    }
+
+    #[test]
+    fn probes_from_a_shared_ca_are_adopted_once_and_unseen_ones_can_be_revoked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path()).expect("open");
+        let labels: Labels = [("site".to_string(), "eu".to_string())].into();
+        assert!(adopt(&db, "p1", &labels, "v", "0A", 1).expect("db"));
+        assert!(
+            !adopt(&db, "p1", &Labels::new(), "v", "0B", 2).expect("db"),
+            "once"
+        );
+        let p1 = probe(&db, "p1").expect("db").expect("recorded");
+        assert_eq!(p1.labels, labels, "the first Hello's labels stay");
+        assert_eq!(p1.cert_serial, "0A");
+        assert!(p1.last_seen.is_some());
+
+        revoke_unseen(&db, "p2").expect("db");
+        revoke_unseen(&db, "p1").expect("db");
+        let (known, revoked) = auth_sets(&db).expect("db");
+        assert!(known.contains("p2") && revoked.contains("p2"));
+        assert!(revoked.contains("p1"));
+        assert!(
+            !adopt(&db, "p2", &labels, "v", "0C", 3).expect("db"),
+            "a revoked name is never adopted"
+        );
+        assert!(probe(&db, "p2")
+            .expect("db")
+            .expect("row")
+            .revoked_at
+            .is_some());
     }
 }

@@ -139,6 +139,7 @@ pub fn demo_config(
             max_connections: 10_000,
             max_sites: 50,
             per_probe_metrics: false,
+            trust_shared_ca_probes: false,
         },
         diagnosis: crate::diagnose::Thresholds::default(),
         checks: vec![

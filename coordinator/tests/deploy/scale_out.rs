@@ -1,0 +1,366 @@
+//! Scale-out: two coordinators sharing one CA, each with its own data directory, store and
+//! ports; probes split between them, each with an ordered coordinator list; one real
+//! Prometheus scraping both, with the fleet recording rules of `deploy/prometheus/`. Killing
+//! one coordinator moves its probes to the other, and the fleet sums stay right.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cemwatch_tests::pki::{Ca, LeafSpec};
+use cemwatch_tests::process::{eventually, http_get, Proc};
+use cemwatch_tests::server::TlsServer;
+use serde_json::Value;
+
+use crate::common::{
+    admin, deploy, enroll_ok, get_json, metric, run_probe, start_coordinator, token, tool,
+    urlencode, Coordinator, REQUIRE_PROMETHEUS,
+};
+
+const GW: &str = "gateway.example.com";
+const SMP: &str = "smp.example.net";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A gateway on loopback and a directory for one test.
+struct Lab {
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    gateway: TlsServer,
+    thumbprint: String,
+}
+
+fn lab() -> Lab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Ca::root("Lab Root CA").expect("root");
+    let ca_file = root.write_pem(dir.path()).expect("ca");
+    let leaf = root.issue(&LeafSpec::good(&[SMP, GW])).expect("leaf");
+    let gateway = TlsServer::start(&leaf).expect("gateway");
+    Lab {
+        thumbprint: leaf.thumbprint(),
+        dir,
+        ca_file,
+        gateway,
+    }
+}
+
+/// Writes `NAME/cemwatch.toml` (data in `NAME/data`) and returns its path.
+fn write_config(lab: &Lab, name: &str, shared_ca: bool) -> PathBuf {
+    let dir = lab.dir.path().join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let text = format!(
+        "[server]\nquic_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"30s\"\n{}\n[[check]]\nname = \"gateway\"\nhost = \"{GW}\"\nport = {}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1s\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n",
+        if shared_ca {
+            "trust_shared_ca_probes = true\n"
+        } else {
+            ""
+        },
+        lab.gateway.port(),
+        lab.thumbprint
+    );
+    let path = dir.join("cemwatch.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Copies the CA of the coordinator whose data directory is `from` into `to`, before the
+/// second coordinator's first start: what an operator does (deploy/README.md, "Scale-out").
+fn share_ca(from: &Path, to: &Path) {
+    let dst = to.join("ca");
+    std::fs::create_dir_all(&dst).expect("mkdir");
+    for file in ["ca.key", "ca.pem"] {
+        std::fs::copy(from.join("ca").join(file), dst.join(file)).expect("copy CA");
+    }
+}
+
+/// Two coordinators of one deployment: `a` starts first and makes the CA, `b` gets a copy.
+fn pair(lab: &Lab, b_shares: bool) -> (Coordinator, PathBuf, Coordinator, PathBuf) {
+    let a_config = write_config(lab, "a", true);
+    let a = start_coordinator("coordinator-a", &a_config);
+    let b_config = write_config(lab, "b", b_shares);
+    share_ca(
+        &lab.dir.path().join("a/data"),
+        &lab.dir.path().join("b/data"),
+    );
+    let b = start_coordinator("coordinator-b", &b_config);
+    (a, a_config, b, b_config)
+}
+
+/// The probes a coordinator's API lists as connected, by name.
+fn connected(http: SocketAddr) -> Vec<String> {
+    let mut names: Vec<String> = get_json(http, "/api/v1/probes")
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p["state"] == "connected")
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A real Prometheus on loopback.
+struct Prometheus {
+    _proc: Proc,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts `binary` scraping `targets` every second, evaluating the fleet recording rules
+    /// of deploy/prometheus every second.
+    fn start(binary: &Path, targets: &[SocketAddr]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = deploy().join("prometheus").join("cemwatch-fleet.rules.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: cemwatch\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
+            rules.display(),
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write");
+        // Prometheus cannot listen on port 0: take a port that was free a moment ago.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = Command::new(binary);
+        cmd.arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .current_dir(dir.path());
+        let mut proc = Proc::spawn("prometheus", cmd).expect("spawn prometheus");
+        proc.wait_for("Server is ready to receive web requests", WAIT)
+            .expect("prometheus ready");
+        Self {
+            _proc: proc,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// An instant query: each series' labels and value.
+    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let path = format!("/api/v1/query?query={}", urlencode(promql));
+        let Ok((200, body)) = http_get(self.addr, &path) else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        v["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                let value = r["value"][1].as_str()?.parse().ok()?;
+                Some((r["metric"].clone(), value))
+            })
+            .collect()
+    }
+
+    /// A query whose answer is one number (`None` while it has no series).
+    fn scalar(&self, promql: &str) -> Option<f64> {
+        let r = self.query(promql);
+        (r.len() == 1).then(|| r[0].1)
+    }
+
+    /// The value of `promql` per scraped coordinator (its `instance` label).
+    fn per_instance(&self, promql: &str) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = self
+            .query(promql)
+            .into_iter()
+            .map(|(m, v)| (m["instance"].as_str().unwrap_or("").to_string(), v))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+const CONNECTED: &str = "sum(cemwatch_probes{state=\"connected\"})";
+
+#[test]
+fn two_coordinators_behind_one_prometheus_keep_the_fleet_sum_through_a_failover() {
+    let test = "two_coordinators_behind_one_prometheus_keep_the_fleet_sum_through_a_failover";
+    let Some(prometheus) = tool(
+        "prometheus",
+        test,
+        REQUIRE_PROMETHEUS,
+        "apt-get install prometheus",
+    ) else {
+        return;
+    };
+    let lab = lab();
+    let (mut a, a_config, b, b_config) = pair(&lab, true);
+
+    // Four probes split between the coordinators; each lists its own first, the other second.
+    let mut probes = Vec::new();
+    for (name, site, home) in [
+        ("p1", "eu-west", "a"),
+        ("p2", "eu-north", "a"),
+        ("p3", "us-east", "b"),
+        ("p4", "ap-south", "b"),
+    ] {
+        let (config, order) = if home == "a" {
+            (&a_config, [a.quic, b.quic])
+        } else {
+            (&b_config, [b.quic, a.quic])
+        };
+        let state = lab.dir.path().join(name);
+        let t = token(config, &format!("site={site},vantage=internet"), name);
+        enroll_ok(order[0], &t, &state);
+        probes.push(run_probe(name, &state, &lab.ca_file, &order));
+    }
+    let total = probes.len() as f64;
+
+    let prom = Prometheus::start(&prometheus, &[a.http, b.http]);
+    let (a_instance, b_instance) = (a.http.to_string(), b.http.to_string());
+    eventually(
+        "both coordinators scraped with their own probes",
+        WAIT,
+        || {
+            let split = prom.per_instance("cemwatch_probes{state=\"connected\"}");
+            (split == vec![(a_instance.clone(), 2.0), (b_instance.clone(), 2.0)]
+                || split == vec![(b_instance.clone(), 2.0), (a_instance.clone(), 2.0)])
+            .then_some(())
+        },
+    )
+    .expect("split 2 + 2");
+    assert_eq!(connected(a.http), vec!["p1", "p2"]);
+    assert_eq!(connected(b.http), vec!["p3", "p4"]);
+    eventually("the fleet sums before the failover", WAIT, || {
+        (prom.scalar(CONNECTED) == Some(total)
+            && prom.scalar("fleet:cemwatch_probes:sum{state=\"connected\"}") == Some(total)
+            && prom.scalar("fleet:cemwatch_coordinators:count") == Some(2.0)
+            && prom.scalar("fleet:cemwatch_check_probes:sum{check=\"gateway\",verdict=\"ok\"}")
+                == Some(total))
+        .then_some(())
+    })
+    .expect("sums before");
+    println!("before: {CONNECTED} = {total} over 2 coordinators (2 + 2), recording rules agree");
+
+    // Kill one coordinator the hard way: no goodbye to its probes.
+    let killed = Instant::now();
+    a.proc.kill9();
+    eventually("Prometheus sees the killed coordinator down", WAIT, || {
+        (prom.scalar(&format!("up{{instance=\"{a_instance}\"}}")) == Some(0.0)).then_some(())
+    })
+    .expect("down");
+    // The probes notice at the QUIC idle timeout (60 s), then try their next coordinator.
+    let moved = eventually(
+        "the killed coordinator's probes connected at the other",
+        Duration::from_secs(150),
+        || {
+            (prom.scalar(CONNECTED) == Some(total)
+                && prom.per_instance("cemwatch_probes{state=\"connected\"}")
+                    == vec![(b_instance.clone(), total)])
+            .then(|| killed.elapsed())
+        },
+    )
+    .expect("failover");
+    assert_eq!(connected(b.http), vec!["p1", "p2", "p3", "p4"]);
+    eventually("the fleet sums after the failover", WAIT, || {
+        (prom.scalar("fleet:cemwatch_probes:sum{state=\"connected\"}") == Some(total)
+            && prom.scalar("fleet:cemwatch_coordinators:count") == Some(1.0)
+            && prom.scalar("fleet:cemwatch_check_probes:sum{check=\"gateway\",verdict=\"ok\"}")
+                == Some(total))
+        .then_some(())
+    })
+    .expect("sums after");
+    // The survivor recorded the probes it had never seen with the labels they enrolled with.
+    let listed = get_json(b.http, "/api/v1/probes").expect("probes");
+    let p1 = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "p1"))
+        .expect("p1 at the survivor");
+    assert_eq!(p1["labels"]["site"], "eu-west", "{p1}");
+    println!(
+        "after kill -9 of one coordinator: {CONNECTED} = {total} at the survivor, {:.1} s after the kill",
+        moved.as_secs_f64()
+    );
+
+    for p in &mut probes {
+        p.terminate(Duration::from_secs(10));
+    }
+    drop(prom);
+    drop(b);
+}
+
+#[test]
+fn shared_ca_probes_are_refused_until_allowed_and_revocation_reaches_unseen_probes() {
+    let lab = lab();
+    let (a, a_config, mut b, b_config) = pair(&lab, false);
+
+    // A probe enrolled at `a`, reporting only to `b`, which shares the CA but not the setting.
+    let p1_state = lab.dir.path().join("p1");
+    enroll_ok(
+        a.quic,
+        &token(&a_config, "site=eu-west,vantage=internet", "p1"),
+        &p1_state,
+    );
+    let _p1 = run_probe("p1", &p1_state, &lab.ca_file, &[b.quic]);
+    eventually("b refuses a probe it did not enrol", WAIT, || {
+        (metric(
+            b.http,
+            "cemwatch_connections_refused_total{reason=\"unknown_probe\"}",
+        ) >= 1.0)
+            .then_some(())
+    })
+    .expect("refused");
+    assert!(connected(b.http).is_empty());
+
+    // Allowed by configuration (reloaded on SIGHUP, as systemd's ExecReload sends it).
+    let text = std::fs::read_to_string(&b_config).expect("read");
+    std::fs::write(
+        &b_config,
+        text.replace(
+            "stale_after = \"30s\"\n",
+            "stale_after = \"30s\"\ntrust_shared_ca_probes = true\n",
+        ),
+    )
+    .expect("write");
+    let _ = Command::new("kill")
+        .args(["-HUP", &b.proc.pid().to_string()])
+        .status();
+    b.proc
+        .wait_for("configuration reloaded", WAIT)
+        .expect("reloaded");
+    eventually("b accepts p1 and records it", WAIT, || {
+        (connected(b.http) == vec!["p1"]).then_some(())
+    })
+    .expect("adopted");
+    let (code, listed, _) = admin(&["probe", "list", "--output", "json"], &b_config);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(listed[0]["name"], "p1");
+    assert_eq!(listed[0]["labels"]["site"], "eu-west");
+    assert_eq!(listed[0]["labels"]["vantage"], "internet");
+
+    // Revoking a probe b has never seen needs --even-if-unseen; then b refuses it too.
+    let p2_state = lab.dir.path().join("p2");
+    enroll_ok(a.quic, &token(&a_config, "site=eu-north", "p2"), &p2_state);
+    let (code, _, err) = admin(&["probe", "revoke", "p2"], &b_config);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--even-if-unseen"), "{err}");
+    let (code, out, err) = admin(&["probe", "revoke", "p2", "--even-if-unseen"], &b_config);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked p2"), "{out}");
+    let mut p2 = run_probe("p2", &p2_state, &lab.ca_file, &[b.quic]);
+    eventually("b refuses the revoked p2", WAIT, || {
+        (metric(
+            b.http,
+            "cemwatch_connections_refused_total{reason=\"revoked\"}",
+        ) >= 1.0)
+            .then_some(())
+    })
+    .expect("refused");
+    p2.wait_for("refused this probe's certificate", WAIT)
+        .expect("the probe says why");
+    assert_eq!(connected(b.http), vec!["p1"]);
+    drop(a);
+}
