@@ -79,8 +79,10 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.stream_receive_window(window);
     t.receive_window(window);
     t.send_window(2 * wire::MAX_FRAME as u64);
-    t.keep_alive_interval(Some(Duration::from_secs(15)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(60)) {
+    // A dead peer is noticed within the idle timeout, which bounds how fast a probe fails over
+    // after a coordinator crash; keep-alives (a few bytes) keep the connection and NAT alive.
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
         t.max_idle_timeout(Some(idle));
     }
     t
