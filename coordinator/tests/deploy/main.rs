@@ -6,5 +6,6 @@
 //! Prometheus summing both.
 
 mod common;
+mod dashboards;
 mod files;
 mod scale_out;

@@ -9,13 +9,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cemwatch_tests::pki::{Ca, LeafSpec};
-use cemwatch_tests::process::{eventually, http_get, Proc};
+use cemwatch_tests::process::eventually;
 use cemwatch_tests::server::TlsServer;
 use serde_json::Value;
 
 use crate::common::{
-    admin, deploy, enroll_ok, get_json, metric, run_probe, start_coordinator, token, tool,
-    urlencode, Coordinator, REQUIRE_PROMETHEUS,
+    admin, enroll_ok, get_json, metric, run_probe, start_coordinator, token, tool, Coordinator,
+    Prometheus, REQUIRE_PROMETHEUS,
 };
 
 const GW: &str = "gateway.example.com";
@@ -97,89 +97,6 @@ fn connected(http: SocketAddr) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// A real Prometheus on loopback.
-struct Prometheus {
-    _proc: Proc,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    /// Starts `binary` scraping `targets` every second, evaluating the fleet recording rules
-    /// of deploy/prometheus every second.
-    fn start(binary: &Path, targets: &[SocketAddr]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rules = deploy().join("prometheus").join("cemwatch-fleet.rules.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: cemwatch\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
-            rules.display(),
-            targets.join(", ")
-        );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write");
-        // Prometheus cannot listen on port 0: take a port that was free a moment ago.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = Command::new(binary);
-        cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .current_dir(dir.path());
-        let mut proc = Proc::spawn("prometheus", cmd).expect("spawn prometheus");
-        proc.wait_for("Server is ready to receive web requests", WAIT)
-            .expect("prometheus ready");
-        Self {
-            _proc: proc,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// An instant query: each series' labels and value.
-    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
-        let path = format!("/api/v1/query?query={}", urlencode(promql));
-        let Ok((200, body)) = http_get(self.addr, &path) else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        assert_eq!(v["status"], "success", "{promql}: {body}");
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| {
-                let value = r["value"][1].as_str()?.parse().ok()?;
-                Some((r["metric"].clone(), value))
-            })
-            .collect()
-    }
-
-    /// A query whose answer is one number (`None` while it has no series).
-    fn scalar(&self, promql: &str) -> Option<f64> {
-        let r = self.query(promql);
-        (r.len() == 1).then(|| r[0].1)
-    }
-
-    /// The value of `promql` per scraped coordinator (its `instance` label).
-    fn per_instance(&self, promql: &str) -> Vec<(String, f64)> {
-        let mut out: Vec<(String, f64)> = self
-            .query(promql)
-            .into_iter()
-            .map(|(m, v)| (m["instance"].as_str().unwrap_or("").to_string(), v))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
 }
 
 const CONNECTED: &str = "sum(cemwatch_probes{state=\"connected\"})";
