@@ -15,6 +15,8 @@ use cemwatch_shared::model::{DEFAULT_GATEWAY_PORT, DEFAULT_LEGACY_PORTS, DEFAULT
 use cemwatch_shared::wire::{Labels, PlannedCheck};
 use cemwatch_shared::{Expectations, Target, Thumbprint};
 
+use crate::limits::{LimitsConfig, RawLimits};
+
 /// Exit code for a bad configuration or bad arguments (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The checks probes run.
     pub checks: Vec<CheckConfig>,
+    /// Connection, rate and size limits (the `[limits]` table).
+    pub limits: LimitsConfig,
 }
 
 /// The `[server]` table.
@@ -55,8 +59,6 @@ pub struct ServerConfig {
     pub probe_cert_ttl: Duration,
     /// Extra DNS names for the coordinator's server certificate.
     pub server_names: Vec<String>,
-    /// Most probe connections at once.
-    pub max_connections: usize,
 }
 
 /// One `[[check]]`.
@@ -122,6 +124,7 @@ struct RawConfig {
     server: Option<RawServer>,
     #[serde(default, rename = "check")]
     checks: Vec<RawCheck>,
+    limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,7 +137,8 @@ struct RawServer {
     probe_cert_ttl: Option<HumanDuration>,
     #[serde(default)]
     server_names: Vec<String>,
-    max_connections: Option<usize>,
+    /// Moved to `limits.max_connections`; still accepted here.
+    max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +199,7 @@ impl Config {
         let mut problems = Vec::new();
         let at = |span: std::ops::Range<usize>| format!("{origin}:{}", line_of(text, span.start));
 
-        let server = raw.server.unwrap_or(RawServer {
+        let mut server = raw.server.unwrap_or(RawServer {
             quic_listen: None,
             http_listen: None,
             data_dir: None,
@@ -204,6 +208,11 @@ impl Config {
             server_names: Vec::new(),
             max_connections: None,
         });
+        let limits = raw.limits.unwrap_or_default().validate(
+            server.max_connections.take(),
+            &at,
+            &mut problems,
+        );
         let data_dir = server
             .data_dir
             .unwrap_or_else(|| PathBuf::from("cemwatch-data"));
@@ -243,7 +252,6 @@ impl Config {
             stale_after,
             probe_cert_ttl,
             server_names: server.server_names,
-            max_connections: server.max_connections.unwrap_or(200_000),
         };
 
         let mut seen = HashSet::new();
@@ -327,7 +335,11 @@ impl Config {
             });
         }
         if problems.is_empty() {
-            Ok(Self { server, checks })
+            Ok(Self {
+                server,
+                checks,
+                limits,
+            })
         } else {
             Err(ConfigError { problems })
         }
@@ -437,5 +449,72 @@ select = { vantage = "dmz" }
 
         let e = parse("[server]\n").unwrap_err();
         assert!(e.to_string().contains("no [[check]]"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked_with_their_line() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.max_frame_bytes, cemwatch_shared::wire::MAX_FRAME);
+
+        let text = format!(
+            "{GOOD}\n[limits]\nmax_connections = 500\nnew_connections_per_second = 2.5\naddress_validation = \"always\"\nidle_timeout = \"2m\"\nreports_per_second = 5\nreport_burst = 80\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.limits.max_connections, 500);
+        assert_eq!(c.limits.new_connections_per_second, 2.5);
+        assert_eq!(
+            c.limits.address_validation,
+            crate::limits::AddressValidation::Always
+        );
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(
+            (c.limits.reports_per_second, c.limits.report_burst),
+            (5.0, 80)
+        );
+
+        // The old place of max_connections still works, but not both at once.
+        let old = GOOD.replace(
+            "stale_after = \"3m\"",
+            "stale_after = \"3m\"\nmax_connections = 42",
+        );
+        assert_eq!(parse(&old).expect("valid").limits.max_connections, 42);
+        let both = format!("{old}\n[limits]\nmax_connections = 43\n");
+        let e = parse(&both).unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:7:"), "{e}");
+        assert!(
+            e.to_string().contains("moved to limits.max_connections"),
+            "{e}"
+        );
+
+        let bad = format!(
+            "{GOOD}\n[limits]\nmax_frame_bytes = 4194304\nidle_timeout = \"5s\"\nreport_burst = 0\nnew_connections_per_second = -1.0\n"
+        );
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.problems.len(), 4, "{e}");
+        let text = e.to_string();
+        for key in [
+            "limits.max_frame_bytes",
+            "limits.idle_timeout",
+            "limits.report_burst",
+            "limits.new_connections_per_second",
+        ] {
+            assert!(text.contains(key), "{key}: {e}");
+        }
+        assert!(
+            text.contains("cemwatch.toml:24: limits.max_frame_bytes"),
+            "{e}"
+        );
+
+        let e = parse(&format!("{GOOD}\n[limits]\nmax_conections = 1\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("max_conections"),
+            "unknown keys are refused: {e}"
+        );
+        let e = parse(&format!(
+            "{GOOD}\n[limits]\naddress_validation = \"sometimes\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:24:"), "{e}");
     }
 }

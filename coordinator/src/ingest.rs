@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use cemwatch_probe::transport::{read_frame, write_frame, TransportError};
+use cemwatch_probe::transport::{read_frame_max, write_frame, TransportError};
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
 
@@ -20,6 +20,7 @@ use crate::auth::AuthState;
 use crate::ca::{common_name, CoordinatorCa};
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::limits::{self, Limiter};
 use crate::metrics::Metrics;
 use crate::store::{self, Ingested, Writer};
 
@@ -60,6 +61,8 @@ pub struct Hub {
     pub auth: Arc<RwLock<AuthState>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Connection and report limits (see `limits`).
+    pub limiter: Limiter,
     live: Mutex<HashMap<String, Live>>,
     connections: AtomicUsize,
     next_id: AtomicUsize,
@@ -84,6 +87,10 @@ impl Hub {
             writer,
             ca,
             auth,
+            limiter: {
+                Limiter::register(&metrics);
+                Limiter::new()
+            },
             metrics,
             live: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
@@ -148,18 +155,15 @@ impl Hub {
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
     while let Some(incoming) = endpoint.accept().await {
-        let max = hub.config.borrow().server.max_connections;
-        if hub.connections.load(Ordering::Relaxed) >= max {
-            hub.metrics
-                .connections_refused
-                .with_label_values(&["limit"])
-                .inc();
-            incoming.refuse();
+        let open = hub.connections.load(Ordering::Relaxed);
+        let limits = hub.config.borrow().limits;
+        let Some(incoming) = limits::admit(&hub.limiter, incoming, &limits, open, &hub.metrics)
+        else {
             continue;
-        }
+        };
+        hub.connections.fetch_add(1, Ordering::Relaxed);
         let hub = hub.clone();
         tokio::spawn(async move {
-            hub.connections.fetch_add(1, Ordering::Relaxed);
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
@@ -167,7 +171,10 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
                         tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
                     }
                 }
-                Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                Err(e) => {
+                    hub.metrics.handshakes_failed.inc();
+                    tracing::debug!(%remote, error = %e, "handshake failed");
+                }
             }
             hub.connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -225,7 +232,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
         .map_err(|_| anyhow!("no stream opened within 10 s"))??;
     let first = match tokio::time::timeout(
         Duration::from_secs(10),
-        read_frame::<ToCoordinator>(&mut recv),
+        read_frame_max::<ToCoordinator>(&mut recv, limits::MAX_FIRST_FRAME),
     )
     .await
     {
@@ -524,9 +531,10 @@ async fn session_loop(
 
     // Frames are read by their own task so that a partly read frame is never lost to select!.
     let (frame_tx, mut frame_rx) = mpsc::channel::<Result<ToCoordinator, TransportError>>(64);
+    let max_frame = hub.config.borrow().limits.max_frame_bytes;
     let reader = tokio::spawn(async move {
         loop {
-            match read_frame::<ToCoordinator>(&mut recv).await {
+            match read_frame_max::<ToCoordinator>(&mut recv, max_frame).await {
                 Ok(Some(frame)) => {
                     if frame_tx.send(Ok(frame)).await.is_err() {
                         return;
@@ -550,9 +558,24 @@ async fn session_loop(
                     break Err(e.into());
                 }
                 Some(Ok(ToCoordinator::Report(report))) => {
+                    // Beyond the probe's report rate the commit waits its turn (the probe's
+                    // window of unacknowledged reports then holds it back); a flood far beyond
+                    // what the protocol allows closes the connection.
+                    let limits = hub.config.borrow().limits;
+                    let now = std::time::Instant::now();
+                    let delay = match hub.limiter.pace_report(name, &limits, &hub.metrics, now) {
+                        Ok(delay) => delay,
+                        Err(e) => {
+                            conn.close(close::REFUSED.into(), e.to_string().as_bytes());
+                            break Err(e.into());
+                        }
+                    };
                     let writer = hub.writer.clone();
                     let probe = name.to_string();
                     commits.spawn(async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let seq = report.seq;
                         let outcome = writer.report(&probe, report.clone()).await;
                         (seq, outcome, report)

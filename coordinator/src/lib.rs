@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod store;

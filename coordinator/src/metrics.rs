@@ -20,6 +20,12 @@ pub const FRAMES_REJECTED: &str = "cemwatch_frames_rejected_total";
 pub const CONNECTIONS_REFUSED: &str = "cemwatch_connections_refused_total";
 /// Enrolments, by `outcome`.
 pub const ENROLMENTS: &str = "cemwatch_enrolments_total";
+/// Connection attempts answered with a QUIC Retry (address validation).
+pub const QUIC_RETRIES: &str = "cemwatch_quic_retries_total";
+/// QUIC handshakes that failed (refused certificates, peers that gave up or refused us).
+pub const HANDSHAKES_FAILED: &str = "cemwatch_quic_handshakes_failed_total";
+/// Reports delayed by the per-probe report rate limit.
+pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
 
 /// The coordinator's metrics.
 #[derive(Debug, Clone)]
@@ -35,6 +41,12 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Enrolments by outcome.
     pub enrolments: IntCounterVec,
+    /// Connection attempts answered with a QUIC Retry.
+    pub quic_retries: IntCounter,
+    /// Failed QUIC handshakes.
+    pub handshakes_failed: IntCounter,
+    /// Reports delayed by the report rate limit.
+    pub reports_throttled: IntCounter,
     /// Probes by state.
     pub probes: IntGaugeVec,
     /// Fresh results by check and verdict.
@@ -105,6 +117,21 @@ impl Metrics {
                 ENROLMENTS,
                 "Enrolment attempts, by outcome.",
                 &["outcome"],
+            ),
+            quic_retries: counter(
+                &registry,
+                QUIC_RETRIES,
+                "Connection attempts answered with a QUIC Retry (address validation).",
+            ),
+            handshakes_failed: counter(
+                &registry,
+                HANDSHAKES_FAILED,
+                "QUIC handshakes that failed (refused certificates, peers that gave up).",
+            ),
+            reports_throttled: counter(
+                &registry,
+                REPORTS_THROTTLED,
+                "Reports delayed by the per-probe report rate limit.",
             ),
             probes: gauge_vec(
                 &registry,

@@ -586,24 +586,47 @@ mod tests {
     async fn a_report_is_stored_once_and_its_duplicates_are_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let writer = Writer::start(dir.path()).expect("writer");
-        assert_eq!(writer.report("p1", report(1)).await.expect("ok"), Ingested::Stored);
-        assert_eq!(writer.report("p1", report(1)).await.expect("ok"), Ingested::Duplicate);
-        assert_eq!(writer.report("p2", report(1)).await.expect("ok"), Ingested::Stored, "seq is per probe");
+        assert_eq!(
+            writer.report("p1", report(1)).await.expect("ok"),
+            Ingested::Stored
+        );
+        assert_eq!(
+            writer.report("p1", report(1)).await.expect("ok"),
+            Ingested::Duplicate
+        );
+        assert_eq!(
+            writer.report("p2", report(1)).await.expect("ok"),
+            Ingested::Stored,
+            "seq is per probe"
+        );
         // Many at once go through group commit and keep their own outcomes.
         let mut handles = Vec::new();
         for seq in [2u64, 3, 2, 4, 3] {
             let w = writer.clone();
-            handles.push(tokio::spawn(async move { w.report("p1", report(seq)).await.expect("ok") }));
+            handles.push(tokio::spawn(async move {
+                w.report("p1", report(seq)).await.expect("ok")
+            }));
         }
         let mut outcomes = Vec::new();
         for h in handles {
             outcomes.push(h.await.expect("join"));
         }
-        assert_eq!(outcomes.iter().filter(|o| **o == Ingested::Stored).count(), 3);
-        assert_eq!(outcomes.iter().filter(|o| **o == Ingested::Duplicate).count(), 2);
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Ingested::Stored).count(),
+            3
+        );
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == Ingested::Duplicate)
+                .count(),
+            2
+        );
         let db = open(dir.path()).expect("open");
         let stored: i64 = db
-            .query_row("SELECT COUNT(*) FROM reports WHERE probe = 'p1'", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM reports WHERE probe = 'p1'", [], |r| {
+                r.get(0)
+            })
             .expect("count");
         assert_eq!(stored, 4);
         assert_eq!(counter(&db, "reports_duplicate").expect("counter"), 3);
@@ -615,22 +638,38 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = open(dir.path()).expect("open");
         let labels: Labels = [("site".to_string(), "eu".to_string())].into();
-        let (id, secret) = create_token(&db, &labels, None, Duration::from_secs(60)).expect("token");
+        let (id, secret) =
+            create_token(&db, &labels, None, Duration::from_secs(60)).expect("token");
         let issue = |_: &str| Ok(("01".to_string(), 0));
-        let grant = enrol(&mut db, &id, &secret, "p1", "v", issue).expect("db").expect("granted");
+        let grant = enrol(&mut db, &id, &secret, "p1", "v", issue)
+            .expect("db")
+            .expect("granted");
         assert_eq!(grant.name, "p1");
         assert_eq!(grant.labels, labels);
-        assert_eq!(enrol(&mut db, &id, &secret, "p2", "v", issue).expect("db"), Err(TokenRefusal::Used));
-        assert_eq!(enrol(&mut db, &id, "wrong", "p2", "v", issue).expect("db"), Err(TokenRefusal::Unknown));
-        let (id2, secret2) = create_token(&db, &labels, None, Duration::from_millis(1)).expect("token");
+        assert_eq!(
+            enrol(&mut db, &id, &secret, "p2", "v", issue).expect("db"),
+            Err(TokenRefusal::Used)
+        );
+        assert_eq!(
+            enrol(&mut db, &id, "wrong", "p2", "v", issue).expect("db"),
+            Err(TokenRefusal::Unknown)
+        );
+        let (id2, secret2) =
+            create_token(&db, &labels, None, Duration::from_millis(1)).expect("token");
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(enrol(&mut db, &id2, &secret2, "p3", "v", issue).expect("db"), Err(TokenRefusal::Expired));
-        let (id3, secret3) = create_token(&db, &labels, None, Duration::from_secs(60)).expect("token");
+        assert_eq!(
+            enrol(&mut db, &id2, &secret2, "p3", "v", issue).expect("db"),
+            Err(TokenRefusal::Expired)
+        );
+        let (id3, secret3) =
+            create_token(&db, &labels, None, Duration::from_secs(60)).expect("token");
         assert_eq!(
             enrol(&mut db, &id3, &secret3, "p1", "v", issue).expect("db"),
             Err(TokenRefusal::NameTaken("p1".into()))
         );
         // A refused enrolment leaves the token usable.
-        assert!(enrol(&mut db, &id3, &secret3, "p4", "v", issue).expect("db").is_ok());
+        assert!(enrol(&mut db, &id3, &secret3, "p4", "v", issue)
+            .expect("db")
+            .is_ok());
     }
 }
