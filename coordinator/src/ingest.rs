@@ -329,7 +329,7 @@ async fn enrol(
                 .enrolments
                 .with_label_values(&["token_malformed"])
                 .inc();
-            return refuse(hub, conn, send, "no_certificate", e.to_string()).await;
+            return refuse(hub, conn, send, "enrolment_refused", e.to_string()).await;
         }
     };
     if token.ca_pin != hub.ca.pin() {
@@ -341,7 +341,7 @@ async fn enrol(
             hub,
             conn,
             send,
-            "no_certificate",
+            "enrolment_refused",
             "this token was issued by another coordinator".into(),
         )
         .await;
@@ -361,7 +361,7 @@ async fn enrol(
             hub,
             conn,
             send,
-            "no_certificate",
+            "enrolment_refused",
             format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'"),
         )
         .await;
@@ -427,7 +427,7 @@ async fn enrol(
                 .enrolments
                 .with_label_values(&[refusal.reason()])
                 .inc();
-            refuse(hub, conn, send, "no_certificate", refusal.to_string()).await
+            refuse(hub, conn, send, "enrolment_refused", refusal.to_string()).await
         }
         Err(e) => {
             hub.metrics.enrolments.with_label_values(&["error"]).inc();
@@ -435,7 +435,7 @@ async fn enrol(
                 hub,
                 conn,
                 send,
-                "no_certificate",
+                "enrolment_refused",
                 format!("enrolment failed: {e:#}"),
             )
             .await

@@ -155,6 +155,7 @@ impl Metrics {
         };
         for reason in [
             "no_certificate",
+            "enrolment_refused",
             "expired",
             "unknown_ca",
             "revoked",

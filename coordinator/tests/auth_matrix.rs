@@ -12,9 +12,9 @@
 //! | revoked certificate | coordinator (TLS) | `connections_refused_total{reason="revoked"}` |
 //! | valid certificate, never enrolled | coordinator (TLS) | `connections_refused_total{reason="unknown_probe"}` |
 //! | another probe's identity in `Hello` | coordinator | `connections_refused_total{reason="identity_mismatch"}` |
-//! | reused token | coordinator | `enrolments_total{outcome="token_used"}` |
-//! | expired token | coordinator | `enrolments_total{outcome="token_expired"}` |
-//! | forged token secret | coordinator | `enrolments_total{outcome="token_unknown"}` |
+//! | reused token | coordinator | `enrolments_total{outcome="token_used"}` (and `connections_refused_total{reason="enrolment_refused"}`) |
+//! | expired token | coordinator | `enrolments_total{outcome="token_expired"}` (idem) |
+//! | forged token secret | coordinator | `enrolments_total{outcome="token_unknown"}` (idem) |
 //! | token with a wrong CA pin | the probe (refuses the coordinator) | `quic_handshakes_failed_total`; the token stays unused |
 
 mod support;
@@ -381,6 +381,8 @@ fn every_way_in_is_refused_counted_and_leaves_nothing_stored() {
             );
         }
     }
+    // The three refused enrolments also closed their connections, under their own reason.
+    assert_eq!(metric(coord.http, &refused("enrolment_refused")), 3.0);
     assert_eq!(
         metric(coord.http, &enrolments("enrolled")),
         5.0,

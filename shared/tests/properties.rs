@@ -395,7 +395,12 @@ fn feed_in_pieces<T: serde::de::DeserializeOwned>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Failing cases are kept beside this file and replayed first.
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn to_coordinator_round_trips(message in to_coordinator()) {
