@@ -18,14 +18,14 @@ use cemwatch_shared::wire::{self, Report, ToCoordinator};
 use cemwatch_tests::process::eventually;
 use support::*;
 
-/// How long the flood lasts at most.
-const FLOOD: Duration = Duration::from_secs(12);
-/// Connection attempts at most.
-const ATTEMPTS: u64 = 3000;
+/// How long the flood lasts.
+const FLOOD: Duration = Duration::from_secs(10);
+/// Connection attempts, spread evenly over the flood (500 per second).
+const ATTEMPTS: u64 = 5000;
 /// Attempts in flight at once.
 const CONCURRENCY: usize = 48;
-/// UDP datagrams of garbage at most.
-const GARBAGE: u64 = 20_000;
+/// UDP datagrams of garbage, spread over the flood (3000 per second).
+const GARBAGE: u64 = 30_000;
 /// Reports the hostile probe pushes at most.
 const PUSHED_REPORTS: u64 = 2000;
 const SOURCE: &str = "127.0.0.2";
@@ -99,8 +99,10 @@ async fn one_attempt(endpoint: quinn::Endpoint, quic: SocketAddr, i: u64, tally:
     }
 }
 
-/// Thousands of connection attempts from one source, bounded in count and time.
-async fn connection_flood(quic: SocketAddr, deadline: Instant, tally: Arc<Tally>) {
+/// Thousands of connection attempts from one source, paced over the flood, bounded in count
+/// and time.
+async fn connection_flood(quic: SocketAddr, started: Instant, tally: Arc<Tally>) {
+    let deadline = started + FLOOD;
     let mut endpoints = Vec::new();
     for _ in 0..4 {
         endpoints.push(
@@ -111,6 +113,8 @@ async fn connection_flood(quic: SocketAddr, deadline: Instant, tally: Arc<Tally>
     let mut tasks = tokio::task::JoinSet::new();
     let mut i = 0u64;
     while i < ATTEMPTS && Instant::now() < deadline {
+        tokio::time::sleep_until((started + FLOOD.mul_f64(i as f64 / ATTEMPTS as f64)).into())
+            .await;
         while tasks.len() >= CONCURRENCY {
             let _ = tasks.join_next().await;
         }
@@ -124,8 +128,10 @@ async fn connection_flood(quic: SocketAddr, deadline: Instant, tally: Arc<Tally>
     }
 }
 
-/// UDP garbage and QUIC-looking Initial packets that do not decrypt, bounded in count and time.
-fn garbage_flood(quic: SocketAddr, deadline: Instant) -> u64 {
+/// UDP garbage and QUIC-looking Initial packets that do not decrypt, paced over the flood,
+/// bounded in count and time.
+fn garbage_flood(quic: SocketAddr, started: Instant) -> u64 {
+    let deadline = started + FLOOD;
     let socket = UdpSocket::bind(format!("{SOURCE}:0")).expect("udp");
     let mut state = 0x1234_5678_9abc_def0u64;
     let mut sent = 0;
@@ -146,8 +152,9 @@ fn garbage_flood(quic: SocketAddr, deadline: Instant) -> u64 {
         if socket.send_to(&packet, quic).is_ok() {
             sent += 1;
         }
-        if sent % 200 == 0 {
-            std::thread::sleep(Duration::from_millis(2));
+        if sent % 100 == 0 {
+            let due = started + FLOOD.mul_f64(sent as f64 / GARBAGE as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
     }
     sent
@@ -297,7 +304,7 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
     };
     let garbage = {
         let quic = coord.quic;
-        std::thread::spawn(move || garbage_flood(quic, deadline))
+        std::thread::spawn(move || garbage_flood(quic, started))
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -305,7 +312,7 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
         .build()
         .expect("runtime");
     let (pushed, hostile_reason) = rt.block_on(async {
-        let flood = tokio::spawn(connection_flood(coord.quic, deadline, tally.clone()));
+        let flood = tokio::spawn(connection_flood(coord.quic, started, tally.clone()));
         let reports = tokio::spawn(report_flood(coord.quic, identity_of(&hostile_state)));
         let _ = flood.await;
         reports.await.unwrap_or((0, "panicked".into()))
