@@ -5,9 +5,9 @@
 //! a panic saves the input under `artifacts/TARGET/` and exits non-zero.
 //!
 //! ```sh
-//! cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --bin replay -- all --seconds 30
-//! cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --bin replay -- cert --iterations 100000 --seed 7
-//! cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --bin replay -- frame artifacts/frame/crash-1234
+//! cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --features replay --bin replay -- all --seconds 30
+//! cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --features replay --bin replay -- cert --iterations 100000 --seed 7
+//! cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --features replay --bin replay -- frame artifacts/frame/crash-1234
 //! ```
 
 use std::cell::RefCell;
@@ -128,7 +128,7 @@ fn save_crash(root: &Path) {
         let path = dir.join(format!("crash-{hash:016x}"));
         let _ = std::fs::write(&path, input);
         eprintln!(
-            "\ncrash in target {target} on a {} byte input, saved to {}\nreplay it with: cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --bin replay -- {target} {}",
+            "\ncrash in target {target} on a {} byte input, saved to {}\nreplay it with: cargo run --release --manifest-path fuzz/Cargo.toml --no-default-features --features replay --bin replay -- {target} {}",
             input.len(),
             path.display(),
             path.display()
