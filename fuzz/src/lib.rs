@@ -23,8 +23,11 @@ use cemwatch_probe::check::triage;
 use cemwatch_shared::wire::{self, FrameDecoder, ToCoordinator, ToProbe, WireError, PREFIX_LEN};
 use cemwatch_shared::{Expectations, Thumbprint};
 
+/// A fuzz target: one input, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for the stable runner.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame", frame),
     ("frame_stream", frame_stream),
     ("thumbprint", thumbprint),
@@ -43,7 +46,10 @@ where
     // (bytes, not values: a decoded f64 may be NaN, which is not equal to itself).
     let encoded = wire::encode(&message).expect("a decoded message encodes");
     // The encoding is canonical (shortest varints), so never longer than what was decoded.
-    assert!(encoded.len() - PREFIX_LEN <= payload.len(), "re-encoding grew");
+    assert!(
+        encoded.len() - PREFIX_LEN <= payload.len(),
+        "re-encoding grew"
+    );
     let again: T = wire::decode(&encoded[PREFIX_LEN..]).expect("an encoded message decodes");
     let encoded_again = wire::encode(&again).expect("encodes");
     assert_eq!(encoded, encoded_again, "encoding is not stable");
@@ -98,7 +104,10 @@ pub fn frame_stream(data: &[u8]) {
         i += 1;
     }
     let cut = decode_stream(&pieces);
-    assert_eq!(whole, cut, "the decoded frames depend on how the stream was cut");
+    assert_eq!(
+        whole, cut,
+        "the decoded frames depend on how the stream was cut"
+    );
     assert!(whole.len() <= stream.len() / (PREFIX_LEN + 1) + 1);
 }
 
@@ -110,7 +119,11 @@ pub fn thumbprint(data: &[u8]) {
     match Thumbprint::parse(text) {
         Ok(t) => {
             assert!(matches!(t.as_bytes().len(), 20 | 32));
-            for form in [t.to_windows_form(), t.to_colon_form(), t.to_string().to_lowercase()] {
+            for form in [
+                t.to_windows_form(),
+                t.to_colon_form(),
+                t.to_string().to_lowercase(),
+            ] {
                 assert_eq!(Thumbprint::parse(&form).as_ref(), Ok(&t), "{form}");
             }
         }
@@ -120,7 +133,8 @@ pub fn thumbprint(data: &[u8]) {
 
 fn fixed_now() -> time::OffsetDateTime {
     // 2026-11-25T00:00:00Z: fixed, so a finding is reproducible.
-    time::OffsetDateTime::from_unix_timestamp(1_795_564_800).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp(1_795_564_800)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 fn empty_store() -> &'static TrustStore {
@@ -157,7 +171,10 @@ pub fn cert(data: &[u8]) {
     if data.len() > 2 {
         let split = usize::from(u16::from_be_bytes([data[0], data[1]])) % data.len();
         let (leaf, rest) = data[2..].split_at(split.min(data.len() - 2));
-        let intermediates: Vec<Vec<u8>> = rest.chunks(rest.len().div_ceil(3).max(1)).map(<[u8]>::to_vec).collect();
+        let intermediates: Vec<Vec<u8>> = rest
+            .chunks(rest.len().div_ceil(3).max(1))
+            .map(<[u8]>::to_vec)
+            .collect();
         let mut store = TrustStore::empty();
         if let Some(first) = intermediates.first() {
             store.add_der(first.clone());
@@ -181,7 +198,10 @@ pub fn config(data: &[u8]) {
         Err(e) => {
             assert!(!e.problems.is_empty());
             for p in &e.problems {
-                assert!(p.starts_with("fuzz.toml"), "a problem without its file: {p}");
+                assert!(
+                    p.starts_with("fuzz.toml"),
+                    "a problem without its file: {p}"
+                );
             }
         }
     }

@@ -318,6 +318,7 @@ fn main() -> Result<()> {
     certificates(&dir, &root)?;
     thumbprints(&dir)?;
     configs(&dir)?;
-    println!("fuzz seeds written to {}", dir.display());
+    let shown = dir.canonicalize().unwrap_or(dir);
+    println!("fuzz seeds written to {}", shown.display());
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cemwatch_fuzz::TARGETS;
+use cemwatch_fuzz::{Target, TARGETS};
 
 /// splitmix64: small, fast and deterministic.
 struct Rng(u64);
@@ -38,7 +38,9 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[u8] = &[0, 1, 0x7f, 0x80, 0xff, 0x30, 0x82, b'"', b'[', b'=', b'\n', b':'];
+const INTERESTING: &[u8] = &[
+    0, 1, 0x7f, 0x80, 0xff, 0x30, 0x82, b'"', b'[', b'=', b'\n', b':',
+];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
     let rounds = 1 + rng.below(8);
@@ -137,7 +139,7 @@ fn save_crash(root: &Path) {
 }
 
 struct Options {
-    targets: Vec<(&'static str, fn(&[u8]))>,
+    targets: Vec<(&'static str, Target)>,
     files: Vec<PathBuf>,
     seconds: f64,
     iterations: u64,
@@ -155,7 +157,7 @@ fn usage() -> String {
 fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let which = args.next().ok_or_else(usage)?;
-    let targets: Vec<(&'static str, fn(&[u8]))> = if which == "all" {
+    let targets: Vec<(&'static str, Target)> = if which == "all" {
         TARGETS.to_vec()
     } else {
         TARGETS
@@ -202,7 +204,7 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-fn run_one(name: &str, f: fn(&[u8]), input: &[u8]) {
+fn run_one(name: &str, f: Target, input: &[u8]) {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         c.0.clear();
@@ -246,7 +248,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let per_target = Duration::from_secs_f64(options.seconds.max(0.0) / options.targets.len() as f64);
+    let per_target =
+        Duration::from_secs_f64(options.seconds.max(0.0) / options.targets.len() as f64);
     for (name, f) in &options.targets {
         let mut corpus = Vec::new();
         read_dir_files(&root.join("seeds").join(name), &mut corpus);
@@ -260,7 +263,10 @@ fn main() -> ExitCode {
             run_one(name, *f, bytes);
         }
         let inputs: Vec<Vec<u8>> = corpus.into_iter().map(|(_, b)| b).collect();
-        let mut rng = Rng(options.seed ^ name.bytes().fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)));
+        let mut rng = Rng(options.seed
+            ^ name
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)));
         let mut runs = 0u64;
         let mut input = Vec::new();
         while runs < options.iterations && started.elapsed() < per_target {
