@@ -15,6 +15,8 @@ use cemwatch_shared::model::{DEFAULT_GATEWAY_PORT, DEFAULT_LEGACY_PORTS, DEFAULT
 use cemwatch_shared::wire::{Labels, PlannedCheck};
 use cemwatch_shared::{Expectations, Target, Thumbprint};
 
+use crate::limits::{LimitsConfig, RawLimits};
+
 /// Exit code for a bad configuration or bad arguments (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
     /// Diagnosis thresholds.
     pub diagnosis: crate::diagnose::Thresholds,
+    /// Connection, rate and size limits (the `[limits]` table).
+    pub limits: LimitsConfig,
 }
 
 /// The `[server]` table.
@@ -57,8 +61,6 @@ pub struct ServerConfig {
     pub probe_cert_ttl: Duration,
     /// Extra DNS names for the coordinator's server certificate.
     pub server_names: Vec<String>,
-    /// Most probe connections at once.
-    pub max_connections: usize,
     /// Most `site` label values in metrics; the rest are summed into `other`.
     pub max_sites: usize,
     /// Export per-probe series (off by default: they grow with the fleet).
@@ -135,6 +137,7 @@ struct RawConfig {
     server: Option<RawServer>,
     #[serde(default, rename = "check")]
     checks: Vec<RawCheck>,
+    limits: Option<RawLimits>,
     diagnosis: Option<RawDiagnosis>,
 }
 
@@ -155,7 +158,8 @@ struct RawServer {
     probe_cert_ttl: Option<HumanDuration>,
     #[serde(default)]
     server_names: Vec<String>,
-    max_connections: Option<usize>,
+    /// Moved to `limits.max_connections`; still accepted here.
+    max_connections: Option<Spanned<usize>>,
     max_sites: Option<usize>,
     per_probe_metrics: Option<bool>,
     trust_shared_ca_probes: Option<bool>,
@@ -221,7 +225,7 @@ impl Config {
         let mut problems = Vec::new();
         let at = |span: std::ops::Range<usize>| format!("{origin}:{}", line_of(text, span.start));
 
-        let server = raw.server.unwrap_or(RawServer {
+        let mut server = raw.server.unwrap_or(RawServer {
             quic_listen: None,
             http_listen: None,
             data_dir: None,
@@ -233,6 +237,11 @@ impl Config {
             per_probe_metrics: None,
             trust_shared_ca_probes: None,
         });
+        let limits = raw.limits.unwrap_or_default().validate(
+            server.max_connections.take(),
+            &at,
+            &mut problems,
+        );
         let data_dir = server
             .data_dir
             .unwrap_or_else(|| PathBuf::from("cemwatch-data"));
@@ -272,7 +281,6 @@ impl Config {
             stale_after,
             probe_cert_ttl,
             server_names: server.server_names,
-            max_connections: server.max_connections.unwrap_or(200_000),
             max_sites: server.max_sites.unwrap_or(50).max(1),
             per_probe_metrics: server.per_probe_metrics.unwrap_or(false),
             trust_shared_ca_probes: server.trust_shared_ca_probes.unwrap_or(false),
@@ -387,6 +395,7 @@ impl Config {
                 server,
                 checks,
                 diagnosis,
+                limits,
             })
         } else {
             Err(ConfigError { problems })
@@ -509,5 +518,72 @@ select = { vantage = "dmz" }
         assert!(parse(&text).expect("valid").server.trust_shared_ca_probes);
         let e = parse(&text.replace("= true", "= \"yes\"")).unwrap_err();
         assert!(e.problems[0].starts_with("cemwatch.toml:7:"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked_with_their_line() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.max_frame_bytes, cemwatch_shared::wire::MAX_FRAME);
+
+        let text = format!(
+            "{GOOD}\n[limits]\nmax_connections = 500\nnew_connections_per_second = 2.5\naddress_validation = \"always\"\nidle_timeout = \"2m\"\nreports_per_second = 5\nreport_burst = 80\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.limits.max_connections, 500);
+        assert_eq!(c.limits.new_connections_per_second, 2.5);
+        assert_eq!(
+            c.limits.address_validation,
+            crate::limits::AddressValidation::Always
+        );
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(
+            (c.limits.reports_per_second, c.limits.report_burst),
+            (5.0, 80)
+        );
+
+        // The old place of max_connections still works, but not both at once.
+        let old = GOOD.replace(
+            "stale_after = \"3m\"",
+            "stale_after = \"3m\"\nmax_connections = 42",
+        );
+        assert_eq!(parse(&old).expect("valid").limits.max_connections, 42);
+        let both = format!("{old}\n[limits]\nmax_connections = 43\n");
+        let e = parse(&both).unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:7:"), "{e}");
+        assert!(
+            e.to_string().contains("moved to limits.max_connections"),
+            "{e}"
+        );
+
+        let bad = format!(
+            "{GOOD}\n[limits]\nmax_frame_bytes = 4194304\nidle_timeout = \"5s\"\nreport_burst = 0\nnew_connections_per_second = -1.0\n"
+        );
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.problems.len(), 4, "{e}");
+        let text = e.to_string();
+        for key in [
+            "limits.max_frame_bytes",
+            "limits.idle_timeout",
+            "limits.report_burst",
+            "limits.new_connections_per_second",
+        ] {
+            assert!(text.contains(key), "{key}: {e}");
+        }
+        assert!(
+            text.contains("cemwatch.toml:24: limits.max_frame_bytes"),
+            "{e}"
+        );
+
+        let e = parse(&format!("{GOOD}\n[limits]\nmax_conections = 1\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("max_conections"),
+            "unknown keys are refused: {e}"
+        );
+        let e = parse(&format!(
+            "{GOOD}\n[limits]\naddress_validation = \"sometimes\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("cemwatch.toml:24:"), "{e}");
     }
 }

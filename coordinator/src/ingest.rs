@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use cemwatch_probe::transport::{read_frame, write_frame, TransportError};
+use cemwatch_probe::transport::{read_frame_max, write_frame, TransportError};
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::Thumbprint;
@@ -21,6 +21,7 @@ use crate::auth::AuthState;
 use crate::ca::{common_name, CoordinatorCa};
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::limits::{self, Limiter};
 use crate::metrics::Metrics;
 use crate::store::{self, Ingested, Writer};
 
@@ -61,6 +62,8 @@ pub struct Hub {
     pub auth: Arc<RwLock<AuthState>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Connection and report limits (see `limits`).
+    pub limiter: Limiter,
     live: Mutex<HashMap<String, Live>>,
     rounds: Mutex<std::collections::BTreeMap<u64, Round>>,
     connections: AtomicUsize,
@@ -86,6 +89,10 @@ impl Hub {
             writer,
             ca,
             auth,
+            limiter: {
+                Limiter::register(&metrics);
+                Limiter::new()
+            },
             metrics,
             live: Mutex::new(HashMap::new()),
             rounds: Mutex::new(std::collections::BTreeMap::new()),
@@ -254,18 +261,15 @@ pub struct Round {
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
     while let Some(incoming) = endpoint.accept().await {
-        let max = hub.config.borrow().server.max_connections;
-        if hub.connections.load(Ordering::Relaxed) >= max {
-            hub.metrics
-                .connections_refused
-                .with_label_values(&["limit"])
-                .inc();
-            incoming.refuse();
+        let open = hub.connections.load(Ordering::Relaxed);
+        let limits = hub.config.borrow().limits;
+        let Some(incoming) = limits::admit(&hub.limiter, incoming, &limits, open, &hub.metrics)
+        else {
             continue;
-        }
+        };
+        hub.connections.fetch_add(1, Ordering::Relaxed);
         let hub = hub.clone();
         tokio::spawn(async move {
-            hub.connections.fetch_add(1, Ordering::Relaxed);
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
@@ -273,7 +277,10 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
                         tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
                     }
                 }
-                Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                Err(e) => {
+                    hub.metrics.handshakes_failed.inc();
+                    tracing::debug!(%remote, error = %e, "handshake failed");
+                }
             }
             hub.connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -331,7 +338,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
         .map_err(|_| anyhow!("no stream opened within 10 s"))??;
     let first = match tokio::time::timeout(
         Duration::from_secs(10),
-        read_frame::<ToCoordinator>(&mut recv),
+        read_frame_max::<ToCoordinator>(&mut recv, limits::MAX_FIRST_FRAME),
     )
     .await
     {
@@ -429,7 +436,7 @@ async fn enrol(
                 .enrolments
                 .with_label_values(&["token_malformed"])
                 .inc();
-            return refuse(hub, conn, send, "no_certificate", e.to_string()).await;
+            return refuse(hub, conn, send, "enrolment_refused", e.to_string()).await;
         }
     };
     if token.ca_pin != hub.ca.pin() {
@@ -441,7 +448,7 @@ async fn enrol(
             hub,
             conn,
             send,
-            "no_certificate",
+            "enrolment_refused",
             "this token was issued by another coordinator".into(),
         )
         .await;
@@ -461,7 +468,7 @@ async fn enrol(
             hub,
             conn,
             send,
-            "no_certificate",
+            "enrolment_refused",
             format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'"),
         )
         .await;
@@ -527,7 +534,7 @@ async fn enrol(
                 .enrolments
                 .with_label_values(&[refusal.reason()])
                 .inc();
-            refuse(hub, conn, send, "no_certificate", refusal.to_string()).await
+            refuse(hub, conn, send, "enrolment_refused", refusal.to_string()).await
         }
         Err(e) => {
             hub.metrics.enrolments.with_label_values(&["error"]).inc();
@@ -535,7 +542,7 @@ async fn enrol(
                 hub,
                 conn,
                 send,
-                "no_certificate",
+                "enrolment_refused",
                 format!("enrolment failed: {e:#}"),
             )
             .await
@@ -631,9 +638,10 @@ async fn session_loop(
 
     // Frames are read by their own task so that a partly read frame is never lost to select!.
     let (frame_tx, mut frame_rx) = mpsc::channel::<Result<ToCoordinator, TransportError>>(64);
+    let max_frame = hub.config.borrow().limits.max_frame_bytes;
     let reader = tokio::spawn(async move {
         loop {
-            match read_frame::<ToCoordinator>(&mut recv).await {
+            match read_frame_max::<ToCoordinator>(&mut recv, max_frame).await {
                 Ok(Some(frame)) => {
                     if frame_tx.send(Ok(frame)).await.is_err() {
                         return;
@@ -657,9 +665,24 @@ async fn session_loop(
                     break Err(e.into());
                 }
                 Some(Ok(ToCoordinator::Report(report))) => {
+                    // Beyond the probe's report rate the commit waits its turn (the probe's
+                    // window of unacknowledged reports then holds it back); a flood far beyond
+                    // what the protocol allows closes the connection.
+                    let limits = hub.config.borrow().limits;
+                    let now = std::time::Instant::now();
+                    let delay = match hub.limiter.pace_report(name, &limits, &hub.metrics, now) {
+                        Ok(delay) => delay,
+                        Err(e) => {
+                            conn.close(close::REFUSED.into(), e.to_string().as_bytes());
+                            break Err(e.into());
+                        }
+                    };
                     let writer = hub.writer.clone();
                     let probe = name.to_string();
                     commits.spawn(async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let seq = report.seq;
                         let outcome = writer.report(&probe, report.clone()).await;
                         (seq, outcome, report)

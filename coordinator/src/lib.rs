@@ -16,6 +16,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod fleet;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod status;

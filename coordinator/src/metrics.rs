@@ -57,6 +57,12 @@ pub const TLS_HANDSHAKE_DURATION: &str = "cemwatch_tls_handshake_duration_second
 pub const PROBE_CHECK_VERDICT: &str = "cemwatch_probe_check_verdict";
 /// `ProbeNow` rounds started.
 pub const ROUNDS: &str = "cemwatch_rounds_total";
+/// Connection attempts answered with a QUIC Retry (address validation).
+pub const QUIC_RETRIES: &str = "cemwatch_quic_retries_total";
+/// QUIC handshakes that failed (refused certificates, peers that gave up or refused us).
+pub const HANDSHAKES_FAILED: &str = "cemwatch_quic_handshakes_failed_total";
+/// Reports delayed by the per-probe report rate limit.
+pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
 
 /// The coordinator's metrics.
 #[derive(Debug, Clone)]
@@ -72,6 +78,12 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Enrolments by outcome.
     pub enrolments: IntCounterVec,
+    /// Connection attempts answered with a QUIC Retry.
+    pub quic_retries: IntCounter,
+    /// Failed QUIC handshakes.
+    pub handshakes_failed: IntCounter,
+    /// Reports delayed by the report rate limit.
+    pub reports_throttled: IntCounter,
     /// Probes by state.
     pub probes: IntGaugeVec,
     /// Fresh results by check and verdict.
@@ -186,6 +198,21 @@ impl Metrics {
                 "Enrolment attempts, by outcome.",
                 &["outcome"],
             ),
+            quic_retries: counter(
+                &registry,
+                QUIC_RETRIES,
+                "Connection attempts answered with a QUIC Retry (address validation).",
+            ),
+            handshakes_failed: counter(
+                &registry,
+                HANDSHAKES_FAILED,
+                "QUIC handshakes that failed (refused certificates, peers that gave up).",
+            ),
+            reports_throttled: counter(
+                &registry,
+                REPORTS_THROTTLED,
+                "Reports delayed by the per-probe report rate limit.",
+            ),
             probes: gauge_vec(
                 &registry,
                 PROBES,
@@ -227,6 +254,7 @@ impl Metrics {
         };
         for reason in [
             "no_certificate",
+            "enrolment_refused",
             "expired",
             "unknown_ca",
             "revoked",

@@ -21,6 +21,7 @@ use crate::ca::CoordinatorCa;
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::ingest::{self, Hub};
+use crate::limits::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::store::{self, Writer};
 
@@ -62,6 +63,7 @@ fn server_tls(
     ca: &CoordinatorCa,
     auth: Arc<RwLock<AuthState>>,
     metrics: Metrics,
+    limits: &LimitsConfig,
 ) -> Result<quinn::ServerConfig> {
     let verifier = Arc::new(ProbeVerifier::new(ca.ca_der(), auth, metrics)?);
     let mut tls =
@@ -73,7 +75,13 @@ fn server_tls(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(cemwatch_probe::transport::transport_config()));
+    // Streams and windows as the probes use them (sized to the largest frame); the idle
+    // timeout from [limits] (the smaller of both ends' applies).
+    let mut transport = cemwatch_probe::transport::transport_config();
+    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|e| anyhow::anyhow!("limits.idle_timeout: {e}"))?;
+    transport.max_idle_timeout(Some(idle));
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
 
@@ -99,7 +107,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let metrics = Metrics::new();
 
     let endpoint = quinn::Endpoint::server(
-        server_tls(&ca, auth.clone(), metrics.clone())?,
+        server_tls(&ca, auth.clone(), metrics.clone(), &config.limits)?,
         config.server.quic_listen,
     )
     .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
@@ -222,8 +230,9 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 if new.server.quic_listen != old.server.quic_listen
                     || new.server.http_listen != old.server.http_listen
                     || new.server.data_dir != old.server.data_dir
+                    || new.limits.idle_timeout != old.limits.idle_timeout
                 {
-                    tracing::warn!("listen addresses and data_dir change only on restart; the rest of the configuration is applied");
+                    tracing::warn!("listen addresses, data_dir and limits.idle_timeout change only on restart; the rest of the configuration is applied");
                 }
                 if *old == new {
                     continue;

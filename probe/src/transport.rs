@@ -48,6 +48,18 @@ pub async fn write_frame<T: Serialize>(
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<T>, TransportError> {
+    read_frame_max(recv, wire::MAX_FRAME).await
+}
+
+/// Reads one frame of at most `limit` bytes (capped at `MAX_FRAME`); `Ok(None)` when the peer
+/// finished the stream between frames. The length is checked before anything is read, and the
+/// payload buffer grows with the bytes that actually arrive (by chunks of at most 64 KiB), so
+/// a peer announcing a large frame and sending nothing costs nothing.
+pub async fn read_frame_max<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<T>, TransportError> {
+    const CHUNK: usize = 64 * 1024;
     let mut prefix = [0u8; PREFIX_LEN];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -57,13 +69,14 @@ pub async fn read_frame<T: DeserializeOwned>(
             return Err(TransportError::Read(e.to_string()))
         }
     }
-    let len = wire::payload_len(prefix)?;
-    let mut payload = vec![0u8; len];
-    match recv.read_exact(&mut payload).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(TransportError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => {
-            return Err(TransportError::Read(e.to_string()))
+    let len = wire::payload_len_max(prefix, limit)?;
+    let mut payload = Vec::with_capacity(len.min(CHUNK));
+    while payload.len() < len {
+        let want = (len - payload.len()).min(CHUNK);
+        match recv.read_chunk(want, true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(TransportError::Truncated),
+            Err(e) => return Err(TransportError::Read(e.to_string())),
         }
     }
     Ok(Some(wire::decode(&payload)?))

@@ -222,15 +222,19 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
 
 /// Reads a length prefix and checks it against the limit before anything is allocated.
 pub fn payload_len(prefix: [u8; PREFIX_LEN]) -> Result<usize, WireError> {
+    payload_len_max(prefix, MAX_FRAME)
+}
+
+/// Reads a length prefix and checks it against `limit` (itself capped at [`MAX_FRAME`]), for
+/// a receiver that accepts less than the protocol allows.
+pub fn payload_len_max(prefix: [u8; PREFIX_LEN], limit: usize) -> Result<usize, WireError> {
+    let limit = limit.min(MAX_FRAME);
     let len = u32::from_be_bytes(prefix) as usize;
     if len == 0 {
         return Err(WireError::Empty);
     }
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge {
-            len,
-            limit: MAX_FRAME,
-        });
+    if len > limit {
+        return Err(WireError::TooLarge { len, limit });
     }
     Ok(len)
 }

@@ -136,12 +136,12 @@ pub fn demo_config(
             stale_after: interval * 3 + Duration::from_secs(5),
             probe_cert_ttl: Duration::from_secs(7 * 86_400),
             server_names: vec![],
-            max_connections: 10_000,
             max_sites: 50,
             per_probe_metrics: false,
             trust_shared_ca_probes: false,
         },
         diagnosis: crate::diagnose::Thresholds::default(),
+        limits: crate::limits::LimitsConfig::default(),
         checks: vec![
             check("gateway", GATEWAY, sim.policy_port, Labels::new()),
             check("smp-agent-site", SMP, sim.smp_agent_port, dmz.clone()),

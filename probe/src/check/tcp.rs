@@ -29,12 +29,16 @@ pub fn classify(error: &io::Error) -> TcpState {
     }
 }
 
-/// Connects to each address in turn until one opens. Returns the stage result and the open
-/// stream, if any.
+/// The most addresses of one name tried, so that a name resolving to many silent addresses
+/// costs at most this many connect timeouts.
+pub const MAX_ADDRESSES: usize = 4;
+
+/// Connects to each address in turn (the first [`MAX_ADDRESSES`]) until one opens. Returns
+/// the stage result and the open stream, if any.
 pub async fn connect(addrs: &[SocketAddr], timeout: Duration) -> (TcpResult, Option<TcpStream>) {
     let start = Instant::now();
     let mut first: Option<(TcpState, SocketAddr, String)> = None;
-    for addr in addrs {
+    for addr in addrs.iter().take(MAX_ADDRESSES) {
         let outcome = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
         let (state, error) = match outcome {
             Ok(Ok(stream)) => {
@@ -100,6 +104,13 @@ mod tests {
         let (r, _) = connect(&[closed, open], Duration::from_secs(2)).await;
         assert_eq!(r.state, TcpState::Open);
         assert_eq!(r.address, Some(open.to_string()));
+
+        // But a name with many addresses costs at most MAX_ADDRESSES attempts.
+        let mut many = vec![closed; MAX_ADDRESSES];
+        many.push(open);
+        let (r, stream) = connect(&many, Duration::from_secs(2)).await;
+        assert_eq!(r.state, TcpState::Refused, "{r:?}");
+        assert!(stream.is_none());
     }
 
     #[test]

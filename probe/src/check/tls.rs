@@ -1,6 +1,14 @@
 //! The TLS stage: a real handshake with rustls whose certificate verifier captures the chain
 //! and never aborts. Trust, names and policy are judged afterwards, each by its own finding
 //! code; the handshake only has to tell whether the port speaks TLS and what it serves.
+//!
+//! What a hostile gateway can cost the probe, by construction: the handshake ends within its
+//! timeout whatever the server sends or withholds (silence, a record dribbled a byte at a
+//! time), a server's handshake message is at most 64 KiB (rustls refuses more), at most
+//! [`MAX_CHAIN_CERTS`] certificates and [`MAX_CHAIN_BYTES`] are kept, the chain builder follows
+//! at most `cert::MAX_CHAIN_DEPTH` links, and after the handshake the probe reads nothing but
+//! a close-notify, for at most [`SHUTDOWN_TIMEOUT`]. The TCP stage tries at most
+//! `tcp::MAX_ADDRESSES` addresses, each within the connect timeout.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +23,13 @@ use tokio::net::TcpStream;
 /// The most certificates the probe keeps from one server; a hostile server cannot make the
 /// probe hold more.
 pub const MAX_CHAIN_CERTS: usize = 10;
-/// The largest total size of the captured chain, in bytes.
+/// The largest total size of the captured chain, in bytes. rustls itself refuses any handshake
+/// message over 64 KiB (so a larger chain fails the handshake before it is captured); this
+/// bound holds even if that changes.
 pub const MAX_CHAIN_BYTES: usize = 256 * 1024;
+
+/// How long the probe waits for the server's close-notify after a completed handshake.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// What a handshake captured.
 #[derive(Debug, Clone, Default)]
@@ -187,7 +200,7 @@ pub async fn handshake(stream: TcpStream, host: &str, timeout: Duration) -> Hand
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             // Say goodbye properly; a gateway that does not answer is not our problem.
-            let _ = tokio::time::timeout(Duration::from_millis(200), tls.shutdown()).await;
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, tls.shutdown()).await;
             Ok(Negotiated { version, cipher })
         }
         Ok(Err(e)) => Err(explain(&e)),
@@ -212,7 +225,12 @@ fn explain(error: &std::io::Error) -> String {
     let inner = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());
+    const TOO_LARGE: &str = "the server sent a handshake message larger than the 64 KiB a TLS client accepts (a certificate chain far too long?): the probe does not follow it";
     match inner {
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::HandshakePayloadTooLarge
+            | rustls::InvalidMessage::MessageTooLarge,
+        )) => TOO_LARGE.to_string(),
         Some(rustls::Error::InvalidMessage(m)) => format!(
             "the port answered with something that is not TLS ({m:?}): another service (plain HTTP?) holds the port"
         ),
@@ -230,6 +248,7 @@ fn explain(error: &std::io::Error) -> String {
             std::io::ErrorKind::ConnectionReset => {
                 "the server reset the connection during the TLS handshake".to_string()
             }
+            _ if error.to_string().contains("message buffer full") => TOO_LARGE.to_string(),
             _ => format!("TLS handshake failed: {error}"),
         },
     }

@@ -1,0 +1,734 @@
+//! Limits that keep the coordinator serving its fleet when the internet is hostile: a cap on
+//! connections, a per-source rate limit on new connections (token bucket), QUIC address
+//! validation (Retry) when handshakes come in fast or always, an idle timeout, a frame size
+//! limit and a per-probe report rate limit. Each limit is a key of the `[limits]` table with a
+//! default that suits a fleet of thousands of probes, and each one counts when it bites.
+//!
+//! The decisions are plain functions of a clock passed in (`Instant`), so they are tested
+//! without sockets; [`admit`] and [`Limiter::pace_report`] are the two hooks the ingest code
+//! calls: one per incoming connection, one per report.
+//!
+//! Sizing that is not configurable, because probe and coordinator must agree on it (see
+//! `cemwatch_probe::transport::transport_config`): at most 4 bidirectional streams and no
+//! unidirectional stream per connection, and a stream and connection receive window of
+//! `MAX_FRAME` + 64 KiB, so one connection never makes the coordinator buffer more than about
+//! 1.1 MiB, whatever the peer sends. The first frame of a connection (`Hello` or `Enroll`,
+//! before the peer is known) is limited to [`MAX_FIRST_FRAME`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use cemwatch_shared::wire::MAX_FRAME;
+
+use crate::config::HumanDuration;
+use crate::metrics::Metrics;
+
+/// The largest first frame (`Hello` or `Enroll`) accepted from a peer that is not known yet.
+pub const MAX_FIRST_FRAME: usize = 64 * 1024;
+/// The smallest `max_frame_bytes` accepted: a report with a few results must fit.
+pub const MIN_FRAME_LIMIT: usize = 64 * 1024;
+/// Reports a probe may have waiting for their turn under the report rate limit. A probe keeps
+/// at most 64 reports unacknowledged (`cemwatch_probe::agent::session::WINDOW`), so only a peer
+/// that ignores the protocol gets here; its connection is closed.
+pub const MAX_QUEUED_REPORTS: f64 = 256.0;
+/// Sources tracked by the per-source rate limit; beyond it, sources whose bucket is full
+/// (idle ones) are forgotten.
+pub const MAX_TRACKED_SOURCES: usize = 100_000;
+
+/// `connections_refused_total{reason}` when `max_connections` bites.
+pub const REASON_MAX_CONNECTIONS: &str = "limit";
+/// `connections_refused_total{reason}` when the per-source rate limit bites.
+pub const REASON_RATE_LIMITED: &str = "rate_limited";
+/// `connections_refused_total{reason}` when a probe floods reports beyond the queue.
+pub const REASON_REPORT_RATE: &str = "report_rate";
+
+/// When to ask a client to prove its address with a QUIC Retry before any handshake work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressValidation {
+    /// Only while new connection attempts (all sources together) exceed
+    /// `retry_above_per_second`.
+    Auto,
+    /// Every new connection: costs every probe one round trip per connection.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitsConfig {
+    /// Connections open or in their handshake at once; beyond it new ones are refused.
+    pub max_connections: usize,
+    /// New connections per second allowed from one source IP address (token refill rate).
+    pub new_connections_per_second: f64,
+    /// New connections one source IP address may open at once (bucket size).
+    pub new_connections_burst: u32,
+    /// When to validate client addresses with a QUIC Retry.
+    pub address_validation: AddressValidation,
+    /// In `auto` mode, the rate of new connection attempts (per second, all sources) above
+    /// which every attempt must first prove its address.
+    pub retry_above_per_second: u32,
+    /// A connection with no packet for this long is closed (probes send keep-alives every 15 s).
+    pub idle_timeout: Duration,
+    /// The largest frame a probe may send, in bytes (at most the protocol's `MAX_FRAME`).
+    pub max_frame_bytes: usize,
+    /// Reports per second one probe may send, sustained.
+    pub reports_per_second: f64,
+    /// Reports one probe may send at once (a reconnecting probe sends up to 64 spooled ones).
+    pub report_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            new_connections_per_second: 10.0,
+            new_connections_burst: 100,
+            address_validation: AddressValidation::Auto,
+            retry_above_per_second: 200,
+            idle_timeout: Duration::from_secs(60),
+            max_frame_bytes: MAX_FRAME,
+            reports_per_second: 20.0,
+            report_burst: 200,
+        }
+    }
+}
+
+/// The `[limits]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    max_connections: Option<Spanned<usize>>,
+    new_connections_per_second: Option<Spanned<f64>>,
+    new_connections_burst: Option<Spanned<u32>>,
+    address_validation: Option<AddressValidation>,
+    retry_above_per_second: Option<Spanned<u32>>,
+    idle_timeout: Option<Spanned<HumanDuration>>,
+    max_frame_bytes: Option<Spanned<usize>>,
+    reports_per_second: Option<Spanned<f64>>,
+    report_burst: Option<Spanned<u32>>,
+}
+
+impl RawLimits {
+    /// Validates the table. `legacy_max_connections` is `server.max_connections`, the key's
+    /// old place, still accepted; `at` turns a span into `FILE:LINE`; every problem is added
+    /// to `problems`.
+    pub(crate) fn validate(
+        self,
+        legacy_max_connections: Option<Spanned<usize>>,
+        at: &dyn Fn(std::ops::Range<usize>) -> String,
+        problems: &mut Vec<String>,
+    ) -> LimitsConfig {
+        let d = LimitsConfig::default();
+        let max_connections = match (self.max_connections, legacy_max_connections) {
+            (Some(new), Some(old)) => {
+                problems.push(format!(
+                    "{}: server.max_connections: moved to limits.max_connections, which is also set: keep only limits.max_connections",
+                    at(old.span())
+                ));
+                new
+            }
+            (Some(v), None) | (None, Some(v)) => v,
+            (None, None) => Spanned::new(0..0, d.max_connections),
+        };
+        if *max_connections.get_ref() == 0 {
+            problems.push(format!(
+                "{}: limits.max_connections: at least 1",
+                at(max_connections.span())
+            ));
+        }
+        let rate =
+            |value: Option<Spanned<f64>>, key: &str, default: f64, problems: &mut Vec<String>| {
+                match value {
+                    Some(v) if !(v.get_ref().is_finite() && *v.get_ref() > 0.0) => {
+                        problems.push(format!(
+                            "{}: limits.{key}: a positive number, such as {default}",
+                            at(v.span())
+                        ));
+                        default
+                    }
+                    Some(v) => *v.get_ref(),
+                    None => default,
+                }
+            };
+        let count =
+            |value: Option<Spanned<u32>>, key: &str, default: u32, problems: &mut Vec<String>| {
+                match value {
+                    Some(v) if *v.get_ref() == 0 => {
+                        problems.push(format!(
+                            "{}: limits.{key}: at least 1, such as {default}",
+                            at(v.span())
+                        ));
+                        default
+                    }
+                    Some(v) => *v.get_ref(),
+                    None => default,
+                }
+            };
+        let new_connections_per_second = rate(
+            self.new_connections_per_second,
+            "new_connections_per_second",
+            d.new_connections_per_second,
+            problems,
+        );
+        let new_connections_burst = count(
+            self.new_connections_burst,
+            "new_connections_burst",
+            d.new_connections_burst,
+            problems,
+        );
+        let retry_above_per_second = count(
+            self.retry_above_per_second,
+            "retry_above_per_second",
+            d.retry_above_per_second,
+            problems,
+        );
+        let reports_per_second = rate(
+            self.reports_per_second,
+            "reports_per_second",
+            d.reports_per_second,
+            problems,
+        );
+        let report_burst = count(self.report_burst, "report_burst", d.report_burst, problems);
+        let idle_timeout = match self.idle_timeout {
+            Some(v) => {
+                let t = v.get_ref().0;
+                if t < Duration::from_secs(30) || t > Duration::from_secs(3600) {
+                    problems.push(format!(
+                        "{}: limits.idle_timeout: between 30s and 1h (probes send a keep-alive every 15 s)",
+                        at(v.span())
+                    ));
+                }
+                t
+            }
+            None => d.idle_timeout,
+        };
+        let max_frame_bytes = match self.max_frame_bytes {
+            Some(v) => {
+                let n = *v.get_ref();
+                if !(MIN_FRAME_LIMIT..=MAX_FRAME).contains(&n) {
+                    problems.push(format!(
+                        "{}: limits.max_frame_bytes: between {MIN_FRAME_LIMIT} and {MAX_FRAME} (the protocol's limit)",
+                        at(v.span())
+                    ));
+                }
+                n
+            }
+            None => d.max_frame_bytes,
+        };
+        LimitsConfig {
+            max_connections: *max_connections.get_ref(),
+            new_connections_per_second,
+            new_connections_burst,
+            address_validation: self.address_validation.unwrap_or(d.address_validation),
+            retry_above_per_second,
+            idle_timeout,
+            max_frame_bytes,
+            reports_per_second,
+            report_burst,
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn full(burst: u32, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, burst: u32) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst));
+        self.last = now;
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: Instant, rate: f64, burst: u32) -> bool {
+        self.refill(now, rate, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled completely (the source has been quiet).
+    pub fn is_full(&self, now: Instant, rate: f64, burst: u32) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * rate >= f64::from(burst)
+    }
+
+    /// Takes a token, going into debt when there is none: returns how long the caller must
+    /// wait for its turn, or `None` (and takes nothing) when the debt would exceed
+    /// `max_debt` tokens.
+    pub fn reserve(
+        &mut self,
+        now: Instant,
+        rate: f64,
+        burst: u32,
+        max_debt: f64,
+    ) -> Option<Duration> {
+        self.refill(now, rate, burst);
+        let after = self.tokens - 1.0;
+        if after < -max_debt {
+            return None;
+        }
+        self.tokens = after;
+        if after >= 0.0 {
+            Some(Duration::ZERO)
+        } else {
+            Some(Duration::from_secs_f64(-after / rate))
+        }
+    }
+}
+
+/// Counts events over the last second (two one-second buckets, interpolated).
+#[derive(Debug, Clone, Copy)]
+pub struct RateMeter {
+    window_start: Instant,
+    current: u64,
+    previous: u64,
+}
+
+impl RateMeter {
+    /// A meter starting now.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            current: 0,
+            previous: 0,
+        }
+    }
+
+    /// Records one event and returns the estimated rate per second, this event included.
+    pub fn record(&mut self, now: Instant) -> f64 {
+        let second = Duration::from_secs(1);
+        let mut elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= second {
+            let windows = elapsed.as_secs();
+            self.previous = if windows == 1 { self.current } else { 0 };
+            self.current = 0;
+            self.window_start += second * u32::try_from(windows).unwrap_or(u32::MAX);
+            elapsed = now.saturating_duration_since(self.window_start);
+        }
+        self.current += 1;
+        let weight = 1.0 - elapsed.as_secs_f64();
+        self.current as f64 + self.previous as f64 * weight.clamp(0.0, 1.0)
+    }
+}
+
+/// What to do with a new connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go on with the handshake.
+    Accept,
+    /// Answer with a QUIC Retry: the client must prove it receives at its address.
+    Retry,
+    /// Refuse it, with the `reason` label counted.
+    Refuse(&'static str),
+}
+
+#[derive(Debug)]
+struct Sources {
+    buckets: HashMap<IpAddr, TokenBucket>,
+    attempts: RateMeter,
+}
+
+/// The state behind the limits: per-source buckets, the attempt rate, per-probe report
+/// buckets. Bounded: at most [`MAX_TRACKED_SOURCES`] sources, one bucket per known probe.
+#[derive(Debug)]
+pub struct Limiter {
+    sources: Mutex<Sources>,
+    reports: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Limiter {
+    /// An empty limiter.
+    pub fn new() -> Self {
+        Self {
+            sources: Mutex::new(Sources {
+                buckets: HashMap::new(),
+                attempts: RateMeter::new(Instant::now()),
+            }),
+            reports: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes the series of every limit exist from the start (at zero), so that a dashboard
+    /// or an alert sees them before they first bite.
+    pub fn register(metrics: &Metrics) {
+        for reason in [
+            REASON_MAX_CONNECTIONS,
+            REASON_RATE_LIMITED,
+            REASON_REPORT_RATE,
+        ] {
+            metrics.connections_refused.with_label_values(&[reason]);
+        }
+    }
+
+    /// Decides about a new connection attempt from `source`. `validated`: the client proved
+    /// its address (it answered a Retry); `may_retry`: a Retry is allowed; `open`: connections
+    /// open or in their handshake now.
+    pub fn decide(
+        &self,
+        limits: &LimitsConfig,
+        source: IpAddr,
+        validated: bool,
+        may_retry: bool,
+        open: usize,
+        now: Instant,
+    ) -> Admission {
+        if open >= limits.max_connections {
+            return Admission::Refuse(REASON_MAX_CONNECTIONS);
+        }
+        let Ok(mut s) = self.sources.lock() else {
+            return Admission::Accept;
+        };
+        let rate = s.attempts.record(now);
+        if !validated && may_retry {
+            let retry = match limits.address_validation {
+                AddressValidation::Always => true,
+                AddressValidation::Auto => rate > f64::from(limits.retry_above_per_second),
+                AddressValidation::Never => false,
+            };
+            if retry {
+                return Admission::Retry;
+            }
+        }
+        let (per_second, burst) = (
+            limits.new_connections_per_second,
+            limits.new_connections_burst,
+        );
+        if !s.buckets.contains_key(&source) && s.buckets.len() >= MAX_TRACKED_SOURCES {
+            s.buckets.retain(|_, b| !b.is_full(now, per_second, burst));
+            if s.buckets.len() >= MAX_TRACKED_SOURCES {
+                // Every tracked source is busy: this one is not tracked (max_connections
+                // still holds).
+                return Admission::Accept;
+            }
+        }
+        let bucket = s
+            .buckets
+            .entry(source)
+            .or_insert_with(|| TokenBucket::full(burst, now));
+        if bucket.take(now, per_second, burst) {
+            Admission::Accept
+        } else {
+            Admission::Refuse(REASON_RATE_LIMITED)
+        }
+    }
+
+    /// Sources currently tracked by the per-source limit.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.lock().map(|s| s.buckets.len()).unwrap_or(0)
+    }
+
+    /// Paces one report of `probe`: `Ok(delay)` to commit it after `delay` (zero within the
+    /// rate), or an error when the probe has more than [`MAX_QUEUED_REPORTS`] waiting, which
+    /// a probe following the protocol never has. Counts throttled reports and refusals.
+    pub fn pace_report(
+        &self,
+        probe: &str,
+        limits: &LimitsConfig,
+        metrics: &Metrics,
+        now: Instant,
+    ) -> Result<Duration, ReportRateExceeded> {
+        let (rate, burst) = (limits.reports_per_second, limits.report_burst);
+        let outcome = match self.reports.lock() {
+            Ok(mut map) => {
+                let bucket = match map.get_mut(probe) {
+                    Some(b) => b,
+                    None => map
+                        .entry(probe.to_string())
+                        .or_insert_with(|| TokenBucket::full(burst, now)),
+                };
+                bucket.reserve(now, rate, burst, MAX_QUEUED_REPORTS)
+            }
+            Err(_) => Some(Duration::ZERO),
+        };
+        match outcome {
+            Some(delay) => {
+                if !delay.is_zero() {
+                    metrics.reports_throttled.inc();
+                }
+                Ok(delay)
+            }
+            None => {
+                metrics
+                    .connections_refused
+                    .with_label_values(&[REASON_REPORT_RATE])
+                    .inc();
+                Err(ReportRateExceeded {
+                    rate,
+                    queued: MAX_QUEUED_REPORTS as u32,
+                })
+            }
+        }
+    }
+}
+
+/// A probe sent reports far beyond its rate limit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("report rate limit exceeded: more than {queued} reports waiting at {rate} per second; a probe keeps at most 64 unacknowledged")]
+pub struct ReportRateExceeded {
+    /// The configured rate.
+    pub rate: f64,
+    /// The queue bound.
+    pub queued: u32,
+}
+
+/// The accept-loop hook: lets `incoming` through, or answers it with a Retry or a refusal
+/// (counted) and returns `None`.
+pub fn admit(
+    limiter: &Limiter,
+    incoming: quinn::Incoming,
+    limits: &LimitsConfig,
+    open: usize,
+    metrics: &Metrics,
+) -> Option<quinn::Incoming> {
+    let decision = limiter.decide(
+        limits,
+        incoming.remote_address().ip(),
+        incoming.remote_address_validated(),
+        incoming.may_retry(),
+        open,
+        Instant::now(),
+    );
+    match decision {
+        Admission::Accept => Some(incoming),
+        Admission::Retry => {
+            metrics.quic_retries.inc();
+            if let Err(e) = incoming.retry() {
+                // Cannot happen for an unvalidated address; refuse rather than accept.
+                e.into_incoming().refuse();
+            }
+            None
+        }
+        Admission::Refuse(reason) => {
+            metrics
+                .connections_refused
+                .with_label_values(&[reason])
+                .inc();
+            tracing::debug!(remote = %incoming.remote_address(), reason, "connection refused by a limit");
+            incoming.refuse();
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_then_its_rate() {
+        let limiter = Limiter::new();
+        let limits = LimitsConfig {
+            new_connections_per_second: 2.0,
+            new_connections_burst: 5,
+            address_validation: AddressValidation::Never,
+            ..LimitsConfig::default()
+        };
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let decide = |ip, t| limiter.decide(&limits, ip, false, true, 0, t);
+        for _ in 0..5 {
+            assert_eq!(decide(a, t0), Admission::Accept);
+        }
+        assert_eq!(decide(a, t0), Admission::Refuse(REASON_RATE_LIMITED));
+        assert_eq!(
+            decide(b, t0),
+            Admission::Accept,
+            "other sources are not affected"
+        );
+        // Half a second later one token (2 per second) is back, and only one.
+        assert_eq!(decide(a, at(t0, 500)), Admission::Accept);
+        assert_eq!(
+            decide(a, at(t0, 500)),
+            Admission::Refuse(REASON_RATE_LIMITED)
+        );
+    }
+
+    #[test]
+    fn max_connections_refuses_first() {
+        let limiter = Limiter::new();
+        let limits = LimitsConfig {
+            max_connections: 3,
+            ..LimitsConfig::default()
+        };
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let now = Instant::now();
+        assert_eq!(
+            limiter.decide(&limits, ip, true, false, 2, now),
+            Admission::Accept
+        );
+        assert_eq!(
+            limiter.decide(&limits, ip, true, false, 3, now),
+            Admission::Refuse(REASON_MAX_CONNECTIONS)
+        );
+    }
+
+    #[test]
+    fn retry_when_attempts_come_fast_or_always() {
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let t0 = Instant::now();
+        let limiter = Limiter::new();
+        let auto = LimitsConfig {
+            retry_above_per_second: 10,
+            new_connections_burst: 1000,
+            ..LimitsConfig::default()
+        };
+        let mut decisions = Vec::new();
+        for i in 0..20 {
+            decisions.push(limiter.decide(&auto, ip, false, true, 0, at(t0, i * 10)));
+        }
+        assert!(
+            decisions[..10].iter().all(|d| *d == Admission::Accept),
+            "{decisions:?}"
+        );
+        assert!(
+            decisions[10..].iter().all(|d| *d == Admission::Retry),
+            "{decisions:?}"
+        );
+        // A validated address is not asked again, whatever the rate.
+        assert_eq!(
+            limiter.decide(&auto, ip, true, false, 0, at(t0, 200)),
+            Admission::Accept
+        );
+        // Two quiet seconds later the rate has fallen: no more retries.
+        assert_eq!(
+            limiter.decide(&auto, ip, false, true, 0, at(t0, 2500)),
+            Admission::Accept
+        );
+
+        let always = LimitsConfig {
+            address_validation: AddressValidation::Always,
+            ..LimitsConfig::default()
+        };
+        let fresh = Limiter::new();
+        assert_eq!(
+            fresh.decide(&always, ip, false, true, 0, t0),
+            Admission::Retry
+        );
+        assert_eq!(
+            fresh.decide(&always, ip, true, false, 0, t0),
+            Admission::Accept
+        );
+    }
+
+    #[test]
+    fn the_source_table_stays_bounded() {
+        let limiter = Limiter::new();
+        let limits = LimitsConfig {
+            address_validation: AddressValidation::Never,
+            new_connections_per_second: 1000.0,
+            new_connections_burst: 1,
+            ..LimitsConfig::default()
+        };
+        let t0 = Instant::now();
+        for i in 0..(MAX_TRACKED_SOURCES as u32 + 10) {
+            let ip = IpAddr::from(i.to_be_bytes());
+            limiter.decide(&limits, ip, true, false, 0, t0);
+        }
+        assert!(limiter.tracked_sources() <= MAX_TRACKED_SOURCES);
+        // Once the buckets refilled, the table is swept for new sources.
+        let later = at(t0, 10);
+        limiter.decide(
+            &limits,
+            "198.51.100.1".parse().expect("ip"),
+            true,
+            false,
+            0,
+            later,
+        );
+        assert!(
+            limiter.tracked_sources() < 10,
+            "{}",
+            limiter.tracked_sources()
+        );
+    }
+
+    #[test]
+    fn reports_are_delayed_beyond_the_burst_and_a_flood_is_refused() {
+        let limiter = Limiter::new();
+        let metrics = Metrics::new();
+        let limits = LimitsConfig {
+            reports_per_second: 10.0,
+            report_burst: 5,
+            ..LimitsConfig::default()
+        };
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                limiter.pace_report("p1", &limits, &metrics, t0),
+                Ok(Duration::ZERO)
+            );
+        }
+        let delay = limiter
+            .pace_report("p1", &limits, &metrics, t0)
+            .expect("queued");
+        assert_eq!(delay, Duration::from_millis(100));
+        assert_eq!(metrics.reports_throttled.get(), 1);
+        assert_eq!(
+            limiter.pace_report("p2", &limits, &metrics, t0),
+            Ok(Duration::ZERO),
+            "probes have their own buckets"
+        );
+        let mut refused = 0;
+        for _ in 0..300 {
+            if limiter.pace_report("p1", &limits, &metrics, t0).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 300 - (MAX_QUEUED_REPORTS as usize - 1));
+        let series = metrics
+            .connections_refused
+            .with_label_values(&[REASON_REPORT_RATE])
+            .get();
+        assert_eq!(series, refused as u64);
+    }
+
+    #[test]
+    fn the_rate_meter_follows_the_last_second() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::new(t0);
+        let mut last = 0.0;
+        for i in 0..100 {
+            last = m.record(at(t0, i * 5));
+        }
+        assert!((last - 100.0).abs() < 1e-9, "{last}");
+        // Half-way into the next second, half the previous second still counts.
+        let r = m.record(at(t0, 1500));
+        assert!((r - 51.0).abs() < 1.0, "{r}");
+        // After a long silence, nothing of the past counts.
+        assert!((m.record(at(t0, 10_000)) - 1.0).abs() < 1.0);
+    }
+}
