@@ -2,7 +2,6 @@
 //! SAN certificate (the SMP name and the gateway name) issued by its own demo CA, plus the SMP's
 //! 4726 and 443 bindings for the DMZ checks, each put into one of the guide's failure modes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,21 +116,18 @@ fn leaf(ca: &DemoCa, sans: &[&str], key_pem: &str, days_left: i64) -> Result<Ser
     })
 }
 
-async fn free_port() -> Result<u16> {
-    Ok(tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await?
-        .local_addr()?
-        .port())
+/// A listener on a free loopback port, kept bound so nothing else can take the port.
+async fn listen() -> Result<tokio::net::TcpListener> {
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
 }
 
-async fn serve_tls(port: u16, served: &Served) -> Result<JoinHandle<()>> {
+async fn serve_tls(listener: tokio::net::TcpListener, served: &Served) -> Result<JoinHandle<()>> {
     let key = PrivateKeyDer::from_pem_slice(served.key_pem.as_bytes()).context("demo key")?;
     let config = rustls::ServerConfig::builder_with_provider(cemwatch_probe::transport::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(served.chain.clone(), key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -180,19 +176,27 @@ impl GatewaySim {
             }
             _ => good.clone(),
         };
-        let policy_port = free_port().await?;
-        let legacy_port = free_port().await?;
-        let smp_agent_port = free_port().await?;
-        let smp_https_port = free_port().await?;
+        // Bound now and kept: a port is never released and bound again (another process could
+        // take it in between). Ports where nothing must listen are closed by dropping theirs.
+        let (policy, legacy, smp_agent, smp_https) = (
+            listen().await?,
+            listen().await?,
+            listen().await?,
+            listen().await?,
+        );
+        let policy_port = policy.local_addr()?.port();
+        let legacy_port = legacy.local_addr()?.port();
+        let smp_agent_port = smp_agent.local_addr()?.port();
+        let smp_https_port = smp_https.local_addr()?.port();
         let mut tasks = Vec::new();
         match scenario {
             Scenario::GatewayDown => {}
-            Scenario::ListenerOnLegacyPort => tasks.push(serve_tls(legacy_port, &served).await?),
-            _ => tasks.push(serve_tls(policy_port, &served).await?),
+            Scenario::ListenerOnLegacyPort => tasks.push(serve_tls(legacy, &served).await?),
+            _ => tasks.push(serve_tls(policy, &served).await?),
         }
         // The SMP's bindings serve the same SAN certificate (the guide binds it in IIS too).
-        tasks.push(serve_tls(smp_agent_port, &good).await?);
-        tasks.push(serve_tls(smp_https_port, &good).await?);
+        tasks.push(serve_tls(smp_agent, &good).await?);
+        tasks.push(serve_tls(smp_https, &good).await?);
         Ok(Self {
             policy_port,
             legacy_port,
