@@ -131,9 +131,14 @@ async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
 
     // The fleet summary: every agent state, and the two kinds of disagreement with the policy.
     let fleet = tokio::task::spawn_blocking(move || {
-        eventually("six agents reporting", WAIT, || {
+        eventually("six agents reporting, eight gateway results", WAIT, || {
             let (_, v) = get_json(http, "/api/v1/fleet");
-            (v["agents"]["reporting"] == 6).then_some(v)
+            let verdicts = &v["checks"][0]["verdicts"];
+            let results: u64 = ["ok", "warn", "fail"]
+                .iter()
+                .filter_map(|k| verdicts[k].as_u64())
+                .sum();
+            (v["agents"]["reporting"] == 6 && results == 8).then_some(v)
         })
     })
     .await
@@ -502,8 +507,27 @@ fn prometheus_answers(target: SocketAddr, queries: &[(String, String)]) {
         (!query("cemwatch_agents").is_empty()).then_some(())
     })
     .expect("scraped");
-    // Grafana replaces the variable with a regex; "All" is `.*`.
-    let grafana = |expr: &str| expr.replace("$check", ".*");
+    // The `check` variable's values: the label values Grafana's label_values() asks for. With
+    // "All" selected (and no custom all value), Grafana puts them in as a regex alternation.
+    let (status, body) = http_get(
+        addr,
+        "/api/v1/label/check/values?match%5B%5D=cemwatch_agents_port_mismatch",
+    )
+    .expect("label values");
+    assert_eq!(status, 200, "{body}");
+    let values: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(values["data"], serde_json::json!(["gateway"]), "{body}");
+    let all = format!(
+        "({})",
+        values["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    let grafana = |expr: &str| expr.replace("$check", &all);
     for (title, expr) in queries {
         let answer = query(&grafana(expr));
         assert!(!answer.is_empty(), "{title}: no answer to {expr}");
@@ -535,14 +559,11 @@ fn prometheus_answers(target: SocketAddr, queries: &[(String, String)]) {
         .map(|(m, v)| (m["state"].as_str().unwrap_or("").to_string(), v))
         .collect();
     assert_eq!(by_state.len(), AgentCondition::NAMES.len(), "{by_state:?}");
-    // The `check` variable's values: the label values Grafana's label_values() asks for.
-    let (status, body) = http_get(
-        addr,
-        "/api/v1/label/check/values?match%5B%5D=cemwatch_agents_port_mismatch",
-    )
-    .expect("label values");
-    assert_eq!(status, 200, "{body}");
-    let values: Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(values["data"], serde_json::json!(["gateway"]), "{body}");
+    // With "All" checks, the panels show the gateway checks only (not the SMP checks).
+    for (title, expr) in queries.iter().filter(|(_, q)| q.contains("by (check)")) {
+        for (labels, _) in query(&grafana(expr)) {
+            assert_eq!(labels["check"], "gateway", "{title}: {expr}");
+        }
+    }
     prometheus.terminate(Duration::from_secs(10));
 }
