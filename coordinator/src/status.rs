@@ -95,16 +95,36 @@ fn endpoint(gateway: Option<&str>, port: Option<u16>) -> String {
     }
 }
 
-/// `probe (gateway:port, N attempts, for 5m)` for each example, `…` when there are more.
+/// Groups `(key, item)` pairs by key, keys in first-seen order: `key: a, b; other: c` (no key:
+/// just the items).
+fn grouped(pairs: Vec<(String, String)>) -> String {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (key, item) in pairs {
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((key, vec![item])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(key, items)| {
+            if key.is_empty() {
+                items.join(", ")
+            } else {
+                format!("{key}: {}", items.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The examples grouped by where the agents connect, each `probe (N attempts, for 5m)`, with
+/// `…` when there are more than shown.
 fn examples(list: &[AgentExample], total: u64, now_ms: i64) -> String {
-    let mut parts: Vec<String> = list
+    let pairs = list
         .iter()
         .map(|e| {
             let mut facts = Vec::new();
-            let at = endpoint(e.gateway.as_deref(), e.port);
-            if !at.is_empty() {
-                facts.push(at);
-            }
             if let Some(n) = e.attempts {
                 facts.push(format!("{n} attempts"));
             }
@@ -112,13 +132,23 @@ fn examples(list: &[AgentExample], total: u64, now_ms: i64) -> String {
                 "for {}",
                 short_duration(now_ms - e.since_ms as i64)
             ));
-            format!("{} ({})", e.probe, facts.join(", "))
+            (
+                endpoint(e.gateway.as_deref(), e.port),
+                format!("{} ({})", e.probe, facts.join(", ")),
+            )
         })
         .collect();
-    if total > list.len() as u64 {
-        parts.push("…".into());
+    more(grouped(pairs), total > list.len() as u64)
+}
+
+fn more(mut text: String, more: bool) -> String {
+    if more {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push('…');
     }
-    parts.join(", ")
+    text
 }
 
 /// Renders the agents block of `status`: the management agents' own CEM state, from the probes
@@ -196,20 +226,18 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
         }
     }
     for c in &a.checks {
-        let wrong: Vec<String> = c
+        let wrong = c
             .wrong_port
             .iter()
-            .map(|e| match e.port {
-                Some(port) => format!("{} on {port}", e.probe),
-                None => e.probe.clone(),
+            .map(|e| {
+                let on = e.port.map(|p| format!("on {p}")).unwrap_or_default();
+                (on, e.probe.clone())
             })
             .collect();
+        let wrong = more(grouped(wrong), c.port_mismatch > c.wrong_port.len() as u64);
         let mut line = format!("{}: policy port {}", c.check, c.policy_port);
         if !wrong.is_empty() {
-            line.push_str(&format!("; {}", wrong.join(", ")));
-            if c.port_mismatch > c.wrong_port.len() as u64 {
-                line.push_str(", …");
-            }
+            line.push_str(&format!("; {wrong}"));
         }
         o.push_str(&format!(
             "  {:<17}{}  {line}\n",
@@ -227,23 +255,21 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
         let Some(policy) = &c.policy_thumbprint else {
             continue;
         };
-        let stale: Vec<String> = c
+        let stale = c
             .stale_thumbprint
             .iter()
             .map(|e| {
-                format!(
-                    "{} validated {}",
-                    e.probe,
-                    e.thumbprint.as_deref().unwrap_or("?")
-                )
+                let validated = format!("validated {}", e.thumbprint.as_deref().unwrap_or("?"));
+                (validated, e.probe.clone())
             })
             .collect();
+        let stale = more(
+            grouped(stale),
+            c.thumbprint_mismatch > c.stale_thumbprint.len() as u64,
+        );
         let mut line = format!("{}: policy {policy}", c.check);
         if !stale.is_empty() {
-            line.push_str(&format!("; {}", stale.join(", ")));
-            if c.thumbprint_mismatch > c.stale_thumbprint.len() as u64 {
-                line.push_str(", …");
-            }
+            line.push_str(&format!("; {stale}"));
         }
         o.push_str(&format!(
             "  {:<17}{}  {line}\n",
@@ -629,9 +655,13 @@ mod tests {
         );
         assert_eq!(
             line(&text, "handshake_error"),
-            "  handshake_error     1  h1 (gw.example.com:8443, 2 attempts, for 5m)"
+            "  handshake_error     1  gw.example.com:8443: h1 (2 attempts, for 5m)"
         );
-        assert!(line(&text, "connect_timeout").contains("t2 (gw.example.com:443, 7 attempts"));
+        assert_eq!(
+            line(&text, "connect_timeout"),
+            "  connect_timeout     2  gw.example.com:443: t1 (3 attempts, for 5m), t2 (7 attempts, for 5m)",
+            "grouped by where they connect"
+        );
         assert_eq!(
             line(&text, "no_cem_activity"),
             "  no_cem_activity     1  …",
@@ -639,11 +669,11 @@ mod tests {
         );
         assert_eq!(
             line(&text, "wrong port"),
-            "  wrong port          2  gateway: policy port 8443; t1 on 443, t2 on 443"
+            "  wrong port          2  gateway: policy port 8443; on 443: t1, t2"
         );
         assert_eq!(
             line(&text, "stale thumbprint"),
-            "  stale thumbprint    1  gateway: policy 5F3C; s1 validated 3A7F"
+            "  stale thumbprint    1  gateway: policy 5F3C; validated 3A7F: s1"
         );
         assert!(line(&text, "log unavailable").contains("   1  "));
         assert_eq!(
@@ -679,6 +709,20 @@ mod tests {
         let none = render_agents(&AgentSummary::default(), 12, false, NOW);
         assert!(none.contains("--agent-log"), "{none}");
         assert_eq!(none.lines().filter(|l| !l.is_empty()).count(), 1);
+    }
+
+    #[test]
+    fn examples_group_by_key_and_say_when_there_are_more() {
+        let pairs = vec![
+            ("a:1".to_string(), "p1".to_string()),
+            ("b:2".to_string(), "p2".to_string()),
+            ("a:1".to_string(), "p3".to_string()),
+        ];
+        assert_eq!(grouped(pairs), "a:1: p1, p3; b:2: p2");
+        assert_eq!(grouped(vec![(String::new(), "p".into())]), "p");
+        assert_eq!(more("x".into(), true), "x, …");
+        assert_eq!(more(String::new(), true), "…");
+        assert_eq!(more("x".into(), false), "x");
     }
 
     #[test]
