@@ -102,6 +102,28 @@ fn series(name: &str, labels: &[(&str, &str)]) -> String {
     format!("{name}{{{}}}", labels.join(","))
 }
 
+/// The property names of a schema in `coordinator/openapi.yaml`.
+fn openapi_properties(schema: &str) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.yaml");
+    let text = std::fs::read_to_string(&path).expect("openapi.yaml");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("openapi.yaml is YAML");
+    docs[0]["components"]["schemas"][schema]["properties"]
+        .as_hash()
+        .unwrap_or_else(|| panic!("openapi.yaml: no properties of {schema}"))
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The keys of a JSON object.
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
 fn probes_of(list: &Value) -> Vec<String> {
     list.as_array()
         .map(|a| {
@@ -252,6 +274,14 @@ async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
         .is_some_and(|e| e.contains("connect_timeout")));
     assert_eq!(timeouts.0, 200);
     assert_eq!(probes_of(&timeouts.1), ["us-east-01"]);
+    // What the API returns is what coordinator/openapi.yaml documents.
+    assert_eq!(keys(agents), openapi_properties("AgentSummary"));
+    assert_eq!(
+        keys(&gw["wrong_port"][0]),
+        openapi_properties("AgentExample")
+    );
+    assert_eq!(keys(&ok), openapi_properties("AgentEntry"));
+    assert!(openapi_properties("FleetSummary").contains("agents"));
 
     // /metrics: the same numbers, a series per state, and a scrape promtool accepts.
     let (text, values) = tokio::task::spawn_blocking(move || scrape(http))
