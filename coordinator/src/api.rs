@@ -1,5 +1,6 @@
 //! The HTTP surface: `/live`, `/ready`, `/metrics` (Prometheus text) and the JSON API under
-//! `/api/v1/` (see `coordinator/openapi.yaml`). Reads are GET; the one action, starting a
+//! `/api/v1/` (see `coordinator/openapi.yaml`), the management agents' CEM state included
+//! (`/api/v1/fleet` aggregates it, `/api/v1/agents` lists it per probe). Reads are GET; the one action, starting a
 //! `ProbeNow` round, is a POST.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use cemwatch_shared::{FindingCode, Severity, Thumbprint};
+use cemwatch_shared::{AgentCondition, FindingCode, Severity, Thumbprint};
 
 use crate::fleet::{Fleet, FleetSummary, Latest};
 use crate::ingest::{Hub, Round};
@@ -40,6 +41,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/checks", get(checks))
         .route("/api/v1/checks/{name}", get(check))
         .route("/api/v1/probes", get(probes))
+        .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
         .route("/api/v1/rounds", post(start_round))
         .route("/api/v1/rounds/{id}", get(round))
@@ -195,6 +197,43 @@ async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
         .unwrap_or_default();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Json(out)
+}
+
+/// Filters of `/api/v1/agents`.
+#[derive(Debug, Deserialize)]
+pub struct AgentQuery {
+    /// Only agents in this condition (`cem_connected`, `handshake_error`, `connect_timeout`,
+    /// `no_cem_activity`).
+    pub condition: Option<String>,
+}
+
+async fn agents(State(s): State<Arc<ApiState>>, Query(q): Query<AgentQuery>) -> Response {
+    if let Some(c) = q.condition.as_deref() {
+        if !AgentCondition::NAMES.contains(&c) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "condition: {c:?} is not a condition; use one of {}",
+                    AgentCondition::NAMES.join(", ")
+                ),
+            );
+        }
+    }
+    let config = s.hub.config.borrow().clone();
+    let now = now_ms();
+    match s.hub.fleet.read() {
+        Ok(fleet) => Json(crate::agents::entries(
+            &fleet,
+            &config,
+            now,
+            q.condition.as_deref(),
+        ))
+        .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fleet unavailable".into(),
+        ),
+    }
 }
 
 /// Filters of `/api/v1/events`.

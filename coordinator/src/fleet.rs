@@ -1,7 +1,8 @@
 //! The fleet view in memory: every probe with its labels, connection state and latest result
 //! per check, loaded from the store at start (a restart loses nothing) and updated after each
 //! commit. Summaries count only fresh results: a probe not heard from within the staleness
-//! window is excluded and counted as stale.
+//! window is excluded and counted as stale. Each probe also carries the latest CEM state of the
+//! management agent on its endpoint, when it follows the agent's log (see [`crate::agents`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::{CheckResult, FindingCode, Severity, TcpState};
 
+use crate::agents::{self, AgentSummary, AgentView};
 use crate::config::{CheckConfig, Config};
 use crate::diagnose::{self, Diagnosis, Observation};
 
@@ -102,6 +104,10 @@ pub struct ProbeView {
     pub revoked: bool,
     /// Latest result per check.
     pub latest: BTreeMap<String, Latest>,
+    /// When the current connection began, Unix ms (0: not connected since the start).
+    pub connected_since_ms: i64,
+    /// The latest CEM state of the management agent on the probe's endpoint, when it sent one.
+    pub agent: Option<AgentView>,
 }
 
 /// The fleet.
@@ -194,6 +200,9 @@ pub struct FleetSummary {
     pub probes: ProbeCounts,
     /// Per check.
     pub checks: Vec<CheckSummary>,
+    /// The management agents' own CEM state (probes that follow the agent's log).
+    #[serde(default)]
+    pub agents: AgentSummary,
 }
 
 fn bump(v: &mut VerdictCounts, s: Severity) {
@@ -218,8 +227,15 @@ impl Fleet {
                     agent_version: p.agent_version,
                     revoked: p.revoked_at.is_some(),
                     latest: BTreeMap::new(),
+                    connected_since_ms: 0,
+                    agent: None,
                 },
             );
+        }
+        for (probe, state, received_ms) in crate::store::agent_states(conn)? {
+            if let Some(view) = fleet.probes.get_mut(&probe) {
+                view.agent = Some(AgentView { state, received_ms });
+            }
         }
         let mut stmt =
             conn.prepare("SELECT probe, check_name, seq, round, produced_at, result FROM latest")?;
@@ -261,6 +277,20 @@ impl Fleet {
                 );
             }
         }
+    }
+
+    /// Records the latest agent state of a probe (already bounded by [`agents::sanitize`]).
+    /// Returns the condition it replaces, if any.
+    pub fn record_agent(
+        &mut self,
+        probe: &str,
+        state: cemwatch_shared::AgentCemState,
+        received_ms: i64,
+    ) -> Option<&'static str> {
+        let view = self.probes.entry(probe.to_string()).or_default();
+        view.agent
+            .replace(AgentView { state, received_ms })
+            .map(|old| old.state.condition.as_str())
     }
 
     /// Whether a probe's results count.
@@ -401,6 +431,7 @@ impl Fleet {
             .iter()
             .map(|c| self.check_summary(config, c, now_ms))
             .collect();
+        out.agents = agents::summarize(self, config, now_ms);
         out
     }
 }

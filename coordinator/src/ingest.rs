@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use cemwatch_probe::transport::{read_frame_max, write_frame, TransportError};
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
-use cemwatch_shared::Thumbprint;
+use cemwatch_shared::{AgentCemState, Thumbprint};
 
 use crate::auth::AuthState;
 use crate::ca::{common_name, CoordinatorCa};
@@ -580,8 +580,10 @@ async fn session(
             .write()
             .map_err(|_| anyhow!("fleet lock poisoned"))?;
         let view = fleet.probes.entry(name.clone()).or_default();
+        let now = store::now_ms();
         view.connected = true;
-        view.last_seen_ms = store::now_ms();
+        view.connected_since_ms = now;
+        view.last_seen_ms = now;
         view.agent_version = Some(agent_version.clone());
         view.labels.clone()
     };
@@ -621,6 +623,40 @@ async fn session(
     }
     tracing::info!(probe = %name, "probe disconnected");
     result
+}
+
+/// Keeps a probe's agent state: in the store (so a restart loses nothing), then in the fleet
+/// view. It is state, not an event: it needs no acknowledgement, and a store failure only costs
+/// the copy on disk (the probe sends it again on its next connection).
+async fn record_agent_state(hub: &Hub, name: &str, state: AgentCemState) {
+    let state = crate::agents::sanitize(state);
+    let received = store::now_ms();
+    let (probe, stored) = (name.to_string(), state.clone());
+    if let Err(e) = hub
+        .writer
+        .exec(move |db| store::save_agent_state(db, &probe, &stored, received))
+        .await
+    {
+        tracing::warn!(probe = name, error = %format!("{e:#}"), "agent state not stored; kept in memory");
+    }
+    let condition = state.condition.as_str();
+    let port = state.condition.port();
+    let previous = hub
+        .fleet
+        .write()
+        .ok()
+        .and_then(|mut fleet| fleet.record_agent(name, state, received));
+    if previous == Some(condition) {
+        tracing::debug!(probe = name, condition, ?port, "agent CEM state received");
+    } else {
+        tracing::info!(
+            probe = name,
+            condition,
+            ?port,
+            was = previous.unwrap_or("unknown"),
+            "agent CEM state changed"
+        );
+    }
 }
 
 async fn session_loop(
@@ -703,8 +739,7 @@ async fn session_loop(
                         Err(e) => tracing::warn!(probe = name, error = %format!("{e:#}"), "cannot renew"),
                     }
                 }
-                // Accepted and not yet used: aggregation lands with the fleet view.
-                Some(Ok(ToCoordinator::AgentState(_))) => {}
+                Some(Ok(ToCoordinator::AgentState(state))) => record_agent_state(hub, name, state).await,
                 Some(Ok(other)) => {
                     hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
                     let reason = format!("unexpected message in a session: {}", match other {

@@ -4,8 +4,10 @@
 //!
 //! Probes enrol once with a single-use token that pins this coordinator's CA, then connect with
 //! mutual TLS over QUIC. Every report is committed to SQLite before it is acknowledged, so no
-//! acknowledged result is lost, even to `kill -9`.
+//! acknowledged result is lost, even to `kill -9`. Probes on managed endpoints also send the CEM
+//! state of the management agent beside them, which the fleet view shows next to the checks.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod ca;

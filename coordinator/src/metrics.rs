@@ -10,6 +10,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use cemwatch_shared::AgentCondition;
+
+use crate::agents::AgentSummary;
 use crate::config::Config;
 use crate::diagnose::Kind;
 use crate::fleet::{Fleet, FleetSummary};
@@ -63,6 +66,17 @@ pub const QUIC_RETRIES: &str = "cemwatch_quic_retries_total";
 pub const HANDSHAKES_FAILED: &str = "cemwatch_quic_handshakes_failed_total";
 /// Reports delayed by the per-probe report rate limit.
 pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
+/// Management agents per CEM `state` (`cem_connected`, `handshake_error`, `connect_timeout`,
+/// `no_cem_activity`), from the fresh probes that follow the agent's log.
+pub const AGENTS: &str = "cemwatch_agents";
+/// Agents connected in CEM mode per `gateway` and `port` as they logged them (pairs capped at
+/// [`crate::agents::MAX_GATEWAY_LABELS`]; the rest in `gateway="other",port="other"`).
+pub const AGENTS_CONNECTED: &str = "cemwatch_agents_connected";
+/// Agents whose logged port differs from the policy port of the gateway `check` whose host
+/// they logged: the guide's silent port mismatch.
+pub const AGENTS_PORT_MISMATCH: &str = "cemwatch_agents_port_mismatch";
+/// Agents whose validated thumbprint differs from the policy thumbprint of the gateway `check`.
+pub const AGENTS_THUMBPRINT_MISMATCH: &str = "cemwatch_agents_thumbprint_mismatch";
 
 /// The coordinator's metrics.
 #[derive(Debug, Clone)]
@@ -116,6 +130,14 @@ pub struct Metrics {
     pub probe_check_verdict: IntGaugeVec,
     /// Rounds started.
     pub rounds: IntCounter,
+    /// Agents by CEM state.
+    pub agents: IntGaugeVec,
+    /// Connected agents by gateway and port.
+    pub agents_connected: IntGaugeVec,
+    /// Agents on another port than the policy's, per check.
+    pub agents_port_mismatch: IntGaugeVec,
+    /// Agents with another thumbprint than the policy's, per check.
+    pub agents_thumbprint_mismatch: IntGaugeVec,
     sites: Arc<Mutex<HashSet<String>>>,
     scrape: Arc<Mutex<()>>,
 }
@@ -248,6 +270,10 @@ impl Metrics {
             tls_handshake: histogram(&registry, TLS_HANDSHAKE_DURATION, "TLS handshake time on the policy port."),
             probe_check_verdict: gauge_vec(&registry, PROBE_CHECK_VERDICT, "Per-probe verdict (only with per_probe_metrics = true).", &["probe", "check", "verdict"]),
             rounds: counter(&registry, ROUNDS, "ProbeNow rounds started."),
+            agents: gauge_vec(&registry, AGENTS, "Management agents per CEM state, from the fresh probes that follow the agent's log.", &["state"]),
+            agents_connected: gauge_vec(&registry, AGENTS_CONNECTED, "Management agents connected in CEM mode, per gateway and port as logged (pairs capped; the rest in other).", &["gateway", "port"]),
+            agents_port_mismatch: gauge_vec(&registry, AGENTS_PORT_MISMATCH, "Management agents whose logged port differs from the policy port of this gateway check.", &["check"]),
+            agents_thumbprint_mismatch: gauge_vec(&registry, AGENTS_THUMBPRINT_MISMATCH, "Management agents whose validated thumbprint differs from the policy thumbprint of this gateway check.", &["check"]),
             sites: Arc::default(),
             scrape: Arc::default(),
             registry: registry.clone(),
@@ -333,9 +359,14 @@ impl Metrics {
             &self.policy_port,
             &self.listener_probes,
             &self.probe_check_verdict,
+            &self.agents,
+            &self.agents_connected,
+            &self.agents_port_mismatch,
+            &self.agents_thumbprint_mismatch,
         ] {
             g.reset();
         }
+        self.set_agents(&summary.agents);
         self.thumbprint_match_ratio.reset();
         let all = Kind::all_labels();
         for c in &summary.checks {
@@ -450,10 +481,132 @@ impl Metrics {
         self.render()
     }
 
+    /// Sets the agent gauges from the summary (after the reset): every state, zeros included;
+    /// the capped gateway pairs; both mismatch counts for every gateway check.
+    fn set_agents(&self, agents: &AgentSummary) {
+        for state in AgentCondition::NAMES {
+            self.agents
+                .with_label_values(&[state])
+                .set(agents.state(state) as i64);
+        }
+        for pair in &agents.connected {
+            let (gateway, port) = pair.labels();
+            self.agents_connected
+                .with_label_values(&[gateway.as_str(), port.as_str()])
+                .set(pair.agents as i64);
+        }
+        for c in &agents.checks {
+            self.agents_port_mismatch
+                .with_label_values(&[c.check.as_str()])
+                .set(c.port_mismatch as i64);
+            self.agents_thumbprint_mismatch
+                .with_label_values(&[c.check.as_str()])
+                .set(c.thumbprint_mismatch as i64);
+        }
+    }
+
     /// Renders the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::AgentView;
+    use cemwatch_shared::{AgentCemState, AgentLogStatus, SinceSource};
+    use std::path::Path;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn agent_gauges_are_recomputed_at_every_scrape() {
+        let config = Config::from_toml(
+            "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\nport = 8443\n",
+            "test.toml",
+            Path::new("/tmp"),
+        )
+        .expect("config");
+        let now = crate::store::now_ms();
+        let mut fleet = Fleet::default();
+        for (name, condition) in [
+            (
+                "a",
+                AgentCondition::CemConnected {
+                    gateway: "gw.example.com".into(),
+                    port: Some(8443),
+                    thumbprint: None,
+                },
+            ),
+            (
+                "b",
+                AgentCondition::ConnectTimeout {
+                    gateway: Some("gw.example.com".into()),
+                    port: Some(443),
+                    attempts: 3,
+                },
+            ),
+        ] {
+            let view = fleet.probes.entry(name.into()).or_default();
+            view.connected = true;
+            view.last_seen_ms = now;
+            view.agent = Some(AgentView {
+                state: AgentCemState {
+                    condition,
+                    since_ms: 0,
+                    since_source: SinceSource::Read,
+                    line: None,
+                    log: AgentLogStatus::Following,
+                },
+                received_ms: now,
+            });
+        }
+        let metrics = Metrics::new();
+        let text = metrics.render_fleet(&fleet.summary(&config, now), &config, &fleet, now);
+        let agents = |state: &str| value(&text, &format!("{AGENTS}{{state=\"{state}\"}}"));
+        assert_eq!(agents("cem_connected"), Some(1.0), "{text}");
+        assert_eq!(agents("connect_timeout"), Some(1.0));
+        assert_eq!(agents("handshake_error"), Some(0.0), "zeros are series too");
+        assert_eq!(agents("no_cem_activity"), Some(0.0));
+        assert_eq!(
+            value(
+                &text,
+                &format!("{AGENTS_CONNECTED}{{gateway=\"gw.example.com\",port=\"8443\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{AGENTS_PORT_MISMATCH}{{check=\"gateway\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{AGENTS_THUMBPRINT_MISMATCH}{{check=\"gateway\"}}")
+            ),
+            Some(0.0)
+        );
+
+        // The connected agent's probe goes stale: its gateway series disappears.
+        if let Some(v) = fleet.probes.get_mut("a") {
+            v.connected = false;
+            v.last_seen_ms = now - 86_400_000;
+        }
+        let text = metrics.render_fleet(&fleet.summary(&config, now), &config, &fleet, now);
+        assert_eq!(agents_of(&text, "cem_connected"), Some(0.0));
+        assert!(!text.contains(&format!("{AGENTS_CONNECTED}{{")), "{text}");
+    }
+
+    fn agents_of(text: &str, state: &str) -> Option<f64> {
+        value(text, &format!("{AGENTS}{{state=\"{state}\"}}"))
     }
 }

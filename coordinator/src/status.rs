@@ -1,5 +1,6 @@
-//! `cemwatch status` and `cemwatch verify`: the fleet at a glance for a person, and the
-//! post-change verification that asks every eligible probe to check now and waits for a quorum.
+//! `cemwatch status` and `cemwatch verify`: the fleet at a glance for a person (the checks, then
+//! the management agents' own CEM state), and the post-change verification that asks every
+//! eligible probe to check now and waits for a quorum.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 use cemwatch_shared::Severity;
 
+use crate::agents::{self, AgentExample, AgentSummary};
 use crate::api::{RoundRequest, RoundStatus};
 use crate::client::Api;
 use crate::fleet::{CheckSummary, FleetSummary};
@@ -71,6 +73,226 @@ fn render_ports(c: &CheckSummary) -> String {
         line.push_str(&format!(" · dmz: {}", side(&c.ports.dmz)));
     }
     line
+}
+
+/// A duration in a few characters (`45s`, `12m`, `3h`, `2d`).
+fn short_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7_199 => format!("{}m", s / 60),
+        7_200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn endpoint(gateway: Option<&str>, port: Option<u16>) -> String {
+    match (gateway, port) {
+        (Some(g), Some(p)) => format!("{g}:{p}"),
+        (Some(g), None) => g.to_string(),
+        (None, Some(p)) => format!("port {p}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// Groups `(key, item)` pairs by key, keys in first-seen order: `key: a, b; other: c` (no key:
+/// just the items).
+fn grouped(pairs: Vec<(String, String)>) -> String {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (key, item) in pairs {
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((key, vec![item])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(key, items)| {
+            if key.is_empty() {
+                items.join(", ")
+            } else {
+                format!("{key}: {}", items.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The examples grouped by where the agents connect, each `probe (N attempts, for 5m)`, with
+/// `…` when there are more than shown.
+fn examples(list: &[AgentExample], total: u64, now_ms: i64) -> String {
+    let pairs = list
+        .iter()
+        .map(|e| {
+            let mut facts = Vec::new();
+            if let Some(n) = e.attempts {
+                facts.push(format!("{n} attempts"));
+            }
+            facts.push(format!(
+                "for {}",
+                short_duration(now_ms - e.since_ms as i64)
+            ));
+            (
+                endpoint(e.gateway.as_deref(), e.port),
+                format!("{} ({})", e.probe, facts.join(", ")),
+            )
+        })
+        .collect();
+    more(grouped(pairs), total > list.len() as u64)
+}
+
+fn more(mut text: String, more: bool) -> String {
+    if more {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push('…');
+    }
+    text
+}
+
+/// Renders the agents block of `status`: the management agents' own CEM state, from the probes
+/// that follow the agent's log; `fresh` is the number of fresh probes.
+pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> String {
+    let p = Paint(color);
+    let head = p.c("1", "agents");
+    if a.reporting == 0 {
+        return format!(
+            "\n{head}  no probe reports its management agent's CEM state (run probes on managed endpoints with --agent-log)\n"
+        );
+    }
+    let mut o = format!(
+        "\n{head}  {} of {fresh} probes report their management agent's CEM state\n",
+        a.reporting
+    );
+    let bad = |n: u64, s: Severity| {
+        let text = format!("{n:>4}");
+        if n > 0 {
+            p.sev(s, &text)
+        } else {
+            text
+        }
+    };
+    let connected: Vec<String> = a
+        .connected
+        .iter()
+        .map(|g| {
+            let (gateway, port) = g.labels();
+            let at = if g.other {
+                "other gateways".to_string()
+            } else if g.port.is_some() {
+                format!("{gateway}:{port}")
+            } else {
+                format!("{gateway} (port not logged)")
+            };
+            format!("{at} {}", g.agents)
+        })
+        .collect();
+    let n = a.state("cem_connected");
+    o.push_str(&format!(
+        "  {:<17}{}  {}\n",
+        "cem_connected",
+        p.sev(Severity::Ok, &format!("{n:>4}")),
+        connected.join(", ")
+    ));
+    for (name, list, severity, remedy) in [
+        (
+            "handshake_error",
+            &a.handshake_errors,
+            Severity::Fail,
+            agents::REMEDY_HANDSHAKE_ERROR,
+        ),
+        (
+            "connect_timeout",
+            &a.connect_timeouts,
+            Severity::Fail,
+            agents::REMEDY_CONNECT_TIMEOUT,
+        ),
+        (
+            "no_cem_activity",
+            &a.no_cem_activity,
+            Severity::Warn,
+            agents::REMEDY_NO_CEM_ACTIVITY,
+        ),
+    ] {
+        let n = a.state(name);
+        o.push_str(&format!(
+            "  {name:<17}{}  {}\n",
+            bad(n, severity),
+            examples(list, n, now_ms)
+        ));
+        if n > 0 {
+            o.push_str(&format!("  {:<22} {} {remedy}\n", "", p.c("2", "remedy:")));
+        }
+    }
+    for c in &a.checks {
+        let wrong = c
+            .wrong_port
+            .iter()
+            .map(|e| {
+                let on = e.port.map(|p| format!("on {p}")).unwrap_or_default();
+                (on, e.probe.clone())
+            })
+            .collect();
+        let wrong = more(grouped(wrong), c.port_mismatch > c.wrong_port.len() as u64);
+        let mut line = format!("{}: policy port {}", c.check, c.policy_port);
+        if !wrong.is_empty() {
+            line.push_str(&format!("; {wrong}"));
+        }
+        o.push_str(&format!(
+            "  {:<17}{}  {line}\n",
+            "wrong port",
+            bad(c.port_mismatch, Severity::Fail)
+        ));
+        if c.port_mismatch > 0 {
+            o.push_str(&format!(
+                "  {:<22} {} {}\n",
+                "",
+                p.c("2", "remedy:"),
+                agents::REMEDY_WRONG_PORT
+            ));
+        }
+        let Some(policy) = &c.policy_thumbprint else {
+            continue;
+        };
+        let stale = c
+            .stale_thumbprint
+            .iter()
+            .map(|e| {
+                let validated = format!("validated {}", e.thumbprint.as_deref().unwrap_or("?"));
+                (validated, e.probe.clone())
+            })
+            .collect();
+        let stale = more(
+            grouped(stale),
+            c.thumbprint_mismatch > c.stale_thumbprint.len() as u64,
+        );
+        let mut line = format!("{}: policy {policy}", c.check);
+        if !stale.is_empty() {
+            line.push_str(&format!("; {stale}"));
+        }
+        o.push_str(&format!(
+            "  {:<17}{}  {line}\n",
+            "stale thumbprint",
+            bad(c.thumbprint_mismatch, Severity::Fail)
+        ));
+        if c.thumbprint_mismatch > 0 {
+            o.push_str(&format!(
+                "  {:<22} {} {}\n",
+                "",
+                p.c("2", "remedy:"),
+                agents::REMEDY_STALE_THUMBPRINT
+            ));
+        }
+    }
+    if a.log_unavailable > 0 {
+        o.push_str(&format!(
+            "  {:<17}{}  probes that cannot read the agent's log (missing or unreadable): see /api/v1/agents\n",
+            "log unavailable",
+            bad(a.log_unavailable, Severity::Warn)
+        ));
+    }
+    o
 }
 
 /// Renders the fleet for a person.
@@ -150,6 +372,12 @@ pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
             o.push_str(&format!("  worst sites   {}\n", list.join(", ")));
         }
     }
+    o.push_str(&render_agents(
+        &s.agents,
+        s.probes.connected + s.probes.disconnected,
+        color,
+        crate::store::now_ms(),
+    ));
     o
 }
 
@@ -340,4 +568,169 @@ pub fn render_verdict(v: &Verdict, color: bool) -> String {
         o.push_str(&format!("  no answer from: {}\n", r.pending.join(", ")));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::{AgentCheckSummary, GatewayAgents};
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn example(probe: &str, condition: &str, port: u16, attempts: Option<u32>) -> AgentExample {
+        AgentExample {
+            probe: probe.into(),
+            site: "eu".into(),
+            condition: condition.into(),
+            gateway: Some("gw.example.com".into()),
+            port: Some(port),
+            thumbprint: None,
+            attempts,
+            since_ms: (NOW - 5 * 60_000) as u64,
+        }
+    }
+
+    fn summary() -> AgentSummary {
+        let mut a = AgentSummary {
+            reporting: 9,
+            log_unavailable: 1,
+            ..AgentSummary::default()
+        };
+        for (state, n) in [
+            ("cem_connected", 5),
+            ("handshake_error", 1),
+            ("connect_timeout", 2),
+            ("no_cem_activity", 1),
+        ] {
+            a.states.insert(state.into(), n);
+        }
+        a.connected = vec![
+            GatewayAgents {
+                gateway: "gw.example.com".into(),
+                port: Some(8443),
+                agents: 4,
+                other: false,
+            },
+            GatewayAgents {
+                gateway: "gw.example.com".into(),
+                port: None,
+                agents: 1,
+                other: false,
+            },
+        ];
+        a.handshake_errors = vec![example("h1", "handshake_error", 8443, Some(2))];
+        a.connect_timeouts = vec![
+            example("t1", "connect_timeout", 443, Some(3)),
+            example("t2", "connect_timeout", 443, Some(7)),
+        ];
+        let mut stale = example("s1", "cem_connected", 8443, None);
+        stale.thumbprint = Some("3A7F".into());
+        a.checks = vec![AgentCheckSummary {
+            check: "gateway".into(),
+            gateway: "gw.example.com".into(),
+            policy_port: 8443,
+            policy_thumbprint: Some("5F3C".into()),
+            agents: 8,
+            port_mismatch: 2,
+            thumbprint_mismatch: 1,
+            wrong_port: a.connect_timeouts.clone(),
+            stale_thumbprint: vec![stale],
+        }];
+        a
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no {start:?} line in:\n{text}"))
+    }
+
+    #[test]
+    fn the_agents_block_names_states_gateways_and_mismatches() {
+        let text = render_agents(&summary(), 12, false, NOW);
+        assert!(text.contains("agents  9 of 12 probes report"), "{text}");
+        assert_eq!(
+            line(&text, "cem_connected"),
+            "  cem_connected       5  gw.example.com:8443 4, gw.example.com (port not logged) 1"
+        );
+        assert_eq!(
+            line(&text, "handshake_error"),
+            "  handshake_error     1  gw.example.com:8443: h1 (2 attempts, for 5m)"
+        );
+        assert_eq!(
+            line(&text, "connect_timeout"),
+            "  connect_timeout     2  gw.example.com:443: t1 (3 attempts, for 5m), t2 (7 attempts, for 5m)",
+            "grouped by where they connect"
+        );
+        assert_eq!(
+            line(&text, "no_cem_activity"),
+            "  no_cem_activity     1  …",
+            "a count without examples says there are more"
+        );
+        assert_eq!(
+            line(&text, "wrong port"),
+            "  wrong port          2  gateway: policy port 8443; on 443: t1, t2"
+        );
+        assert_eq!(
+            line(&text, "stale thumbprint"),
+            "  stale thumbprint    1  gateway: policy 5F3C; validated 3A7F: s1"
+        );
+        assert!(line(&text, "log unavailable").contains("   1  "));
+        assert_eq!(
+            text.matches("remedy:").count(),
+            5,
+            "handshake, timeout, no CEM activity, wrong port, stale thumbprint:\n{text}"
+        );
+        assert!(text.contains(agents::REMEDY_WRONG_PORT));
+        assert!(!text.contains('\x1b'), "no colour when asked for none");
+        assert!(render_agents(&summary(), 12, true, NOW).contains("\x1b[31m   2\x1b[0m"));
+    }
+
+    #[test]
+    fn no_problem_no_remedy_and_no_agents_says_how_to_get_them() {
+        let mut a = summary();
+        a.states.insert("handshake_error".into(), 0);
+        a.states.insert("connect_timeout".into(), 0);
+        a.states.insert("no_cem_activity".into(), 0);
+        a.handshake_errors.clear();
+        a.connect_timeouts.clear();
+        a.checks[0].port_mismatch = 0;
+        a.checks[0].wrong_port.clear();
+        a.checks[0].thumbprint_mismatch = 0;
+        a.checks[0].stale_thumbprint.clear();
+        a.log_unavailable = 0;
+        let text = render_agents(&a, 12, false, NOW);
+        assert!(!text.contains("remedy:"), "{text}");
+        assert_eq!(
+            line(&text, "wrong port"),
+            "  wrong port          0  gateway: policy port 8443"
+        );
+        assert!(!text.contains("log unavailable"));
+        let none = render_agents(&AgentSummary::default(), 12, false, NOW);
+        assert!(none.contains("--agent-log"), "{none}");
+        assert_eq!(none.lines().filter(|l| !l.is_empty()).count(), 1);
+    }
+
+    #[test]
+    fn examples_group_by_key_and_say_when_there_are_more() {
+        let pairs = vec![
+            ("a:1".to_string(), "p1".to_string()),
+            ("b:2".to_string(), "p2".to_string()),
+            ("a:1".to_string(), "p3".to_string()),
+        ];
+        assert_eq!(grouped(pairs), "a:1: p1, p3; b:2: p2");
+        assert_eq!(grouped(vec![(String::new(), "p".into())]), "p");
+        assert_eq!(more("x".into(), true), "x, …");
+        assert_eq!(more(String::new(), true), "…");
+        assert_eq!(more("x".into(), false), "x");
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(short_duration(45_000), "45s");
+        assert_eq!(short_duration(12 * 60_000), "12m");
+        assert_eq!(short_duration(3 * 3_600_000), "3h");
+        assert_eq!(short_duration(3 * 86_400_000), "3d");
+        assert_eq!(short_duration(-5), "0s", "a clock ahead of ours");
+    }
 }

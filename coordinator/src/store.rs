@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode in the data directory. It holds probes, tokens,
 //! revocations, every report received (deduplicated on `(probe, seq)`), the latest result per
-//! probe and check, verdict transitions and persistent counters. Reports are committed before
+//! probe and check, verdict transitions, persistent counters and the latest CEM state of each
+//! probe's management agent. Reports are committed before
 //! they are acknowledged, in groups (one transaction for many reports), by one writer thread.
 
 use std::collections::HashSet;
@@ -14,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use cemwatch_shared::wire::{Labels, Report};
+use cemwatch_shared::AgentCemState;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS probes (
@@ -79,6 +81,17 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS agent_states (
+    probe TEXT PRIMARY KEY,
+    condition TEXT NOT NULL,
+    gateway TEXT,
+    port INTEGER,
+    thumbprint TEXT,
+    since_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    line TEXT,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Unix milliseconds now.
@@ -362,6 +375,57 @@ pub fn counter(conn: &Connection, name: &str) -> Result<i64> {
         })
         .optional()?
         .unwrap_or(0))
+}
+
+/// Keeps `state` as the latest agent state of `probe`, received at `received_ms`. The columns
+/// are for queries by hand (`sqlite3 cemwatch.sqlite 'SELECT probe, condition, port FROM
+/// agent_states'`); `state` holds the whole state as JSON.
+pub fn save_agent_state(
+    conn: &Connection,
+    probe: &str,
+    state: &AgentCemState,
+    received_ms: i64,
+) -> Result<()> {
+    let c = &state.condition;
+    conn.execute(
+        "INSERT OR REPLACE INTO agent_states (probe, condition, gateway, port, thumbprint, since_ms, received_ms, line, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            probe,
+            c.as_str(),
+            crate::agents::gateway(c),
+            c.port(),
+            crate::agents::validated_thumbprint(c).map(|t| t.to_string()),
+            i64::try_from(state.since_ms).unwrap_or(i64::MAX),
+            received_ms,
+            state.line,
+            serde_json::to_string(state)?,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every stored agent state: `(probe, state, received_ms)`. A row this version cannot read is
+/// skipped with a warning (the probe sends its state again when it connects).
+pub fn agent_states(conn: &Connection) -> Result<Vec<(String, AgentCemState, i64)>> {
+    let mut stmt = conn.prepare("SELECT probe, state, received_ms FROM agent_states")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (probe, json, received_ms) = row?;
+        match serde_json::from_str::<AgentCemState>(&json) {
+            Ok(state) => out.push((probe, state, received_ms)),
+            Err(e) => {
+                tracing::warn!(probe, error = %e, "skipping a stored agent state this version cannot read")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The outcome of one report.
@@ -703,6 +767,85 @@ mod tests {
         assert!(enrol(&mut db, &id3, &secret3, "p4", "v", issue)
             .expect("db")
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn agent_states_survive_a_restart_and_the_latest_wins() {
+        use cemwatch_shared::{AgentCondition, AgentLogStatus, SinceSource, Thumbprint};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let labels: Labels = [("site".to_string(), "eu".to_string())].into();
+        {
+            let db = open(dir.path()).expect("open");
+            assert!(adopt(&db, "laptop-1", &labels, "v", "0A", 1).expect("db"));
+            assert!(adopt(&db, "laptop-2", &labels, "v", "0B", 1).expect("db"));
+        }
+        let timeout = AgentCemState {
+            condition: AgentCondition::ConnectTimeout {
+                gateway: Some("gateway.example.com".into()),
+                port: Some(443),
+                attempts: 3,
+            },
+            since_ms: 1_700_000_000_000,
+            since_source: SinceSource::Logged,
+            line: Some("WARN Connection timeout connecting to gateway.example.com:443".into()),
+            log: AgentLogStatus::Following,
+        };
+        let connected = AgentCemState {
+            condition: AgentCondition::CemConnected {
+                gateway: "gateway.example.com".into(),
+                port: Some(8443),
+                thumbprint: Some(
+                    Thumbprint::parse("3a7f9c2b11d04e5f66a7b8c9d0e1f2a3b4c5d6e7").expect("tp"),
+                ),
+            },
+            since_ms: 1_700_000_100_000,
+            since_source: SinceSource::Read,
+            line: Some("CEM mode active. Connected to gateway: gateway.example.com:8443".into()),
+            log: AgentLogStatus::Following,
+        };
+        let writer = Writer::start(dir.path()).expect("writer");
+        for (probe, state, at) in [
+            ("laptop-1", timeout.clone(), 10),
+            ("laptop-1", connected.clone(), 20),
+            ("laptop-2", timeout.clone(), 30),
+        ] {
+            writer
+                .exec(move |db| save_agent_state(db, probe, &state, at))
+                .await
+                .expect("saved");
+        }
+        drop(writer);
+
+        // A restart: a new connection, the fleet loaded from the store.
+        let db = open(dir.path()).expect("reopen");
+        let fleet = crate::fleet::Fleet::load(&db).expect("load");
+        let agent = |name: &str| {
+            fleet
+                .probes
+                .get(name)
+                .and_then(|v| v.agent.clone())
+                .map(|a| (a.state, a.received_ms))
+        };
+        assert_eq!(agent("laptop-1"), Some((connected, 20)), "the latest wins");
+        assert_eq!(agent("laptop-2"), Some((timeout, 30)));
+        let (condition, port): (String, Option<u16>) = db
+            .query_row(
+                "SELECT condition, port FROM agent_states WHERE probe = 'laptop-2'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("columns");
+        assert_eq!((condition.as_str(), port), ("connect_timeout", Some(443)));
+
+        // A row this version cannot read is skipped, not fatal.
+        db.execute(
+            "UPDATE agent_states SET state = '{\"condition\": \"from_the_future\"}' WHERE probe = 'laptop-2'",
+            [],
+        )
+        .expect("damage");
+        let fleet = crate::fleet::Fleet::load(&db).expect("load");
+        assert!(fleet.probes["laptop-2"].agent.is_none());
+        assert!(fleet.probes["laptop-1"].agent.is_some());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A probe on a managed endpoint follows the management agent's log (`run --agent-log`) and
 //! sends the agent's CEM state to a real coordinator on connection and on every change, over the
 //! same session as its reports: the coordinator accepts the message, the session stays up and
-//! reports keep flowing. (Aggregating the state is the fleet view's part.)
+//! reports keep flowing. The coordinator shows the state (API, metrics) judged against the
+//! policy, and a restarted coordinator still has it before the probe sends it again.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::{eventually, http_get, Proc};
 use cemwatch_tests::server::TlsServer;
+use serde_json::Value;
 
 const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
 const GW: &str = "gateway.example.com";
@@ -164,8 +166,66 @@ fn the_agents_state_travels_with_the_reports_and_the_session_holds() {
         "the session was cut:\n{}",
         probe.log()
     );
+
+    // The coordinator shows it: connected in CEM mode, but on 8443 while the policy (the check's
+    // port) is the gateway's own port: a wrong port.
+    assert_ne!(gateway.port(), 8443);
+    let agents = |http: SocketAddr| -> Option<Value> {
+        let (_, body) = http_get(http, "/api/v1/agents").ok()?;
+        serde_json::from_str(&body).ok()
+    };
+    let shown = eventually("the coordinator shows the agent connected", WAIT, || {
+        agents(http).filter(|v| v[0]["condition"] == "cem_connected")
+    })
+    .expect("shown");
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown:#}");
+    assert_eq!(shown[0]["probe"], "laptop-42");
+    assert_eq!(shown[0]["site"], "branch-lyon");
+    assert_eq!(shown[0]["gateway"], GW);
+    assert_eq!(shown[0]["port"], 8443);
+    assert_eq!(shown[0]["current"], true);
+    assert_eq!(shown[0]["port_mismatch"], serde_json::json!(["gateway"]));
+    assert_eq!(
+        metric(http, "cemwatch_agents{state=\"cem_connected\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(http, "cemwatch_agents{state=\"connect_timeout\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(http, "cemwatch_agents_port_mismatch{check=\"gateway\"}"),
+        1.0
+    );
+
     assert_eq!(probe.terminate(Duration::from_secs(10)), Some(0));
     let saved = std::fs::read_to_string(state.join("agentlog.json")).expect("position saved");
     assert!(saved.contains("cem_connected"), "{saved}");
+
+    // A restart loses nothing: with the probe stopped, the restarted coordinator has the agent's
+    // state from its store.
+    coordinator.terminate(Duration::from_secs(10));
+    let mut coordinator = {
+        let mut cmd = Command::new(COORDINATOR);
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .env("CEMWATCH_LOG", "info");
+        Proc::spawn("coordinator", cmd).expect("coordinator")
+    };
+    let http = coordinator.listening("http").expect("http");
+    let after = agents(http).expect("agents after the restart");
+    assert_eq!(after[0]["probe"], "laptop-42", "{after:#}");
+    assert_eq!(after[0]["condition"], "cem_connected");
+    assert_eq!(after[0]["port"], 8443);
+    assert_eq!(
+        after[0]["probe_state"], "disconnected",
+        "not connected, not stale yet"
+    );
+    assert_eq!(after[0]["line"], shown[0]["line"]);
+    assert_eq!(after[0]["received_ms"], shown[0]["received_ms"]);
+    assert_eq!(
+        metric(http, "cemwatch_agents{state=\"cem_connected\"}"),
+        1.0
+    );
     coordinator.terminate(Duration::from_secs(10));
 }

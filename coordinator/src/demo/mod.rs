@@ -1,7 +1,10 @@
 //! `cemwatch demo`: a coordinator, a gateway simulator and a few dozen real probe agents in one
 //! process on free loopback ports, with a temporary data directory. Probes enrol with tokens
 //! and report over QUIC with mutual TLS exactly as in production; `--scenario` puts the
-//! simulator into one of the guide's failure modes.
+//! simulator into one of the guide's failure modes. Most internet probes also follow a sample
+//! `Agent.log` of the management agent on their endpoint ([`demo_agent`]), so the fleet's agent
+//! CEM state shows too: every state, agents on the wrong port and agents with a stale
+//! thumbprint.
 
 pub mod gateway;
 pub mod keys;
@@ -16,6 +19,8 @@ use clap::ValueEnum;
 use tokio::sync::watch;
 
 use cemwatch_probe::agent::{self, AgentConfig};
+use cemwatch_probe::agentlog::sample::{self, SampleState};
+use cemwatch_probe::agentlog::AgentLogConfig;
 use cemwatch_probe::check::TrustStore;
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::Labels;
@@ -47,6 +52,82 @@ pub enum Scenario {
 
 /// Internet sites of the demo fleet.
 pub const SITES: [&str; 4] = ["eu-west", "us-east", "ap-south", "branch-lyon"];
+
+/// The thumbprint of the certificate before the last renewal: what agents with an outdated CEM
+/// policy still validate.
+pub const OLD_THUMBPRINT: &str = "3A7F9C2B11D04E5F66A7B8C9D0E1F2A3B4C5D6E7";
+
+/// The port agents with an outdated CEM policy still use (the Gateway Manager's default).
+pub const OLD_PORT: u16 = 443;
+
+/// The management agent on a demo probe's endpoint, as its `Agent.log` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoAgent {
+    /// Connected in CEM mode on the policy port; the policy's thumbprint validated.
+    Connected,
+    /// Connected in CEM mode on the policy port; this agent version logs no thumbprint.
+    ConnectedQuiet,
+    /// Connected on the policy port, but it validated the old certificate's thumbprint
+    /// ([`OLD_THUMBPRINT`]): its CEM policy is stale.
+    StaleThumbprint,
+    /// Connection timeouts on [`OLD_PORT`] while the policy says the gateway's port: the
+    /// guide's silent port mismatch.
+    WrongPort,
+    /// SSL handshake errors on the policy port.
+    HandshakeError,
+    /// No CEM activity: the agent has not processed the CEM policy yet.
+    NoCemActivity,
+}
+
+/// The agent of the demo's internet probe number `i`, if its endpoint is a managed one: the
+/// first six probes cover every state, then the cycle of eight repeats (two of every eight
+/// probes run on endpoints without an agent).
+pub fn demo_agent(i: usize) -> Option<DemoAgent> {
+    const CYCLE: [Option<DemoAgent>; 8] = [
+        Some(DemoAgent::Connected),
+        Some(DemoAgent::WrongPort),
+        Some(DemoAgent::StaleThumbprint),
+        Some(DemoAgent::HandshakeError),
+        Some(DemoAgent::NoCemActivity),
+        Some(DemoAgent::ConnectedQuiet),
+        None,
+        None,
+    ];
+    CYCLE[i % CYCLE.len()]
+}
+
+/// Writes the `Agent.log` of a demo agent into `dir`, its last entry `minutes_ago` before now,
+/// and returns its path.
+pub fn write_agent_log(
+    dir: &std::path::Path,
+    agent: DemoAgent,
+    sim: &GatewaySim,
+    minutes_ago: i64,
+) -> Result<PathBuf> {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
+    let (state, port) = match agent {
+        DemoAgent::Connected => (
+            SampleState::Connected {
+                thumbprint: Some(&sim.policy_thumbprint),
+            },
+            sim.policy_port,
+        ),
+        DemoAgent::ConnectedQuiet => (SampleState::Connected { thumbprint: None }, sim.policy_port),
+        DemoAgent::StaleThumbprint => (
+            SampleState::Connected {
+                thumbprint: Some(OLD_THUMBPRINT),
+            },
+            sim.policy_port,
+        ),
+        DemoAgent::WrongPort => (SampleState::ConnectTimeout, OLD_PORT),
+        DemoAgent::HandshakeError => (SampleState::HandshakeError, sim.policy_port),
+        DemoAgent::NoCemActivity => (SampleState::NoCemActivity, sim.policy_port),
+    };
+    let path = dir.join("Agent.log");
+    std::fs::write(&path, sample::agent_log(state, GATEWAY, port, at))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
 
 /// How to run the demo.
 #[derive(Debug, Clone)]
@@ -167,24 +248,25 @@ impl Demo {
         let demo_ca = dir.path().join("demo-root-ca.pem");
         std::fs::write(&demo_ca, &gateway.ca_pem)?;
 
-        let mut fleet: Vec<(String, Labels)> = (0..opts.probes)
+        let mut fleet: Vec<(String, Labels, Option<DemoAgent>)> = (0..opts.probes)
             .map(|i| {
                 let site = SITES[i % SITES.len()];
                 (
                     format!("{site}-{:02}", i / SITES.len() + 1),
                     labels(site, "internet"),
+                    demo_agent(i),
                 )
             })
             .collect();
-        fleet.push(("dmz-01".into(), labels("dmz", "dmz")));
-        fleet.push(("dmz-02".into(), labels("dmz", "dmz")));
+        fleet.push(("dmz-01".into(), labels("dmz", "dmz"), None));
+        fleet.push(("dmz-02".into(), labels("dmz", "dmz"), None));
 
         let (stop, stop_rx) = watch::channel(false);
         let db = store::open(&dir.path().join("coordinator"))?;
         let pin = coordinator.hub.ca.pin();
         let quic = coordinator.quic_addr.to_string();
         let mut probes = Vec::new();
-        for (name, labels) in fleet {
+        for (i, (name, labels, agent)) in fleet.into_iter().enumerate() {
             let (id, secret) =
                 store::create_token(&db, &labels, Some(&name), Duration::from_secs(600))?;
             let token = EnrollToken {
@@ -201,8 +283,18 @@ impl Demo {
             if !(opts.scenario == Scenario::UntrustedRoot && site == "branch-lyon") {
                 trust.add_file(&demo_ca)?;
             }
+            let agent_log = match agent {
+                Some(agent) => Some(AgentLogConfig::new(write_agent_log(
+                    &state_dir,
+                    agent,
+                    &gateway,
+                    1 + i as i64,
+                )?)),
+                None => None,
+            };
             let mut config = AgentConfig::new(state_dir, Arc::new(trust));
             config.max_backoff = Duration::from_secs(5);
+            config.agent_log = agent_log;
             let rx = stop_rx.clone();
             probes.push(tokio::spawn(async move {
                 if let Err(e) = agent::run(config, rx).await {
@@ -268,6 +360,11 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     println!("  metrics            http://{http}/metrics");
     println!("  fleet API          http://{http}/api/v1/fleet");
     println!("  probes API         http://{http}/api/v1/probes");
+    println!("  agents API         http://{http}/api/v1/agents");
+    println!(
+        "  agent logs         {} probes follow a sample Agent.log (every state; some on port {OLD_PORT}, some with the old thumbprint {OLD_THUMBPRINT})",
+        (0..opts.probes).filter(|i| demo_agent(*i).is_some()).count()
+    );
     println!("  data directory     {}", demo.dir.path().display());
     println!();
     demo.first_round(opts.probes + 2).await;
