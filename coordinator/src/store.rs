@@ -311,15 +311,37 @@ pub fn enrol(
         "UPDATE tokens SET used_at = ?2, used_by = ?3 WHERE id = ?1",
         params![id, now, name],
     )?;
-    tx.execute(
-        "INSERT INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, agent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![name, labels, now, serial, not_after, agent_version],
-    )?;
+    let labels: Labels = serde_json::from_str(&labels).unwrap_or_default();
+    insert_probe(&tx, &name, &labels, now, &serial, not_after, agent_version)?;
     tx.commit()?;
-    Ok(Ok(Grant {
+    Ok(Ok(Grant { name, labels }))
+}
+
+/// Records an enrolled probe: its name, labels, enrolment time (Unix ms), certificate serial
+/// (hex) and expiry (Unix seconds). Enrolment calls it once the token is consumed; fleet
+/// simulators (`cemwatch-bench`) call it to register many probes whose certificates they had
+/// the CA issue directly, so both go through the same row.
+pub fn insert_probe(
+    conn: &Connection,
+    name: &str,
+    labels: &Labels,
+    enrolled_at_ms: i64,
+    cert_serial: &str,
+    cert_not_after: i64,
+    agent_version: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, agent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
         name,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
-    }))
+        labels_json(labels),
+        enrolled_at_ms,
+        cert_serial,
+        cert_not_after,
+        agent_version
+    ])?;
+    Ok(())
 }
 
 /// A persistent counter's value.
@@ -477,8 +499,10 @@ fn flush(conn: &mut Connection, batch: &mut Batch) {
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+    )?
+    .execute(
         params![name, by],
     )?;
     Ok(())
@@ -486,8 +510,10 @@ fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result
 
 fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Result<Ingested> {
     let now = now_ms();
-    let inserted = tx.execute(
+    let inserted = tx.prepare_cached(
         "INSERT OR IGNORE INTO reports (probe, seq, round, received_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(
         params![
             probe,
             report.seq as i64,
@@ -510,16 +536,17 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
             .collect();
         let codes = codes.join(",");
         let json = serde_json::to_string(&entry.result)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO results (probe, seq, check_name, produced_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(
             params![probe, report.seq as i64, entry.check, entry.produced_at_ms as i64, verdict, codes, json],
         )?;
         let previous: Option<(i64, String)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT produced_at, verdict FROM latest WHERE probe = ?1 AND check_name = ?2",
-                params![probe, entry.check],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![probe, entry.check], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if previous
             .as_ref()
@@ -528,20 +555,22 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
             continue; // an older result arriving late does not replace a newer one
         }
         if previous.as_ref().map(|(_, v)| v.as_str()) != Some(verdict) {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(
                 params![now, probe, entry.check, previous.map(|(_, v)| v), verdict, codes],
             )?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO latest (probe, check_name, seq, round, produced_at, received_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(
             params![probe, entry.check, report.seq as i64, report.round.map(|r| r as i64), entry.produced_at_ms as i64, now, verdict, codes, json],
         )?;
     }
-    tx.execute(
-        "UPDATE probes SET last_seen = ?2 WHERE name = ?1",
-        params![probe, now],
-    )?;
+    tx.prepare_cached("UPDATE probes SET last_seen = ?2 WHERE name = ?1")?
+        .execute(params![probe, now])?;
     Ok(Ingested::Stored)
 }
 
