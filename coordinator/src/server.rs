@@ -73,7 +73,9 @@ fn server_tls(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(cemwatch_probe::transport::transport_config()));
+    config.transport_config(Arc::new(
+        cemwatch_probe::transport::server_transport_config(),
+    ));
     Ok(config)
 }
 

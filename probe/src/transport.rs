@@ -86,6 +86,21 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// Transport settings for the coordinator's side of probe connections: the probes' windows,
+/// but a probe may open only the one stream the protocol uses (quinn-proto sets up state for
+/// every stream a peer may open, whether it is used or not), the coordinator sends no
+/// keep-alives of its own (the probes' keep-alives hold the path open; the coordinator's would
+/// double the packets of an idle fleet) and does no path-MTU discovery (what it sends, plans and
+/// acknowledgements, fits in the initial 1,200 bytes; discovery would cost every connection a
+/// few probe packets).
+pub fn server_transport_config() -> quinn::TransportConfig {
+    let mut t = transport_config();
+    t.max_concurrent_bidi_streams(1u8.into());
+    t.keep_alive_interval(None);
+    t.mtu_discovery_config(None);
+    t
+}
+
 /// The crypto provider used for coordinator connections.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
