@@ -18,7 +18,7 @@ use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::Thumbprint;
 
 use crate::auth::AuthState;
-use crate::ca::{common_name, CoordinatorCa};
+use crate::ca::{name_and_expiry, CoordinatorCa};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
@@ -325,7 +325,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .and_then(|chain| chain.first().and_then(|c| common_name(c.as_ref())));
+        .and_then(|chain| chain.first().and_then(|c| name_and_expiry(c.as_ref())));
     let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
         .map_err(|_| anyhow!("no stream opened within 10 s"))??;
@@ -365,13 +365,28 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             .await
         }
         (
-            Some(name),
+            Some((name, not_after)),
             ToCoordinator::Hello {
                 probe,
                 agent_version,
                 ..
             },
         ) => {
+            // A resumed TLS session skips the certificate verifier (the certificate comes from
+            // the session ticket), so revocation, removal and expiry are checked here again.
+            let refusal = hub
+                .auth
+                .read()
+                .map_err(|_| {
+                    (
+                        "unknown_probe",
+                        "the coordinator cannot check this probe".to_string(),
+                    )
+                })
+                .and_then(|auth| auth.recheck(&name, not_after, store::now_ms() / 1000));
+            if let Err((metric, reason)) = refusal {
+                return refuse(hub, &conn, &mut send, metric, reason).await;
+            }
             if probe != name {
                 return refuse(
                     hub,
@@ -394,7 +409,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             )
             .await
         }
-        (Some(name), _) => {
+        (Some((name, _)), _) => {
             hub.metrics
                 .frames_rejected
                 .with_label_values(&["unexpected"])

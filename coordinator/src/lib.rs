@@ -18,5 +18,6 @@ pub mod fleet;
 pub mod ingest;
 pub mod metrics;
 pub mod server;
+pub mod session_keys;
 pub mod status;
 pub mod store;

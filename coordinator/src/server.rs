@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::ingest::{self, Hub};
 use crate::metrics::Metrics;
+use crate::session_keys::SessionKeys;
 use crate::store::{self, Writer};
 
 /// A running coordinator.
@@ -60,6 +61,7 @@ impl Running {
 
 fn server_tls(
     ca: &CoordinatorCa,
+    keys: &SessionKeys,
     auth: Arc<RwLock<AuthState>>,
     metrics: Metrics,
 ) -> Result<quinn::ServerConfig> {
@@ -70,6 +72,10 @@ fn server_tls(
             .with_client_cert_verifier(verifier)
             .with_single_cert(ca.server_chain(), ca.server_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Stateless tickets whose key survives a restart: a reconnecting probe resumes its session
+    // (see session_keys); one ticket per connection is enough, as each reconnect gets a new one.
+    tls.ticketer = keys.ticketer();
+    tls.send_tls13_tickets = 1;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -96,9 +102,14 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let auth = Arc::new(RwLock::new(AuthState { known, revoked }));
     let metrics = Metrics::new();
 
-    let endpoint = quinn::Endpoint::server(
-        server_tls(&ca, auth.clone(), metrics.clone())?,
-        config.server.quic_listen,
+    let keys = SessionKeys::load_or_create(&data_dir)?;
+    let socket = std::net::UdpSocket::bind(config.server.quic_listen)
+        .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
+    let endpoint = quinn::Endpoint::new(
+        keys.endpoint_config(),
+        Some(server_tls(&ca, &keys, auth.clone(), metrics.clone())?),
+        socket,
+        quinn::default_runtime().context("no async runtime for QUIC")?,
     )
     .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
