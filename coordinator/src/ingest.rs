@@ -251,8 +251,21 @@ pub struct Round {
     pub results: std::collections::BTreeMap<String, crate::fleet::Latest>,
 }
 
+/// Handshakes run at once. A handshake is CPU work; beyond a few dozen in flight, more only
+/// make each one slower, until clients give up and retransmit and nothing completes (thousands
+/// of probes reconnecting at once after a restart). With a cap, handshakes complete at the
+/// rate the CPU allows.
+pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 128;
+/// Connection attempts that may wait for a handshake slot. Beyond it a new attempt is refused
+/// at once (counted as `connections_refused_total{reason="busy"}`), and the probe comes back
+/// after its jittered backoff, instead of waiting past its connect timeout for a handshake
+/// that is then wasted. Sized to well under a second of handshakes.
+pub const MAX_HANDSHAKES_WAITING: usize = 1024;
+
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES_IN_FLIGHT));
+    let waiting = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
         let max = hub.config.borrow().server.max_connections;
         if hub.connections.load(Ordering::Relaxed) >= max {
@@ -263,11 +276,28 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
             incoming.refuse();
             continue;
         }
+        if waiting.load(Ordering::Relaxed) >= MAX_HANDSHAKES_WAITING {
+            hub.metrics
+                .connections_refused
+                .with_label_values(&["busy"])
+                .inc();
+            incoming.refuse();
+            continue;
+        }
+        waiting.fetch_add(1, Ordering::Relaxed);
         let hub = hub.clone();
+        let (handshakes, waiting) = (handshakes.clone(), waiting.clone());
         tokio::spawn(async move {
             hub.connections.fetch_add(1, Ordering::Relaxed);
             let remote = incoming.remote_address();
-            match incoming.await {
+            let slot = handshakes.acquire_owned().await;
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let connected = match incoming.accept() {
+                Ok(connecting) => connecting.await,
+                Err(e) => Err(e),
+            };
+            drop(slot);
+            match connected {
                 Ok(conn) => {
                     if let Err(e) = handle(&hub, conn).await {
                         tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
