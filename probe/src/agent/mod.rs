@@ -133,10 +133,18 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
 
     let mut index = 0usize;
     let mut failed_passes = 0u32;
+    let mut client_config: ConfigCache = None;
     while !*shutdown.borrow() {
         let coordinator = &coordinators[index % coordinators.len()];
         let started = Instant::now();
-        match connect(&shared, coordinator, config.connect_timeout).await {
+        match connect(
+            &shared,
+            &mut client_config,
+            coordinator,
+            config.connect_timeout,
+        )
+        .await
+        {
             Ok((endpoint, conn)) => {
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(coordinator = %coordinator, "connected");
@@ -229,16 +237,31 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     step / 2 + schedule::random_below(step)
 }
 
+/// The client configuration of the last connection, kept while the certificate is the same:
+/// its TLS session cache lets a reconnect resume the session (no signature, no chain to verify
+/// on either side), which is what makes a fleet's reconnect after a coordinator restart cheap.
+/// A renewed certificate gets a new configuration (a ticket carries the identity it was issued
+/// to).
+type ConfigCache = Option<(Vec<u8>, quinn::ClientConfig)>;
+
 async fn connect(
     shared: &Shared,
+    cache: &mut ConfigCache,
     coordinator: &str,
     timeout: Duration,
 ) -> Result<(quinn::Endpoint, quinn::Connection)> {
     let addr = enroll::resolve_coordinator(coordinator).await?;
-    let ca = shared.state.ca_der()?;
     let cert = shared.state.cert_der()?;
-    let (_, key) = shared.state.key()?;
-    let config = transport::mtls_client_config(&ca, vec![cert.into()], key)?;
+    let config = match cache {
+        Some((der, config)) if *der == cert => config.clone(),
+        _ => {
+            let ca = shared.state.ca_der()?;
+            let (_, key) = shared.state.key()?;
+            let config = transport::mtls_client_config(&ca, vec![cert.clone().into()], key)?;
+            *cache = Some((cert, config.clone()));
+            config
+        }
+    };
     let endpoint = transport::client_endpoint(addr)?;
     let connecting = endpoint.connect_with(config, addr, SERVER_NAME)?;
     let conn = tokio::time::timeout(timeout, connecting)
