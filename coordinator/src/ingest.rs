@@ -622,19 +622,7 @@ async fn session(
         view.agent_version = Some(agent_version.clone());
         view.labels.clone()
     };
-    {
-        let (n, v) = (name.clone(), agent_version.clone());
-        let _ = hub
-            .writer
-            .exec(move |db| {
-                db.execute(
-                    "UPDATE probes SET last_seen = ?2, agent_version = ?3 WHERE name = ?1",
-                    rusqlite::params![n, store::now_ms(), v],
-                )?;
-                Ok(())
-            })
-            .await;
-    }
+    hub.writer.seen(&name, &agent_version);
     tracing::info!(probe = %name, remote = %conn.remote_address(), "probe connected");
     let result = session_loop(hub, &conn, &mut send, recv, &name, &labels, &mut now_rx).await;
     let still_ours = hub
