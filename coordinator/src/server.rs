@@ -59,6 +59,12 @@ impl Running {
     }
 }
 
+/// Receive buffer asked for the QUIC socket. A fleet reconnecting at once sends thousands of
+/// 1,200-byte Initial packets within milliseconds; the kernel's default buffer (about 208 KiB)
+/// drops most of them before the coordinator sees them, and each drop costs a probe a
+/// retransmission timeout. The kernel caps the request at `net.core.rmem_max`.
+pub const QUIC_RECV_BUFFER: usize = 8 << 20;
+
 fn server_tls(
     ca: &CoordinatorCa,
     keys: &SessionKeys,
@@ -105,6 +111,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let keys = SessionKeys::load_or_create(&data_dir)?;
     let socket = std::net::UdpSocket::bind(config.server.quic_listen)
         .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(QUIC_RECV_BUFFER);
     let endpoint = quinn::Endpoint::new(
         keys.endpoint_config(),
         Some(server_tls(&ca, &keys, auth.clone(), metrics.clone())?),
