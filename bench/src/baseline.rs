@@ -47,7 +47,14 @@ async fn serve(data_dir: &Path, listen: SocketAddr) -> Result<()> {
     config.transport_config(Arc::new(
         cemwatch_probe::transport::server_transport_config(),
     ));
-    let endpoint = quinn::Endpoint::server(config, listen)?;
+    // The same socket buffer as the coordinator asks for.
+    let socket = crate::sim::udp_socket(listen)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime"))?,
+    )?;
     eprintln!("listening for quic on {}", endpoint.local_addr()?);
     let plan = Arc::new(wire::encode(&ToProbe::Plan(Plan {
         generation: 1,

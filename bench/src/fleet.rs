@@ -56,6 +56,14 @@ pub struct FleetOptions {
     pub coordinator_bin: PathBuf,
     /// The encoded results every report carries.
     pub results: Vec<u8>,
+    /// Which scenarios run (letters `a` to `e`; `a` always runs, it connects the fleet).
+    pub scenarios: String,
+}
+
+impl FleetOptions {
+    fn runs(&self, scenario: char) -> bool {
+        scenario == 'a' || self.scenarios.contains(scenario)
+    }
 }
 
 /// A server process under test.
@@ -522,20 +530,22 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
         let mut server = blocking(move || start_baseline(&o, &dd)).await?;
         let (tasks, row) = connect_and_hold(opts, &sim, &server, "baseline").await?;
         rows.push(row);
-        rows.push(
-            ingest(
-                &sim,
-                &server,
-                "baseline",
-                format!("c: saturating ingest (window {})", opts.window),
-                Mode::Saturate {
-                    window: opts.window,
-                },
-                opts.saturate,
-                false,
-            )
-            .await?,
-        );
+        if opts.runs('c') {
+            rows.push(
+                ingest(
+                    &sim,
+                    &server,
+                    "baseline",
+                    format!("c: saturating ingest (window {})", opts.window),
+                    Mode::Saturate {
+                        window: opts.window,
+                    },
+                    opts.saturate,
+                    false,
+                )
+                .await?,
+            );
+        }
         stop(&sim, tasks).await;
         server.proc.kill9();
     }
@@ -549,37 +559,47 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
     };
     let (tasks, row) = connect_and_hold(opts, &sim, &server, "coordinator").await?;
     rows.push(row);
-    rows.push(
-        ingest(
-            &sim,
-            &server,
-            "coordinator",
-            format!("b: steady, one report per probe every {:?}", opts.interval),
-            Mode::Steady {
-                interval: opts.interval,
-            },
-            opts.steady,
-            true,
-        )
-        .await?,
-    );
-    rows.push(
-        ingest(
-            &sim,
-            &server,
-            "coordinator",
-            format!("c: saturating ingest (window {})", opts.window),
-            Mode::Saturate {
-                window: opts.window,
-            },
-            opts.saturate,
-            false,
-        )
-        .await?,
-    );
-    rows.push(round(opts, &sim, &server).await?);
-    let (mut server, row) = storm(opts, &sim, server, &config).await?;
-    rows.push(row);
+    if opts.runs('b') {
+        rows.push(
+            ingest(
+                &sim,
+                &server,
+                "coordinator",
+                format!("b: steady, one report per probe every {:?}", opts.interval),
+                Mode::Steady {
+                    interval: opts.interval,
+                },
+                opts.steady,
+                true,
+            )
+            .await?,
+        );
+    }
+    if opts.runs('c') {
+        rows.push(
+            ingest(
+                &sim,
+                &server,
+                "coordinator",
+                format!("c: saturating ingest (window {})", opts.window),
+                Mode::Saturate {
+                    window: opts.window,
+                },
+                opts.saturate,
+                false,
+            )
+            .await?,
+        );
+    }
+    if opts.runs('d') {
+        rows.push(round(opts, &sim, &server).await?);
+    }
+    let mut server = server;
+    if opts.runs('e') {
+        let (new, row) = storm(opts, &sim, server, &config).await?;
+        server = new;
+        rows.push(row);
+    }
     stop(&sim, tasks).await;
     server.proc.terminate(Duration::from_secs(10));
     Ok(rows)

@@ -68,6 +68,10 @@ struct BenchArgs {
     /// Most time for connecting the fleet, a round or a storm.
     #[arg(long, default_value = "180s", value_parser = parse_duration)]
     deadline: Duration,
+    /// Fleet scenarios to run: letters of a (connect and hold; always), b (steady), c
+    /// (saturating ingest), d (ProbeNow round), e (kill -9 and reconnect storm).
+    #[arg(long, default_value = "abcde")]
+    scenarios: String,
     /// Checks per checker and TLS version in the footprint benchmark.
     #[arg(long, default_value_t = 1_000)]
     checks: usize,
@@ -179,6 +183,7 @@ pub fn run(cli: Cli) -> Result<()> {
         a.checks = a.checks.min(50);
         a.deadline = a.deadline.min(Duration::from_secs(90));
     }
+    let machine = procstat::machine();
     let pin = !a.no_pin
         && taskset_available()
         && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
@@ -209,7 +214,7 @@ pub fn run(cli: Cli) -> Result<()> {
             "release"
         }
     );
-    println!("machine: {}", procstat::machine());
+    println!("machine: {machine}");
     println!(
         "load average at start (1, 5, 15 min): {}",
         procstat::loadavg()
@@ -273,6 +278,7 @@ pub fn run(cli: Cli) -> Result<()> {
             pin,
             coordinator_bin: bin_dir.join("cemwatch"),
             results,
+            scenarios: a.scenarios.clone(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

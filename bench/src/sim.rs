@@ -123,9 +123,18 @@ impl Sim {
         results: Vec<u8>,
         endpoints: usize,
     ) -> Result<Arc<Self>> {
+        let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime"))?;
         let endpoints = (0..endpoints.max(1))
-            .map(|_| quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))))
-            .collect::<std::io::Result<Vec<_>>>()?;
+            .map(|_| {
+                let socket = udp_socket(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                Ok(quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    None,
+                    socket,
+                    runtime.clone(),
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Self {
             target: RwLock::new(SocketAddr::from(([127, 0, 0, 1], 0))),
             endpoints,
@@ -213,6 +222,16 @@ impl Sim {
         }
         true
     }
+}
+
+/// A UDP socket with buffers as large as the kernel allows (up to 8 MiB): thousands of
+/// connections share it, and the default buffer drops bursts.
+pub fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let r = socket2::SockRef::from(&socket);
+    let _ = r.set_recv_buffer_size(8 << 20);
+    let _ = r.set_send_buffer_size(8 << 20);
+    Ok(socket)
 }
 
 enum Ended {
