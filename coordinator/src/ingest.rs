@@ -259,8 +259,9 @@ pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 128;
 /// Connection attempts that may wait for a handshake slot. Beyond it a new attempt is refused
 /// at once (counted as `connections_refused_total{reason="busy"}`), and the probe comes back
 /// after its jittered backoff, instead of waiting past its connect timeout for a handshake
-/// that is then wasted. Sized to well under a second of handshakes.
-pub const MAX_HANDSHAKES_WAITING: usize = 1024;
+/// that is then wasted. Sized to a few seconds of handshakes, under the probes' 5 s connect
+/// timeout.
+pub const MAX_HANDSHAKES_WAITING: usize = 4096;
 
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {

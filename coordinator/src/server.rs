@@ -79,9 +79,10 @@ fn server_tls(
             .with_single_cert(ca.server_chain(), ca.server_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // Stateless tickets whose key survives a restart: a reconnecting probe resumes its session
-    // (see session_keys); one ticket per connection is enough, as each reconnect gets a new one.
+    // (see session_keys). A client spends a ticket on every attempt, also on one refused by
+    // admission control before any handshake, so each connection gets a few.
     tls.ticketer = keys.ticketer();
-    tls.send_tls13_tickets = 1;
+    tls.send_tls13_tickets = 4;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
