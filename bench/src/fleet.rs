@@ -32,7 +32,7 @@ pub const CHECK: &str = "gateway";
 pub struct FleetOptions {
     /// Simulated probes.
     pub probes: usize,
-    /// Client endpoints (UDP sockets) the probes share; 0 picks one per 5,000 probes.
+    /// Client endpoints (UDP sockets) the probes share; 0 picks one per 1,000 probes.
     pub endpoints: usize,
     /// How long (a) holds the connected fleet before measuring memory.
     pub hold: Duration,
@@ -44,6 +44,8 @@ pub struct FleetOptions {
     pub saturate: Duration,
     /// Reports in flight per probe in (c).
     pub window: usize,
+    /// Probes that take part in (c).
+    pub saturate_probes: usize,
     /// Most time for connecting N, a round, or a reconnect storm.
     pub deadline: Duration,
     /// Run the raw baseline first.
@@ -223,8 +225,10 @@ async fn connect_and_hold(
 ) -> Result<(tokio::task::JoinSet<()>, Row)> {
     let before = server.sample()?;
     let drops0 = procstat::udp_rcvbuf_errors();
+    sim.pacing.store(true, Ordering::Relaxed);
     let tasks = sim.start(server.quic);
     let took = sim.wait_connected(sim.len(), opts.deadline).await?;
+    sim.pacing.store(false, Ordering::Relaxed);
     let after = server.sample()?;
     let n = sim.len();
     println!(
@@ -506,7 +510,7 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
         fleet.took.as_secs_f64()
     );
     let endpoints = if opts.endpoints == 0 {
-        n.div_ceil(5_000).clamp(1, 32)
+        n.div_ceil(1_000).clamp(1, 128)
     } else {
         opts.endpoints
     };
@@ -536,9 +540,14 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
                     &sim,
                     &server,
                     "baseline",
-                    format!("c: saturating ingest (window {})", opts.window),
+                    format!(
+                        "c: saturating ingest ({} probes x {} in flight)",
+                        fmt_count(opts.saturate_probes.min(sim.len()) as u64),
+                        opts.window
+                    ),
                     Mode::Saturate {
                         window: opts.window,
+                        probes: opts.saturate_probes,
                     },
                     opts.saturate,
                     false,
@@ -581,9 +590,14 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
                 &sim,
                 &server,
                 "coordinator",
-                format!("c: saturating ingest (window {})", opts.window),
+                format!(
+                    "c: saturating ingest ({} probes x {} in flight)",
+                    fmt_count(opts.saturate_probes.min(sim.len()) as u64),
+                    opts.window
+                ),
                 Mode::Saturate {
                     window: opts.window,
+                    probes: opts.saturate_probes,
                 },
                 opts.saturate,
                 false,

@@ -47,7 +47,7 @@ struct BenchArgs {
     /// Simulated probes (real QUIC connections, one client certificate each).
     #[arg(long, default_value_t = 10_000)]
     probes: usize,
-    /// Client endpoints (UDP sockets) the connections share; 0: one per 5,000 probes.
+    /// Client endpoints (UDP sockets) the connections share; 0: one per 1,000 probes.
     #[arg(long, default_value_t = 0)]
     endpoints: usize,
     /// (a) How long to hold the connected fleet before reading memory.
@@ -63,8 +63,11 @@ struct BenchArgs {
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     saturate: Duration,
     /// (c) Reports in flight per probe.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     window: usize,
+    /// (c) Probes that take part (at most all).
+    #[arg(long, default_value_t = 10_000)]
+    saturate_probes: usize,
     /// Most time for connecting the fleet, a round or a storm.
     #[arg(long, default_value = "180s", value_parser = parse_duration)]
     deadline: Duration,
@@ -227,6 +230,7 @@ pub fn run(cli: Cli) -> Result<()> {
             "none"
         }
     );
+    let mut incomplete = Vec::new();
     let work = tempfile::Builder::new()
         .prefix("cemwatch-bench-")
         .tempdir()?;
@@ -272,6 +276,7 @@ pub fn run(cli: Cli) -> Result<()> {
             interval: a.interval,
             saturate: a.saturate,
             window: a.window.max(1),
+            saturate_probes: a.saturate_probes.max(1),
             deadline: a.deadline,
             baseline: !a.no_baseline,
             resumption: !a.no_resumption,
@@ -293,6 +298,7 @@ pub fn run(cli: Cli) -> Result<()> {
         report::ratios(&rows);
         println!();
         report::targets(&rows, a.probes);
+        incomplete = report::incomplete(&rows);
     }
     println!(
         "\nload average at end (1, 5, 15 min): {}",
@@ -301,6 +307,9 @@ pub fn run(cli: Cli) -> Result<()> {
     if a.keep {
         let kept = work.keep();
         println!("work directory kept: {}", kept.display());
+    }
+    if !incomplete.is_empty() {
+        anyhow::bail!("scenarios did not complete: {}", incomplete.join("; "));
     }
     Ok(())
 }

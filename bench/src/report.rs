@@ -198,17 +198,28 @@ pub fn ratios(rows: &[Row]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_have_thousands_separators() {
-        assert_eq!(fmt_count(0), "0");
-        assert_eq!(fmt_count(999), "999");
-        assert_eq!(fmt_count(1000), "1,000");
-        assert_eq!(fmt_count(1234567), "1,234,567");
+/// Scenarios that did not complete (no report acknowledged, a round or a storm unfinished,
+/// reports never acknowledged): the figures are printed all the same, and the run fails.
+pub fn incomplete(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows {
+        let what = format!("[{}] {}", r.server, r.scenario);
+        if r.reports_per_s.is_some_and(|v| v <= 0.0) {
+            out.push(format!("{what}: no report acknowledged"));
+        }
+        if r.scenario.starts_with("d:") && r.round_100_s.is_none() {
+            out.push(format!("{what}: the round did not complete"));
+        }
+        if r.scenario.starts_with("e:")
+            && (r.storm_100_s.is_none() || r.note.contains("NOT ALL BACK"))
+        {
+            out.push(format!("{what}: not every probe came back"));
+        }
+        if r.note.contains("NOT DRAINED") {
+            out.push(format!("{what}: reports left unacknowledged"));
+        }
     }
+    out
 }
 
 /// Prints each target of issue 8 with the figure measured at `n` probes and, when `n` is
@@ -273,5 +284,18 @@ pub fn targets(rows: &[Row], n: usize) {
             ratio * 100.0,
             if ratio >= 0.5 { "met" } else { "MISSED" }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(fmt_count(0), "0");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(1000), "1,000");
+        assert_eq!(fmt_count(1234567), "1,234,567");
     }
 }

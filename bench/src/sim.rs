@@ -33,10 +33,12 @@ pub enum Mode {
         /// Time between a probe's reports.
         interval: Duration,
     },
-    /// Keep `window` reports unacknowledged per probe at all times.
+    /// Keep `window` reports unacknowledged at all times in each of the first `probes` probes.
     Saturate {
         /// Reports in flight per probe.
         window: usize,
+        /// How many probes take part.
+        probes: usize,
     },
     /// Send one report now (the `u64` tells one nudge from the next).
     Nudge(u64),
@@ -112,7 +114,14 @@ pub struct Sim {
     pub connect_timeout: Duration,
     /// Longest backoff (the agent's default).
     pub max_backoff: Duration,
+    /// While set, at most [`PACED_HANDSHAKES`] connection attempts run at once (the fleet is
+    /// being set up, not stormed).
+    pub pacing: std::sync::atomic::AtomicBool,
+    pace: tokio::sync::Semaphore,
 }
+
+/// Connection attempts at once while the simulator sets the fleet up.
+pub const PACED_HANDSHAKES: usize = 128;
 
 impl Sim {
     /// A simulator for these probes, with `endpoints` client endpoints on loopback.
@@ -151,6 +160,8 @@ impl Sim {
             reconnects: Mutex::new(Vec::new()),
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
+            pacing: std::sync::atomic::AtomicBool::new(true),
+            pace: tokio::sync::Semaphore::new(PACED_HANDSHAKES),
         }))
     }
 
@@ -254,10 +265,16 @@ async fn probe(sim: Arc<Sim>, i: usize) {
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         let endpoint = &sim.endpoints[i % sim.endpoints.len()];
         let started = Instant::now();
+        let permit = if sim.pacing.load(Ordering::Relaxed) {
+            sim.pace.acquire().await.ok()
+        } else {
+            None
+        };
         let attempt = match endpoint.connect_with(sim.configs[i].clone(), target, SERVER_NAME) {
             Ok(connecting) => Some(tokio::time::timeout(sim.connect_timeout, connecting).await),
             Err(_) => None,
         };
+        drop(permit);
         match attempt {
             Some(Ok(Ok(conn))) => {
                 let ended = session(&sim, i, &conn, &mut stop, &mut next_seq).await;
@@ -379,6 +396,7 @@ async fn session(
     let mut in_flight = VecDeque::new();
     let ended = session_loop(
         sim,
+        i,
         &mut send,
         &mut recv,
         decoder,
@@ -394,8 +412,10 @@ async fn session(
     ended
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session_loop(
     sim: &Sim,
+    i: usize,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     mut decoder: FrameDecoder,
@@ -410,8 +430,8 @@ async fn session_loop(
         _ => None,
     };
     loop {
-        if let Mode::Saturate { window } = mode {
-            while in_flight.len() < window {
+        if let Mode::Saturate { window, probes } = mode {
+            while i < probes && in_flight.len() < window {
                 if send_report(sim, send, next_seq, None, in_flight)
                     .await
                     .is_err()
