@@ -39,19 +39,19 @@ impl AuthState {
         if self.revoked.contains(name) {
             return Err((
                 "revoked",
-                format!("probe {name:?} was revoked: enrol it again with a new token"),
+                format!("certificate refused: probe {name:?} was revoked"),
             ));
         }
         if !self.known.contains(name) {
             return Err((
                 "unknown_probe",
-                format!("probe {name:?} is not enrolled here: enrol it with a token from this coordinator"),
+                format!("certificate refused: probe {name:?} is not enrolled here"),
             ));
         }
         if not_after < now {
             return Err((
                 "expired",
-                format!("the certificate of probe {name:?} has expired: enrol it again with a new token"),
+                format!("certificate refused: the certificate of probe {name:?} has expired"),
             ));
         }
         Ok(())

@@ -278,10 +278,13 @@ async fn connect(
 /// the server judges the client certificate after the client considers the handshake done, so
 /// the refusal may arrive as the end of a session rather than a failed connect.
 pub fn explain_refusal(error: &str) -> Option<String> {
+    // The last pattern is the coordinator's own refusal after Hello, which is how a resumed
+    // TLS session (no certificate verification in the handshake) learns it was revoked.
     let refused = error.contains("invalid peer certificate")
         || error.contains("CertificateRequired")
         || error.contains("certificate revoked")
-        || error.contains("Revoked");
+        || error.contains("Revoked")
+        || error.contains("certificate refused");
     refused.then(|| {
         format!(
             "the coordinator refused this probe's certificate ({error}): it was revoked, expired or is unknown there; enrol again with a new token (`cemwatch token create`)"
@@ -292,6 +295,16 @@ pub fn explain_refusal(error: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_after_a_resumed_handshake_are_explained_too() {
+        let why = explain_refusal(
+            "the coordinator refused this probe: certificate refused: probe \"p1\" was revoked",
+        )
+        .expect("explained");
+        assert!(why.contains("enrol again"), "{why}");
+        assert_eq!(explain_refusal("connection lost"), None);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
