@@ -663,18 +663,20 @@ async fn session_loop(
     config_rx.borrow_and_update();
 
     // Frames are read by their own task so that a partly read frame is never lost to select!.
-    let (frame_tx, mut frame_rx) = mpsc::channel::<Result<ToCoordinator, TransportError>>(64);
+    // Frames travel boxed: the channel keeps a block of 32 slots per connection for as long as
+    // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
+    let (frame_tx, mut frame_rx) = mpsc::channel::<Box<Result<ToCoordinator, TransportError>>>(64);
     let reader = tokio::spawn(async move {
         loop {
             match read_frame::<ToCoordinator>(&mut recv).await {
                 Ok(Some(frame)) => {
-                    if frame_tx.send(Ok(frame)).await.is_err() {
+                    if frame_tx.send(Box::new(Ok(frame))).await.is_err() {
                         return;
                     }
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = frame_tx.send(Err(e)).await;
+                    let _ = frame_tx.send(Box::new(Err(e))).await;
                     return;
                 }
             }
@@ -683,7 +685,7 @@ async fn session_loop(
     let mut commits: JoinSet<(u64, Result<Ingested>, Report)> = JoinSet::new();
     let outcome = loop {
         tokio::select! {
-            frame = frame_rx.recv() => match frame {
+            frame = frame_rx.recv() => match frame.map(|f| *f) {
                 None => break Ok(()),
                 Some(Err(e)) => {
                     reject_frame(hub, conn, &e);
