@@ -696,7 +696,7 @@ async fn session_loop(
                     let probe = name.to_string();
                     commits.spawn(async move {
                         let seq = report.seq;
-                        let outcome = writer.report(&probe, report.clone()).await;
+                        let (outcome, report) = writer.commit(&probe, report).await;
                         (seq, outcome, report)
                     });
                 }

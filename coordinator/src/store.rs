@@ -9,7 +9,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -368,7 +368,7 @@ enum Job {
     Report {
         probe: String,
         report: Box<Report>,
-        reply: oneshot::Sender<Result<Ingested, String>>,
+        reply: oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
     },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
     Seen {
@@ -420,18 +420,38 @@ impl Writer {
 
     /// Commits a report; resolves once it is durable (or known to be a duplicate).
     pub async fn report(&self, probe: &str, report: Report) -> Result<Ingested> {
+        self.commit(probe, report).await.0
+    }
+
+    /// Commits a report and hands it back with the outcome, so that the caller can use it
+    /// after the commit without keeping a copy while it waits.
+    pub async fn commit(&self, probe: &str, report: Report) -> (Result<Ingested>, Report) {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Report {
-                probe: probe.to_string(),
-                report: Box::new(report),
-                reply,
-            })
-            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
+        let job = Job::Report {
+            probe: probe.to_string(),
+            report: Box::new(report),
+            reply,
+        };
+        let stopped = || anyhow::anyhow!("the store writer stopped");
+        let lost = || Report {
+            seq: 0,
+            round: None,
+            results: Vec::new(),
+        };
+        match self.tx.send(job) {
+            Ok(()) => {}
+            Err(std_mpsc::SendError(Job::Report { report, .. })) => {
+                return (Err(stopped()), *report)
+            }
+            Err(_) => return (Err(stopped()), lost()),
+        }
         match rx.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => bail!("cannot commit the report: {e}"),
-            Err(_) => bail!("the store writer stopped"),
+            Ok((Ok(outcome), report)) => (Ok(outcome), *report),
+            Ok((Err(e), report)) => (
+                Err(anyhow::anyhow!("cannot commit the report: {e}")),
+                *report,
+            ),
+            Err(_) => (Err(stopped()), lost()),
         }
     }
 
@@ -503,7 +523,7 @@ type Seen = (String, String, i64);
 type Batch = Vec<(
     String,
     Box<Report>,
-    oneshot::Sender<Result<Ingested, String>>,
+    oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
 )>;
 
 fn flush(conn: &mut Connection, batch: &mut Batch, seen: &mut Vec<Seen>) {
@@ -533,14 +553,14 @@ fn flush(conn: &mut Connection, batch: &mut Batch, seen: &mut Vec<Seen>) {
     seen.clear();
     match outcome {
         Ok(outcomes) => {
-            for ((_, _, reply), o) in batch.drain(..).zip(outcomes) {
-                let _ = reply.send(Ok(o));
+            for ((_, report, reply), o) in batch.drain(..).zip(outcomes) {
+                let _ = reply.send((Ok(o), report));
             }
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "cannot commit reports; probes will resend them");
-            for (_, _, reply) in batch.drain(..) {
-                let _ = reply.send(Err(format!("{e:#}")));
+            for (_, report, reply) in batch.drain(..) {
+                let _ = reply.send((Err(format!("{e:#}")), report));
             }
         }
     }
