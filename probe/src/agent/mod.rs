@@ -185,9 +185,16 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
                 if started.elapsed() > Duration::from_secs(30) {
-                    // A session that held: start again from the preferred coordinator.
+                    // A session that held: start again from the preferred coordinator, at a
+                    // random moment of the next RECONNECT_SPREAD, since its end was likely the
+                    // whole fleet's (a coordinator restart) and a fleet coming back in one wave
+                    // overflows the coordinator's socket before admission control sees it.
                     index = 0;
                     failed_passes = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep(schedule::random_below(RECONNECT_SPREAD)) => {}
+                        _ = shutdown.changed() => {}
+                    }
                     continue;
                 }
             }
@@ -216,6 +223,9 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let _ = scheduler.await;
     Ok(())
 }
+
+/// After a session that held ends, the probe reconnects at a random moment within this time.
+pub const RECONNECT_SPREAD: Duration = Duration::from_secs(10);
 
 /// How long a stopping probe waits for its spool to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
