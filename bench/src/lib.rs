@@ -63,10 +63,10 @@ struct BenchArgs {
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     saturate: Duration,
     /// (c) Reports in flight per probe.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     window: usize,
-    /// (c) Probes that take part (at most all).
-    #[arg(long, default_value_t = 10_000)]
+    /// (c) Probes that take part (at most all); the rest of the fleet stays connected.
+    #[arg(long, default_value_t = 2_000)]
     saturate_probes: usize,
     /// Most time for connecting the fleet, a round or a storm.
     #[arg(long, default_value = "180s", value_parser = parse_duration)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tokio::sync::watch;
 
-use cemwatch_probe::agent::backoff;
+use cemwatch_probe::agent::{backoff, RECONNECT_SPREAD};
 use cemwatch_shared::wire::{self, FrameDecoder, Labels, ToCoordinator, ToProbe, SERVER_NAME};
 
 use crate::frames;
@@ -63,8 +63,7 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Reports acknowledged (committed).
     pub acked: AtomicU64,
-    /// Reports in flight on a connection that was lost (a real agent resends them from its
-    /// spool; the simulator forgets them).
+    /// Reports still unacknowledged when a probe stopped.
     pub forgotten: AtomicU64,
 }
 
@@ -254,6 +253,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
     let mut stop = sim.stop.subscribe();
     let mut failures = 0u32;
     let mut next_seq = 1u64;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         if *stop.borrow() {
             return;
@@ -277,9 +277,12 @@ async fn probe(sim: Arc<Sim>, i: usize) {
         drop(permit);
         match attempt {
             Some(Ok(Ok(conn))) => {
-                let ended = session(&sim, i, &conn, &mut stop, &mut next_seq).await;
+                let ended = session(&sim, i, &conn, &mut stop, &mut next_seq, &mut in_flight).await;
                 match ended {
                     Ended::Stopped => {
+                        sim.counters
+                            .forgotten
+                            .fetch_add(in_flight.len() as u64, Ordering::Relaxed);
                         conn.close(0u32.into(), b"benchmark done");
                         return;
                     }
@@ -288,8 +291,12 @@ async fn probe(sim: Arc<Sim>, i: usize) {
                     }
                 }
                 if started.elapsed() > Duration::from_secs(30) {
-                    // A session that held: reconnect at once, as the agent does.
+                    // A session that held: reconnect within the agent's spread, as it does.
                     failures = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep(random_phase(RECONNECT_SPREAD)) => {}
+                        _ = stop.changed() => {}
+                    }
                     continue;
                 }
             }
@@ -318,7 +325,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
 struct InFlight {
     seq: u64,
     sent: Instant,
-    round: bool,
+    round: Option<u64>,
 }
 
 async fn send_report(
@@ -341,8 +348,27 @@ async fn send_report(
     in_flight.push_back(InFlight {
         seq,
         sent: Instant::now(),
-        round: round.is_some(),
+        round,
     });
+    Ok(())
+}
+
+/// Sends again what a lost connection left unacknowledged, as the agent does from its spool
+/// (the coordinator drops what it had already committed).
+async fn resend(
+    sim: &Sim,
+    send: &mut quinn::SendStream,
+    in_flight: &VecDeque<InFlight>,
+) -> Result<()> {
+    let results = sim
+        .results
+        .read()
+        .map(|r| r.clone())
+        .map_err(|_| anyhow!("results lock poisoned"))?;
+    for f in in_flight {
+        send.write_all(&frames::report_frame(f.seq, f.round, &results)?)
+            .await?;
+    }
     Ok(())
 }
 
@@ -356,6 +382,7 @@ async fn session(
     conn: &quinn::Connection,
     stop: &mut watch::Receiver<bool>,
     next_seq: &mut u64,
+    in_flight: &mut VecDeque<InFlight>,
 ) -> Ended {
     let Ok((mut send, mut recv)) = conn.open_bi().await else {
         return Ended::Lost;
@@ -393,22 +420,15 @@ async fn session(
             r.push(t0.elapsed());
         }
     }
-    let mut in_flight = VecDeque::new();
+    if resend(sim, &mut send, in_flight).await.is_err() {
+        sim.counters.connected.fetch_sub(1, Ordering::Relaxed);
+        return Ended::Lost;
+    }
     let ended = session_loop(
-        sim,
-        i,
-        &mut send,
-        &mut recv,
-        decoder,
-        stop,
-        next_seq,
-        &mut in_flight,
+        sim, i, &mut send, &mut recv, decoder, stop, next_seq, in_flight,
     )
     .await;
     sim.counters.connected.fetch_sub(1, Ordering::Relaxed);
-    sim.counters
-        .forgotten
-        .fetch_add(in_flight.len() as u64, Ordering::Relaxed);
     ended
 }
 
@@ -458,7 +478,7 @@ async fn session_loop(
                             let took = f.sent.elapsed();
                             sim.latency.record(took);
                             sim.counters.acked.fetch_add(1, Ordering::Relaxed);
-                            if f.round {
+                            if f.round.is_some() {
                                 if let Ok(mut r) = sim.round.lock() {
                                     if let Some(t0) = r.started {
                                         r.acks.push(t0.elapsed());
