@@ -424,6 +424,8 @@ async fn storm(
     let restarted = killed.elapsed();
     let l0 = procstat::sample("self")?;
     let drops0 = procstat::udp_rcvbuf_errors();
+    let port = new.quic.port();
+    let (server_drops0, other_drops0) = procstat::udp_drops(port);
     if let Ok(mut r) = sim.reconnects.lock() {
         r.clear();
     }
@@ -453,6 +455,7 @@ async fn storm(
         let k = ((q * n as f64).ceil() as usize).max(1);
         times.get(k - 1).copied()
     };
+    let (server_drops1, other_drops1) = procstat::udp_drops(port);
     let refused = sim.counters.refused.load(Ordering::Relaxed) - c0.0;
     let timeouts = sim.counters.timeouts.load(Ordering::Relaxed) - c0.1;
     let failed = sim.counters.failed.load(Ordering::Relaxed) - c0.2;
@@ -471,12 +474,14 @@ async fn storm(
         ..Row::default()
     };
     row.note = format!(
-        "{} of {} back; restart took {} (kill to listening); attempts refused {refused}, timed out {timeouts}, failed {failed}; coordinator {:.2} ms CPU per reconnect; {} UDP receive-buffer drops",
+        "{} of {} back; restart took {} (kill to listening); attempts refused {refused}, timed out {timeouts}, failed {failed}; coordinator {:.2} ms CPU per reconnect; {} UDP receive-buffer drops ({} at the coordinator's socket, {} elsewhere: the load generator's sockets)",
         fmt_count(times.len() as u64),
         fmt_count(n as u64),
         fmt_ms(restarted.as_secs_f64() * 1000.0),
         s1.cpu_since(&new.empty) * 1000.0 / times.len().max(1) as f64,
         procstat::udp_rcvbuf_errors().saturating_sub(drops0),
+        server_drops1.saturating_sub(server_drops0),
+        other_drops1.saturating_sub(other_drops0),
     );
     if times.len() < n {
         row.note

@@ -110,6 +110,29 @@ pub fn udp_rcvbuf_errors() -> u64 {
         .unwrap_or(0)
 }
 
+/// Datagrams dropped by UDP sockets (`/proc/net/udp`, IPv4), split into those bound to
+/// `port` (the server under test) and all others (the load generator's and anything else).
+pub fn udp_drops(port: u16) -> (u64, u64) {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        return (0, 0);
+    };
+    let (mut server, mut others) = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields
+            .get(1)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        let drops: u64 = fields.last().and_then(|d| d.parse().ok()).unwrap_or(0);
+        if local_port == Some(port) {
+            server += drops;
+        } else {
+            others += drops;
+        }
+    }
+    (server, others)
+}
+
 /// The 1, 5 and 15 minute load averages.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

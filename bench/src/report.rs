@@ -284,7 +284,13 @@ pub fn targets(rows: &[Row], n: usize) {
                     if at_fleet < 30.0 { "met" } else { "MISSED" }
                 );
             }
-            None => println!("reconnect storm of 100,000 absorbed in under 30 s: no probe came back -> MISSED"),
+            None => println!(
+                "reconnect storm of 100,000 absorbed in under 30 s: only {} of the probes came back ({}) -> MISSED",
+                fmt_count(e.probes as u64),
+                e.storm_50_s
+                    .map(|t| format!("half of them after {t:.1} s"))
+                    .unwrap_or_else(|| "fewer than half".into())
+            ),
         }
     }
     if let (Some(c), Some(b)) = (
