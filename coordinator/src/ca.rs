@@ -169,6 +169,11 @@ impl CoordinatorCa {
 
 /// The probe name (common name) in a client certificate.
 pub fn common_name(der: &[u8]) -> Option<String> {
+    name_and_expiry(der).map(|(name, _)| name)
+}
+
+/// The probe name (common name) and expiry (Unix seconds) of a client certificate.
+pub fn name_and_expiry(der: &[u8]) -> Option<(String, i64)> {
     let cert = cemwatch_probe::check::cert::parse(der).ok()?;
     let cn = cert
         .subject()
@@ -177,5 +182,5 @@ pub fn common_name(der: &[u8]) -> Option<String> {
         .as_str()
         .ok()?
         .to_string();
-    Some(cn)
+    Some((cn, cert.validity().not_after.timestamp()))
 }

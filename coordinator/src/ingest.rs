@@ -18,7 +18,7 @@ use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::{AgentCemState, Thumbprint};
 
 use crate::auth::AuthState;
-use crate::ca::{common_name, CoordinatorCa};
+use crate::ca::{name_and_expiry, CoordinatorCa};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::limits::{self, Limiter};
@@ -258,8 +258,22 @@ pub struct Round {
     pub results: std::collections::BTreeMap<String, crate::fleet::Latest>,
 }
 
+/// Handshakes run at once. A handshake is CPU work; beyond a few dozen in flight, more only
+/// make each one slower, until clients give up and retransmit and nothing completes (thousands
+/// of probes reconnecting at once after a restart). With a cap, handshakes complete at the
+/// rate the CPU allows.
+pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 128;
+/// Connection attempts that may wait for a handshake slot. Beyond it a new attempt is refused
+/// at once (counted as `connections_refused_total{reason="busy"}`), and the probe comes back
+/// after its jittered backoff, instead of waiting past its connect timeout for a handshake
+/// that is then wasted. Sized to a few seconds of handshakes, under the probes' 5 s connect
+/// timeout.
+pub const MAX_HANDSHAKES_WAITING: usize = 4096;
+
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES_IN_FLIGHT));
+    let waiting = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
         let open = hub.connections.load(Ordering::Relaxed);
         let limits = hub.config.borrow().limits;
@@ -267,11 +281,28 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
         else {
             continue;
         };
+        if waiting.load(Ordering::Relaxed) >= MAX_HANDSHAKES_WAITING {
+            hub.metrics
+                .connections_refused
+                .with_label_values(&["busy"])
+                .inc();
+            incoming.refuse();
+            continue;
+        }
+        waiting.fetch_add(1, Ordering::Relaxed);
         hub.connections.fetch_add(1, Ordering::Relaxed);
         let hub = hub.clone();
+        let (handshakes, waiting) = (handshakes.clone(), waiting.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            match incoming.await {
+            let slot = handshakes.acquire_owned().await;
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let connected = match incoming.accept() {
+                Ok(connecting) => connecting.await,
+                Err(e) => Err(e),
+            };
+            drop(slot);
+            match connected {
                 Ok(conn) => {
                     if let Err(e) = handle(&hub, conn).await {
                         tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
@@ -332,7 +363,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .and_then(|chain| chain.first().and_then(|c| common_name(c.as_ref())));
+        .and_then(|chain| chain.first().and_then(|c| name_and_expiry(c.as_ref())));
     let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
         .map_err(|_| anyhow!("no stream opened within 10 s"))??;
@@ -372,13 +403,28 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             .await
         }
         (
-            Some(name),
+            Some((name, not_after)),
             ToCoordinator::Hello {
                 probe,
                 agent_version,
                 labels,
             },
         ) => {
+            // A resumed TLS session skips the certificate verifier (the certificate comes from
+            // the session ticket), so revocation, removal and expiry are checked here again.
+            let refusal = hub
+                .auth
+                .read()
+                .map_err(|_| {
+                    (
+                        "unknown_probe",
+                        "the coordinator cannot check this probe".to_string(),
+                    )
+                })
+                .and_then(|auth| auth.recheck(&name, not_after, store::now_ms() / 1000));
+            if let Err((metric, reason)) = refusal {
+                return refuse(hub, &conn, &mut send, metric, reason).await;
+            }
             if probe != name {
                 return refuse(
                     hub,
@@ -402,7 +448,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             )
             .await
         }
-        (Some(name), _) => {
+        (Some((name, _)), _) => {
             hub.metrics
                 .frames_rejected
                 .with_label_values(&["unexpected"])
@@ -587,19 +633,7 @@ async fn session(
         view.agent_version = Some(agent_version.clone());
         view.labels.clone()
     };
-    {
-        let (n, v) = (name.clone(), agent_version.clone());
-        let _ = hub
-            .writer
-            .exec(move |db| {
-                db.execute(
-                    "UPDATE probes SET last_seen = ?2, agent_version = ?3 WHERE name = ?1",
-                    rusqlite::params![n, store::now_ms(), v],
-                )?;
-                Ok(())
-            })
-            .await;
-    }
+    hub.writer.seen(&name, &agent_version);
     tracing::info!(probe = %name, remote = %conn.remote_address(), "probe connected");
     let result = session_loop(hub, &conn, &mut send, recv, &name, &labels, &mut now_rx).await;
     let still_ours = hub
@@ -673,19 +707,21 @@ async fn session_loop(
     config_rx.borrow_and_update();
 
     // Frames are read by their own task so that a partly read frame is never lost to select!.
-    let (frame_tx, mut frame_rx) = mpsc::channel::<Result<ToCoordinator, TransportError>>(64);
+    // Frames travel boxed: the channel keeps a block of 32 slots per connection for as long as
+    // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
+    let (frame_tx, mut frame_rx) = mpsc::channel::<Box<Result<ToCoordinator, TransportError>>>(64);
     let max_frame = hub.config.borrow().limits.max_frame_bytes;
     let reader = tokio::spawn(async move {
         loop {
             match read_frame_max::<ToCoordinator>(&mut recv, max_frame).await {
                 Ok(Some(frame)) => {
-                    if frame_tx.send(Ok(frame)).await.is_err() {
+                    if frame_tx.send(Box::new(Ok(frame))).await.is_err() {
                         return;
                     }
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = frame_tx.send(Err(e)).await;
+                    let _ = frame_tx.send(Box::new(Err(e))).await;
                     return;
                 }
             }
@@ -694,7 +730,7 @@ async fn session_loop(
     let mut commits: JoinSet<(u64, Result<Ingested>, Report)> = JoinSet::new();
     let outcome = loop {
         tokio::select! {
-            frame = frame_rx.recv() => match frame {
+            frame = frame_rx.recv() => match frame.map(|f| *f) {
                 None => break Ok(()),
                 Some(Err(e)) => {
                     reject_frame(hub, conn, &e);
@@ -720,7 +756,7 @@ async fn session_loop(
                             tokio::time::sleep(delay).await;
                         }
                         let seq = report.seq;
-                        let outcome = writer.report(&probe, report.clone()).await;
+                        let (outcome, report) = writer.commit(&probe, report).await;
                         (seq, outcome, report)
                     });
                 }

@@ -21,5 +21,6 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod server;
+pub mod session_keys;
 pub mod status;
 pub mod store;

@@ -23,6 +23,7 @@ use crate::fleet::Fleet;
 use crate::ingest::{self, Hub};
 use crate::limits::LimitsConfig;
 use crate::metrics::Metrics;
+use crate::session_keys::SessionKeys;
 use crate::store::{self, Writer};
 
 /// A running coordinator.
@@ -59,8 +60,15 @@ impl Running {
     }
 }
 
+/// Receive buffer asked for the QUIC socket. A fleet reconnecting at once sends thousands of
+/// 1,200-byte Initial packets within milliseconds; the kernel's default buffer (about 208 KiB)
+/// drops most of them before the coordinator sees them, and each drop costs a probe a
+/// retransmission timeout. The kernel caps the request at `net.core.rmem_max`.
+pub const QUIC_RECV_BUFFER: usize = 8 << 20;
+
 fn server_tls(
     ca: &CoordinatorCa,
+    keys: &SessionKeys,
     auth: Arc<RwLock<AuthState>>,
     metrics: Metrics,
     limits: &LimitsConfig,
@@ -72,12 +80,17 @@ fn server_tls(
             .with_client_cert_verifier(verifier)
             .with_single_cert(ca.server_chain(), ca.server_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Stateless tickets whose key survives a restart: a reconnecting probe resumes its session
+    // (see session_keys). A client spends a ticket on every attempt, also on one refused by
+    // admission control before any handshake, so each connection gets a few.
+    tls.ticketer = keys.ticketer();
+    tls.send_tls13_tickets = 4;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // Streams and windows as the probes use them (sized to the largest frame); the idle
+    // Streams, windows and keep-alives for many small, mostly idle connections; the idle
     // timeout from [limits] (the smaller of both ends' applies).
-    let mut transport = cemwatch_probe::transport::transport_config();
+    let mut transport = cemwatch_probe::transport::server_transport_config();
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
         .map_err(|e| anyhow::anyhow!("limits.idle_timeout: {e}"))?;
     transport.max_idle_timeout(Some(idle));
@@ -106,9 +119,21 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     }));
     let metrics = Metrics::new();
 
-    let endpoint = quinn::Endpoint::server(
-        server_tls(&ca, auth.clone(), metrics.clone(), &config.limits)?,
-        config.server.quic_listen,
+    let keys = SessionKeys::load_or_create(&data_dir)?;
+    let socket = std::net::UdpSocket::bind(config.server.quic_listen)
+        .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(QUIC_RECV_BUFFER);
+    let endpoint = quinn::Endpoint::new(
+        keys.endpoint_config(),
+        Some(server_tls(
+            &ca,
+            &keys,
+            auth.clone(),
+            metrics.clone(),
+            &config.limits,
+        )?),
+        socket,
+        quinn::default_runtime().context("no async runtime for QUIC")?,
     )
     .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;

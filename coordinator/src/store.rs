@@ -10,7 +10,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -356,15 +356,37 @@ pub fn enrol(
         "UPDATE tokens SET used_at = ?2, used_by = ?3 WHERE id = ?1",
         params![id, now, name],
     )?;
-    tx.execute(
-        "INSERT INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, agent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![name, labels, now, serial, not_after, agent_version],
-    )?;
+    let labels: Labels = serde_json::from_str(&labels).unwrap_or_default();
+    insert_probe(&tx, &name, &labels, now, &serial, not_after, agent_version)?;
     tx.commit()?;
-    Ok(Ok(Grant {
+    Ok(Ok(Grant { name, labels }))
+}
+
+/// Records an enrolled probe: its name, labels, enrolment time (Unix ms), certificate serial
+/// (hex) and expiry (Unix seconds). Enrolment calls it once the token is consumed; fleet
+/// simulators (`cemwatch-bench`) call it to register many probes whose certificates they had
+/// the CA issue directly, so both go through the same row.
+pub fn insert_probe(
+    conn: &Connection,
+    name: &str,
+    labels: &Labels,
+    enrolled_at_ms: i64,
+    cert_serial: &str,
+    cert_not_after: i64,
+    agent_version: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO probes (name, labels, enrolled_at, cert_serial, cert_not_after, agent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
         name,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
-    }))
+        labels_json(labels),
+        enrolled_at_ms,
+        cert_serial,
+        cert_not_after,
+        agent_version
+    ])?;
+    Ok(())
 }
 
 /// A persistent counter's value.
@@ -442,9 +464,14 @@ enum Job {
     Report {
         probe: String,
         report: Box<Report>,
-        reply: oneshot::Sender<Result<Ingested, String>>,
+        reply: oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
     },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+    Seen {
+        probe: String,
+        agent_version: String,
+        at_ms: i64,
+    },
 }
 
 /// The single writer: commits reports in groups, and runs other writes in order.
@@ -458,17 +485,27 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Report { probe, report, .. } => write!(f, "Report({probe}, {})", report.seq),
             Job::Exec(_) => f.write_str("Exec"),
+            Job::Seen { probe, .. } => write!(f, "Seen({probe})"),
         }
     }
 }
 
-/// Most reports committed in one transaction.
-pub const GROUP_COMMIT_MAX: usize = 512;
+/// Most reports committed in one transaction. Under light load a transaction holds what has
+/// arrived (often one report); under saturation larger groups amortise the commit (WAL append,
+/// fsync, index update) over more reports.
+pub const GROUP_COMMIT_MAX: usize = 2048;
+/// Page cache of the writer's connection, KiB.
+pub const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 impl Writer {
     /// Starts the writer thread on its own connection.
     pub fn start(data_dir: &Path) -> Result<Self> {
         let mut conn = open(data_dir)?;
+        // SQLite's default page cache (2 MiB) is far smaller than the pages a fleet's reports
+        // touch (the latest result of every probe, the index of reports): with it, the writer
+        // spent most of its time re-reading pages from the OS with pread. 64 MiB holds the hot
+        // pages of a large fleet.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())?;
         let (tx, rx) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("cemwatch-store".into())
@@ -479,19 +516,51 @@ impl Writer {
 
     /// Commits a report; resolves once it is durable (or known to be a duplicate).
     pub async fn report(&self, probe: &str, report: Report) -> Result<Ingested> {
+        self.commit(probe, report).await.0
+    }
+
+    /// Commits a report and hands it back with the outcome, so that the caller can use it
+    /// after the commit without keeping a copy while it waits.
+    pub async fn commit(&self, probe: &str, report: Report) -> (Result<Ingested>, Report) {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Report {
-                probe: probe.to_string(),
-                report: Box::new(report),
-                reply,
-            })
-            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
-        match rx.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => bail!("cannot commit the report: {e}"),
-            Err(_) => bail!("the store writer stopped"),
+        let job = Job::Report {
+            probe: probe.to_string(),
+            report: Box::new(report),
+            reply,
+        };
+        let stopped = || anyhow::anyhow!("the store writer stopped");
+        let lost = || Report {
+            seq: 0,
+            round: None,
+            results: Vec::new(),
+        };
+        match self.tx.send(job) {
+            Ok(()) => {}
+            Err(std_mpsc::SendError(Job::Report { report, .. })) => {
+                return (Err(stopped()), *report)
+            }
+            Err(_) => return (Err(stopped()), lost()),
         }
+        match rx.await {
+            Ok((Ok(outcome), report)) => (Ok(outcome), *report),
+            Ok((Err(e), report)) => (
+                Err(anyhow::anyhow!("cannot commit the report: {e}")),
+                *report,
+            ),
+            Err(_) => (Err(stopped()), lost()),
+        }
+    }
+
+    /// Records that a probe connected (its last contact and agent version), without waiting:
+    /// the row is updated in the next group commit, with reports, rather than in a transaction
+    /// (and an fsync) of its own per connection, which made a reconnecting fleet wait on the
+    /// disk one probe at a time.
+    pub fn seen(&self, probe: &str, agent_version: &str) {
+        let _ = self.tx.send(Job::Seen {
+            probe: probe.to_string(),
+            agent_version: agent_version.to_string(),
+            at_ms: now_ms(),
+        });
     }
 
     /// Runs `f` on the writer's connection, in order with reports.
@@ -521,6 +590,7 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
             }
         }
         let mut batch: Batch = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
         for job in pending.drain(..) {
             match job {
                 Job::Report {
@@ -528,28 +598,42 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
                     report,
                     reply,
                 } => batch.push((probe, report, reply)),
+                Job::Seen {
+                    probe,
+                    agent_version,
+                    at_ms,
+                } => seen.push((probe, agent_version, at_ms)),
                 Job::Exec(f) => {
-                    flush(conn, &mut batch);
+                    flush(conn, &mut batch, &mut seen);
                     f(conn);
                 }
             }
         }
-        flush(conn, &mut batch);
+        flush(conn, &mut batch, &mut seen);
     }
 }
+
+/// A probe that connected: name, agent version, when.
+type Seen = (String, String, i64);
 
 type Batch = Vec<(
     String,
     Box<Report>,
-    oneshot::Sender<Result<Ingested, String>>,
+    oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
 )>;
 
-fn flush(conn: &mut Connection, batch: &mut Batch) {
-    if batch.is_empty() {
+fn flush(conn: &mut Connection, batch: &mut Batch, seen: &mut Vec<Seen>) {
+    if batch.is_empty() && seen.is_empty() {
         return;
     }
     let outcome = (|| -> Result<Vec<Ingested>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (probe, agent_version, at_ms) in seen.iter() {
+            tx.prepare_cached(
+                "UPDATE probes SET last_seen = MAX(COALESCE(last_seen, 0), ?2), agent_version = ?3 WHERE name = ?1",
+            )?
+            .execute(params![probe, at_ms, agent_version])?;
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
         for (probe, report, _) in batch.iter() {
             outcomes.push(ingest(&tx, probe, report)?);
@@ -557,24 +641,32 @@ fn flush(conn: &mut Connection, batch: &mut Batch) {
         tx.commit()?;
         Ok(outcomes)
     })();
+    if let Err(e) = &outcome {
+        if !seen.is_empty() {
+            tracing::warn!(error = %format!("{e:#}"), probes = seen.len(), "cannot record probe connections");
+        }
+    }
+    seen.clear();
     match outcome {
         Ok(outcomes) => {
-            for ((_, _, reply), o) in batch.drain(..).zip(outcomes) {
-                let _ = reply.send(Ok(o));
+            for ((_, report, reply), o) in batch.drain(..).zip(outcomes) {
+                let _ = reply.send((Ok(o), report));
             }
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "cannot commit reports; probes will resend them");
-            for (_, _, reply) in batch.drain(..) {
-                let _ = reply.send(Err(format!("{e:#}")));
+            for (_, report, reply) in batch.drain(..) {
+                let _ = reply.send((Err(format!("{e:#}")), report));
             }
         }
     }
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+    )?
+    .execute(
         params![name, by],
     )?;
     Ok(())
@@ -582,8 +674,10 @@ fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result
 
 fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Result<Ingested> {
     let now = now_ms();
-    let inserted = tx.execute(
+    let inserted = tx.prepare_cached(
         "INSERT OR IGNORE INTO reports (probe, seq, round, received_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(
         params![
             probe,
             report.seq as i64,
@@ -606,16 +700,17 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
             .collect();
         let codes = codes.join(",");
         let json = serde_json::to_string(&entry.result)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO results (probe, seq, check_name, produced_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(
             params![probe, report.seq as i64, entry.check, entry.produced_at_ms as i64, verdict, codes, json],
         )?;
         let previous: Option<(i64, String)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT produced_at, verdict FROM latest WHERE probe = ?1 AND check_name = ?2",
-                params![probe, entry.check],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![probe, entry.check], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if previous
             .as_ref()
@@ -624,20 +719,22 @@ fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Resul
             continue; // an older result arriving late does not replace a newer one
         }
         if previous.as_ref().map(|(_, v)| v.as_str()) != Some(verdict) {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(
                 params![now, probe, entry.check, previous.map(|(_, v)| v), verdict, codes],
             )?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO latest (probe, check_name, seq, round, produced_at, received_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(
             params![probe, entry.check, report.seq as i64, report.round.map(|r| r as i64), entry.produced_at_ms as i64, now, verdict, codes, json],
         )?;
     }
-    tx.execute(
-        "UPDATE probes SET last_seen = ?2 WHERE name = ?1",
-        params![probe, now],
-    )?;
+    tx.prepare_cached("UPDATE probes SET last_seen = ?2 WHERE name = ?1")?
+        .execute(params![probe, now])?;
     Ok(Ingested::Stored)
 }
 

@@ -157,10 +157,18 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
 
     let mut index = 0usize;
     let mut failed_passes = 0u32;
+    let mut client_config: ConfigCache = None;
     while !*shutdown.borrow() {
         let coordinator = &coordinators[index % coordinators.len()];
         let started = Instant::now();
-        match connect(&shared, coordinator, config.connect_timeout).await {
+        match connect(
+            &shared,
+            &mut client_config,
+            coordinator,
+            config.connect_timeout,
+        )
+        .await
+        {
             Ok((endpoint, conn)) => {
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(coordinator = %coordinator, "connected");
@@ -209,9 +217,16 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
                 if started.elapsed() > Duration::from_secs(30) {
-                    // A session that held: start again from the preferred coordinator.
+                    // A session that held: start again from the preferred coordinator, at a
+                    // random moment of the next RECONNECT_SPREAD, since its end was likely the
+                    // whole fleet's (a coordinator restart) and a fleet coming back in one wave
+                    // overflows the coordinator's socket before admission control sees it.
                     index = 0;
                     failed_passes = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep(schedule::random_below(RECONNECT_SPREAD)) => {}
+                        _ = shutdown.changed() => {}
+                    }
                     continue;
                 }
             }
@@ -250,6 +265,9 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     Ok(())
 }
 
+/// After a session that held ends, the probe reconnects at a random moment within this time.
+pub const RECONNECT_SPREAD: Duration = Duration::from_secs(10);
+
 /// How long a stopping probe waits for its spool to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -270,16 +288,31 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     step / 2 + schedule::random_below(step)
 }
 
+/// The client configuration of the last connection, kept while the certificate is the same:
+/// its TLS session cache lets a reconnect resume the session (no signature, no chain to verify
+/// on either side), which is what makes a fleet's reconnect after a coordinator restart cheap.
+/// A renewed certificate gets a new configuration (a ticket carries the identity it was issued
+/// to).
+type ConfigCache = Option<(Vec<u8>, quinn::ClientConfig)>;
+
 async fn connect(
     shared: &Shared,
+    cache: &mut ConfigCache,
     coordinator: &str,
     timeout: Duration,
 ) -> Result<(quinn::Endpoint, quinn::Connection)> {
     let addr = enroll::resolve_coordinator(coordinator).await?;
-    let ca = shared.state.ca_der()?;
     let cert = shared.state.cert_der()?;
-    let (_, key) = shared.state.key()?;
-    let config = transport::mtls_client_config(&ca, vec![cert.into()], key)?;
+    let config = match cache {
+        Some((der, config)) if *der == cert => config.clone(),
+        _ => {
+            let ca = shared.state.ca_der()?;
+            let (_, key) = shared.state.key()?;
+            let config = transport::mtls_client_config(&ca, vec![cert.clone().into()], key)?;
+            *cache = Some((cert, config.clone()));
+            config
+        }
+    };
     let endpoint = transport::client_endpoint(addr)?;
     let connecting = endpoint.connect_with(config, addr, SERVER_NAME)?;
     let conn = tokio::time::timeout(timeout, connecting)
@@ -302,10 +335,13 @@ pub fn refuses_agent_state(close_reason: &str) -> bool {
 /// the server judges the client certificate after the client considers the handshake done, so
 /// the refusal may arrive as the end of a session rather than a failed connect.
 pub fn explain_refusal(error: &str) -> Option<String> {
+    // The last pattern is the coordinator's own refusal after Hello, which is how a resumed
+    // TLS session (no certificate verification in the handshake) learns it was revoked.
     let refused = error.contains("invalid peer certificate")
         || error.contains("CertificateRequired")
         || error.contains("certificate revoked")
-        || error.contains("Revoked");
+        || error.contains("Revoked")
+        || error.contains("certificate refused");
     refused.then(|| {
         format!(
             "the coordinator refused this probe's certificate ({error}): it was revoked, expired or is unknown there; enrol again with a new token (`cemwatch token create`)"
@@ -325,6 +361,16 @@ mod tests {
         ));
         assert!(!refuses_agent_state("closed by peer: 0: probe revoked"));
         assert!(!refuses_agent_state("timed out"));
+    }
+
+    #[test]
+    fn refusals_after_a_resumed_handshake_are_explained_too() {
+        let why = explain_refusal(
+            "the coordinator refused this probe: certificate refused: probe \"p1\" was revoked",
+        )
+        .expect("explained");
+        assert!(why.contains("enrol again"), "{why}");
+        assert_eq!(explain_refusal("connection lost"), None);
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub async fn handshake(stream: TcpStream, host: &str, timeout: Duration) -> Hand
                 .with_custom_certificate_verifier(verifier.clone())
                 .with_no_client_auth()
         });
-    let config = match config {
+    let mut config = match config {
         Ok(c) => c,
         Err(e) => {
             return Handshake {
@@ -171,6 +171,10 @@ pub async fn handshake(stream: TcpStream, host: &str, timeout: Duration) -> Hand
             }
         }
     };
+    // Every check is a full handshake (it must see the certificate), so session tickets are
+    // never used: not offering resumption spares the gateway issuing them and the probe
+    // decrypting and storing them.
+    config.resumption = rustls::client::Resumption::disabled();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let server_name = match ServerName::try_from(bare.to_string()) {
         Ok(n) => n,

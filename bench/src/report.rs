@@ -1,0 +1,320 @@
+//! How figures are printed: one block per scenario as it ends, then a table of every row and
+//! the coordinator/baseline ratios.
+
+/// Figures of one scenario against one server.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    /// `coordinator` or `baseline`.
+    pub server: &'static str,
+    /// Which scenario.
+    pub scenario: String,
+    /// Probes connected.
+    pub probes: usize,
+    /// Reports committed (acknowledged) per second.
+    pub reports_per_s: Option<f64>,
+    /// Server CPU seconds per 1,000 reports.
+    pub cpu_per_1k: Option<f64>,
+    /// Server CPU use, in cores.
+    pub server_cores: Option<f64>,
+    /// Load generator CPU use, in cores.
+    pub loadgen_cores: Option<f64>,
+    /// Server resident memory, MiB.
+    pub rss_mib: f64,
+    /// Server resident memory per connected probe above the empty process, KiB.
+    pub rss_per_probe_kib: Option<f64>,
+    /// Report → Ack latency, median, ms.
+    pub p50_ms: Option<f64>,
+    /// Report → Ack latency, 99th percentile, ms.
+    pub p99_ms: Option<f64>,
+    /// Round: time until 95% committed, s.
+    pub round_95_s: Option<f64>,
+    /// Round: time until all committed, s.
+    pub round_100_s: Option<f64>,
+    /// Storm: time until half are back, s.
+    pub storm_50_s: Option<f64>,
+    /// Storm: time until 95% are back, s.
+    pub storm_95_s: Option<f64>,
+    /// Storm: time until all are back, s.
+    pub storm_100_s: Option<f64>,
+    /// Anything else worth saying.
+    pub note: String,
+}
+
+/// `1234567` as `1,234,567`.
+pub fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Milliseconds with a sensible precision.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms >= 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+impl Row {
+    /// Prints the row as a block.
+    pub fn print(&self) {
+        println!("  [{}] {}", self.server, self.scenario);
+        println!(
+            "    probes connected          {}",
+            fmt_count(self.probes as u64)
+        );
+        if let Some(r) = self.reports_per_s {
+            println!("    reports/s committed       {}", fmt_count(r as u64));
+        }
+        if let Some(c) = self.cpu_per_1k {
+            println!("    CPU s per 1,000 reports   {c:.3}");
+        }
+        println!(
+            "    server RSS                {:.1} MiB ({} KiB per connected probe above the empty process)",
+            self.rss_mib,
+            opt(self.rss_per_probe_kib, |k| format!("{k:.1}"))
+        );
+        println!(
+            "    CPU use                   server {} cores, load generator {} cores",
+            opt(self.server_cores, |c| format!("{c:.2}")),
+            opt(self.loadgen_cores, |c| format!("{c:.2}"))
+        );
+        if self.p50_ms.is_some() {
+            println!(
+                "    report→commit (Ack) p50/p99 {} / {}",
+                opt(self.p50_ms, fmt_ms),
+                opt(self.p99_ms, fmt_ms)
+            );
+        }
+        if self.round_100_s.is_some() || self.round_95_s.is_some() {
+            println!(
+                "    round committed           95% in {} s, 100% in {} s",
+                opt(self.round_95_s, |s| format!("{s:.2}")),
+                opt(self.round_100_s, |s| format!("{s:.2}"))
+            );
+        }
+        if self.storm_50_s.is_some() {
+            println!(
+                "    reconnect storm           50% in {} s, 95% in {} s, 100% in {} s",
+                opt(self.storm_50_s, |s| format!("{s:.2}")),
+                opt(self.storm_95_s, |s| format!("{s:.2}")),
+                opt(self.storm_100_s, |s| format!("{s:.2}"))
+            );
+        }
+        if !self.note.is_empty() {
+            println!("    {}", self.note);
+        }
+    }
+}
+
+/// Prints every row as a Markdown table.
+pub fn table(rows: &[Row]) {
+    println!("| server | scenario | probes | reports/s | CPU s/1k reports | RSS MiB | KiB/probe | p50 | p99 | round 95% / 100% | storm 50% / 95% / 100% |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            r.server,
+            r.scenario,
+            fmt_count(r.probes as u64),
+            opt(r.reports_per_s, |v| fmt_count(v as u64)),
+            opt(r.cpu_per_1k, |v| format!("{v:.3}")),
+            r.rss_mib,
+            opt(r.rss_per_probe_kib, |v| format!("{v:.1}")),
+            opt(r.p50_ms, fmt_ms),
+            opt(r.p99_ms, fmt_ms),
+            match (r.round_95_s, r.round_100_s) {
+                (None, None) => "-".into(),
+                (a, b) => format!(
+                    "{} / {} s",
+                    opt(a, |s| format!("{s:.2}")),
+                    opt(b, |s| format!("{s:.2}"))
+                ),
+            },
+            match r.storm_50_s {
+                None => "-".into(),
+                Some(_) => format!(
+                    "{} / {} / {} s",
+                    opt(r.storm_50_s, |s| format!("{s:.2}")),
+                    opt(r.storm_95_s, |s| format!("{s:.2}")),
+                    opt(r.storm_100_s, |s| format!("{s:.2}"))
+                ),
+            },
+        );
+    }
+}
+
+fn find<'a>(rows: &'a [Row], server: &str, scenario: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.server == server && r.scenario.starts_with(scenario))
+}
+
+/// Prints the coordinator/baseline ratios, when both ran.
+pub fn ratios(rows: &[Row]) {
+    let ingest = (
+        find(rows, "coordinator", "c:").and_then(|r| r.reports_per_s),
+        find(rows, "baseline", "c:").and_then(|r| r.reports_per_s),
+    );
+    let cpu = (
+        find(rows, "coordinator", "c:").and_then(|r| r.cpu_per_1k),
+        find(rows, "baseline", "c:").and_then(|r| r.cpu_per_1k),
+    );
+    let memory = (
+        find(rows, "coordinator", "a:").and_then(|r| r.rss_per_probe_kib),
+        find(rows, "baseline", "a:").and_then(|r| r.rss_per_probe_kib),
+    );
+    if let (Some(c), Some(b)) = ingest {
+        println!(
+            "ingest rate, coordinator / baseline:          {:.2}  ({} / {} reports/s; target at least 0.50)",
+            c / b.max(1e-9),
+            fmt_count(c as u64),
+            fmt_count(b as u64)
+        );
+    }
+    if let (Some(c), Some(b)) = cpu {
+        println!(
+            "CPU per report, coordinator / baseline:       {:.2}  ({c:.3} / {b:.3} s per 1,000)",
+            c / b.max(1e-9)
+        );
+    }
+    if let (Some(c), Some(b)) = memory {
+        println!(
+            "memory per connection, coordinator / baseline: {:.2}  ({c:.1} / {b:.1} KiB)",
+            c / b.max(1e-9)
+        );
+    }
+}
+
+/// Scenarios that did not complete (no report acknowledged, a round or a storm unfinished,
+/// reports never acknowledged): the figures are printed all the same, and the run fails.
+pub fn incomplete(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows {
+        let what = format!("[{}] {}", r.server, r.scenario);
+        if r.reports_per_s.is_some_and(|v| v <= 0.0) {
+            out.push(format!("{what}: no report acknowledged"));
+        }
+        if r.scenario.starts_with("d:") && r.round_100_s.is_none() {
+            out.push(format!("{what}: the round did not complete"));
+        }
+        if r.scenario.starts_with("e:")
+            && (r.storm_100_s.is_none() || r.note.contains("NOT ALL BACK"))
+        {
+            out.push(format!("{what}: not every probe came back"));
+        }
+        if r.note.contains("NOT DRAINED") {
+            out.push(format!("{what}: reports left unacknowledged"));
+        }
+    }
+    out
+}
+
+/// Prints each target of issue 8 with the figure measured at `n` probes and, when `n` is
+/// below 100,000, the linear extrapolation to 100,000 (memory grows per connection; a round
+/// and a storm are CPU-bound on one core, so their time grows with the count).
+pub fn targets(rows: &[Row], n: usize) {
+    const FLEET: f64 = 100_000.0;
+    let scale = FLEET / n.max(1) as f64;
+    let extrapolated = n < 100_000;
+    let how = |v: String| {
+        if extrapolated {
+            format!("{v} (extrapolated linearly from {})", fmt_count(n as u64))
+        } else {
+            v
+        }
+    };
+    if let Some(a) = find(rows, "coordinator", "a:") {
+        // Idle connections that have never reported cost less than connections of a fleet that
+        // reports (the latest result per probe, the store's page cache, buffers that stay):
+        // judge with the larger of (a) and (b).
+        let steady = find(rows, "coordinator", "b:").and_then(|b| b.rss_per_probe_kib);
+        let per_probe = a
+            .rss_per_probe_kib
+            .unwrap_or(0.0)
+            .max(steady.unwrap_or(0.0));
+        let empty_mib = a.rss_mib - a.rss_per_probe_kib.unwrap_or(0.0) * a.probes as f64 / 1024.0;
+        let at_fleet = empty_mib + per_probe * FLEET / 1024.0;
+        println!(
+            "100,000 connected probes under 4 GiB RSS: {} at {per_probe:.1} KiB per probe ({}) -> {}",
+            how(format!("{:.2} GiB", at_fleet / 1024.0)),
+            if steady.is_some_and(|s| s >= a.rss_per_probe_kib.unwrap_or(0.0)) {
+                "while reporting, scenario b"
+            } else {
+                "connected, scenario a"
+            },
+            if at_fleet < 4096.0 { "met" } else { "MISSED" }
+        );
+    }
+    if let Some(d) = find(rows, "coordinator", "d:") {
+        match d.round_100_s {
+            Some(t) => {
+                let at_fleet = t * scale;
+                println!(
+                    "ProbeNow round over 100,000 committed in under 5 s: {} -> {}",
+                    how(format!("{at_fleet:.1} s")),
+                    if at_fleet < 5.0 { "met" } else { "MISSED" }
+                );
+            }
+            None => println!("ProbeNow round over 100,000 committed in under 5 s: the round did not complete -> MISSED"),
+        }
+    }
+    if let Some(e) = find(rows, "coordinator", "e:") {
+        match e.storm_100_s {
+            Some(t) if e.note.contains("NOT ALL BACK") => println!(
+                "reconnect storm of 100,000 absorbed in under 30 s: not all probes came back ({t:.1} s to the last one seen) -> MISSED"
+            ),
+            Some(t) => {
+                let at_fleet = t * scale;
+                println!(
+                    "reconnect storm of 100,000 absorbed in under 30 s without collapse: {} -> {}",
+                    how(format!("{at_fleet:.1} s")),
+                    if at_fleet < 30.0 { "met" } else { "MISSED" }
+                );
+            }
+            None => println!(
+                "reconnect storm of 100,000 absorbed in under 30 s: only {} of the probes came back ({}) -> MISSED",
+                fmt_count(e.probes as u64),
+                e.storm_50_s
+                    .map(|t| format!("half of them after {t:.1} s"))
+                    .unwrap_or_else(|| "fewer than half".into())
+            ),
+        }
+    }
+    if let (Some(c), Some(b)) = (
+        find(rows, "coordinator", "c:").and_then(|r| r.reports_per_s),
+        find(rows, "baseline", "c:").and_then(|r| r.reports_per_s),
+    ) {
+        let ratio = c / b.max(1e-9);
+        println!(
+            "ingest at least 50% of the raw baseline: {:.0}% -> {}",
+            ratio * 100.0,
+            if ratio >= 0.5 { "met" } else { "MISSED" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(fmt_count(0), "0");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(1000), "1,000");
+        assert_eq!(fmt_count(1234567), "1,234,567");
+    }
+}
