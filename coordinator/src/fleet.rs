@@ -237,8 +237,12 @@ impl Fleet {
                 view.agent = Some(AgentView { state, received_ms });
             }
         }
-        let mut stmt =
-            conn.prepare("SELECT probe, check_name, seq, round, produced_at, result FROM latest")?;
+        let mut stmt = conn.prepare(
+            "SELECT l.probe, l.check_name, l.seq, l.round, l.produced_at,
+                        (SELECT json_extract(e.value, '$.result') FROM json_each(r.results) AS e
+                          WHERE json_extract(e.value, '$.check') = l.check_name LIMIT 1)
+                   FROM latest AS l JOIN reports AS r ON r.id = l.report_id",
+        )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let probe: String = row.get(0)?;
@@ -246,7 +250,9 @@ impl Fleet {
             let seq: i64 = row.get(2)?;
             let round: Option<i64> = row.get(3)?;
             let produced: i64 = row.get(4)?;
-            let json: String = row.get(5)?;
+            let Some(json) = row.get::<_, Option<String>>(5)? else {
+                continue;
+            };
             let Ok(result) = serde_json::from_str::<CheckResult>(&json) else {
                 continue;
             };

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod fleet;
 pub mod ingest;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod server;

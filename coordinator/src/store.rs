@@ -1,14 +1,16 @@
 //! The embedded store: SQLite in WAL mode in the data directory. It holds probes, tokens,
-//! revocations, every report received (deduplicated on `(probe, seq)`), the latest result per
-//! probe and check, verdict transitions, persistent counters and the latest CEM state of each
-//! probe's management agent. Reports are committed before
-//! they are acknowledged, in groups (one transaction for many reports), by one writer thread.
+//! revocations, every report received with its results (deduplicated on `(probe, seq)`), the
+//! latest result per probe and check, verdict transitions, persistent counters and the latest
+//! CEM state of each probe's management agent. Reports are committed before they are
+//! acknowledged, in groups (one transaction for many reports), by one writer thread; a report
+//! costs one row appended to `reports` (the `results` view lists their results one per row),
+//! and what is kept per probe is written at checkpoints ([`crate::ledger`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -16,6 +18,8 @@ use tokio::sync::oneshot;
 
 use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
+
+use crate::ledger::{Entry, Ledger};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS probes (
@@ -39,33 +43,43 @@ CREATE TABLE IF NOT EXISTS tokens (
     used_by TEXT
 );
 CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY,
     probe TEXT NOT NULL,
     seq INTEGER NOT NULL,
     round INTEGER,
     received_at INTEGER NOT NULL,
-    PRIMARY KEY (probe, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (
-    probe TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    check_name TEXT NOT NULL,
-    produced_at INTEGER NOT NULL,
-    verdict TEXT NOT NULL,
-    codes TEXT NOT NULL,
-    result TEXT NOT NULL,
-    PRIMARY KEY (probe, seq, check_name)
-) WITHOUT ROWID;
+    results TEXT NOT NULL
+);
+CREATE VIEW IF NOT EXISTS results AS
+    SELECT r.probe AS probe,
+           r.seq AS seq,
+           json_extract(e.value, '$.check') AS check_name,
+           json_extract(e.value, '$.produced_at_ms') AS produced_at,
+           json_extract(e.value, '$.result.verdict') AS verdict,
+           (SELECT COALESCE(group_concat(json_extract(f.value, '$.code'), ','), '')
+              FROM json_each(e.value, '$.result.findings') AS f) AS codes,
+           json_extract(e.value, '$.result') AS result,
+           r.id AS report_id
+      FROM reports AS r, json_each(r.results) AS e;
 CREATE TABLE IF NOT EXISTS latest (
     probe TEXT NOT NULL,
     check_name TEXT NOT NULL,
+    report_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     round INTEGER,
     produced_at INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
     verdict TEXT NOT NULL,
     codes TEXT NOT NULL,
-    result TEXT NOT NULL,
     PRIMARY KEY (probe, check_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS probe_seqs (
+    probe TEXT PRIMARY KEY,
+    ranges TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,9 +132,109 @@ pub fn open(data_dir: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.execute_batch(SCHEMA)
-        .with_context(|| format!("cannot prepare the schema in {}", path.display()))?;
+    migrate(&conn).with_context(|| format!("cannot prepare the schema in {}", path.display()))?;
     Ok(conn)
+}
+
+/// The schema's version (`PRAGMA user_version`). 2: reports appended with their results, the
+/// ledger's checkpoint tables (see [`crate::ledger`]). 0 or 1: reports, results and latest
+/// results rewritten in place per report (before 0.1.0), migrated on open.
+pub const SCHEMA_VERSION: i64 = 2;
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        conn.execute_batch(SCHEMA)?;
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let outcome = (|| -> Result<()> {
+        // Another process may have migrated while this one waited for the lock.
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version >= SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA)?;
+            return Ok(());
+        }
+        let old: bool = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'",
+                [],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if old {
+            migrate_v1(conn)?;
+        } else {
+            conn.execute_batch(SCHEMA)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// From the first layout (reports, results and latest keyed by probe) to version 2, in the
+/// caller's transaction: each report's results become its `results` JSON array, in the order
+/// reports were received; the latest results point at their report; the stored sequence
+/// numbers become each probe's ranges; the checkpoint covers everything migrated.
+fn migrate_v1(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE reports RENAME TO reports_v1;
+         ALTER TABLE results RENAME TO results_v1;
+         ALTER TABLE latest RENAME TO latest_v1;",
+    )?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(
+        "INSERT INTO reports (probe, seq, round, received_at, results)
+             SELECT r.probe, r.seq, r.round, r.received_at,
+                    COALESCE((SELECT json_group_array(json_object(
+                                  'check', s.check_name,
+                                  'produced_at_ms', s.produced_at,
+                                  'result', json(s.result)))
+                                FROM results_v1 AS s
+                               WHERE s.probe = r.probe AND s.seq = r.seq), '[]')
+               FROM reports_v1 AS r
+              ORDER BY r.received_at, r.probe, r.seq;
+         CREATE INDEX migrate_reports_probe_seq ON reports (probe, seq);
+         INSERT INTO latest (probe, check_name, report_id, seq, round, produced_at, received_at, verdict, codes)
+             SELECT l.probe, l.check_name, n.id, l.seq, l.round, l.produced_at, l.received_at, l.verdict, l.codes
+               FROM latest_v1 AS l JOIN reports AS n ON n.probe = l.probe AND n.seq = l.seq;
+         DROP INDEX migrate_reports_probe_seq;",
+    )?;
+    let mut seqs: std::collections::BTreeMap<String, crate::ledger::SeqSet> = Default::default();
+    {
+        let mut stmt = conn.prepare("SELECT probe, seq FROM reports_v1 ORDER BY probe, seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let probe: String = row.get(0)?;
+            let seq: i64 = row.get(1)?;
+            seqs.entry(probe).or_default().insert(seq as u64);
+        }
+    }
+    for (probe, set) in &seqs {
+        conn.execute(
+            "INSERT INTO probe_seqs (probe, ranges) VALUES (?1, ?2)",
+            params![probe, serde_json::to_string(set)?],
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('checkpoint', (SELECT COALESCE(MAX(id), 0) FROM reports))",
+        [],
+    )?;
+    conn.execute_batch("DROP TABLE reports_v1; DROP TABLE results_v1; DROP TABLE latest_v1;")?;
+    tracing::info!(
+        probes = seqs.len(),
+        "store migrated to schema version {SCHEMA_VERSION}"
+    );
+    Ok(())
 }
 
 /// A stored probe.
@@ -501,6 +615,7 @@ impl Writer {
     /// Starts the writer thread on its own connection.
     pub fn start(data_dir: &Path) -> Result<Self> {
         let mut conn = open(data_dir)?;
+        let ledger = Ledger::load(&conn).context("cannot read the store's ledger")?;
         // SQLite's default page cache (2 MiB) is far smaller than the pages a fleet's reports
         // touch (the latest result of every probe, the index of reports): with it, the writer
         // spent most of its time re-reading pages from the OS with pread. 64 MiB holds the hot
@@ -509,7 +624,7 @@ impl Writer {
         let (tx, rx) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("cemwatch-store".into())
-            .spawn(move || writer_loop(&mut conn, rx))
+            .spawn(move || writer_loop(&mut conn, ledger, rx))
             .context("cannot start the store writer")?;
         Ok(Self { tx })
     }
@@ -579,9 +694,32 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
+/// Longest time between checkpoints while reports keep arriving (see [`crate::ledger`]).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// A checkpoint is also written once the writer has had nothing to do for this long.
+pub const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(200);
+
+fn writer_loop(conn: &mut Connection, mut ledger: Ledger, rx: std_mpsc::Receiver<Job>) {
     let mut pending: Vec<Job> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let first = if ledger.is_dirty() {
+            match rx.recv_timeout(CHECKPOINT_WHEN_IDLE) {
+                Ok(job) => Some(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            }
+        };
+        let Some(first) = first else {
+            checkpoint(conn, &mut ledger);
+            last_checkpoint = Instant::now();
+            continue;
+        };
         pending.push(first);
         while pending.len() < GROUP_COMMIT_MAX {
             match rx.try_recv() {
@@ -590,7 +728,6 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
             }
         }
         let mut batch: Batch = Vec::new();
-        let mut seen: Vec<Seen> = Vec::new();
         for job in pending.drain(..) {
             match job {
                 Job::Report {
@@ -602,19 +739,58 @@ fn writer_loop(conn: &mut Connection, rx: std_mpsc::Receiver<Job>) {
                     probe,
                     agent_version,
                     at_ms,
-                } => seen.push((probe, agent_version, at_ms)),
+                } => ledger.seen(&probe, &agent_version, at_ms),
                 Job::Exec(f) => {
-                    flush(conn, &mut batch, &mut seen);
+                    flush(conn, &mut ledger, &mut batch);
                     f(conn);
                 }
             }
         }
-        flush(conn, &mut batch, &mut seen);
+        flush(conn, &mut ledger, &mut batch);
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            checkpoint(conn, &mut ledger);
+            last_checkpoint = Instant::now();
+        }
+    }
+    // The last senders are gone (the coordinator stops): leave a checkpoint so that the next
+    // start has nothing to replay.
+    checkpoint(conn, &mut ledger);
+}
+
+fn checkpoint(conn: &mut Connection, ledger: &mut Ledger) {
+    if !ledger.is_dirty() {
+        return;
+    }
+    let started = Instant::now();
+    let outcome = (|| -> Result<usize> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let probes = ledger.checkpoint(&tx)?;
+        tx.commit()?;
+        Ok(probes)
+    })();
+    match outcome {
+        Ok(probes) => tracing::debug!(
+            probes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "store checkpoint"
+        ),
+        Err(e) => {
+            // Nothing is lost: the reports are committed; the next start (or the next
+            // checkpoint, after a reload) replays them.
+            tracing::warn!(error = %format!("{e:#}"), "cannot write the store checkpoint; will retry");
+            reload(conn, ledger);
+        }
     }
 }
 
-/// A probe that connected: name, agent version, when.
-type Seen = (String, String, i64);
+/// After a failed transaction the ledger may hold what was not committed: read it again from
+/// the store (the checkpoint and the reports after it).
+fn reload(conn: &Connection, ledger: &mut Ledger) {
+    match Ledger::load(conn) {
+        Ok(fresh) => *ledger = fresh,
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot reload the store ledger"),
+    }
+}
 
 type Batch = Vec<(
     String,
@@ -622,31 +798,32 @@ type Batch = Vec<(
     oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
 )>;
 
-fn flush(conn: &mut Connection, batch: &mut Batch, seen: &mut Vec<Seen>) {
-    if batch.is_empty() && seen.is_empty() {
+fn flush(conn: &mut Connection, ledger: &mut Ledger, batch: &mut Batch) {
+    if batch.is_empty() {
         return;
     }
     let outcome = (|| -> Result<Vec<Ingested>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (probe, agent_version, at_ms) in seen.iter() {
-            tx.prepare_cached(
-                "UPDATE probes SET last_seen = MAX(COALESCE(last_seen, 0), ?2), agent_version = ?3 WHERE name = ?1",
-            )?
-            .execute(params![probe, at_ms, agent_version])?;
-        }
+        let now = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
+        let (mut stored, mut duplicate) = (0i64, 0i64);
         for (probe, report, _) in batch.iter() {
-            outcomes.push(ingest(&tx, probe, report)?);
+            let o = ingest(&tx, ledger, probe, report, now)?;
+            match o {
+                Ingested::Stored => stored += 1,
+                Ingested::Duplicate => duplicate += 1,
+            }
+            outcomes.push(o);
+        }
+        if stored > 0 {
+            bump(&tx, "reports_stored", stored)?;
+        }
+        if duplicate > 0 {
+            bump(&tx, "reports_duplicate", duplicate)?;
         }
         tx.commit()?;
         Ok(outcomes)
     })();
-    if let Err(e) = &outcome {
-        if !seen.is_empty() {
-            tracing::warn!(error = %format!("{e:#}"), probes = seen.len(), "cannot record probe connections");
-        }
-    }
-    seen.clear();
     match outcome {
         Ok(outcomes) => {
             for ((_, report, reply), o) in batch.drain(..).zip(outcomes) {
@@ -655,6 +832,7 @@ fn flush(conn: &mut Connection, batch: &mut Batch, seen: &mut Vec<Seen>) {
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "cannot commit reports; probes will resend them");
+            reload(conn, ledger);
             for (_, report, reply) in batch.drain(..) {
                 let _ = reply.send((Err(format!("{e:#}")), report));
             }
@@ -672,69 +850,37 @@ fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result
     Ok(())
 }
 
-fn ingest(tx: &rusqlite::Transaction<'_>, probe: &str, report: &Report) -> Result<Ingested> {
-    let now = now_ms();
-    let inserted = tx.prepare_cached(
-        "INSERT OR IGNORE INTO reports (probe, seq, round, received_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(
-        params![
-            probe,
-            report.seq as i64,
-            report.round.map(|r| r as i64),
-            now
-        ],
-    )?;
-    if inserted == 0 {
-        bump(tx, "reports_duplicate", 1)?;
+/// One report: a duplicate is known from the ledger; a new one is one row appended to
+/// `reports`, plus an event per verdict transition.
+fn ingest(
+    tx: &rusqlite::Transaction<'_>,
+    ledger: &mut Ledger,
+    probe: &str,
+    report: &Report,
+    now: i64,
+) -> Result<Ingested> {
+    if !ledger.is_new(probe, report.seq) {
         return Ok(Ingested::Duplicate);
     }
-    bump(tx, "reports_stored", 1)?;
-    for entry in &report.results {
-        let verdict = entry.result.verdict.as_str();
-        let codes: Vec<&str> = entry
-            .result
-            .findings
-            .iter()
-            .map(|f| f.code.as_str())
-            .collect();
-        let codes = codes.join(",");
-        let json = serde_json::to_string(&entry.result)?;
+    let json = serde_json::to_string(&report.results)?;
+    tx.prepare_cached(
+        "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        probe,
+        report.seq as i64,
+        report.round.map(|r| r as i64),
+        now,
+        json
+    ])?;
+    let id = tx.last_insert_rowid();
+    let entries: Vec<Entry<'_>> = report.results.iter().map(Entry::of).collect();
+    for t in ledger.apply(probe, report.seq, report.round, id, now, &entries) {
         tx.prepare_cached(
-            "INSERT OR IGNORE INTO results (probe, seq, check_name, produced_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(
-            params![probe, report.seq as i64, entry.check, entry.produced_at_ms as i64, verdict, codes, json],
-        )?;
-        let previous: Option<(i64, String)> = tx
-            .prepare_cached(
-                "SELECT produced_at, verdict FROM latest WHERE probe = ?1 AND check_name = ?2",
-            )?
-            .query_row(params![probe, entry.check], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if previous
-            .as_ref()
-            .is_some_and(|(at, _)| *at > entry.produced_at_ms as i64)
-        {
-            continue; // an older result arriving late does not replace a newer one
-        }
-        if previous.as_ref().map(|(_, v)| v.as_str()) != Some(verdict) {
-            tx.prepare_cached(
-                "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(
-                params![now, probe, entry.check, previous.map(|(_, v)| v), verdict, codes],
-            )?;
-        }
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO latest (probe, check_name, seq, round, produced_at, received_at, verdict, codes, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(
-            params![probe, entry.check, report.seq as i64, report.round.map(|r| r as i64), entry.produced_at_ms as i64, now, verdict, codes, json],
-        )?;
+        .execute(params![now, probe, t.check, t.from, t.to, t.codes])?;
     }
-    tx.prepare_cached("UPDATE probes SET last_seen = ?2 WHERE name = ?1")?
-        .execute(params![probe, now])?;
     Ok(Ingested::Stored)
 }
 
@@ -974,5 +1120,273 @@ mod tests {
             .expect("row")
             .revoked_at
             .is_some());
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    /// The first layout's report tables, as 0.1.0 pre-releases created them.
+    const V1: &str = r#"
+CREATE TABLE reports (probe TEXT NOT NULL, seq INTEGER NOT NULL, round INTEGER,
+    received_at INTEGER NOT NULL, PRIMARY KEY (probe, seq)) WITHOUT ROWID;
+CREATE TABLE results (probe TEXT NOT NULL, seq INTEGER NOT NULL, check_name TEXT NOT NULL,
+    produced_at INTEGER NOT NULL, verdict TEXT NOT NULL, codes TEXT NOT NULL,
+    result TEXT NOT NULL, PRIMARY KEY (probe, seq, check_name)) WITHOUT ROWID;
+CREATE TABLE latest (probe TEXT NOT NULL, check_name TEXT NOT NULL, seq INTEGER NOT NULL,
+    round INTEGER, produced_at INTEGER NOT NULL, received_at INTEGER NOT NULL,
+    verdict TEXT NOT NULL, codes TEXT NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (probe, check_name)) WITHOUT ROWID;
+"#;
+
+    /// A stored result as far as the migration reads it (the rest of a check result is
+    /// carried over as is).
+    fn result_json(verdict: &str, code: Option<&str>) -> String {
+        let findings: Vec<serde_json::Value> = code
+            .map(|c| serde_json::json!({"code": c, "detail": "detail"}))
+            .into_iter()
+            .collect();
+        serde_json::json!({"verdict": verdict, "findings": findings, "started_at": "x"}).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_first_layout_store_is_migrated_without_losing_a_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Connection::open(db_path(dir.path())).expect("open");
+            db.execute_batch(V1).expect("v1");
+            // p1: seqs 1, 2, 3 and 7 (a gap from a spool overflow); p2: seq 1.
+            for (probe, seq, at) in [
+                ("p1", 1, 10),
+                ("p1", 2, 20),
+                ("p1", 3, 30),
+                ("p1", 7, 70),
+                ("p2", 1, 15),
+            ] {
+                db.execute(
+                    "INSERT INTO reports (probe, seq, round, received_at) VALUES (?1, ?2, NULL, ?3)",
+                    params![probe, seq, at],
+                )
+                .expect("report");
+            }
+            let (ok, bad) = (
+                result_json("ok", None),
+                result_json("fail", Some("cert_expired")),
+            );
+            for (probe, seq, at, json, verdict, codes) in [
+                ("p1", 3, 29, &ok, "ok", ""),
+                ("p1", 7, 69, &bad, "fail", "cert_expired"),
+                ("p2", 1, 14, &ok, "ok", ""),
+            ] {
+                db.execute(
+                    "INSERT INTO results VALUES (?1, ?2, 'gateway', ?3, ?4, ?5, ?6)",
+                    params![probe, seq, at, verdict, codes, json],
+                )
+                .expect("result");
+            }
+            db.execute(
+                "INSERT INTO latest VALUES ('p1', 'gateway', 7, NULL, 69, 70, 'fail', 'cert_expired', ?1)",
+                [&bad],
+            )
+            .expect("latest");
+            db.execute(
+                "INSERT INTO latest VALUES ('p2', 'gateway', 1, NULL, 14, 15, 'ok', '', ?1)",
+                [&ok],
+            )
+            .expect("latest");
+        }
+        let db = open(dir.path()).expect("migrated");
+        let version: i64 = db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let reports: Vec<(String, i64, i64)> = db
+            .prepare("SELECT probe, seq, received_at FROM reports ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            reports,
+            vec![
+                ("p1".into(), 1, 10),
+                ("p2".into(), 1, 15),
+                ("p1".into(), 2, 20),
+                ("p1".into(), 3, 30),
+                ("p1".into(), 7, 70)
+            ],
+            "every report, in the order received"
+        );
+        let results: Vec<(String, i64, String, String, String)> = db
+            .prepare(
+                "SELECT probe, seq, check_name, verdict, codes FROM results ORDER BY report_id",
+            )
+            .expect("prepare")
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(results.len(), 3, "{results:?}");
+        assert_eq!(
+            results[2],
+            (
+                "p1".into(),
+                7,
+                "gateway".into(),
+                "fail".into(),
+                "cert_expired".into()
+            )
+        );
+        let latest: Vec<(String, i64, String)> = db
+            .prepare(
+                "SELECT l.probe, l.seq, s.result FROM latest AS l
+                   JOIN results AS s ON s.report_id = l.report_id AND s.check_name = l.check_name
+                  ORDER BY l.probe",
+            )
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(latest.len(), 2, "{latest:?}");
+        assert_eq!((latest[0].0.as_str(), latest[0].1), ("p1", 7));
+        assert!(latest[0].2.contains("cert_expired"), "{latest:?}");
+        drop(db);
+        // Dedupe carries over: every old seq is a duplicate, the gap is not.
+        let writer = Writer::start(dir.path()).expect("writer");
+        for (probe, seq, expected) in [
+            ("p1", 1, Ingested::Duplicate),
+            ("p1", 3, Ingested::Duplicate),
+            ("p1", 7, Ingested::Duplicate),
+            ("p1", 5, Ingested::Stored),
+            ("p2", 1, Ingested::Duplicate),
+            ("p2", 2, Ingested::Stored),
+        ] {
+            let r = Report {
+                seq,
+                round: None,
+                results: vec![],
+            };
+            assert_eq!(
+                writer.report(probe, r).await.expect("commit"),
+                expected,
+                "{probe} seq {seq}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::*;
+    use cemwatch_shared::wire::{CheckReport, Report};
+
+    fn report(seq: u64, verdict: &str, produced: u64) -> Report {
+        let json = serde_json::json!({
+            "target": {"host": "gw.example.com", "port": 443},
+            "expectations": cemwatch_shared::Expectations::default(),
+            "started_at": "2026-11-25T00:00:00Z",
+            "verdict": verdict,
+            "findings": [],
+            "dns": {"host": "gw.example.com", "addresses": [], "duration_ms": 0.0, "source": "system"},
+            "tcp": {"state": "open", "duration_ms": 1.0},
+            "durations": {"dns_ms": 0.0, "tcp_ms": 0.0, "tls_ms": 0.0, "legacy_ms": 0.0, "total_ms": 0.0}
+        });
+        let result = serde_json::from_value(json).expect("a check result");
+        Report {
+            seq,
+            round: None,
+            results: vec![CheckReport {
+                check: "gateway".into(),
+                produced_at_ms: produced,
+                result,
+            }],
+        }
+    }
+
+    /// A crash between commits and the checkpoint: everything after the last checkpoint is
+    /// replayed when the store opens again.
+    #[tokio::test]
+    async fn reports_after_the_last_checkpoint_are_replayed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = open(dir.path()).expect("open");
+            for name in ["p1", "p2"] {
+                insert_probe(&db, name, &Labels::new(), 1, "01", i64::MAX, "test").expect("probe");
+            }
+        }
+        {
+            let writer = Writer::start(dir.path()).expect("writer");
+            writer.report("p1", report(1, "ok", 100)).await.expect("1");
+            writer
+                .report("p1", report(2, "fail", 200))
+                .await
+                .expect("2");
+            writer.report("p2", report(1, "ok", 150)).await.expect("3");
+        }
+        // Wait for the writer's final checkpoint, then forget it as a crash would have.
+        let db = open(dir.path()).expect("open");
+        crate::fleet::Fleet::load(&db).expect("loads");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while checkpointed(&db) != (2, 2) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            checkpointed(&db),
+            (2, 2),
+            "the writer checkpointed at its end"
+        );
+        db.execute_batch(
+            "DELETE FROM latest; DELETE FROM probe_seqs; UPDATE meta SET value = 0 WHERE key = 'checkpoint';",
+        )
+        .expect("forget the checkpoint");
+        drop(db);
+
+        let writer = Writer::start(dir.path()).expect("writer after the crash");
+        assert_eq!(
+            writer
+                .report("p1", report(2, "fail", 200))
+                .await
+                .expect("dup"),
+            Ingested::Duplicate
+        );
+        assert_eq!(
+            writer
+                .report("p1", report(3, "fail", 300))
+                .await
+                .expect("3"),
+            Ingested::Stored
+        );
+        // The replay did not write events again: ok (p1), fail (p1), ok (p2) only.
+        let db = open(dir.path()).expect("open");
+        let events: i64 = db
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .expect("events");
+        assert_eq!(events, 3);
+        // The replayed ledger reached the checkpoint tables again, and the fleet sees the
+        // latest result of each probe.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while checkpointed(&db) != (2, 2) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(checkpointed(&db), (2, 2), "the replay was checkpointed");
+        let fleet = crate::fleet::Fleet::load(&db).expect("fleet");
+        let p1 = &fleet.probes["p1"].latest["gateway"];
+        assert_eq!((p1.seq, p1.produced_at_ms), (3, 300));
+        assert_eq!(fleet.probes["p2"].latest["gateway"].seq, 1);
+    }
+
+    /// Rows in the checkpoint tables: latest results, sequence-number sets.
+    fn checkpointed(db: &Connection) -> (i64, i64) {
+        db.query_row(
+            "SELECT (SELECT COUNT(*) FROM latest), (SELECT COUNT(*) FROM probe_seqs)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count")
     }
 }

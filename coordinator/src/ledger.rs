@@ -1,0 +1,455 @@
+//! What the store's writer keeps in memory so that a report costs one append to the store.
+//!
+//! Every report is appended to `reports` (rowid order, so the append touches the table's last
+//! page only) in the transaction that commits it, with the verdict transitions it causes. What
+//! used to be rewritten in place for every report, per probe (the sequence numbers already
+//! stored, which deduplicate resent reports; the latest result per check; the last contact),
+//! lives here and is written to its own tables at a *checkpoint*, in key order, once for many
+//! reports: every 2 s under load, when the writer falls idle, and at shutdown. A checkpoint
+//! records the last report it covers; after a crash the reports appended since are replayed into
+//! the ledger when the store opens, so nothing committed is forgotten.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Result;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use cemwatch_shared::wire::CheckReport;
+
+/// Most ranges a probe's [`SeqSet`] keeps. A probe that follows the protocol leaves a gap only
+/// when its spool overflowed, so it has a handful; a peer that sends every other number cannot
+/// grow the set without bound: beyond this the two oldest ranges are joined, and a report that
+/// later arrives in the joined gap is counted as a duplicate.
+pub const MAX_RANGES: usize = 1024;
+
+/// The sequence numbers stored for one probe: sorted, disjoint, non-adjacent inclusive ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqSet(Vec<(u64, u64)>);
+
+impl SeqSet {
+    /// Whether `seq` is in the set.
+    pub fn contains(&self, seq: u64) -> bool {
+        let i = self.0.partition_point(|r| r.1 < seq);
+        self.0.get(i).is_some_and(|r| r.0 <= seq)
+    }
+
+    /// Adds `seq`; false when it was there already.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        let i = self.0.partition_point(|r| r.1 < seq);
+        if self.0.get(i).is_some_and(|r| r.0 <= seq) {
+            return false;
+        }
+        let joins_prev = i > 0 && self.0[i - 1].1.checked_add(1) == Some(seq);
+        let joins_next = self
+            .0
+            .get(i)
+            .is_some_and(|r| seq.checked_add(1) == Some(r.0));
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                self.0[i - 1].1 = self.0[i].1;
+                self.0.remove(i);
+            }
+            (true, false) => self.0[i - 1].1 = seq,
+            (false, true) => self.0[i].0 = seq,
+            (false, false) => {
+                self.0.insert(i, (seq, seq));
+                if self.0.len() > MAX_RANGES {
+                    self.0[1].0 = self.0[0].0;
+                    self.0.remove(0);
+                }
+            }
+        }
+        true
+    }
+
+    /// The ranges.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+}
+
+/// The latest result of one check from one probe, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The `reports` row that carries it.
+    pub report_id: i64,
+    /// Its report's sequence number.
+    pub seq: u64,
+    /// Its report's round.
+    pub round: Option<u64>,
+    /// When the probe produced it, Unix ms.
+    pub produced_at: i64,
+    /// When it was committed, Unix ms.
+    pub received_at: i64,
+    /// Its verdict.
+    pub verdict: String,
+    /// Its finding codes, comma-separated.
+    pub codes: String,
+}
+
+#[derive(Debug, Default)]
+struct ProbeLedger {
+    seqs: SeqSet,
+    latest: HashMap<String, Mark>,
+    last_seen: Option<i64>,
+    agent_version: Option<String>,
+    dirty_seqs: bool,
+    dirty_checks: BTreeSet<String>,
+    dirty_seen: bool,
+}
+
+/// A verdict transition to record as an event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The check.
+    pub check: String,
+    /// The verdict before (none for a check's first result from this probe).
+    pub from: Option<String>,
+    /// The verdict now.
+    pub to: String,
+    /// Its finding codes.
+    pub codes: String,
+}
+
+/// One check result of a report, as much as the ledger needs.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    /// The check.
+    pub check: &'a str,
+    /// When produced, Unix ms.
+    pub produced_at: i64,
+    /// Verdict.
+    pub verdict: &'a str,
+    /// Finding codes, comma-separated.
+    pub codes: String,
+}
+
+impl<'a> Entry<'a> {
+    /// The ledger's view of a check result.
+    pub fn of(report: &'a CheckReport) -> Self {
+        let codes: Vec<&str> = report
+            .result
+            .findings
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect();
+        Entry {
+            check: &report.check,
+            produced_at: report.produced_at_ms as i64,
+            verdict: report.result.verdict.as_str(),
+            codes: codes.join(","),
+        }
+    }
+}
+
+/// The writer's memory of the fleet's stored reports.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    probes: HashMap<String, ProbeLedger>,
+    dirty: BTreeSet<String>,
+    /// The last report reflected here.
+    pub last_report_id: i64,
+    /// The last report reflected in the checkpoint tables.
+    pub checkpointed_id: i64,
+}
+
+/// Report rows the ledger reads back: id, probe, seq, round, received_at, results JSON.
+type ReportRow = (i64, String, i64, Option<i64>, i64, String);
+
+/// The fields of a stored check result the ledger reads back.
+#[derive(Debug, Deserialize)]
+struct SlimEntry {
+    check: String,
+    produced_at_ms: u64,
+    result: SlimResult,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlimResult {
+    verdict: String,
+    #[serde(default)]
+    findings: Vec<SlimFinding>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlimFinding {
+    code: String,
+}
+
+impl Ledger {
+    /// Loads the last checkpoint and replays the reports appended after it.
+    pub fn load(conn: &Connection) -> Result<Self> {
+        let mut ledger = Ledger::default();
+        {
+            let mut stmt = conn.prepare("SELECT probe, ranges FROM probe_seqs")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let probe: String = row.get(0)?;
+                let ranges: String = row.get(1)?;
+                let seqs: SeqSet = serde_json::from_str(&ranges).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the stored sequence numbers of probe {probe:?} are unreadable: {e}"
+                    )
+                })?;
+                ledger.probes.entry(probe).or_default().seqs = seqs;
+            }
+            let mut stmt = conn.prepare(
+                "SELECT probe, check_name, report_id, seq, round, produced_at, received_at, verdict, codes FROM latest",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let probe: String = row.get(0)?;
+                let check: String = row.get(1)?;
+                let mark = Mark {
+                    report_id: row.get(2)?,
+                    seq: row.get::<_, i64>(3)? as u64,
+                    round: row.get::<_, Option<i64>>(4)?.map(|r| r as u64),
+                    produced_at: row.get(5)?,
+                    received_at: row.get(6)?,
+                    verdict: row.get(7)?,
+                    codes: row.get(8)?,
+                };
+                ledger
+                    .probes
+                    .entry(probe)
+                    .or_default()
+                    .latest
+                    .insert(check, mark);
+            }
+        }
+        ledger.checkpointed_id = conn
+            .query_row("SELECT value FROM meta WHERE key = 'checkpoint'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        ledger.last_report_id = ledger.checkpointed_id;
+        let mut stmt = conn.prepare(
+            "SELECT id, probe, seq, round, received_at, results FROM reports WHERE id > ?1 ORDER BY id",
+        )?;
+        let rows: Vec<ReportRow> = stmt
+            .query_map([ledger.checkpointed_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let replayed = rows.len();
+        for (id, probe, seq, round, received_at, results) in rows {
+            let entries: Vec<SlimEntry> = serde_json::from_str(&results).unwrap_or_default();
+            let codes: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let c: Vec<&str> = e.result.findings.iter().map(|f| f.code.as_str()).collect();
+                    c.join(",")
+                })
+                .collect();
+            let entries: Vec<Entry<'_>> = entries
+                .iter()
+                .zip(codes)
+                .map(|(e, codes)| Entry {
+                    check: &e.check,
+                    produced_at: e.produced_at_ms as i64,
+                    verdict: &e.result.verdict,
+                    codes,
+                })
+                .collect();
+            ledger.is_new(&probe, seq as u64);
+            ledger.apply(
+                &probe,
+                seq as u64,
+                round.map(|r| r as u64),
+                id,
+                received_at,
+                &entries,
+            );
+        }
+        if replayed > 0 {
+            tracing::info!(
+                reports = replayed,
+                "replayed the reports committed after the last checkpoint"
+            );
+        }
+        Ok(ledger)
+    }
+
+    /// Whether `seq` from `probe` is new; if so it is now recorded as stored.
+    pub fn is_new(&mut self, probe: &str, seq: u64) -> bool {
+        let p = self.probe_mut(probe);
+        let new = p.seqs.insert(seq);
+        if new {
+            p.dirty_seqs = true;
+        }
+        new
+    }
+
+    fn probe_mut(&mut self, probe: &str) -> &mut ProbeLedger {
+        if !self.dirty.contains(probe) {
+            self.dirty.insert(probe.to_string());
+        }
+        self.probes.entry(probe.to_string()).or_default()
+    }
+
+    /// Records a stored report (row `id`, committed at `received_at`) and returns the verdict
+    /// transitions it causes. A result older than the one held is kept in history only.
+    pub fn apply(
+        &mut self,
+        probe: &str,
+        seq: u64,
+        round: Option<u64>,
+        id: i64,
+        received_at: i64,
+        entries: &[Entry<'_>],
+    ) -> Vec<Transition> {
+        self.last_report_id = self.last_report_id.max(id);
+        let p = self.probe_mut(probe);
+        p.last_seen = Some(p.last_seen.unwrap_or(0).max(received_at));
+        p.dirty_seen = true;
+        let mut transitions = Vec::new();
+        for e in entries {
+            let previous = p.latest.get(e.check);
+            if previous.is_some_and(|m| m.produced_at > e.produced_at) {
+                continue;
+            }
+            let from = previous.map(|m| m.verdict.clone());
+            if from.as_deref() != Some(e.verdict) {
+                transitions.push(Transition {
+                    check: e.check.to_string(),
+                    from,
+                    to: e.verdict.to_string(),
+                    codes: e.codes.clone(),
+                });
+            }
+            p.latest.insert(
+                e.check.to_string(),
+                Mark {
+                    report_id: id,
+                    seq,
+                    round,
+                    produced_at: e.produced_at,
+                    received_at,
+                    verdict: e.verdict.to_string(),
+                    codes: e.codes.clone(),
+                },
+            );
+            p.dirty_checks.insert(e.check.to_string());
+        }
+        transitions
+    }
+
+    /// Records a probe's connection (its last contact and agent version).
+    pub fn seen(&mut self, probe: &str, agent_version: &str, at_ms: i64) {
+        let p = self.probe_mut(probe);
+        p.last_seen = Some(p.last_seen.unwrap_or(0).max(at_ms));
+        p.agent_version = Some(agent_version.to_string());
+        p.dirty_seen = true;
+    }
+
+    /// Whether anything is not in the checkpoint yet.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty() || self.checkpointed_id != self.last_report_id
+    }
+
+    /// Probes with changes not in the checkpoint yet.
+    pub fn dirty_probes(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Writes what changed since the last checkpoint, in key order, in `tx`. The caller commits;
+    /// on failure it must reload the ledger ([`Ledger::load`]), which replays what is missing.
+    pub fn checkpoint(&mut self, tx: &Transaction<'_>) -> Result<usize> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let count = dirty.len();
+        for name in &dirty {
+            let Some(p) = self.probes.get_mut(name) else {
+                continue;
+            };
+            if p.dirty_seqs {
+                tx.prepare_cached(
+                    "INSERT INTO probe_seqs (probe, ranges) VALUES (?1, ?2) ON CONFLICT(probe) DO UPDATE SET ranges = ?2",
+                )?
+                .execute(params![name, serde_json::to_string(&p.seqs)?])?;
+                p.dirty_seqs = false;
+            }
+            for check in std::mem::take(&mut p.dirty_checks) {
+                let Some(m) = p.latest.get(&check) else {
+                    continue;
+                };
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO latest (probe, check_name, report_id, seq, round, produced_at, received_at, verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    name,
+                    check,
+                    m.report_id,
+                    m.seq as i64,
+                    m.round.map(|r| r as i64),
+                    m.produced_at,
+                    m.received_at,
+                    m.verdict,
+                    m.codes
+                ])?;
+            }
+            if p.dirty_seen {
+                if let Some(at) = p.last_seen {
+                    tx.prepare_cached(
+                        "UPDATE probes SET last_seen = MAX(COALESCE(last_seen, 0), ?2), agent_version = COALESCE(?3, agent_version) WHERE name = ?1",
+                    )?
+                    .execute(params![name, at, p.agent_version])?;
+                }
+                p.dirty_seen = false;
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('checkpoint', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+        )?
+        .execute([self.last_report_id])?;
+        self.checkpointed_id = self.last_report_id;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_seq_set_agrees_with_a_plain_set(seqs in proptest::collection::vec(0u64..300, 0..400)) {
+            let mut set = SeqSet::default();
+            let mut model = BTreeSet::new();
+            for s in seqs {
+                prop_assert_eq!(set.insert(s), model.insert(s));
+                for probe in 0..300u64 {
+                    prop_assert_eq!(set.contains(probe), model.contains(&probe));
+                }
+                let r = set.ranges();
+                for w in r.windows(2) {
+                    prop_assert!(w[0].1 + 1 < w[1].0, "ranges sorted, disjoint, not adjacent: {:?}", r);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_seq_set_stays_bounded_against_a_peer_that_skips_every_other_number() {
+        let mut set = SeqSet::default();
+        for s in 0..(3 * MAX_RANGES as u64) {
+            set.insert(2 * s);
+        }
+        assert_eq!(set.ranges().len(), MAX_RANGES);
+        // The newest numbers are exact; the oldest gaps were joined.
+        let top = 2 * (3 * MAX_RANGES as u64 - 1);
+        assert!(set.contains(top) && !set.contains(top - 1));
+        assert!(set.contains(1), "joined gaps count as stored");
+        assert!(!set.contains(u64::MAX) && set.insert(u64::MAX));
+        assert!(!set.insert(u64::MAX));
+    }
+}
