@@ -37,12 +37,17 @@ pub mod close {
     pub const REPLACED: u32 = 3;
 }
 
+/// A `ProbeNow` request for one session: the round and its checks (boxed: see [`Live`]).
+type ProbeNowRequest = Box<(u64, Vec<String>)>;
+
 /// A live probe connection.
 #[derive(Debug, Clone)]
 struct Live {
     id: usize,
     conn: quinn::Connection,
-    probe_now: mpsc::Sender<(u64, Vec<String>)>,
+    /// Boxed: a channel allocates a block of 32 slots when it is made, which for the unboxed
+    /// request cost every connection 1 KiB.
+    probe_now: mpsc::Sender<ProbeNowRequest>,
 }
 
 /// Everything connection handlers share.
@@ -66,6 +71,8 @@ pub struct Hub {
     pub limiter: Limiter,
     live: Mutex<HashMap<String, Live>>,
     rounds: Mutex<std::collections::BTreeMap<u64, Round>>,
+    /// Answers counted per round still being asked (see [`ROUND_WINDOW`]).
+    round_answers: Arc<Mutex<HashMap<u64, Arc<AtomicUsize>>>>,
     connections: AtomicUsize,
     next_id: AtomicUsize,
     next_round: AtomicU64,
@@ -96,6 +103,7 @@ impl Hub {
             metrics,
             live: Mutex::new(HashMap::new()),
             rounds: Mutex::new(std::collections::BTreeMap::new()),
+            round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
             next_round: AtomicU64::new(1),
@@ -112,29 +120,46 @@ impl Hub {
     }
 
     /// Asks every connected probe (or those `eligible` says yes to) to run `checks` now.
-    /// Returns the round id and the probes asked.
+    /// Returns the round id and the probes asked. Beyond [`ROUND_WINDOW`] probes the requests
+    /// go out as answers come back (see there), from a task of their own.
     pub fn start_round(
         &self,
         checks: Vec<String>,
         eligible: impl Fn(&str) -> bool,
     ) -> (u64, Vec<String>) {
         let round = self.next_round.fetch_add(1, Ordering::SeqCst);
-        let targets: Vec<(String, Live)> = self
+        let targets: Vec<(String, mpsc::Sender<ProbeNowRequest>)> = self
             .live
             .lock()
             .map(|m| {
                 m.iter()
                     .filter(|(n, _)| eligible(n))
-                    .map(|(n, l)| (n.clone(), l.clone()))
+                    .map(|(n, l)| (n.clone(), l.probe_now.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        let mut asked = Vec::new();
-        for (name, live) in targets {
-            if live.probe_now.try_send((round, checks.clone())).is_ok() {
-                asked.push(name);
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Ok(runtime), true) = (runtime, targets.len() > ROUND_WINDOW) else {
+            let mut asked = Vec::new();
+            for (name, tx) in targets {
+                if tx.try_send(Box::new((round, checks.clone()))).is_ok() {
+                    asked.push(name);
+                }
             }
+            return (round, asked);
+        };
+        let asked = targets.iter().map(|(n, _)| n.clone()).collect();
+        let answered = Arc::new(AtomicUsize::new(0));
+        if let Ok(mut answers) = self.round_answers.lock() {
+            answers.insert(round, answered.clone());
         }
+        let answers = self.round_answers.clone();
+        runtime.spawn(async move {
+            pace_round(round, &checks, targets, &answered).await;
+            if let Ok(mut answers) = answers.lock() {
+                answers.remove(&round);
+            }
+        });
         (round, asked)
     }
 
@@ -203,6 +228,14 @@ impl Hub {
 
     fn record_round(&self, probe: &str, report: &Report) {
         let Some(id) = report.round else { return };
+        if let Some(answered) = self
+            .round_answers
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&id).cloned())
+        {
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
         let Ok(mut rounds) = self.rounds.lock() else {
             return;
         };
@@ -258,6 +291,46 @@ pub struct Round {
     pub results: std::collections::BTreeMap<String, crate::fleet::Latest>,
 }
 
+/// `ProbeNow` requests a round keeps outstanding: asked, not answered yet. Asked all at once,
+/// a fleet of 100,000 answers all at once: the answers pile up in the coordinator's socket
+/// far beyond what it commits per second, overflow it, and come back only after QUIC's
+/// retransmission timeouts, which stretched a round to 50 s. In a window, the answers arrive at
+/// the rate they are committed. A round over fewer probes is asked at once, as before.
+pub const ROUND_WINDOW: usize = 2048;
+/// When no answer came for this long while the window is full (probes that do not answer), the
+/// next window's worth is asked anyway.
+pub const ROUND_STALL: Duration = Duration::from_secs(2);
+
+/// Sends a round's requests, keeping at most [`ROUND_WINDOW`] unanswered.
+async fn pace_round(
+    round: u64,
+    checks: &[String],
+    targets: Vec<(String, mpsc::Sender<ProbeNowRequest>)>,
+    answered: &AtomicUsize,
+) {
+    let (mut sent, mut credit) = (0usize, 0usize);
+    let mut last = (0usize, tokio::time::Instant::now());
+    for (_, tx) in targets {
+        loop {
+            let a = answered.load(Ordering::Relaxed);
+            if sent.saturating_sub(a + credit) < ROUND_WINDOW {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if a != last.0 {
+                last = (a, now);
+            } else if now.duration_since(last.1) >= ROUND_STALL {
+                credit += ROUND_WINDOW;
+                last.1 = now;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = tx.try_send(Box::new((round, checks.to_vec())));
+        sent += 1;
+    }
+}
+
 /// Handshakes run at once. A handshake is CPU work; beyond a few dozen in flight, more only
 /// make each one slower, until clients give up and retransmit and nothing completes (thousands
 /// of probes reconnecting at once after a restart). With a cap, handshakes complete at the
@@ -293,7 +366,7 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
         hub.connections.fetch_add(1, Ordering::Relaxed);
         let hub = hub.clone();
         let (handshakes, waiting) = (handshakes.clone(), waiting.clone());
-        tokio::spawn(async move {
+        let fut = async move {
             let remote = incoming.remote_address();
             let slot = handshakes.acquire_owned().await;
             waiting.fetch_sub(1, Ordering::Relaxed);
@@ -314,7 +387,8 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
                 }
             }
             hub.connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        };
+        tokio::spawn(fut);
     }
 }
 
@@ -391,7 +465,9 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 agent_version,
             },
         ) => {
-            enrol(
+            // Boxed: a connection's task is as large as its largest state, and enrolment, done
+            // once per probe, would otherwise size the task of every session.
+            Box::pin(enrol(
                 hub,
                 &conn,
                 &mut send,
@@ -399,7 +475,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 &name,
                 &csr_der,
                 &agent_version,
-            )
+            ))
             .await
         }
         (
@@ -423,29 +499,36 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 })
                 .and_then(|auth| auth.recheck(&name, not_after, store::now_ms() / 1000));
             if let Err((metric, reason)) = refusal {
-                return refuse(hub, &conn, &mut send, metric, reason).await;
+                return Box::pin(refuse(hub, &conn, &mut send, metric, reason)).await;
             }
             if probe != name {
-                return refuse(
+                return Box::pin(refuse(
                     hub,
                     &conn,
                     &mut send,
                     "identity_mismatch",
                     format!("this connection's certificate is for {name:?}, not {probe:?}"),
-                )
+                ))
                 .await;
             }
-            crate::auth::adopt_on_hello(hub, &conn, &name, &labels, &agent_version).await?;
+            Box::pin(crate::auth::adopt_on_hello(
+                hub,
+                &conn,
+                &name,
+                &labels,
+                &agent_version,
+            ))
+            .await?;
             session(hub, conn, send, recv, name, agent_version).await
         }
         (None, _) => {
-            refuse(
+            Box::pin(refuse(
                 hub,
                 &conn,
                 &mut send,
                 "no_certificate",
                 "no client certificate: enrol first with `cemwatch-probe enroll`".into(),
-            )
+            ))
             .await
         }
         (Some((name, _)), _) => {
@@ -453,13 +536,13 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 .frames_rejected
                 .with_label_values(&["unexpected"])
                 .inc();
-            refuse(
+            Box::pin(refuse(
                 hub,
                 &conn,
                 &mut send,
                 "bad_certificate",
                 format!("probe {name:?} must start with Hello"),
-            )
+            ))
             .await
         }
     }
@@ -605,7 +688,7 @@ async fn session(
     agent_version: String,
 ) -> Result<()> {
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-    let (now_tx, mut now_rx) = mpsc::channel::<(u64, Vec<String>)>(8);
+    let (now_tx, mut now_rx) = mpsc::channel::<ProbeNowRequest>(8);
     let previous = hub.live.lock().ok().and_then(|mut m| {
         m.insert(
             name.clone(),
@@ -693,6 +776,34 @@ async fn record_agent_state(hub: &Hub, name: &str, state: AgentCemState) {
     }
 }
 
+/// Issues a renewed client certificate over the live session.
+async fn renew(
+    hub: &Hub,
+    send: &mut quinn::SendStream,
+    name: &str,
+    csr_der: Vec<u8>,
+) -> Result<()> {
+    let ttl = hub.config.borrow().server.probe_cert_ttl;
+    match hub.ca.issue_client(&csr_der, name, ttl) {
+        Ok(cert) => {
+            let (n, serial, na) = (name.to_string(), cert.serial.clone(), cert.not_after);
+            hub.writer
+                .exec(move |db| {
+                    db.execute(
+                        "UPDATE probes SET cert_serial = ?2, cert_not_after = ?3 WHERE name = ?1",
+                        rusqlite::params![n, serial, na],
+                    )?;
+                    Ok(())
+                })
+                .await?;
+            tracing::info!(probe = name, "client certificate renewed");
+            write_frame(send, &ToProbe::Renewed { cert_der: cert.der }).await?;
+        }
+        Err(e) => tracing::warn!(probe = name, error = %format!("{e:#}"), "cannot renew"),
+    }
+    Ok(())
+}
+
 async fn session_loop(
     hub: &Arc<Hub>,
     conn: &quinn::Connection,
@@ -700,7 +811,7 @@ async fn session_loop(
     mut recv: quinn::RecvStream,
     name: &str,
     labels: &Labels,
-    now_rx: &mut mpsc::Receiver<(u64, Vec<String>)>,
+    now_rx: &mut mpsc::Receiver<ProbeNowRequest>,
 ) -> Result<()> {
     write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
     let mut config_rx = hub.config.clone();
@@ -711,7 +822,7 @@ async fn session_loop(
     // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
     let (frame_tx, mut frame_rx) = mpsc::channel::<Box<Result<ToCoordinator, TransportError>>>(64);
     let max_frame = hub.config.borrow().limits.max_frame_bytes;
-    let reader = tokio::spawn(async move {
+    let reader_fut = async move {
         loop {
             match read_frame_max::<ToCoordinator>(&mut recv, max_frame).await {
                 Ok(Some(frame)) => {
@@ -726,7 +837,8 @@ async fn session_loop(
                 }
             }
         }
-    });
+    };
+    let reader = tokio::spawn(reader_fut);
     let mut commits: JoinSet<(u64, Result<Ingested>, Report)> = JoinSet::new();
     let outcome = loop {
         tokio::select! {
@@ -760,22 +872,10 @@ async fn session_loop(
                         (seq, outcome, report)
                     });
                 }
-                Some(Ok(ToCoordinator::Renew { csr_der })) => {
-                    let ttl = hub.config.borrow().server.probe_cert_ttl;
-                    match hub.ca.issue_client(&csr_der, name, ttl) {
-                        Ok(cert) => {
-                            let (n, serial, na) = (name.to_string(), cert.serial.clone(), cert.not_after);
-                            hub.writer.exec(move |db| {
-                                db.execute("UPDATE probes SET cert_serial = ?2, cert_not_after = ?3 WHERE name = ?1", rusqlite::params![n, serial, na])?;
-                                Ok(())
-                            }).await?;
-                            tracing::info!(probe = name, "client certificate renewed");
-                            write_frame(send, &ToProbe::Renewed { cert_der: cert.der }).await?;
-                        }
-                        Err(e) => tracing::warn!(probe = name, error = %format!("{e:#}"), "cannot renew"),
-                    }
-                }
-                Some(Ok(ToCoordinator::AgentState(state))) => record_agent_state(hub, name, state).await,
+                // Rare messages are handled in boxed futures: the session's task is as large as
+                // its largest state, kept for every connection for as long as it lives.
+                Some(Ok(ToCoordinator::Renew { csr_der })) => Box::pin(renew(hub, send, name, csr_der)).await?,
+                Some(Ok(ToCoordinator::AgentState(state))) => Box::pin(record_agent_state(hub, name, state)).await,
                 Some(Ok(other)) => {
                     hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
                     let reason = format!("unexpected message in a session: {}", match other {
@@ -822,7 +922,7 @@ async fn session_loop(
                 }
             },
             request = now_rx.recv() => {
-                if let Some((round, checks)) = request {
+                if let Some((round, checks)) = request.map(|r| *r) {
                     write_frame(send, &ToProbe::ProbeNow { round, checks }).await?;
                 }
             },
@@ -830,4 +930,48 @@ async fn session_loop(
     };
     reader.abort();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(rxs: &mut [mpsc::Receiver<ProbeNowRequest>]) -> usize {
+        rxs.iter_mut().filter_map(|rx| rx.try_recv().ok()).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_round_is_asked_as_answers_come_back() {
+        let n = ROUND_WINDOW * 3;
+        let (mut targets, mut rxs) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel(8);
+            targets.push((format!("p{i}"), tx));
+            rxs.push(rx);
+        }
+        let answered = Arc::new(AtomicUsize::new(0));
+        let pacer = {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                pace_round(7, &["gateway".to_string()], targets, &answered).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            received(&mut rxs),
+            ROUND_WINDOW,
+            "one window asked at first"
+        );
+        // 1,000 answers make room for 1,000 more.
+        answered.fetch_add(1000, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(received(&mut rxs), 1000);
+        // Probes that never answer do not hold the round: after ROUND_STALL without an answer,
+        // another window's worth is asked.
+        tokio::time::sleep(ROUND_STALL + Duration::from_millis(50)).await;
+        assert_eq!(received(&mut rxs), ROUND_WINDOW);
+        tokio::time::sleep(ROUND_STALL * 2).await;
+        assert_eq!(received(&mut rxs), n - 2 * ROUND_WINDOW - 1000);
+        pacer.await.expect("the pacer ends once everyone is asked");
+    }
 }

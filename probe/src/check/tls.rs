@@ -142,8 +142,24 @@ pub struct Negotiated {
     pub cipher: String,
 }
 
+/// ring, with the cipher suites offered in the order browsers and Go's crypto/tls offer them
+/// (AES-128-GCM first). A gateway that honours the client's order (rustls, nginx with
+/// `ssl_prefer_server_ciphers off`) then picks the SHA-256 suite, as it would for any
+/// browser, rather than rustls' default first choice AES-256-GCM-SHA384, whose key schedule
+/// costs a check more for the same evidence; gateways that impose their own order are
+/// unaffected. The suites offered are the same, only their order differs.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+        | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    Arc::new(provider)
 }
 
 /// Runs a TLS handshake over `stream`, sending SNI for `host` when it is a DNS name.
