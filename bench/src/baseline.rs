@@ -59,6 +59,7 @@ async fn serve(data_dir: &Path, listen: SocketAddr) -> Result<()> {
     let plan = Arc::new(wire::encode(&ToProbe::Plan(Plan {
         generation: 1,
         checks: Vec::new(),
+        reconnect_spread_ms: 10_000,
     }))?);
     while let Some(incoming) = endpoint.accept().await {
         let plan = plan.clone();

@@ -483,6 +483,25 @@ async fn storm(
         server_drops1.saturating_sub(server_drops0),
         other_drops1.saturating_sub(other_drops0),
     );
+    if let Some(http) = new.http {
+        if let Ok((200, metrics)) = blocking(move || http_get(http, "/metrics")).await {
+            let reasons: Vec<String> = metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix("cemwatch_connections_refused_total{reason=\""))
+                .filter_map(|l| l.split_once("\"} "))
+                .filter(|(_, v)| v.trim() != "0")
+                .map(|(r, v)| format!("{r} {}", v.trim()))
+                .collect();
+            row.note.push_str(&format!(
+                "; the coordinator's refusals by reason: {}",
+                if reasons.is_empty() {
+                    "none".to_string()
+                } else {
+                    reasons.join(", ")
+                }
+            ));
+        }
+    }
     if times.len() < n {
         row.note
             .push_str(&format!("; NOT ALL BACK within {:?}", opts.deadline));

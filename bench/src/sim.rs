@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tokio::sync::watch;
 
-use cemwatch_probe::agent::{backoff, RECONNECT_SPREAD};
+use cemwatch_probe::agent::{backoff, reconnect_spread, RECONNECT_SPREAD};
 use cemwatch_shared::wire::{self, FrameDecoder, Labels, ToCoordinator, ToProbe, SERVER_NAME};
 
 use crate::frames;
@@ -253,6 +253,8 @@ async fn probe(sim: Arc<Sim>, i: usize) {
     let mut stop = sim.stop.subscribe();
     let mut failures = 0u32;
     let mut next_seq = 1u64;
+    // The coordinator's reconnect spread, from its last plan, as the agent keeps it.
+    let mut spread = RECONNECT_SPREAD;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         if *stop.borrow() {
@@ -277,7 +279,16 @@ async fn probe(sim: Arc<Sim>, i: usize) {
         drop(permit);
         match attempt {
             Some(Ok(Ok(conn))) => {
-                let ended = session(&sim, i, &conn, &mut stop, &mut next_seq, &mut in_flight).await;
+                let ended = session(
+                    &sim,
+                    i,
+                    &conn,
+                    &mut stop,
+                    &mut next_seq,
+                    &mut in_flight,
+                    &mut spread,
+                )
+                .await;
                 match ended {
                     Ended::Stopped => {
                         sim.counters
@@ -294,7 +305,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
                     // A session that held: reconnect within the agent's spread, as it does.
                     failures = 0;
                     tokio::select! {
-                        _ = tokio::time::sleep(random_phase(RECONNECT_SPREAD)) => {}
+                        _ = tokio::time::sleep(random_phase(spread)) => {}
                         _ = stop.changed() => {}
                     }
                     continue;
@@ -383,6 +394,7 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     next_seq: &mut u64,
     in_flight: &mut VecDeque<InFlight>,
+    spread: &mut Duration,
 ) -> Ended {
     let Ok((mut send, mut recv)) = conn.open_bi().await else {
         return Ended::Lost;
@@ -410,8 +422,9 @@ async fn session(
             _ = stop.changed() => return Ended::Stopped,
         }
     };
-    if !matches!(plan, Ok(ToProbe::Plan(_))) {
-        return Ended::Lost;
+    match plan {
+        Ok(ToProbe::Plan(plan)) => *spread = reconnect_spread(plan.reconnect_spread_ms),
+        _ => return Ended::Lost,
     }
     sim.counters.connected.fetch_add(1, Ordering::Relaxed);
     sim.counters.sessions.fetch_add(1, Ordering::Relaxed);

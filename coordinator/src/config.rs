@@ -527,9 +527,17 @@ select = { vantage = "dmz" }
         assert_eq!(c.limits.max_frame_bytes, cemwatch_shared::wire::MAX_FRAME);
 
         let text = format!(
-            "{GOOD}\n[limits]\nmax_connections = 500\nnew_connections_per_second = 2.5\naddress_validation = \"always\"\nidle_timeout = \"2m\"\nreports_per_second = 5\nreport_burst = 80\n"
+            "{GOOD}\n[limits]\nmax_connections = 500\nnew_connections_per_second = 2.5\naddress_validation = \"always\"\nidle_timeout = \"2m\"\nreports_per_second = 5\nreport_burst = 80\nreconnects_per_second = 250\n"
         );
         let c = parse(&text).expect("valid");
+        assert_eq!(c.limits.reconnects_per_second, 250);
+        // 10,000 enrolled probes at 250 per second: 40 s; never under 10 s nor over 10 min.
+        assert_eq!(c.limits.reconnect_spread(10_000), Duration::from_secs(40));
+        assert_eq!(c.limits.reconnect_spread(3), Duration::from_secs(10));
+        assert_eq!(
+            c.limits.reconnect_spread(1_000_000),
+            Duration::from_secs(600)
+        );
         assert_eq!(c.limits.max_connections, 500);
         assert_eq!(c.limits.new_connections_per_second, 2.5);
         assert_eq!(
@@ -557,16 +565,17 @@ select = { vantage = "dmz" }
         );
 
         let bad = format!(
-            "{GOOD}\n[limits]\nmax_frame_bytes = 4194304\nidle_timeout = \"5s\"\nreport_burst = 0\nnew_connections_per_second = -1.0\n"
+            "{GOOD}\n[limits]\nmax_frame_bytes = 4194304\nidle_timeout = \"5s\"\nreport_burst = 0\nnew_connections_per_second = -1.0\nreconnects_per_second = 0\n"
         );
         let e = parse(&bad).unwrap_err();
-        assert_eq!(e.problems.len(), 4, "{e}");
+        assert_eq!(e.problems.len(), 5, "{e}");
         let text = e.to_string();
         for key in [
             "limits.max_frame_bytes",
             "limits.idle_timeout",
             "limits.report_burst",
             "limits.new_connections_per_second",
+            "limits.reconnects_per_second",
         ] {
             assert!(text.contains(key), "{key}: {e}");
         }

@@ -265,9 +265,15 @@ impl Hub {
 
     fn plan_for(&self, labels: &Labels) -> Plan {
         let config = self.config.borrow().clone();
+        // The fleet that would come back after a restart: every enrolled probe (or every
+        // connected one, when more are connected, as with shared-CA probes).
+        let enrolled = self.auth.read().map(|a| a.known.len()).unwrap_or(0);
+        let connected = self.live.lock().map(|m| m.len()).unwrap_or(0);
+        let fleet = enrolled.max(connected);
         Plan {
             generation: self.generation.load(Ordering::SeqCst),
             checks: config.plan_for(labels),
+            reconnect_spread_ms: config.limits.reconnect_spread(fleet).as_millis() as u64,
         }
     }
 }
@@ -343,6 +349,13 @@ pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 128;
 /// timeout.
 pub const MAX_HANDSHAKES_WAITING: usize = 4096;
 
+/// Longest time an attempt waits for a handshake slot. Beyond it the attempt is refused
+/// (`reason="busy"`) rather than started: the probe gives up 5 s after its first packet, so a
+/// handshake begun later than this would likely finish for nobody. Under an overload this keeps
+/// the CPU on handshakes that complete (without it, a fleet of 100,000 reconnecting at once
+/// made most admitted attempts time out on the probes, which then retried: a collapse).
+pub const MAX_HANDSHAKE_WAIT: Duration = Duration::from_millis(2500);
+
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES_IN_FLIGHT));
@@ -366,10 +379,23 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
         hub.connections.fetch_add(1, Ordering::Relaxed);
         let hub = hub.clone();
         let (handshakes, waiting) = (handshakes.clone(), waiting.clone());
+        let queued = tokio::time::Instant::now();
         let fut = async move {
             let remote = incoming.remote_address();
             let slot = handshakes.acquire_owned().await;
             waiting.fetch_sub(1, Ordering::Relaxed);
+            if queued.elapsed() > MAX_HANDSHAKE_WAIT {
+                // Its probe is about to give up: a handshake now would be work for nothing,
+                // taken from attempts that can still succeed.
+                drop(slot);
+                hub.metrics
+                    .connections_refused
+                    .with_label_values(&["busy"])
+                    .inc();
+                incoming.refuse();
+                hub.connections.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
             let connected = match incoming.accept() {
                 Ok(connecting) => connecting.await,
                 Err(e) => Err(e),

@@ -82,6 +82,9 @@ pub struct LimitsConfig {
     pub reports_per_second: f64,
     /// Reports one probe may send at once (a reconnecting probe sends up to 64 spooled ones).
     pub report_burst: u32,
+    /// Reconnections per second the coordinator takes after it restarts: probes spread their
+    /// return over (connected probes / this) seconds, at least 10 s and at most 10 min.
+    pub reconnects_per_second: u32,
 }
 
 impl Default for LimitsConfig {
@@ -96,6 +99,7 @@ impl Default for LimitsConfig {
             max_frame_bytes: MAX_FRAME,
             reports_per_second: 20.0,
             report_burst: 200,
+            reconnects_per_second: 1_000,
         }
     }
 }
@@ -113,6 +117,7 @@ pub(crate) struct RawLimits {
     max_frame_bytes: Option<Spanned<usize>>,
     reports_per_second: Option<Spanned<f64>>,
     report_burst: Option<Spanned<u32>>,
+    reconnects_per_second: Option<Spanned<u32>>,
 }
 
 impl RawLimits {
@@ -196,6 +201,12 @@ impl RawLimits {
             problems,
         );
         let report_burst = count(self.report_burst, "report_burst", d.report_burst, problems);
+        let reconnects_per_second = count(
+            self.reconnects_per_second,
+            "reconnects_per_second",
+            d.reconnects_per_second,
+            problems,
+        );
         let idle_timeout = match self.idle_timeout {
             Some(v) => {
                 let t = v.get_ref().0;
@@ -232,9 +243,23 @@ impl RawLimits {
             max_frame_bytes,
             reports_per_second,
             report_burst,
+            reconnects_per_second,
         }
     }
 }
+
+impl LimitsConfig {
+    /// The reconnect spread to give probes when `connected` are connected.
+    pub fn reconnect_spread(&self, connected: usize) -> Duration {
+        let secs = connected as f64 / f64::from(self.reconnects_per_second.max(1));
+        Duration::from_secs_f64(secs).clamp(MIN_RECONNECT_SPREAD, MAX_RECONNECT_SPREAD)
+    }
+}
+
+/// The shortest reconnect spread given to probes (the probe's own).
+pub const MIN_RECONNECT_SPREAD: Duration = Duration::from_secs(10);
+/// The longest reconnect spread given to probes.
+pub const MAX_RECONNECT_SPREAD: Duration = Duration::from_secs(600);
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone, Copy)]

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::agent_state::AgentCemState;
 use crate::model::{CheckResult, Expectations, Target};
 
-/// The protocol version carried by every frame.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version carried by every frame. 2: `Plan` carries `reconnect_spread_ms`.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The ALPN protocol id of probe ↔ coordinator connections.
 pub const ALPN: &[u8] = b"cemwatch/1";
 /// The TLS server name probes use for the coordinator: trust is pinned to the coordinator's
@@ -138,6 +138,13 @@ pub struct Plan {
     pub generation: u64,
     /// The checks this probe runs.
     pub checks: Vec<PlannedCheck>,
+    /// After a session that held ends (most often the whole fleet's: a coordinator restart),
+    /// the probe reconnects at a random moment within this many milliseconds, so that the
+    /// fleet returns at the rate the coordinator can take it. The coordinator sizes it to its
+    /// fleet; the probe never waits less than its own 10 s. (Absent from plans saved by
+    /// earlier probes: 0, the probe's own.)
+    #[serde(default)]
+    pub reconnect_spread_ms: u64,
 }
 
 /// One check in a plan.

@@ -350,8 +350,13 @@ fn planned_check() -> impl Strategy<Value = PlannedCheck> {
 
 fn to_probe() -> impl Strategy<Value = ToProbe> {
     prop_oneof![
-        (any::<u64>(), vec(planned_check(), 0..3))
-            .prop_map(|(generation, checks)| ToProbe::Plan(Plan { generation, checks })),
+        (any::<u64>(), vec(planned_check(), 0..3)).prop_map(|(generation, checks)| ToProbe::Plan(
+            Plan {
+                generation,
+                checks,
+                reconnect_spread_ms: generation % 600_000,
+            }
+        )),
         any::<u64>().prop_map(|seq| ToProbe::Ack { seq }),
         (any::<u64>(), vec(text(), 0..3))
             .prop_map(|(round, checks)| ToProbe::ProbeNow { round, checks }),

@@ -140,6 +140,7 @@ fn frames(dir: &Path, root: &Ca) -> Result<()> {
             ToProbe::Plan(Plan {
                 generation: 3,
                 checks: vec![planned],
+                reconnect_spread_ms: 100_000,
             }),
         ),
         ("ack", ToProbe::Ack { seq: 42 }),

@@ -105,12 +105,15 @@ pub struct Shared {
     /// Set when a coordinator closed a session over the agent state message (one older than
     /// the message): from then on sessions do not send it, so reports keep flowing.
     pub agent_state_refused: AtomicBool,
+    /// The reconnect spread of the last plan, milliseconds (see [`reconnect_spread`]).
+    pub reconnect_spread_ms: AtomicU64,
 }
 
 /// Runs the agent until `shutdown` becomes `true`.
 pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let state = StateDir::new(&config.state_dir);
     let identity = state.identity()?;
+    let saved_spread = state.plan().map(|p| p.reconnect_spread_ms).unwrap_or(0);
     let coordinators = if config.coordinators.is_empty() {
         identity.coordinators.clone()
     } else {
@@ -142,6 +145,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         stats: AgentStats::default(),
         agent_state: watch::Sender::new(None),
         agent_state_refused: AtomicBool::new(false),
+        reconnect_spread_ms: AtomicU64::new(saved_spread),
     });
     let (plan_tx, plan_rx) = watch::channel::<Option<Plan>>(shared.state.plan());
     let (now_tx, now_rx) = mpsc::channel(16);
@@ -218,13 +222,15 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
                 if started.elapsed() > Duration::from_secs(30) {
                     // A session that held: start again from the preferred coordinator, at a
-                    // random moment of the next RECONNECT_SPREAD, since its end was likely the
+                    // random moment of the reconnect spread, since its end was likely the
                     // whole fleet's (a coordinator restart) and a fleet coming back in one wave
-                    // overflows the coordinator's socket before admission control sees it.
+                    // overflows the coordinator before admission control sees it.
                     index = 0;
                     failed_passes = 0;
+                    let spread =
+                        reconnect_spread(shared.reconnect_spread_ms.load(Ordering::Relaxed));
                     tokio::select! {
-                        _ = tokio::time::sleep(schedule::random_below(RECONNECT_SPREAD)) => {}
+                        _ = tokio::time::sleep(schedule::random_below(spread)) => {}
                         _ = shutdown.changed() => {}
                     }
                     continue;
@@ -265,8 +271,17 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     Ok(())
 }
 
-/// After a session that held ends, the probe reconnects at a random moment within this time.
+/// After a session that held ends, the probe reconnects at a random moment within this time,
+/// or within the coordinator's spread when its plan gives a longer one.
 pub const RECONNECT_SPREAD: Duration = Duration::from_secs(10);
+/// The longest spread a plan may ask for.
+pub const MAX_RECONNECT_SPREAD: Duration = Duration::from_secs(600);
+
+/// The time within which to reconnect after a session that held, given the last plan's spread
+/// in milliseconds: at least [`RECONNECT_SPREAD`], at most [`MAX_RECONNECT_SPREAD`].
+pub fn reconnect_spread(plan_ms: u64) -> Duration {
+    Duration::from_millis(plan_ms).clamp(RECONNECT_SPREAD, MAX_RECONNECT_SPREAD)
+}
 
 /// How long a stopping probe waits for its spool to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -361,6 +376,17 @@ mod tests {
         ));
         assert!(!refuses_agent_state("closed by peer: 0: probe revoked"));
         assert!(!refuses_agent_state("timed out"));
+    }
+
+    #[test]
+    fn the_reconnect_spread_follows_the_plan_within_bounds() {
+        assert_eq!(
+            reconnect_spread(0),
+            RECONNECT_SPREAD,
+            "plans saved before version 2"
+        );
+        assert_eq!(reconnect_spread(100_000), Duration::from_secs(100));
+        assert_eq!(reconnect_spread(u64::MAX), MAX_RECONNECT_SPREAD);
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub async fn run(
                         if let Err(e) = shared.state.save_plan(&plan) {
                             tracing::warn!(error = %e, "cannot save the plan; it applies until restart");
                         }
+                        shared.reconnect_spread_ms.store(
+                            plan.reconnect_spread_ms,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         plan_tx.send_replace(Some(plan));
                     }
                     Some(ToProbe::Ack { seq }) => {
