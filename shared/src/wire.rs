@@ -371,12 +371,21 @@ mod tests {
         payload.extend(postcard::to_stdvec(&ToProbe::Ack { seq: 1 }).expect("encode"));
         assert_eq!(
             decode::<ToProbe>(&payload),
-            Err(WireError::Version { got: 2 })
+            Err(WireError::Version {
+                got: PROTOCOL_VERSION + 1
+            })
         );
         assert_eq!(WireError::Version { got: 2 }.reason(), "version");
+        // A frame of protocol 1 (before plans carried the reconnect spread) is refused with
+        // its version, so each side can tell the operator to upgrade the older one.
+        let mut old = postcard::to_stdvec(&1u16).expect("encode");
+        old.extend(postcard::to_stdvec(&ToProbe::Ack { seq: 1 }).expect("encode"));
+        let e = decode::<ToProbe>(&old).unwrap_err();
+        assert_eq!(e, WireError::Version { got: 1 });
+        assert!(e.to_string().contains("upgrade the older side"), "{e}");
 
         assert!(matches!(
-            decode::<ToProbe>(&[1, 0xff, 0xff, 0xff]),
+            decode::<ToProbe>(&[PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff]),
             Err(WireError::Malformed(_))
         ));
 
@@ -400,9 +409,10 @@ mod tests {
             results: vec![],
         }))
         .expect("encode");
-        assert_eq!(&report[PREFIX_LEN..], &[1, 1, 5, 0, 0]);
+        let v = PROTOCOL_VERSION as u8;
+        assert_eq!(&report[PREFIX_LEN..], &[v, 1, 5, 0, 0]);
         let renew = encode(&ToCoordinator::Renew { csr_der: vec![9] }).expect("encode");
-        assert_eq!(&renew[PREFIX_LEN..], &[1, 3, 1, 9]);
+        assert_eq!(&renew[PREFIX_LEN..], &[v, 3, 1, 9]);
 
         let states = [
             AgentCondition::CemConnected {
