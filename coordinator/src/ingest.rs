@@ -337,11 +337,15 @@ async fn pace_round(
     }
 }
 
-/// Handshakes run at once. A handshake is CPU work; beyond a few dozen in flight, more only
-/// make each one slower, until clients give up and retransmit and nothing completes (thousands
-/// of probes reconnecting at once after a restart). With a cap, handshakes complete at the
-/// rate the CPU allows.
-pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 128;
+/// Handshakes run at once. A handshake is CPU work in bursts separated by round trips to the
+/// probe; without a bound, tens of thousands at once make each one slower until clients give up
+/// and retransmit and nothing completes. The bound also caps the rate at (bound / handshake
+/// time): at 128, a reconnect storm whose probes answered slowly (150–200 ms per handshake, as
+/// over the internet or from a busy fleet) got under 1,000 handshakes/s on a coordinator with
+/// CPU to spare, and attempts waited their 2.5 s out (438,622 refusals for 100,000 probes).
+/// 512 keeps the CPU busy at such round trips while a handshake in the queue still completes in
+/// well under the probes' 5 s.
+pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 512;
 /// Connection attempts that may wait for a handshake slot. Beyond it a new attempt is refused
 /// at once (counted as `connections_refused_total{reason="busy"}`), and the probe comes back
 /// after its jittered backoff, instead of waiting past its connect timeout for a handshake
