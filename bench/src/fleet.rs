@@ -517,6 +517,32 @@ async fn stop(sim: &Arc<Sim>, tasks: tokio::task::JoinSet<()>) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+/// (c): saturating ingest against `server`.
+async fn saturate(
+    opts: &FleetOptions,
+    sim: &Arc<Sim>,
+    server: &Server,
+    name: &'static str,
+) -> Result<Row> {
+    ingest(
+        sim,
+        server,
+        name,
+        format!(
+            "c: saturating ingest ({} probes x {} in flight)",
+            fmt_count(opts.saturate_probes.min(sim.len()) as u64),
+            opts.window
+        ),
+        Mode::Saturate {
+            window: opts.window,
+            probes: opts.saturate_probes,
+        },
+        opts.saturate,
+        false,
+    )
+    .await
+}
+
 /// Runs the fleet benchmark in `work` (a fresh directory); returns every row.
 pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
     let n = opts.probes;
@@ -559,25 +585,7 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
         let (tasks, row) = connect_and_hold(opts, &sim, &server, "baseline").await?;
         rows.push(row);
         if opts.runs('c') {
-            rows.push(
-                ingest(
-                    &sim,
-                    &server,
-                    "baseline",
-                    format!(
-                        "c: saturating ingest ({} probes x {} in flight)",
-                        fmt_count(opts.saturate_probes.min(sim.len()) as u64),
-                        opts.window
-                    ),
-                    Mode::Saturate {
-                        window: opts.window,
-                        probes: opts.saturate_probes,
-                    },
-                    opts.saturate,
-                    false,
-                )
-                .await?,
-            );
+            rows.push(saturate(opts, &sim, &server, "baseline").await?);
         }
         stop(&sim, tasks).await;
         server.proc.kill9();
@@ -609,25 +617,7 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
         );
     }
     if opts.runs('c') {
-        rows.push(
-            ingest(
-                &sim,
-                &server,
-                "coordinator",
-                format!(
-                    "c: saturating ingest ({} probes x {} in flight)",
-                    fmt_count(opts.saturate_probes.min(sim.len()) as u64),
-                    opts.window
-                ),
-                Mode::Saturate {
-                    window: opts.window,
-                    probes: opts.saturate_probes,
-                },
-                opts.saturate,
-                false,
-            )
-            .await?,
-        );
+        rows.push(saturate(opts, &sim, &server, "coordinator").await?);
     }
     if opts.runs('d') {
         rows.push(round(opts, &sim, &server).await?);

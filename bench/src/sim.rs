@@ -339,6 +339,16 @@ struct InFlight {
     round: Option<u64>,
 }
 
+impl Sim {
+    /// The encoded check results every simulated report carries.
+    fn results(&self) -> Result<Arc<Vec<u8>>> {
+        self.results
+            .read()
+            .map(|r| r.clone())
+            .map_err(|_| anyhow!("results lock poisoned"))
+    }
+}
+
 async fn send_report(
     sim: &Sim,
     send: &mut quinn::SendStream,
@@ -346,11 +356,7 @@ async fn send_report(
     round: Option<u64>,
     in_flight: &mut VecDeque<InFlight>,
 ) -> Result<()> {
-    let results = sim
-        .results
-        .read()
-        .map(|r| r.clone())
-        .map_err(|_| anyhow!("results lock poisoned"))?;
+    let results = sim.results()?;
     let seq = *next_seq;
     *next_seq += 1;
     let frame = frames::report_frame(seq, round, &results)?;
@@ -371,11 +377,7 @@ async fn resend(
     send: &mut quinn::SendStream,
     in_flight: &VecDeque<InFlight>,
 ) -> Result<()> {
-    let results = sim
-        .results
-        .read()
-        .map(|r| r.clone())
-        .map_err(|_| anyhow!("results lock poisoned"))?;
+    let results = sim.results()?;
     for f in in_flight {
         send.write_all(&frames::report_frame(f.seq, f.round, &results)?)
             .await?;
