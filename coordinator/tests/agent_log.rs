@@ -4,9 +4,11 @@
 //! reports keep flowing. The coordinator shows the state (API, metrics) judged against the
 //! policy, and a restarted coordinator still has it before the probe sends it again.
 
+mod support;
+
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,33 +16,7 @@ use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::{eventually, http_get, Proc};
 use cemwatch_tests::server::TlsServer;
 use serde_json::Value;
-
-const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
-const GW: &str = "gateway.example.com";
-const SMP: &str = "smp.example.net";
-const WAIT: Duration = Duration::from_secs(30);
-
-fn probe_bin() -> PathBuf {
-    let path = Path::new(COORDINATOR)
-        .with_file_name(format!("cemwatch-probe{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (which builds it), or `cargo build -p cemwatch-probe` first",
-        path.display()
-    );
-    path
-}
-
-fn metric(http: SocketAddr, series: &str) -> f64 {
-    let (_, body) = http_get(http, "/metrics").expect("scrape");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
+use support::{metric, probe_bin, COORDINATOR, GW, SMP, WAIT};
 
 /// Whether one line of the probe's log holds every needle.
 fn logged(probe: &Proc, needles: &[&str]) -> bool {

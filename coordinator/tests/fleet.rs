@@ -4,53 +4,19 @@
 //! foreign certificates, malformed frames, plan push on reload, kill -9 of the coordinator and
 //! probe restarts with a full spool, counting every result.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cemwatch_tests::pki::{Ca, LeafSpec};
-use cemwatch_tests::process::{eventually, free_udp_port, http_get, Proc};
-use cemwatch_tests::server::TlsServer;
-use serde_json::Value;
-
-const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
-const GW: &str = "gateway.example.com";
-const SMP: &str = "smp.example.net";
-
-fn probe_bin() -> PathBuf {
-    let path = Path::new(COORDINATOR)
-        .with_file_name(format!("cemwatch-probe{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (which builds it), or `cargo build -p cemwatch-probe` first",
-        path.display()
-    );
-    path
-}
-
-/// A gateway and a directory for one test.
-struct Lab {
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    gateway: TlsServer,
-    thumbprint: String,
-}
-
-fn lab() -> Lab {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = Ca::root("Lab Root CA").expect("root");
-    let ca_file = root.write_pem(dir.path()).expect("ca");
-    let leaf = root.issue(&LeafSpec::good(&[SMP, GW])).expect("leaf");
-    let gateway = TlsServer::start(&leaf).expect("gateway");
-    Lab {
-        thumbprint: leaf.thumbprint(),
-        dir,
-        ca_file,
-        gateway,
-    }
-}
+use cemwatch_tests::process::{eventually, free_udp_port, Proc};
+use support::{
+    enroll, enroll_ok, get_json, lab, metric, run_probe, start_coordinator, token, Lab,
+    COORDINATOR, GW, SMP, WAIT,
+};
 
 fn check_toml(name: &str, lab: &Lab) -> String {
     format!(
@@ -72,80 +38,6 @@ fn write_config(lab: &Lab, quic_port: u16, checks: &[&str]) -> PathBuf {
     path
 }
 
-struct Coordinator {
-    proc: Proc,
-    quic: SocketAddr,
-    http: SocketAddr,
-}
-
-fn start_coordinator(config: &Path) -> Coordinator {
-    let mut cmd = Command::new(COORDINATOR);
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .env("CEMWATCH_LOG", "info");
-    let mut proc = Proc::spawn("coordinator", cmd).expect("spawn coordinator");
-    let quic = proc.listening("quic").expect("quic address");
-    let http = proc.listening("http").expect("http address");
-    Coordinator { proc, quic, http }
-}
-
-fn token(config: &Path, labels: &str, name: &str, ttl: &str) -> String {
-    let out = Command::new(COORDINATOR)
-        .args(["token", "create", "--config"])
-        .arg(config)
-        .args(["--labels", labels, "--name", name, "--ttl", ttl])
-        .output()
-        .expect("token create");
-    assert!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn enroll(quic: SocketAddr, token: &str, state: &Path) -> std::process::Output {
-    Command::new(probe_bin())
-        .args([
-            "enroll",
-            "--coordinator",
-            &quic.to_string(),
-            "--token",
-            token,
-            "--state-dir",
-        ])
-        .arg(state)
-        .args(["--timeout", "10s"])
-        .output()
-        .expect("enroll")
-}
-
-fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
-    let out = enroll(quic, token, state);
-    assert!(
-        out.status.success(),
-        "enroll failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn run_probe(name: &str, state: &Path, ca_file: &Path) -> Proc {
-    let mut cmd = Command::new(probe_bin());
-    cmd.args(["run", "--state-dir"])
-        .arg(state)
-        .arg("--ca-file")
-        .arg(ca_file)
-        .env("CEMWATCH_LOG", "info");
-    Proc::spawn(name, cmd).expect("spawn probe")
-}
-
-fn get_json(http: SocketAddr, path: &str) -> Value {
-    let (status, body) = http_get(http, path).expect("GET");
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
 fn verdicts(http: SocketAddr, check: &str) -> Option<(u64, u64)> {
     let fleet = get_json(http, "/api/v1/fleet");
     let c = fleet["checks"]
@@ -158,20 +50,6 @@ fn verdicts(http: SocketAddr, check: &str) -> Option<(u64, u64)> {
         c["verdicts"]["fail"].as_u64()?,
     ))
 }
-
-/// Value of one series from a `/metrics` scrape (`name{labels}` exactly as rendered).
-fn metric(http: SocketAddr, series: &str) -> f64 {
-    let (_, body) = http_get(http, "/metrics").expect("scrape");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn enrol_then_report_and_every_bad_token_is_refused() {
@@ -281,69 +159,9 @@ fn enrol_then_report_and_every_bad_token_is_refused() {
 /// A quinn client presenting `chain`/`key` (or nothing) that accepts any server certificate.
 fn raw_client(
     quic: SocketAddr,
-    identity: Option<(
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    )>,
+    identity: Option<support::Identity>,
 ) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    #[derive(Debug)]
-    struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for AnyServer {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let provider = cemwatch_probe::transport::provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
-    let mut tls = match identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| e.to_string())?,
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![cemwatch_shared::wire::ALPN.to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let config = support::raw_client_config(identity);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -352,11 +170,7 @@ fn raw_client(
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr"))
             .map_err(|e| e.to_string())?;
         let conn = endpoint
-            .connect_with(
-                quinn::ClientConfig::new(Arc::new(crypto)),
-                quic,
-                cemwatch_shared::wire::SERVER_NAME,
-            )
+            .connect_with(config, quic, cemwatch_shared::wire::SERVER_NAME)
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;

@@ -4,7 +4,9 @@
 //! old certificate and succeeds once the swap is complete, and a real scrape passes
 //! `promtool check metrics`.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,22 +16,7 @@ use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::{eventually, http_get, Proc};
 use cemwatch_tests::server::{TlsServer, Versions};
 use serde_json::Value;
-
-const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
-const GW: &str = "gateway.example.com";
-const SMP: &str = "smp.example.net";
-const WAIT: Duration = Duration::from_secs(30);
-
-fn probe_bin() -> PathBuf {
-    let path = Path::new(COORDINATOR)
-        .with_file_name(format!("cemwatch-probe{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
+use support::{probe_bin, COORDINATOR, GW, SMP, WAIT};
 
 /// Parses a Prometheus text scrape into `series → value`.
 fn scrape(addr: std::net::SocketAddr) -> (String, std::collections::HashMap<String, f64>) {

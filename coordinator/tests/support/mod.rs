@@ -1,4 +1,5 @@
-//! Helpers shared by the auth matrix and flood tests: a lab (a TLS gateway on loopback and a
+//! Helpers shared by the coordinator's process tests (fleet, fleet view, agent log, auth
+//! matrix, flood): a lab (a TLS gateway on loopback and a
 //! temp dir), the real `cemwatch` and `cemwatch-probe` binaries, tokens and enrolment, a
 //! `/metrics` scraper, raw QUIC clients with any identity, and the store read directly.
 
