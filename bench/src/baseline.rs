@@ -28,7 +28,7 @@ pub fn run(data_dir: &Path, listen: SocketAddr) -> Result<()> {
 
 async fn serve(data_dir: &Path, listen: SocketAddr) -> Result<()> {
     let ca = CoordinatorCa::load_or_create(data_dir, &[])?;
-    let provider = cemwatch_probe::transport::provider();
+    let provider = cemwatch_transport::tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca.ca_der().to_vec()))?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -44,9 +44,7 @@ async fn serve(data_dir: &Path, listen: SocketAddr) -> Result<()> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow!("QUIC TLS configuration: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(
-        cemwatch_probe::transport::server_transport_config(),
-    ));
+    config.transport_config(Arc::new(cemwatch_transport::quic::server_transport_config()));
     // The same socket buffer as the coordinator asks for.
     let socket = crate::sim::udp_socket(listen)?;
     let endpoint = quinn::Endpoint::new(

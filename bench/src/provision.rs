@@ -135,7 +135,7 @@ impl ResolvesClientCert for OneCert {
 /// probes' transport settings and, with `resumption`, a session cache of its own (a ticket
 /// carries the identity it was issued to, so probes must never share one).
 pub fn client_configs(fleet: &Fleet, resumption: bool) -> Result<Vec<quinn::ClientConfig>> {
-    let provider = cemwatch_probe::transport::provider();
+    let provider = cemwatch_transport::tls::provider();
     let key = provider
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -150,7 +150,7 @@ pub fn client_configs(fleet: &Fleet, resumption: bool) -> Result<Vec<quinn::Clie
         .with_root_certificates(roots)
         .with_client_cert_resolver(Arc::new(OneCert(first)));
     template.alpn_protocols = vec![ALPN.to_vec()];
-    let transport = Arc::new(cemwatch_probe::transport::transport_config());
+    let transport = Arc::new(cemwatch_transport::quic::transport_config());
     fleet
         .certs
         .iter()

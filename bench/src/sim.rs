@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tokio::sync::watch;
 
-use cemwatch_probe::agent::{backoff, reconnect_spread, RECONNECT_SPREAD};
+use cemwatch_probe::agent::backoff;
 use cemwatch_shared::wire::{self, FrameDecoder, Labels, ToCoordinator, ToProbe, SERVER_NAME};
+use cemwatch_transport::protocol::{reconnect_spread, RECONNECT_SPREAD_MIN};
 
 use crate::frames;
 use crate::hist::Histogram;
@@ -254,7 +255,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
     let mut failures = 0u32;
     let mut next_seq = 1u64;
     // The coordinator's reconnect spread, from its last plan, as the agent keeps it.
-    let mut spread = RECONNECT_SPREAD;
+    let mut spread = RECONNECT_SPREAD_MIN;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         if *stop.borrow() {

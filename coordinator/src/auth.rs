@@ -22,10 +22,10 @@ use rustls::{
 
 use cemwatch_shared::wire::Labels;
 
-use crate::ca::common_name;
 use crate::ingest::Hub;
 use crate::metrics::Metrics;
 use crate::store;
+use cemwatch_transport::x509::common_name;
 
 /// Names of known and revoked probes, shared with the verifier.
 #[derive(Debug, Default)]
@@ -90,7 +90,7 @@ impl ProbeVerifier {
         roots.add(CertificateDer::from(ca_der.to_vec()))?;
         let inner = WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
-            cemwatch_probe::transport::provider(),
+            cemwatch_transport::tls::provider(),
         )
         .allow_unauthenticated()
         .build()?;
@@ -219,7 +219,7 @@ pub async fn adopt_on_hello(
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|chain| {
-            let cert = cemwatch_probe::check::cert::parse(chain.first()?.as_ref()).ok()?;
+            let cert = cemwatch_transport::x509::parse(chain.first()?.as_ref()).ok()?;
             Some((
                 hex::encode_upper(cert.raw_serial()),
                 cert.validity().not_after.timestamp(),

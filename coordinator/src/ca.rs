@@ -13,9 +13,9 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
-use cemwatch_probe::agent::state::write_atomic;
-use cemwatch_probe::transport::sha256;
 use cemwatch_shared::wire::SERVER_NAME;
+use cemwatch_transport::fs::write_atomic;
+use cemwatch_transport::x509::sha256;
 
 /// The coordinator's CA and server identity.
 #[derive(Debug)]
@@ -165,22 +165,4 @@ impl CoordinatorCa {
             not_after: params.not_after.unix_timestamp(),
         })
     }
-}
-
-/// The probe name (common name) in a client certificate.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    name_and_expiry(der).map(|(name, _)| name)
-}
-
-/// The probe name (common name) and expiry (Unix seconds) of a client certificate.
-pub fn name_and_expiry(der: &[u8]) -> Option<(String, i64)> {
-    let cert = cemwatch_probe::check::cert::parse(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some((cn, cert.validity().not_after.timestamp()))
 }

@@ -2,6 +2,7 @@
 //! Bad arguments and bad configuration exit 64 (EX_USAGE) with a message saying what to fix.
 
 use std::ffi::OsString;
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,16 +11,26 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use cemwatch_probe::cli::{init_logging, shutdown_signal, LogFormat};
 use cemwatch_shared::duration::parse_duration;
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::Labels;
+use cemwatch_transport::host::{init_logging, shutdown_signal};
 
 use crate::config::{Config, EXIT_CONFIG};
+#[cfg(feature = "demo")]
 use crate::demo::{self, DemoOptions, Scenario};
 use crate::store;
 
 /// cemwatch: the coordinator of a fleet of cemwatch probes.
+/// How `serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "cemwatch", version, about, long_about = None)]
 pub struct Cli {
@@ -38,6 +49,7 @@ enum Command {
     #[command(subcommand)]
     Probe(ProbeCommand),
     /// Coordinator, gateway simulator and probes in one process, on loopback.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// The fleet at a glance: per check the diagnosis, counts, certificates, ports, worst sites.
     ///
@@ -209,6 +221,7 @@ struct ProbeRevokeArgs {
     even_if_unseen: bool,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 struct DemoArgs {
     /// The simulator's failure mode.
@@ -291,6 +304,7 @@ where
     };
     let (json, level) = match &cli.command {
         Command::Serve(s) => (s.log_format == LogFormat::Json, "info"),
+        #[cfg(feature = "demo")]
         Command::Demo(_) => (false, "warn,cemwatch_coordinator::server=info"),
         _ => (false, "warn"),
     };
@@ -309,10 +323,7 @@ where
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    cemwatch_transport::host::runtime(None).context("cannot start the async runtime")
 }
 
 /// Runs a parsed command line.
@@ -322,6 +333,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Token(TokenCommand::Create(args)) => token_create(args),
         Command::Probe(ProbeCommand::List(args)) => probe_list(args),
         Command::Probe(ProbeCommand::Revoke(args)) => probe_revoke(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             let opts = DemoOptions {
                 scenario: args.scenario,
@@ -386,7 +398,7 @@ fn token_create(args: TokenCreateArgs) -> Result<u8> {
     let token = EnrollToken {
         id,
         secret,
-        ca_pin: cemwatch_probe::transport::sha256(ca.as_ref()),
+        ca_pin: cemwatch_transport::x509::sha256(ca.as_ref()),
     };
     println!("{token}");
     let coordinator = args

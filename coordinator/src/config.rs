@@ -358,7 +358,7 @@ impl Config {
             for r in &c.resolve {
                 if let Err(e) = r
                     .get_ref()
-                    .parse::<cemwatch_probe::check::ResolveOverride>()
+                    .parse::<cemwatch_shared::model::ResolveOverride>()
                 {
                     problems.push(format!("{}: {key}.resolve: {e}", at(r.span())));
                 }

@@ -12,30 +12,20 @@ use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use cemwatch_probe::transport::{read_frame_max, write_frame, TransportError};
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::{AgentCemState, Thumbprint};
+use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
+use cemwatch_transport::protocol::CloseCode;
 
 use crate::auth::AuthState;
-use crate::ca::{name_and_expiry, CoordinatorCa};
+use crate::ca::CoordinatorCa;
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::limits::{self, Limiter};
 use crate::metrics::Metrics;
 use crate::store::{self, Ingested, Writer};
-
-/// Application close codes.
-pub mod close {
-    /// Normal close.
-    pub const DONE: u32 = 0;
-    /// A malformed or unexpected frame.
-    pub const PROTOCOL: u32 = 1;
-    /// Refused (identity, revocation, limits).
-    pub const REFUSED: u32 = 2;
-    /// Replaced by a newer connection of the same probe.
-    pub const REPLACED: u32 = 3;
-}
+use cemwatch_transport::x509::name_and_expiry;
 
 /// A `ProbeNow` request for one session: the round and its checks (boxed: see [`Live`]).
 type ProbeNowRequest = Box<(u64, Vec<String>)>;
@@ -114,7 +104,8 @@ impl Hub {
     pub fn disconnect(&self, name: &str, reason: &str) {
         let live = self.live.lock().ok().and_then(|mut m| m.remove(name));
         if let Some(live) = live {
-            live.conn.close(close::REFUSED.into(), reason.as_bytes());
+            live.conn
+                .close(CloseCode::CertificateRefused.varint(), reason.as_bytes());
             tracing::info!(probe = name, reason, "connection closed");
         }
     }
@@ -434,13 +425,29 @@ fn reject_frame(hub: &Hub, conn: &quinn::Connection, e: &TransportError) {
         .with_label_values(&[reason])
         .inc();
     tracing::info!(remote = %conn.remote_address(), error = %e, "closing a connection that sent a bad frame");
-    conn.close(close::PROTOCOL.into(), format!("bad frame: {e}").as_bytes());
+    conn.close(
+        CloseCode::Protocol.varint(),
+        format!("bad frame: {e}").as_bytes(),
+    );
 }
 
 async fn refuse(
     hub: &Hub,
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
+    metric: &str,
+    reason: String,
+) -> Result<()> {
+    refuse_with(hub, conn, send, CloseCode::Refused, metric, reason).await
+}
+
+/// Sends `Refused` with the reason, waits (bounded) until the peer has it, then closes with
+/// `code`, by which the probe tells a refused certificate from a refused rate.
+async fn refuse_with(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: CloseCode,
     metric: &str,
     reason: String,
 ) -> Result<()> {
@@ -456,8 +463,10 @@ async fn refuse(
     )
     .await;
     let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(close::REFUSED.into(), reason.as_bytes());
+    // `stopped` completes once the peer acknowledged the whole stream (or the connection
+    // ended): closing earlier would discard the frame.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    conn.close(code.varint(), reason.as_bytes());
     Err(anyhow!(reason))
 }
 
@@ -530,7 +539,15 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 })
                 .and_then(|auth| auth.recheck(&name, not_after, store::now_ms() / 1000));
             if let Err((metric, reason)) = refusal {
-                return Box::pin(refuse(hub, &conn, &mut send, metric, reason)).await;
+                return Box::pin(refuse_with(
+                    hub,
+                    &conn,
+                    &mut send,
+                    CloseCode::CertificateRefused,
+                    metric,
+                    reason,
+                ))
+                .await;
             }
             if probe != name {
                 return Box::pin(refuse(
@@ -731,8 +748,10 @@ async fn session(
         )
     });
     if let Some(old) = previous {
-        old.conn
-            .close(close::REPLACED.into(), b"replaced by a newer connection");
+        old.conn.close(
+            CloseCode::Replaced.varint(),
+            b"replaced by a newer connection",
+        );
     }
     let labels = {
         let mut fleet = hub
@@ -888,7 +907,7 @@ async fn session_loop(
                     let delay = match hub.limiter.pace_report(name, &limits, &hub.metrics, now) {
                         Ok(delay) => delay,
                         Err(e) => {
-                            conn.close(close::REFUSED.into(), e.to_string().as_bytes());
+                            conn.close(CloseCode::Refused.varint(), e.to_string().as_bytes());
                             break Err(e.into());
                         }
                     };
@@ -914,7 +933,7 @@ async fn session_loop(
                         ToCoordinator::Enroll { .. } => "Enroll",
                         _ => "other",
                     });
-                    conn.close(close::PROTOCOL.into(), reason.as_bytes());
+                    conn.close(CloseCode::UnsupportedMessage.varint(), reason.as_bytes());
                     break Err(anyhow!(reason));
                 }
             },

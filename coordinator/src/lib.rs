@@ -14,6 +14,7 @@ pub mod ca;
 pub mod cli;
 pub mod client;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnose;
 pub mod fleet;

@@ -9,7 +9,7 @@
 //! calls: one per incoming connection, one per report.
 //!
 //! Sizing that is not configurable, because probe and coordinator must agree on it (see
-//! `cemwatch_probe::transport::transport_config`): at most 4 bidirectional streams and no
+//! `cemwatch_transport::quic::transport_config`): at most 4 bidirectional streams and no
 //! unidirectional stream per connection, and a stream and connection receive window of
 //! `MAX_FRAME` + 64 KiB, so one connection never makes the coordinator buffer more than about
 //! 1.1 MiB, whatever the peer sends. The first frame of a connection (`Hello` or `Enroll`,
@@ -33,7 +33,7 @@ pub const MAX_FIRST_FRAME: usize = 64 * 1024;
 /// The smallest `max_frame_bytes` accepted: a report with a few results must fit.
 pub const MIN_FRAME_LIMIT: usize = 64 * 1024;
 /// Reports a probe may have waiting for their turn under the report rate limit. A probe keeps
-/// at most 64 reports unacknowledged (`cemwatch_probe::agent::session::WINDOW`), so only a peer
+/// at most 64 reports unacknowledged (`cemwatch_transport::protocol::WINDOW`), so only a peer
 /// that ignores the protocol gets here; its connection is closed.
 pub const MAX_QUEUED_REPORTS: f64 = 256.0;
 /// Sources tracked by the per-source rate limit; beyond it, sources whose bucket is full

@@ -51,8 +51,10 @@ impl Running {
 
     /// Stops accepting, closes connections and waits briefly for them to close.
     pub async fn shutdown(self) {
-        self.endpoint
-            .close(0u32.into(), b"coordinator shutting down");
+        self.endpoint.close(
+            cemwatch_transport::protocol::CloseCode::Done.varint(),
+            b"coordinator shutting down",
+        );
         for t in &self.tasks {
             t.abort();
         }
@@ -74,11 +76,10 @@ fn server_tls(
     limits: &LimitsConfig,
 ) -> Result<quinn::ServerConfig> {
     let verifier = Arc::new(ProbeVerifier::new(ca.ca_der(), auth, metrics)?);
-    let mut tls =
-        rustls::ServerConfig::builder_with_provider(cemwatch_probe::transport::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(ca.server_chain(), ca.server_key())?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(cemwatch_transport::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(ca.server_chain(), ca.server_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // Stateless tickets whose key survives a restart: a reconnecting probe resumes its session
     // (see session_keys). A client spends a ticket on every attempt, also on one refused by
@@ -90,7 +91,7 @@ fn server_tls(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     // Streams, windows and keep-alives for many small, mostly idle connections; the idle
     // timeout from [limits] (the smaller of both ends' applies).
-    let mut transport = cemwatch_probe::transport::server_transport_config();
+    let mut transport = cemwatch_transport::quic::server_transport_config();
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
         .map_err(|e| anyhow::anyhow!("limits.idle_timeout: {e}"))?;
     transport.max_idle_timeout(Some(idle));

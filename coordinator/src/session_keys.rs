@@ -22,7 +22,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use cemwatch_probe::agent::state::write_atomic;
+use cemwatch_transport::fs::write_atomic;
 
 /// How long a session ticket may be used to resume.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);

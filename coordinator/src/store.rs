@@ -356,7 +356,7 @@ pub fn auth_sets(conn: &Connection) -> Result<(HashSet<String>, HashSet<String>)
 }
 
 fn hash_secret(secret: &str) -> Vec<u8> {
-    cemwatch_probe::transport::sha256(secret.as_bytes()).to_vec()
+    cemwatch_transport::x509::sha256(secret.as_bytes()).to_vec()
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -290,7 +290,7 @@ fn a_malformed_frame_closes_only_that_connection() {
     let ca = rustls::pki_types::CertificateDer::from_pem_slice(&ca).expect("ca pem");
     let reason = rt.block_on(async {
         let config =
-            cemwatch_probe::transport::mtls_client_config(ca.as_ref(), chain, key).expect("config");
+            cemwatch_transport::quic::mtls_client_config(ca.as_ref(), chain, key).expect("config");
         let endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
         let conn = endpoint
@@ -328,8 +328,8 @@ fn a_malformed_frame_closes_only_that_connection() {
 
     // Hello without a client certificate is refused and counted.
     let anonymous = rt.block_on(async {
-        let config = cemwatch_probe::transport::enrol_client_config(
-            cemwatch_probe::transport::sha256(ca.as_ref()),
+        let config = cemwatch_transport::quic::enrol_client_config(
+            cemwatch_transport::x509::sha256(ca.as_ref()),
         )
         .expect("config");
         let endpoint =
@@ -340,7 +340,7 @@ fn a_malformed_frame_closes_only_that_connection() {
             .await
             .expect("handshake");
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-        cemwatch_probe::transport::write_frame(
+        cemwatch_transport::frame::write_frame(
             &mut send,
             &cemwatch_shared::wire::ToCoordinator::Hello {
                 probe: "good".into(),
@@ -350,7 +350,7 @@ fn a_malformed_frame_closes_only_that_connection() {
         )
         .await
         .expect("hello");
-        cemwatch_probe::transport::read_frame::<cemwatch_shared::wire::ToProbe>(&mut recv).await
+        cemwatch_transport::frame::read_frame::<cemwatch_shared::wire::ToProbe>(&mut recv).await
     });
     assert!(
         matches!(anonymous, Ok(Some(cemwatch_shared::wire::ToProbe::Refused { ref reason })) if reason.contains("enrol first")),

@@ -171,7 +171,7 @@ async fn report_flood(quic: SocketAddr, identity: Identity) -> (u64, String) {
             .await
             .map_err(|e| e.to_string())?;
         let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        cemwatch_probe::transport::write_frame(
+        cemwatch_transport::frame::write_frame(
             &mut send,
             &ToCoordinator::Hello {
                 probe: "hostile".into(),
@@ -188,7 +188,7 @@ async fn report_flood(quic: SocketAddr, identity: Identity) -> (u64, String) {
                 round: None,
                 results: vec![],
             });
-            if cemwatch_probe::transport::write_frame(&mut send, &report)
+            if cemwatch_transport::frame::write_frame(&mut send, &report)
                 .await
                 .is_err()
             {

@@ -15,4 +15,3 @@ pub mod check;
 pub mod cli;
 pub mod inspect;
 mod render;
-pub mod transport;

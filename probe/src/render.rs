@@ -5,50 +5,11 @@
 
 use std::fmt::Write as _;
 
-use cemwatch_shared::{CertificateInfo, CheckResult, DnsSource, Finding, Severity, TcpState};
+use cemwatch_shared::{CertificateInfo, CheckResult, DnsSource, Finding, TcpState};
+
+use cemwatch_transport::host::Paint;
 
 use crate::inspect::{FileFormat, InspectResult};
-
-/// ANSI colours, or none.
-pub(crate) struct Paint {
-    on: bool,
-}
-
-impl Paint {
-    /// Colours when `on`.
-    pub(crate) fn new(on: bool) -> Self {
-        Self { on }
-    }
-    fn wrap(&self, code: &str, text: &str) -> String {
-        if self.on {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-    fn good(&self, t: &str) -> String {
-        self.wrap("32", t)
-    }
-    fn warn(&self, t: &str) -> String {
-        self.wrap("33", t)
-    }
-    fn bad(&self, t: &str) -> String {
-        self.wrap("31", t)
-    }
-    fn dim(&self, t: &str) -> String {
-        self.wrap("2", t)
-    }
-    fn bold(&self, t: &str) -> String {
-        self.wrap("1", t)
-    }
-    fn severity(&self, s: Severity, text: &str) -> String {
-        match s {
-            Severity::Ok => self.good(text),
-            Severity::Warn => self.warn(text),
-            Severity::Fail => self.bad(text),
-        }
-    }
-}
 
 fn pad(text: &str, width: usize) -> String {
     format!("{text:<width$}")

@@ -4,6 +4,9 @@
 //! Timestamps are RFC 3339 strings and durations are milliseconds (`f64`), so that the JSON a
 //! person reads and the frames a coordinator stores are the same thing.
 
+use std::net::IpAddr;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, Severity};
@@ -311,5 +314,53 @@ mod tests {
         assert_eq!(e.min_days_left, 30);
         assert_eq!(e.legacy_ports, vec![443]);
         assert!(e.thumbprint.is_none());
+    }
+}
+
+/// A `HOST:PORT:ADDR[,ADDR...]` override, as curl's `--resolve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveOverride {
+    /// Host name the override applies to (case-insensitive).
+    pub host: String,
+    /// Port it applies to; `None` for `*` (any port).
+    pub port: Option<u16>,
+    /// Addresses to use instead of DNS.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl FromStr for ResolveOverride {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = "write it as HOST:PORT:ADDR, for example gateway.example.com:8443:203.0.113.10 (IPv6 as [2001:db8::1])";
+        let (host, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("--resolve {text:?} has no port: {usage}"))?;
+        let (port, addrs) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("--resolve {text:?} has no address: {usage}"))?;
+        if host.is_empty() {
+            return Err(format!("--resolve {text:?} has an empty host: {usage}"));
+        }
+        let port = if port == "*" {
+            None
+        } else {
+            Some(port.parse::<u16>().map_err(|_| {
+                format!("--resolve {text:?}: {port:?} is not a port number: {usage}")
+            })?)
+        };
+        let mut addresses = Vec::new();
+        for addr in addrs.split(',') {
+            let bare = addr.trim().trim_start_matches('[').trim_end_matches(']');
+            let ip = bare.parse::<IpAddr>().map_err(|_| {
+                format!("--resolve {text:?}: {addr:?} is not an IP address: {usage}")
+            })?;
+            addresses.push(ip);
+        }
+        Ok(Self {
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+            addresses,
+        })
     }
 }

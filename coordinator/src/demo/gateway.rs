@@ -108,7 +108,7 @@ fn leaf(ca: &DemoCa, sans: &[&str], key_pem: &str, days_left: i64) -> Result<Ser
     params.not_after = now + time::Duration::days(days_left);
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &ca.issuer)?;
-    let thumbprint = cemwatch_probe::check::cert::thumbprint_sha1(cert.der());
+    let thumbprint = cemwatch_transport::x509::thumbprint_sha1(cert.der());
     Ok(Served {
         chain: vec![cert.der().clone(), ca.der.clone()],
         key_pem: key_pem.to_string(),
@@ -123,7 +123,7 @@ async fn listen() -> Result<tokio::net::TcpListener> {
 
 async fn serve_tls(listener: tokio::net::TcpListener, served: &Served) -> Result<JoinHandle<()>> {
     let key = PrivateKeyDer::from_pem_slice(served.key_pem.as_bytes()).context("demo key")?;
-    let config = rustls::ServerConfig::builder_with_provider(cemwatch_probe::transport::provider())
+    let config = rustls::ServerConfig::builder_with_provider(cemwatch_transport::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(served.chain.clone(), key)?;

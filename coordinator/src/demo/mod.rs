@@ -379,7 +379,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
                     break;
                 }
             }
-            _ = cemwatch_probe::cli::shutdown_signal() => break,
+            _ = cemwatch_transport::host::shutdown_signal() => break,
         }
     }
     demo.stop().await;

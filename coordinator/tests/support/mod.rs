@@ -204,7 +204,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 
 /// A QUIC client configuration that accepts any server and presents `identity` (or none).
 pub fn raw_client_config(identity: Option<Identity>) -> quinn::ClientConfig {
-    let provider = cemwatch_probe::transport::provider();
+    let provider = cemwatch_transport::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
@@ -219,7 +219,7 @@ pub fn raw_client_config(identity: Option<Identity>) -> quinn::ClientConfig {
     tls.alpn_protocols = vec![wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(cemwatch_probe::transport::transport_config()));
+    config.transport_config(Arc::new(cemwatch_transport::quic::transport_config()));
     config
 }
 
@@ -260,13 +260,13 @@ pub async fn attempt(
             agent_version: "auth-matrix".into(),
             labels: Default::default(),
         };
-        cemwatch_probe::transport::write_frame(&mut send, &hello)
+        cemwatch_transport::frame::write_frame(&mut send, &hello)
             .await
             .map_err(|e| e.to_string())?;
-        cemwatch_probe::transport::write_frame(&mut send, &report)
+        cemwatch_transport::frame::write_frame(&mut send, &report)
             .await
             .map_err(|e| e.to_string())?;
-        cemwatch_probe::transport::read_frame::<ToProbe>(&mut recv)
+        cemwatch_transport::frame::read_frame::<ToProbe>(&mut recv)
             .await
             .map_err(|e| e.to_string())
     };

@@ -12,7 +12,8 @@ use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{ToCoordinator, ToProbe, SERVER_NAME};
 
 use super::state::{Identity, StateDir};
-use crate::transport::{self, read_frame, write_frame};
+use cemwatch_transport::frame::{read_frame, write_frame};
+use cemwatch_transport::{quic, x509};
 
 /// Resolves `HOST:PORT` (the first address).
 pub async fn resolve_coordinator(text: &str) -> Result<SocketAddr> {
@@ -70,8 +71,8 @@ pub async fn enroll(
     state.ensure_not_enrolled()?;
     let addr = resolve_coordinator(coordinator).await?;
     let (key_pem, csr_der) = key_and_csr(name, None)?;
-    let endpoint = transport::client_endpoint(addr)?;
-    let config = transport::enrol_client_config(token.ca_pin)?;
+    let endpoint = quic::client_endpoint(addr)?;
+    let config = quic::enrol_client_config(token.ca_pin)?;
     let connecting = endpoint
         .connect_with(config, addr, SERVER_NAME)
         .with_context(|| format!("cannot connect to {coordinator}"))?;
@@ -88,7 +89,7 @@ pub async fn enroll(
         .and_then(|chain| {
             chain
                 .iter()
-                .find(|c| transport::sha256(c.as_ref()) == token.ca_pin)
+                .find(|c| x509::sha256(c.as_ref()) == token.ca_pin)
                 .map(|c| c.as_ref().to_vec())
         })
         .ok_or_else(|| anyhow!("the coordinator did not present the pinned CA"))?;

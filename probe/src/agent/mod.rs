@@ -24,7 +24,8 @@ use cemwatch_shared::AgentCemState;
 
 use crate::agentlog::{self, AgentLogConfig};
 use crate::check::TrustStore;
-use crate::transport;
+use cemwatch_transport::protocol::{self, reconnect_spread, CloseCode, Ended};
+use cemwatch_transport::quic;
 use spool::{Spool, SpoolLimits};
 use state::{Identity, StateDir};
 
@@ -191,19 +192,16 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                         };
                         let left = shared.spool.lock().map(|s| s.len()).unwrap_or(0);
                         tracing::info!(drained, left, "stopping: spool flushed as far as possible");
-                        conn.close(0u32.into(), b"probe shutting down");
+                        conn.close(CloseCode::Done.varint(), b"probe shutting down");
                         Ok(())
                     }
                 };
                 match end {
                     Ok(()) => tracing::info!(coordinator = %coordinator, "session ended"),
                     Err(e) => {
-                        // The connection's own close reason says more than the failed read.
-                        let why = conn
-                            .close_reason()
-                            .map(|r| r.to_string())
-                            .unwrap_or_else(|| e.to_string());
-                        if refuses_agent_state(&why)
+                        // The connection's own close code says more than the failed read.
+                        let closed = conn.close_reason();
+                        if closed.as_ref().is_some_and(refuses_agent_state)
                             && !shared.agent_state_refused.swap(true, Ordering::Relaxed)
                         {
                             tracing::error!(
@@ -211,9 +209,12 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
                                 "the coordinator does not know the agent CEM state message (it is older than this probe): upgrade it; until this probe restarts it reports without the agent's state"
                             );
                         }
-                        match explain_refusal(&why) {
+                        match closed.as_ref().and_then(explain_refusal) {
                             Some(why) => tracing::error!(coordinator = %coordinator, "{why}"),
                             None => {
+                                let why = closed
+                                    .map(|c| c.to_string())
+                                    .unwrap_or_else(|| format!("{e:#}"));
                                 tracing::warn!(coordinator = %coordinator, error = %why, "session ended")
                             }
                         }
@@ -271,18 +272,6 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     Ok(())
 }
 
-/// After a session that held ends, the probe reconnects at a random moment within this time,
-/// or within the coordinator's spread when its plan gives a longer one.
-pub const RECONNECT_SPREAD: Duration = Duration::from_secs(10);
-/// The longest spread a plan may ask for.
-pub const MAX_RECONNECT_SPREAD: Duration = Duration::from_secs(600);
-
-/// The time within which to reconnect after a session that held, given the last plan's spread
-/// in milliseconds: at least [`RECONNECT_SPREAD`], at most [`MAX_RECONNECT_SPREAD`].
-pub fn reconnect_spread(plan_ms: u64) -> Duration {
-    Duration::from_millis(plan_ms).clamp(RECONNECT_SPREAD, MAX_RECONNECT_SPREAD)
-}
-
 /// How long a stopping probe waits for its spool to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -323,80 +312,95 @@ async fn connect(
         _ => {
             let ca = shared.state.ca_der()?;
             let (_, key) = shared.state.key()?;
-            let config = transport::mtls_client_config(&ca, vec![cert.clone().into()], key)?;
+            let config = quic::mtls_client_config(&ca, vec![cert.clone().into()], key)?;
             *cache = Some((cert, config.clone()));
             config
         }
     };
-    let endpoint = transport::client_endpoint(addr)?;
+    let endpoint = quic::client_endpoint(addr)?;
     let connecting = endpoint.connect_with(config, addr, SERVER_NAME)?;
     let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
-        .map_err(|e| {
-            let text = e.to_string();
-            anyhow::anyhow!(explain_refusal(&text).unwrap_or(text))
-        })?;
+        .map_err(|e| anyhow::anyhow!(explain_refusal(&e).unwrap_or_else(|| e.to_string())))?;
     Ok((endpoint, conn))
 }
 
-/// Whether a session's close reason is a coordinator refusing a message it does not know in a
+/// Whether a session ended because the coordinator does not take a message it was sent in a
 /// session, which is what a coordinator older than `ToCoordinator::AgentState` does with it.
-pub fn refuses_agent_state(close_reason: &str) -> bool {
-    close_reason.contains("unexpected message in a session")
+pub fn refuses_agent_state(closed: &quinn::ConnectionError) -> bool {
+    matches!(
+        protocol::ended(closed),
+        Ended::Closed(CloseCode::UnsupportedMessage, _)
+    )
 }
 
-/// Turns a TLS refusal of this probe's certificate into what the operator must do. In TLS 1.3
-/// the server judges the client certificate after the client considers the handshake done, so
-/// the refusal may arrive as the end of a session rather than a failed connect.
-pub fn explain_refusal(error: &str) -> Option<String> {
-    // The last pattern is the coordinator's own refusal after Hello, which is how a resumed
-    // TLS session (no certificate verification in the handshake) learns it was revoked.
-    let refused = error.contains("invalid peer certificate")
-        || error.contains("CertificateRequired")
-        || error.contains("certificate revoked")
-        || error.contains("Revoked")
-        || error.contains("certificate refused");
-    refused.then(|| {
-        format!(
-            "the coordinator refused this probe's certificate ({error}): it was revoked, expired or is unknown there; enrol again with a new token (`cemwatch token create`)"
-        )
-    })
+/// Turns a refusal of this probe's certificate, or of the coordinator's by this probe, into
+/// what the operator must do; `None` for other ends (lost, timed out, rate limits). Judged by
+/// codes, never by text: the TLS alert of a refused handshake, or the coordinator's
+/// [`CloseCode::CertificateRefused`] after `Hello`, which is how a resumed TLS session (no
+/// certificate verification in the handshake) learns it was revoked. In TLS 1.3 the server
+/// judges the client certificate after the client considers the handshake done, so the refusal
+/// may arrive as the end of a session rather than a failed connect.
+pub fn explain_refusal(closed: &quinn::ConnectionError) -> Option<String> {
+    let enrol_again = "it was revoked, expired or is unknown there; enrol again with a new token (`cemwatch token create`)";
+    match protocol::ended(closed) {
+        Ended::Closed(CloseCode::CertificateRefused, reason) => Some(format!(
+            "the coordinator refused this probe's certificate ({reason}): {enrol_again}"
+        )),
+        Ended::CertificateAlert(alert) => Some(format!(
+            "the coordinator refused this probe's certificate (TLS alert {alert}): {enrol_again}"
+        )),
+        Ended::PeerCertificateRejected(alert) => Some(format!(
+            "this probe refused the coordinator's certificate (TLS alert {alert}): it is not signed by the CA pinned at enrolment; check that the address is the coordinator's, or enrol again with a token from this coordinator"
+        )),
+        Ended::Closed(..) | Ended::Other => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_older_coordinators_refusal_of_the_agent_state_is_recognised() {
-        // What an older coordinator's session loop closes with (coordinator/src/ingest.rs).
-        assert!(refuses_agent_state(
-            "closed by peer: 2: unexpected message in a session: other"
-        ));
-        assert!(!refuses_agent_state("closed by peer: 0: probe revoked"));
-        assert!(!refuses_agent_state("timed out"));
+    fn app_close(code: CloseCode, reason: &str) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: code.varint(),
+            reason: reason.to_string().into(),
+        })
     }
 
     #[test]
-    fn the_reconnect_spread_follows_the_plan_within_bounds() {
-        assert_eq!(
-            reconnect_spread(0),
-            RECONNECT_SPREAD,
-            "plans saved before version 2"
-        );
-        assert_eq!(reconnect_spread(100_000), Duration::from_secs(100));
-        assert_eq!(reconnect_spread(u64::MAX), MAX_RECONNECT_SPREAD);
+    fn an_older_coordinators_refusal_of_the_agent_state_is_recognised_by_its_code() {
+        assert!(refuses_agent_state(&app_close(
+            CloseCode::UnsupportedMessage,
+            "unexpected message in a session: other"
+        )));
+        assert!(!refuses_agent_state(&app_close(
+            CloseCode::Done,
+            "probe revoked"
+        )));
+        assert!(!refuses_agent_state(&app_close(
+            CloseCode::Protocol,
+            "unexpected message in a session"
+        )));
+        assert!(!refuses_agent_state(&quinn::ConnectionError::TimedOut));
     }
 
     #[test]
-    fn refusals_after_a_resumed_handshake_are_explained_too() {
-        let why = explain_refusal(
-            "the coordinator refused this probe: certificate refused: probe \"p1\" was revoked",
-        )
+    fn refusals_after_a_resumed_handshake_are_explained_by_their_code() {
+        let why = explain_refusal(&app_close(
+            CloseCode::CertificateRefused,
+            "probe \"p1\" was revoked",
+        ))
         .expect("explained");
         assert!(why.contains("enrol again"), "{why}");
-        assert_eq!(explain_refusal("connection lost"), None);
+        assert!(why.contains("p1"), "{why}");
+        // A rate-limit refusal whose text mentions certificates is not a certificate refusal.
+        assert_eq!(
+            explain_refusal(&app_close(CloseCode::Refused, "certificate refused")),
+            None
+        );
+        assert_eq!(explain_refusal(&quinn::ConnectionError::TimedOut), None);
     }
 
     #[test]

@@ -13,10 +13,11 @@ use cemwatch_shared::wire::{Plan, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
 
 use super::Shared;
-use crate::transport::{read_frame, write_frame};
+use cemwatch_transport::frame::{read_frame, write_frame};
+use cemwatch_transport::protocol::WINDOW;
 
-/// Reports sent and not yet acknowledged, at most.
-pub const WINDOW: usize = 64;
+/// How long a refused probe waits for the coordinator's close code after its `Refused` frame.
+const REFUSAL_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Whether a certificate is past half its lifetime (time to renew).
 pub fn needs_renewal(cert_der: &[u8]) -> bool {
@@ -114,7 +115,11 @@ pub async fn run(
                         }
                     }
                     Some(ToProbe::Refused { reason }) => {
-                        return Err(anyhow!("the coordinator refused this probe: {reason}"))
+                        // The coordinator closes the connection with a code that says why once
+                        // it knows this frame arrived; wait for it (bounded), so the caller can
+                        // tell a refused certificate from a refused rate by the code.
+                        let _ = tokio::time::timeout(REFUSAL_CLOSE_WAIT, conn.closed()).await;
+                        return Err(anyhow!("the coordinator refused this probe: {reason}"));
                     }
                     Some(ToProbe::Enrolled { .. }) => {
                         return Err(anyhow!("unexpected enrolment answer on a probe session"))

@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::wire::{Labels, Plan};
+use cemwatch_transport::fs::{pem, write_atomic};
 
 /// Who the probe is, as enrolment left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,29 +35,6 @@ const CA: &str = "coordinator-ca.pem";
 const KEY: &str = "probe.key";
 const CERT: &str = "probe.crt";
 const PLAN: &str = "plan.json";
-
-/// Writes a file atomically (temporary file, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut f = options
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
 
 impl StateDir {
     /// A state directory at `root` (created when needed).
@@ -109,7 +87,8 @@ impl StateDir {
             &self.root.join(IDENTITY),
             serde_json::to_string_pretty(identity)?.as_bytes(),
             false,
-        )
+        )?;
+        Ok(())
     }
 
     /// Replaces the client certificate (after renewal).
@@ -118,7 +97,8 @@ impl StateDir {
             &self.root.join(CERT),
             pem("CERTIFICATE", cert_der).as_bytes(),
             false,
-        )
+        )?;
+        Ok(())
     }
 
     /// Loads the identity.
@@ -165,7 +145,8 @@ impl StateDir {
             &self.root.join(PLAN),
             serde_json::to_string(plan)?.as_bytes(),
             false,
-        )
+        )?;
+        Ok(())
     }
 
     /// The last plan, if any.
@@ -183,50 +164,5 @@ impl StateDir {
             );
         }
         Ok(())
-    }
-}
-
-/// PEM-encodes DER (RFC 7468: base64 in 64-column lines).
-pub fn pem(label: &str, der: &[u8]) -> String {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            b64.push(if i <= chunk.len() {
-                B64[((v >> (18 - 6 * i)) & 63) as usize]
-            } else {
-                b'='
-            });
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pem_round_trips() {
-        for len in [1usize, 2, 3, 47, 48, 49, 100] {
-            let der: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
-            let text = pem("CERTIFICATE", &der);
-            let items: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(text.as_bytes())
-                .collect::<Result<Vec<CertificateDer<'static>>, _>>()
-                .expect("parse");
-            assert_eq!(items[0].as_ref(), der.as_slice(), "{len}");
-        }
     }
 }

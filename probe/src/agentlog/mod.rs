@@ -245,7 +245,10 @@ impl AgentLog {
         };
         let written = serde_json::to_vec_pretty(&saved)
             .map_err(anyhow::Error::from)
-            .and_then(|bytes| crate::agent::state::write_atomic(&file, &bytes, false));
+            .and_then(|bytes| {
+                cemwatch_transport::fs::write_atomic(&file, &bytes, false)
+                    .map_err(anyhow::Error::from)
+            });
         match written {
             Ok(()) => {
                 self.saved_at = Some(Instant::now());

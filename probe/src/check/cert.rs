@@ -18,7 +18,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use cemwatch_shared::CertificateInfo;
@@ -44,30 +43,10 @@ pub enum CertError {
 
 /// Parses DER into an X.509 certificate, refusing trailing garbage.
 pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
-    match X509Certificate::from_der(der) {
-        Ok(([], cert)) => Ok(cert),
-        Ok((rest, _)) => Err(CertError::Parse(format!(
-            "{} bytes of trailing data after the certificate",
-            rest.len()
-        ))),
-        Err(e) => Err(CertError::Parse(e.to_string())),
-    }
+    cemwatch_transport::x509::parse(der).map_err(|e| CertError::Parse(e.0))
 }
 
-/// Upper-case hex with no separators.
-pub fn hex_upper(bytes: &[u8]) -> String {
-    hex::encode_upper(bytes)
-}
-
-/// SHA-1 of the DER, in the Windows form (the CEM policy's thumbprint).
-pub fn thumbprint_sha1(der: &[u8]) -> String {
-    hex_upper(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref())
-}
-
-/// SHA-256 of the DER, upper-case hex.
-pub fn fingerprint_sha256(der: &[u8]) -> String {
-    hex_upper(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
-}
+pub use cemwatch_transport::x509::{fingerprint_sha256, hex_upper, thumbprint_sha1};
 
 fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)

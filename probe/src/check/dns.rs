@@ -2,58 +2,11 @@
 //! overrides for testing a gateway before (or regardless of) its public DNS.
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use cemwatch_shared::{DnsResult, DnsSource};
 
-/// A `HOST:PORT:ADDR[,ADDR...]` override, as curl's `--resolve`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolveOverride {
-    /// Host name the override applies to (case-insensitive).
-    pub host: String,
-    /// Port it applies to; `None` for `*` (any port).
-    pub port: Option<u16>,
-    /// Addresses to use instead of DNS.
-    pub addresses: Vec<IpAddr>,
-}
-
-impl FromStr for ResolveOverride {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = "write it as HOST:PORT:ADDR, for example gateway.example.com:8443:203.0.113.10 (IPv6 as [2001:db8::1])";
-        let (host, rest) = text
-            .split_once(':')
-            .ok_or_else(|| format!("--resolve {text:?} has no port: {usage}"))?;
-        let (port, addrs) = rest
-            .split_once(':')
-            .ok_or_else(|| format!("--resolve {text:?} has no address: {usage}"))?;
-        if host.is_empty() {
-            return Err(format!("--resolve {text:?} has an empty host: {usage}"));
-        }
-        let port = if port == "*" {
-            None
-        } else {
-            Some(port.parse::<u16>().map_err(|_| {
-                format!("--resolve {text:?}: {port:?} is not a port number: {usage}")
-            })?)
-        };
-        let mut addresses = Vec::new();
-        for addr in addrs.split(',') {
-            let bare = addr.trim().trim_start_matches('[').trim_end_matches(']');
-            let ip = bare.parse::<IpAddr>().map_err(|_| {
-                format!("--resolve {text:?}: {addr:?} is not an IP address: {usage}")
-            })?;
-            addresses.push(ip);
-        }
-        Ok(Self {
-            host: host.trim_end_matches('.').to_ascii_lowercase(),
-            port,
-            addresses,
-        })
-    }
-}
+pub use cemwatch_shared::model::ResolveOverride;
 
 /// Resolves `host` for `port`: address literal, override, or system resolver.
 pub async fn resolve(
