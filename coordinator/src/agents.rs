@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use cemwatch_shared::agent_state::MAX_EVIDENCE_LEN;
-use cemwatch_shared::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource, Thumbprint};
+use cemwatch_shared::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
 
 use crate::config::{CheckConfig, Config};
 use crate::diagnose::Role;
@@ -34,9 +33,6 @@ pub const AGENT_STATE_GRACE: Duration = Duration::from_secs(60);
 pub const MAX_GATEWAY_LABELS: usize = 20;
 /// Most example agents listed per problem in the API and `cemwatch status`.
 pub const MAX_EXAMPLES: usize = 5;
-/// Longest gateway host kept (a DNS name has at most 253 characters).
-pub const MAX_GATEWAY_LEN: usize = 253;
-
 /// What to do about agents in SSL handshake errors (the guide: the port is right, the
 /// certificate trust chain is not).
 pub const REMEDY_HANDSHAKE_ERROR: &str = "The port is right, the certificate is not accepted: distribute the gateway certificate's root CA to these endpoints, or update the thumbprint in the CEM Settings policy to the certificate the gateway serves.";
@@ -52,76 +48,15 @@ pub const REMEDY_STALE_THUMBPRINT: &str = "These agents validated another certif
 /// The latest agent state of one probe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentView {
-    /// What the probe sent (bounded by [`sanitize`]).
+    /// What the probe sent (bounded by [`AgentCemState::bounded`]).
     pub state: AgentCemState,
     /// When the coordinator received it, Unix ms.
     pub received_ms: i64,
 }
 
-fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-}
-
-/// Bounds a state that came from the network before it is kept: the evidence line, the error
-/// and the gateway host are cut to their limits (a well-behaved probe already keeps to them).
-pub fn sanitize(mut state: AgentCemState) -> AgentCemState {
-    if let Some(line) = state.line.as_mut() {
-        truncate(line, MAX_EVIDENCE_LEN);
-    }
-    if let AgentLogStatus::Unreadable { error } = &mut state.log {
-        truncate(error, MAX_EVIDENCE_LEN);
-    }
-    match &mut state.condition {
-        AgentCondition::CemConnected { gateway, .. } => truncate(gateway, MAX_GATEWAY_LEN),
-        AgentCondition::HandshakeError {
-            gateway: Some(gateway),
-            ..
-        }
-        | AgentCondition::ConnectTimeout {
-            gateway: Some(gateway),
-            ..
-        } => truncate(gateway, MAX_GATEWAY_LEN),
-        _ => {}
-    }
-    state
-}
-
 /// A host as compared and shown: lower case, without a trailing dot.
 pub fn host_key(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// The gateway host the agent connected to or tried, when logged.
-pub fn gateway(condition: &AgentCondition) -> Option<&str> {
-    match condition {
-        AgentCondition::CemConnected { gateway, .. } => Some(gateway.as_str()),
-        AgentCondition::HandshakeError { gateway, .. }
-        | AgentCondition::ConnectTimeout { gateway, .. } => gateway.as_deref(),
-        AgentCondition::NoCemActivity => None,
-    }
-}
-
-/// The thumbprint the agent logged as validated.
-pub fn validated_thumbprint(condition: &AgentCondition) -> Option<&Thumbprint> {
-    match condition {
-        AgentCondition::CemConnected { thumbprint, .. } => thumbprint.as_ref(),
-        _ => None,
-    }
-}
-
-/// Consecutive attempts, for the conditions that count them.
-pub fn attempts(condition: &AgentCondition) -> Option<u32> {
-    match condition {
-        AgentCondition::HandshakeError { attempts, .. }
-        | AgentCondition::ConnectTimeout { attempts, .. } => Some(*attempts),
-        _ => None,
-    }
 }
 
 /// Whether a probe's agent state counts now: it has one, and it is not from an earlier
@@ -148,7 +83,7 @@ pub fn checks_for<'a>(
         return Vec::new();
     }
     let gateways = checks.iter().filter(|c| c.role == Role::Gateway);
-    match gateway(condition) {
+    match condition.gateway() {
         Some(host) => {
             let host = host_key(host);
             gateways.filter(|c| host_key(&c.host) == host).collect()
@@ -172,7 +107,7 @@ pub fn port_mismatch(condition: &AgentCondition, check: &CheckConfig) -> bool {
 /// Whether the thumbprint the agent validated differs from the check's policy thumbprint. Only
 /// thumbprints of the same kind are compared (a SHA-1 policy against a SHA-1 log line).
 pub fn thumbprint_mismatch(condition: &AgentCondition, check: &CheckConfig) -> bool {
-    match (validated_thumbprint(condition), &check.expect_thumbprint) {
+    match (condition.validated_thumbprint(), &check.expect_thumbprint) {
         (Some(seen), Some(policy)) => seen.kind() == policy.kind() && seen != policy,
         _ => false,
     }
@@ -205,10 +140,10 @@ impl AgentExample {
             probe: probe.to_string(),
             site: view.labels.get("site").cloned().unwrap_or_default(),
             condition: state.condition.as_str().to_string(),
-            gateway: gateway(&state.condition).map(str::to_string),
+            gateway: state.condition.gateway().map(str::to_string),
             port: state.condition.port(),
-            thumbprint: validated_thumbprint(&state.condition).map(|t| t.to_string()),
-            attempts: attempts(&state.condition),
+            thumbprint: state.condition.validated_thumbprint().map(|t| t.to_string()),
+            attempts: state.condition.attempts(),
             since_ms: state.since_ms,
         }
     }
@@ -493,10 +428,10 @@ pub fn entries(
                 current: fresh && is_current(v, now_ms),
                 received_ms: agent.received_ms,
                 condition: c.as_str().to_string(),
-                gateway: gateway(c).map(str::to_string),
+                gateway: c.gateway().map(str::to_string),
                 port: c.port(),
-                thumbprint: validated_thumbprint(c).map(|t| t.to_string()),
-                attempts: attempts(c),
+                thumbprint: c.validated_thumbprint().map(|t| t.to_string()),
+                attempts: c.attempts(),
                 since_ms: agent.state.since_ms,
                 since_source: agent.state.since_source,
                 line: agent.state.line.clone(),
@@ -521,6 +456,8 @@ pub fn entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cemwatch_shared::agent_state::{MAX_EVIDENCE_LEN, MAX_GATEWAY_LEN};
+    use cemwatch_shared::Thumbprint;
     use std::path::Path;
 
     const POLICY: &str = "5F3C9A0B1C2D3E4F5A6B7C8D9E0F1A2B3C4D5E6F";
@@ -822,8 +759,8 @@ mod tests {
         s.log = AgentLogStatus::Unreadable {
             error: "x".repeat(10_000),
         };
-        let s = sanitize(s);
-        assert_eq!(gateway(&s.condition).map(str::len), Some(MAX_GATEWAY_LEN));
+        let s = s.bounded();
+        assert_eq!(s.condition.gateway().map(str::len), Some(MAX_GATEWAY_LEN));
         let line = s.line.expect("line");
         assert!(line.len() <= MAX_EVIDENCE_LEN && line.chars().all(|c| c == 'é'));
         match s.log {

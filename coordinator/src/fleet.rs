@@ -285,7 +285,7 @@ impl Fleet {
         }
     }
 
-    /// Records the latest agent state of a probe (already bounded by [`agents::sanitize`]).
+    /// Records the latest agent state of a probe (already bounded by [`AgentCemState::bounded`]).
     /// Returns the condition it replaces, if any.
     pub fn record_agent(
         &mut self,

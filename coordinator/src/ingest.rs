@@ -796,7 +796,7 @@ async fn session(
 /// view. It is state, not an event: it needs no acknowledgement, and a store failure only costs
 /// the copy on disk (the probe sends it again on its next connection).
 async fn record_agent_state(hub: &Hub, name: &str, state: AgentCemState) {
-    let state = crate::agents::sanitize(state);
+    let state = state.bounded();
     let received = store::now_ms();
     let (probe, stored) = (name.to_string(), state.clone());
     if let Err(e) = hub

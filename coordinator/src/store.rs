@@ -528,9 +528,9 @@ pub fn save_agent_state(
         params![
             probe,
             c.as_str(),
-            crate::agents::gateway(c),
+            c.gateway(),
             c.port(),
-            crate::agents::validated_thumbprint(c).map(|t| t.to_string()),
+            c.validated_thumbprint().map(|t| t.to_string()),
             i64::try_from(state.since_ms).unwrap_or(i64::MAX),
             received_ms,
             state.line,

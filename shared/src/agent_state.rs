@@ -99,6 +99,73 @@ impl AgentCondition {
             AgentCondition::NoCemActivity => None,
         }
     }
+
+    /// The gateway host the agent connected to or tried, when logged.
+    pub fn gateway(&self) -> Option<&str> {
+        match self {
+            AgentCondition::CemConnected { gateway, .. } => Some(gateway.as_str()),
+            AgentCondition::HandshakeError { gateway, .. }
+            | AgentCondition::ConnectTimeout { gateway, .. } => gateway.as_deref(),
+            AgentCondition::NoCemActivity => None,
+        }
+    }
+
+    /// The thumbprint the agent logged as validated.
+    pub fn validated_thumbprint(&self) -> Option<&Thumbprint> {
+        match self {
+            AgentCondition::CemConnected { thumbprint, .. } => thumbprint.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Consecutive attempts, for the conditions that count them.
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            AgentCondition::HandshakeError { attempts, .. }
+            | AgentCondition::ConnectTimeout { attempts, .. } => Some(*attempts),
+            _ => None,
+        }
+    }
+}
+
+/// Longest gateway host kept from a state (a DNS name has at most 253 characters).
+pub const MAX_GATEWAY_LEN: usize = 253;
+
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+impl AgentCemState {
+    /// The state bounded before it is kept, as it came from the network: the evidence line and
+    /// the error cut to [`MAX_EVIDENCE_LEN`], the gateway host to [`MAX_GATEWAY_LEN`] (a
+    /// well-behaved probe already keeps to them).
+    pub fn bounded(mut self) -> Self {
+        if let Some(line) = self.line.as_mut() {
+            truncate(line, MAX_EVIDENCE_LEN);
+        }
+        if let AgentLogStatus::Unreadable { error } = &mut self.log {
+            truncate(error, MAX_EVIDENCE_LEN);
+        }
+        match &mut self.condition {
+            AgentCondition::CemConnected { gateway, .. } => truncate(gateway, MAX_GATEWAY_LEN),
+            AgentCondition::HandshakeError {
+                gateway: Some(gateway),
+                ..
+            }
+            | AgentCondition::ConnectTimeout {
+                gateway: Some(gateway),
+                ..
+            } => truncate(gateway, MAX_GATEWAY_LEN),
+            _ => {}
+        }
+        self
+    }
 }
 
 /// Where a `since` time comes from.
