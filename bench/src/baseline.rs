@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::CertificateDer;
 
-use cemwatch_coordinator::ca::CoordinatorCa;
+use cemwatch_coordinator::quic::ca::CoordinatorCa;
 use cemwatch_shared::wire::{self, Plan, ToProbe, ALPN, PREFIX_LEN};
 
 use crate::frames::report_seq;

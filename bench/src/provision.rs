@@ -13,7 +13,7 @@ use rustls::client::{ClientSessionMemoryCache, ResolvesClientCert, Resumption};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
-use cemwatch_coordinator::ca::CoordinatorCa;
+use cemwatch_coordinator::quic::ca::CoordinatorCa;
 use cemwatch_coordinator::store;
 use cemwatch_shared::wire::{Labels, ALPN};
 
@@ -64,26 +64,27 @@ pub fn provision(data_dir: &Path, n: usize, threads: usize) -> Result<Fleet> {
         .collect();
     let threads = threads.clamp(1, 8);
     let chunk = n.div_ceil(threads).max(1);
-    let issued: Vec<Result<Vec<cemwatch_coordinator::ca::IssuedCert>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                let (ca, csr) = (&ca, &csr);
-                s.spawn(move || {
-                    part.iter()
-                        .map(|name| ca.issue_client(csr, name, CERT_TTL))
-                        .collect::<Result<Vec<_>>>()
+    let issued: Vec<Result<Vec<cemwatch_coordinator::quic::ca::IssuedCert>>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| {
+                    let (ca, csr) = (&ca, &csr);
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|name| ca.issue_client(csr, name, CERT_TTL))
+                            .collect::<Result<Vec<_>>>()
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("an issuing thread panicked"))?
-            })
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("an issuing thread panicked"))?
+                })
+                .collect()
+        });
     let mut certs = Vec::with_capacity(n);
     for part in issued {
         certs.extend(part?);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cemwatch_coordinator::demo::gateway::GATEWAY;
 use cemwatch_coordinator::demo::{Demo, DemoOptions, Scenario, OLD_PORT, OLD_THUMBPRINT};
-use cemwatch_coordinator::metrics;
+use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_shared::AgentCondition;
 use cemwatch_tests::process::{eventually, http_get, Proc};
 use serde_json::Value;

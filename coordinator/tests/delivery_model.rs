@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use cemwatch_coordinator::store::{self, Ingested, Writer};
+use cemwatch_coordinator::store;
+
+use cemwatch_coordinator::store::{Ingested, Writer};
 use cemwatch_probe::agent::spool::{Spool, SpoolLimits};
 use cemwatch_shared::wire::{self, ToCoordinator, PREFIX_LEN};
 use proptest::prelude::*;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cemwatch_coordinator::demo::{Demo, DemoOptions, Scenario};
-use cemwatch_coordinator::metrics;
+use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::{eventually, http_get, Proc};
 use cemwatch_tests::server::{TlsServer, Versions};

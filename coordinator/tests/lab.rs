@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cemwatch_coordinator::metrics;
+use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_tests::lab::{Firewall, Host, Lab, VIP};
 use cemwatch_tests::netns::{self, Netns};
 use cemwatch_tests::pki::{Ca, Leaf, LeafSpec};

@@ -25,9 +25,10 @@ use cemwatch_probe::check::TrustStore;
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::Labels;
 
+use crate::app as server;
+use crate::app::Running;
 use crate::config::{CheckConfig, Config, ServerConfig};
-use crate::diagnose::Role;
-use crate::server::{self, Running};
+use crate::model::check::Role;
 use crate::store;
 use gateway::{GatewaySim, GATEWAY, SMP};
 
@@ -221,8 +222,8 @@ pub fn demo_config(
             per_probe_metrics: false,
             trust_shared_ca_probes: false,
         },
-        diagnosis: crate::diagnose::Thresholds::default(),
-        limits: crate::limits::LimitsConfig::default(),
+        diagnosis: crate::model::check::Thresholds::default(),
+        limits: crate::config::limits::LimitsConfig::default(),
         checks: vec![
             check("gateway", GATEWAY, sim.policy_port, Labels::new()),
             check("smp-agent-site", SMP, sim.smp_agent_port, dmz.clone()),
@@ -335,11 +336,11 @@ impl Demo {
 
 /// One screen of fleet summary (the same view as `cemwatch status`).
 pub fn render_summary(running: &Running) -> String {
-    let s = crate::api::summary(&running.hub);
-    crate::status::render_status(
+    let s = crate::http::summary(&running.hub);
+    crate::cli::status::render_status(
         &s,
         &format!("http://{}", running.http_addr),
-        crate::status::colour(),
+        crate::cli::status::colour(),
     )
 }
 

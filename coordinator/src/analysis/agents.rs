@@ -20,9 +20,14 @@ use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
 
+use crate::analysis::fleet::Fleet;
 use crate::config::{CheckConfig, Config};
-use crate::diagnose::Role;
-use crate::fleet::{Fleet, ProbeView};
+use crate::model::check::Role;
+use crate::model::probe::ProbeView;
+use crate::model::summary::AgentCheckSummary;
+use crate::model::summary::AgentExample;
+use crate::model::summary::AgentSummary;
+use crate::model::summary::GatewayAgents;
 
 /// How long a probe that reconnected may take to send its agent's state again before the state
 /// it sent on an earlier connection stops counting (it sends one within seconds when it still
@@ -44,15 +49,6 @@ pub const REMEDY_NO_CEM_ACTIVITY: &str = "No CEM connection attempt logged: chec
 pub const REMEDY_WRONG_PORT: &str = "These agents use another port than the CEM Settings policy: they hold an outdated policy, or the policy's Port field is not what this check says; fix the policy and push a configuration update to the agents.";
 /// What to do about agents that validated another thumbprint than the policy's.
 pub const REMEDY_STALE_THUMBPRINT: &str = "These agents validated another certificate than the one in the CEM Settings policy: they hold an outdated policy (push a configuration update), or a gateway node still serves the old certificate.";
-
-/// The latest agent state of one probe.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AgentView {
-    /// What the probe sent (bounded by [`AgentCemState::bounded`]).
-    pub state: AgentCemState,
-    /// When the coordinator received it, Unix ms.
-    pub received_ms: i64,
-}
 
 /// A host as compared and shown: lower case, without a trailing dot.
 pub fn host_key(host: &str) -> String {
@@ -113,120 +109,22 @@ pub fn thumbprint_mismatch(condition: &AgentCondition, check: &CheckConfig) -> b
     }
 }
 
-/// One agent, as an example of a condition or a problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentExample {
-    /// The probe on the agent's endpoint.
-    pub probe: String,
-    /// Its `site` label.
-    pub site: String,
-    /// The agent's condition (`cem_connected`, `handshake_error`, ...).
-    pub condition: String,
-    /// The gateway it logged, when it did.
-    pub gateway: Option<String>,
-    /// The port it logged, when it did.
-    pub port: Option<u16>,
-    /// The thumbprint it validated, when logged.
-    pub thumbprint: Option<String>,
-    /// Consecutive attempts (handshake errors, timeouts).
-    pub attempts: Option<u32>,
-    /// Since when, Unix ms.
-    pub since_ms: u64,
-}
-
-impl AgentExample {
-    fn new(probe: &str, view: &ProbeView, state: &AgentCemState) -> Self {
-        Self {
+/// One agent as an example of its condition.
+fn example(probe: &str, view: &ProbeView, state: &AgentCemState) -> AgentExample {
+    {
+        AgentExample {
             probe: probe.to_string(),
             site: view.labels.get("site").cloned().unwrap_or_default(),
             condition: state.condition.as_str().to_string(),
             gateway: state.condition.gateway().map(str::to_string),
             port: state.condition.port(),
-            thumbprint: state.condition.validated_thumbprint().map(|t| t.to_string()),
+            thumbprint: state
+                .condition
+                .validated_thumbprint()
+                .map(|t| t.to_string()),
             attempts: state.condition.attempts(),
             since_ms: state.since_ms,
         }
-    }
-}
-
-/// Agents connected in CEM mode to one gateway and port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayAgents {
-    /// The gateway host as logged (lower case), or `other`.
-    pub gateway: String,
-    /// The port as logged (`None`: the line named none, or the `other` entry).
-    pub port: Option<u16>,
-    /// Agents connected there.
-    pub agents: u64,
-    /// The sum of the pairs beyond [`MAX_GATEWAY_LABELS`].
-    #[serde(default)]
-    pub other: bool,
-}
-
-impl GatewayAgents {
-    /// The `gateway` and `port` metric labels (`unknown` port when none was logged; `other`
-    /// for both in the overflow entry).
-    pub fn labels(&self) -> (String, String) {
-        if self.other {
-            return ("other".into(), "other".into());
-        }
-        let port = self
-            .port
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        (self.gateway.clone(), port)
-    }
-}
-
-/// The agents about one gateway check, against its CEM policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentCheckSummary {
-    /// The check.
-    pub check: String,
-    /// Its gateway host.
-    pub gateway: String,
-    /// The policy port (the check's port).
-    pub policy_port: u16,
-    /// The policy thumbprint (the check's `expect_thumbprint`).
-    pub policy_thumbprint: Option<String>,
-    /// Agents whose state is about this gateway.
-    pub agents: u64,
-    /// Agents that logged another port than the policy's.
-    pub port_mismatch: u64,
-    /// Agents that validated another thumbprint than the policy's.
-    pub thumbprint_mismatch: u64,
-    /// Some agents on the wrong port.
-    pub wrong_port: Vec<AgentExample>,
-    /// Some agents with a stale thumbprint.
-    pub stale_thumbprint: Vec<AgentExample>,
-}
-
-/// The fleet's agents at a glance (fresh probes with a current agent state only).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AgentSummary {
-    /// Fresh probes reporting their agent's state.
-    pub reporting: u64,
-    /// Agents per condition; every condition is listed, zeros included.
-    pub states: BTreeMap<String, u64>,
-    /// Reporting probes that cannot read the agent's log (missing or unreadable).
-    pub log_unavailable: u64,
-    /// Agents connected in CEM mode per gateway and port, most first.
-    pub connected: Vec<GatewayAgents>,
-    /// Per gateway check: agents against its policy.
-    pub checks: Vec<AgentCheckSummary>,
-    /// Some agents in SSL handshake errors.
-    pub handshake_errors: Vec<AgentExample>,
-    /// Some agents in connection timeouts.
-    pub connect_timeouts: Vec<AgentExample>,
-    /// Some agents with no CEM activity.
-    pub no_cem_activity: Vec<AgentExample>,
-}
-
-impl AgentSummary {
-    /// The count of one condition.
-    pub fn state(&self, name: &str) -> u64 {
-        self.states.get(name).copied().unwrap_or(0)
     }
 }
 
@@ -319,7 +217,7 @@ pub fn summarize(fleet: &Fleet, config: &Config, now_ms: i64) -> AgentSummary {
         if state.log != AgentLogStatus::Following {
             out.log_unavailable += 1;
         }
-        let example = || AgentExample::new(probe, view, state);
+        let example = || example(probe, view, state);
         match &state.condition {
             AgentCondition::CemConnected { gateway, port, .. } => {
                 *connected.entry((host_key(gateway), *port)).or_default() += 1;
@@ -456,6 +354,7 @@ pub fn entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::probe::AgentView;
     use cemwatch_shared::agent_state::{MAX_EVIDENCE_LEN, MAX_GATEWAY_LEN};
     use cemwatch_shared::Thumbprint;
     use std::path::Path;

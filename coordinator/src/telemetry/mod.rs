@@ -12,10 +12,11 @@ use prometheus::{
 
 use cemwatch_shared::AgentCondition;
 
-use crate::agents::AgentSummary;
+use crate::analysis::fleet::Fleet;
 use crate::config::Config;
-use crate::diagnose::Kind;
-use crate::fleet::{Fleet, FleetSummary};
+use crate::model::diagnosis::Kind;
+use crate::model::summary::AgentSummary;
+use crate::model::summary::FleetSummary;
 
 /// Probes known to this coordinator, by `state` (`connected`, `disconnected`, `stale`).
 pub const PROBES: &str = "cemwatch_probes";
@@ -70,7 +71,7 @@ pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
 /// `no_cem_activity`), from the fresh probes that follow the agent's log.
 pub const AGENTS: &str = "cemwatch_agents";
 /// Agents connected in CEM mode per `gateway` and `port` as they logged them (pairs capped at
-/// [`crate::agents::MAX_GATEWAY_LABELS`]; the rest in `gateway="other",port="other"`).
+/// [`crate::analysis::agents::MAX_GATEWAY_LABELS`]; the rest in `gateway="other",port="other"`).
 pub const AGENTS_CONNECTED: &str = "cemwatch_agents_connected";
 /// Agents whose logged port differs from the policy port of the gateway `check` whose host
 /// they logged: the guide's silent port mismatch.
@@ -386,12 +387,14 @@ impl Metrics {
                     .set(*n as i64);
             }
             // Sites: the largest first keep their label, the rest are summed into `other`.
-            let mut sites: Vec<(&String, &crate::fleet::VerdictCounts)> = c.sites.iter().collect();
+            let mut sites: Vec<(&String, &crate::model::summary::VerdictCounts)> =
+                c.sites.iter().collect();
             sites.sort_by_key(|(name, v)| {
                 (std::cmp::Reverse(v.ok + v.warn + v.fail), (*name).clone())
             });
-            let mut other = crate::fleet::VerdictCounts::default();
-            let mut per_site: BTreeMap<String, crate::fleet::VerdictCounts> = BTreeMap::new();
+            let mut other = crate::model::summary::VerdictCounts::default();
+            let mut per_site: BTreeMap<String, crate::model::summary::VerdictCounts> =
+                BTreeMap::new();
             for (i, (name, v)) in sites.into_iter().enumerate() {
                 if i < cap {
                     per_site.insert(name.clone(), v.clone());
@@ -516,7 +519,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agents::AgentView;
+    use crate::model::probe::AgentView;
     use cemwatch_shared::{AgentCemState, AgentLogStatus, SinceSource};
     use std::path::Path;
 

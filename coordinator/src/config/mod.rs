@@ -2,6 +2,8 @@
 //! with its key and line, all validated before any port is bound. `Config::from_toml` takes a
 //! string so tests parse configurations without files.
 
+pub mod limits;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use cemwatch_shared::model::{DEFAULT_GATEWAY_PORT, DEFAULT_LEGACY_PORTS, DEFAULT
 use cemwatch_shared::wire::{Labels, PlannedCheck};
 use cemwatch_shared::{Expectations, Target, Thumbprint};
 
-use crate::limits::{LimitsConfig, RawLimits};
+use crate::config::limits::{LimitsConfig, RawLimits};
 
 /// Exit code for a bad configuration or bad arguments (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -41,7 +43,7 @@ pub struct Config {
     /// The checks probes run.
     pub checks: Vec<CheckConfig>,
     /// Diagnosis thresholds.
-    pub diagnosis: crate::diagnose::Thresholds,
+    pub diagnosis: crate::model::check::Thresholds,
     /// Connection, rate and size limits (the `[limits]` table).
     pub limits: LimitsConfig,
 }
@@ -100,7 +102,7 @@ pub struct CheckConfig {
     /// Label selector: a probe runs the check when all these labels match.
     pub select: Labels,
     /// What the check watches: the agent-facing gateway, or the SMP from the DMZ.
-    pub role: crate::diagnose::Role,
+    pub role: crate::model::check::Role,
 }
 
 impl CheckConfig {
@@ -184,7 +186,7 @@ struct RawCheck {
     #[serde(default)]
     select: BTreeMap<String, String>,
     #[serde(default)]
-    role: crate::diagnose::Role,
+    role: crate::model::check::Role,
 }
 
 /// A configuration that cannot be used, with every problem found.
@@ -285,7 +287,7 @@ impl Config {
             per_probe_metrics: server.per_probe_metrics.unwrap_or(false),
             trust_shared_ca_probes: server.trust_shared_ca_probes.unwrap_or(false),
         };
-        let mut diagnosis = crate::diagnose::Thresholds::default();
+        let mut diagnosis = crate::model::check::Thresholds::default();
         if let Some(d) = raw.diagnosis {
             for (key, value, slot) in [
                 ("quorum", d.quorum, &mut diagnosis.quorum),
@@ -542,7 +544,7 @@ select = { vantage = "dmz" }
         assert_eq!(c.limits.new_connections_per_second, 2.5);
         assert_eq!(
             c.limits.address_validation,
-            crate::limits::AddressValidation::Always
+            crate::config::limits::AddressValidation::Always
         );
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(

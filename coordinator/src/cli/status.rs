@@ -11,10 +11,12 @@ use serde::Serialize;
 
 use cemwatch_shared::Severity;
 
-use crate::agents::{self, AgentExample, AgentSummary};
-use crate::api::{RoundRequest, RoundStatus};
-use crate::client::Api;
-use crate::fleet::{CheckSummary, FleetSummary};
+use crate::analysis::agents;
+
+use crate::cli::client::Api;
+use crate::http::{RoundRequest, RoundStatus};
+use crate::model::summary::{AgentExample, AgentSummary};
+use crate::model::summary::{CheckSummary, FleetSummary};
 
 /// Exit code of `verify` and `status` on bad input.
 pub const EXIT_BAD_INPUT: u8 = 3;
@@ -350,7 +352,7 @@ pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
             ));
         }
         o.push_str(&format!("  ports         {}\n", render_ports(c)));
-        let mut worst: Vec<(&String, &crate::fleet::VerdictCounts)> = c
+        let mut worst: Vec<(&String, &crate::model::summary::VerdictCounts)> = c
             .sites
             .iter()
             .filter(|(_, v)| v.fail + v.warn > 0)
@@ -573,7 +575,7 @@ pub fn render_verdict(v: &Verdict, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agents::{AgentCheckSummary, GatewayAgents};
+    use crate::model::summary::{AgentCheckSummary, GatewayAgents};
 
     const NOW: i64 = 1_764_000_000_000;
 

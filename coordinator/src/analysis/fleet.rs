@@ -2,207 +2,36 @@
 //! per check, loaded from the store at start (a restart loses nothing) and updated after each
 //! commit. Summaries count only fresh results: a probe not heard from within the staleness
 //! window is excluded and counted as stale. Each probe also carries the latest CEM state of the
-//! management agent on its endpoint, when it follows the agent's log (see [`crate::agents`]).
+//! management agent on its endpoint, when it follows the agent's log (see [`crate::analysis::agents`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Result;
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 
-use cemwatch_shared::wire::{Labels, Report};
-use cemwatch_shared::{CheckResult, FindingCode, Severity, TcpState};
+use cemwatch_shared::wire::Report;
+use cemwatch_shared::{CheckResult, Severity};
 
-use crate::agents::{self, AgentSummary, AgentView};
+use crate::analysis::agents;
+
+use crate::analysis::diagnose;
+use crate::analysis::diagnose::Observation;
 use crate::config::{CheckConfig, Config};
-use crate::diagnose::{self, Diagnosis, Observation};
-
-/// The latest result of one probe for one check, summarised.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Latest {
-    /// Report sequence number.
-    pub seq: u64,
-    /// Round, when it answered a `ProbeNow`.
-    pub round: Option<u64>,
-    /// When the probe produced it, Unix ms.
-    pub produced_at_ms: i64,
-    /// Verdict.
-    pub verdict: Severity,
-    /// Finding codes.
-    pub codes: Vec<FindingCode>,
-    /// Served certificate thumbprint.
-    pub thumbprint: Option<String>,
-    /// Served certificate not-after, Unix seconds.
-    pub not_after: Option<i64>,
-    /// TCP connect time, ms.
-    pub tcp_ms: f64,
-    /// TLS handshake time, ms.
-    pub tls_ms: f64,
-    /// The port checked (the policy port at the time).
-    pub port: u16,
-    /// TCP outcome on that port.
-    pub tcp_state: TcpState,
-    /// Whether TLS completed there.
-    pub tls_completed: bool,
-    /// Legacy ports tried.
-    pub legacy: Vec<LegacyObservation>,
-}
-
-/// What a probe saw on a legacy port.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LegacyObservation {
-    /// The port.
-    pub port: u16,
-    /// TCP outcome.
-    pub tcp: TcpState,
-    /// The gateway's certificate answered there.
-    pub gateway_listener: bool,
-}
-
-impl Latest {
-    /// Summarises a result.
-    pub fn from_result(seq: u64, round: Option<u64>, produced_at_ms: i64, r: &CheckResult) -> Self {
-        Self {
-            seq,
-            round,
-            produced_at_ms,
-            verdict: r.verdict,
-            codes: r.findings.iter().map(|f| f.code).collect(),
-            thumbprint: r.certificate.as_ref().map(|c| c.thumbprint_sha1.clone()),
-            not_after: r.certificate.as_ref().map(|c| c.not_after_unix),
-            tcp_ms: r.tcp.duration_ms,
-            tls_ms: r.tls.as_ref().map(|t| t.duration_ms).unwrap_or(0.0),
-            port: r.target.port,
-            tcp_state: r.tcp.state,
-            tls_completed: r.tls.as_ref().is_some_and(|t| t.completed),
-            legacy: r
-                .legacy_ports
-                .iter()
-                .map(|l| LegacyObservation {
-                    port: l.port,
-                    tcp: l.tcp,
-                    gateway_listener: l.gateway_listener,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// One probe as the coordinator sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ProbeView {
-    /// Labels (site, vantage, ...).
-    pub labels: Labels,
-    /// A live connection right now.
-    pub connected: bool,
-    /// Last contact, Unix ms.
-    pub last_seen_ms: i64,
-    /// Agent version.
-    pub agent_version: Option<String>,
-    /// Revoked.
-    pub revoked: bool,
-    /// Latest result per check.
-    pub latest: BTreeMap<String, Latest>,
-    /// When the current connection began, Unix ms (0: not connected since the start).
-    pub connected_since_ms: i64,
-    /// The latest CEM state of the management agent on the probe's endpoint, when it sent one.
-    pub agent: Option<AgentView>,
-}
+use crate::model::latest::Latest;
+use crate::model::probe::AgentView;
+use crate::model::probe::ProbeView;
+use crate::model::summary::CertificateSeen;
+use crate::model::summary::CheckSummary;
+use crate::model::summary::FleetSummary;
+use crate::model::summary::PortConsistency;
+use crate::model::summary::VerdictCounts;
 
 /// The fleet.
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     /// Probes by name.
     pub probes: HashMap<String, ProbeView>,
-}
-
-/// Probe counts by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeCounts {
-    /// With a live connection.
-    pub connected: u64,
-    /// Without a connection but heard from within the staleness window.
-    pub disconnected: u64,
-    /// Not heard from within the staleness window (results excluded).
-    pub stale: u64,
-}
-
-/// Verdict counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerdictCounts {
-    /// Ok.
-    pub ok: u64,
-    /// Warn.
-    pub warn: u64,
-    /// Fail.
-    pub fail: u64,
-}
-
-/// A certificate served, and how many probes see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertificateSeen {
-    /// SHA-1 thumbprint.
-    pub thumbprint_sha1: String,
-    /// Not after, Unix seconds.
-    pub not_after: i64,
-    /// Probes seeing it.
-    pub observers: u64,
-}
-
-/// Port consistency of a gateway: the policy port, where the listener was observed, and what
-/// the network does to each port from each vantage (counts of TCP outcomes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortConsistency {
-    /// The port in the CEM policy (configuration).
-    pub policy_port: u16,
-    /// Where probes found the gateway's listener (`None`: nowhere).
-    pub listener_port: Option<u16>,
-    /// Internet vantages: port → TCP outcome → probes.
-    pub internet: BTreeMap<u16, BTreeMap<String, u64>>,
-    /// DMZ vantages: port → TCP outcome → probes.
-    pub dmz: BTreeMap<u16, BTreeMap<String, u64>>,
-}
-
-/// One check across the fleet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckSummary {
-    /// Check name.
-    pub check: String,
-    /// Gateway or SMP.
-    pub role: diagnose::Role,
-    /// `host:port` checked.
-    pub target: String,
-    /// The fleet diagnosis label.
-    pub diagnosis: String,
-    /// The diagnosis with its explanation and remedy.
-    pub detail: Diagnosis,
-    /// Fresh results by verdict.
-    pub verdicts: VerdictCounts,
-    /// Probes reporting each finding code.
-    pub codes: BTreeMap<String, u64>,
-    /// Fresh results per site.
-    pub sites: BTreeMap<String, VerdictCounts>,
-    /// Certificates served, most observed first.
-    pub certificates: Vec<CertificateSeen>,
-    /// The thumbprint in the CEM policy (configuration), if set.
-    pub policy_thumbprint: Option<String>,
-    /// Fraction of probes (that saw a certificate) seeing the policy's certificate.
-    pub thumbprint_match_ratio: Option<f64>,
-    /// Policy port, observed listener, what the network does.
-    pub ports: PortConsistency,
-}
-
-/// The fleet at a glance.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FleetSummary {
-    /// Probes by state.
-    pub probes: ProbeCounts,
-    /// Per check.
-    pub checks: Vec<CheckSummary>,
-    /// The management agents' own CEM state (probes that follow the agent's log).
-    #[serde(default)]
-    pub agents: AgentSummary,
 }
 
 fn bump(v: &mut VerdictCounts, s: Severity) {

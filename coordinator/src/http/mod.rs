@@ -16,8 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::{AgentCondition, FindingCode, Severity, Thumbprint};
 
-use crate::fleet::{Fleet, FleetSummary, Latest};
-use crate::ingest::{Hub, Round};
+use crate::analysis::fleet::Fleet;
+
+use crate::model::summary::FleetSummary;
+
+use crate::model::latest::Latest;
+use crate::quic::{Hub, Round};
 use crate::store::{now_ms, Reader};
 
 /// State of the HTTP handlers.
@@ -93,7 +97,7 @@ async fn fleet(State(s): State<Arc<ApiState>>) -> Json<FleetSummary> {
     Json(summary(&s.hub))
 }
 
-async fn checks(State(s): State<Arc<ApiState>>) -> Json<Vec<crate::fleet::CheckSummary>> {
+async fn checks(State(s): State<Arc<ApiState>>) -> Json<Vec<crate::model::summary::CheckSummary>> {
     Json(summary(&s.hub).checks)
 }
 
@@ -116,7 +120,7 @@ pub struct ProbeResult {
 pub struct CheckDetail {
     /// The summary.
     #[serde(flatten)]
-    pub summary: crate::fleet::CheckSummary,
+    pub summary: crate::model::summary::CheckSummary,
     /// Every fresh result.
     pub probes: Vec<ProbeResult>,
 }
@@ -222,7 +226,7 @@ async fn agents(State(s): State<Arc<ApiState>>, Query(q): Query<AgentQuery>) -> 
     let config = s.hub.config.borrow().clone();
     let now = now_ms();
     match s.hub.fleet.read() {
-        Ok(fleet) => Json(crate::agents::entries(
+        Ok(fleet) => Json(crate::analysis::agents::entries(
             &fleet,
             &config,
             now,

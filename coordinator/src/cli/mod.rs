@@ -1,6 +1,9 @@
 //! The `cemwatch` command line: `serve`, `token create`, `probe list|revoke`, `demo`.
 //! Bad arguments and bad configuration exit 64 (EX_USAGE) with a message saying what to fix.
 
+pub mod client;
+pub mod status;
+
 use std::ffi::OsString;
 #[cfg(feature = "demo")]
 use std::net::SocketAddr;
@@ -18,7 +21,8 @@ use cemwatch_transport::host::{init_logging, shutdown_signal};
 
 use crate::config::{Config, EXIT_CONFIG};
 #[cfg(feature = "demo")]
-use crate::demo::{self, DemoOptions, Scenario};
+use crate::demo;
+use crate::demo::{DemoOptions, Scenario};
 use crate::store;
 
 /// cemwatch: the coordinator of a fleet of cemwatch probes.
@@ -287,7 +291,7 @@ where
         .find(|a| !a.to_string_lossy().starts_with('-'))
         .is_some_and(|a| a == "status" || a == "verify");
     let usage_code = if client {
-        crate::status::EXIT_BAD_INPUT
+        crate::cli::status::EXIT_BAD_INPUT
     } else {
         EXIT_CONFIG
     };
@@ -305,7 +309,7 @@ where
     let (json, level) = match &cli.command {
         Command::Serve(s) => (s.log_format == LogFormat::Json, "info"),
         #[cfg(feature = "demo")]
-        Command::Demo(_) => (false, "warn,cemwatch_coordinator::server=info"),
+        Command::Demo(_) => (false, "warn,cemwatch_coordinator::app=info"),
         _ => (false, "warn"),
     };
     init_logging(json, level);
@@ -314,7 +318,7 @@ where
         Err(e) => {
             eprintln!("cemwatch: error: {e:#}");
             ExitCode::from(if client {
-                crate::status::EXIT_BAD_INPUT
+                crate::cli::status::EXIT_BAD_INPUT
             } else {
                 1
             })
@@ -345,12 +349,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             runtime()?.block_on(demo::run(opts))?;
             Ok(0)
         }
-        Command::Status(args) => runtime()?.block_on(crate::status::status(
+        Command::Status(args) => runtime()?.block_on(crate::cli::status::status(
             &args.api,
             args.output == Output::Json,
         )),
-        Command::Verify(args) => {
-            runtime()?.block_on(crate::status::verify(crate::status::VerifyOptions {
+        Command::Verify(args) => runtime()?.block_on(crate::cli::status::verify(
+            crate::cli::status::VerifyOptions {
                 api: args.api,
                 check: args.check,
                 expect_thumbprint: args.expect_thumbprint,
@@ -358,8 +362,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 quorum: args.quorum,
                 timeout: args.timeout,
                 json: args.output == Output::Json,
-            }))
-        }
+            },
+        )),
     }
 }
 
@@ -372,7 +376,7 @@ fn serve(path: &Path) -> Result<u8> {
         }
     };
     runtime()?.block_on(async move {
-        let running = crate::server::start(config, Some(path.to_path_buf())).await?;
+        let running = crate::app::start(config, Some(path.to_path_buf())).await?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.shutdown().await;

@@ -4,7 +4,9 @@
 //! CEM state of each probe's management agent. Reports are committed before they are
 //! acknowledged, in groups (one transaction for many reports), by one writer thread; a report
 //! costs one row appended to `reports` (the `results` view lists their results one per row),
-//! and what is kept per probe is written at checkpoints ([`crate::ledger`]).
+//! and what is kept per probe is written at checkpoints ([`crate::store::ledger`]).
+
+pub mod ledger;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use tokio::sync::oneshot;
 use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
 
-use crate::ledger::{Entry, Ledger};
+use crate::store::ledger::{Entry, Ledger};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS probes (
@@ -137,7 +139,7 @@ pub fn open(data_dir: &Path) -> Result<Connection> {
 }
 
 /// The schema's version (`PRAGMA user_version`). 2: reports appended with their results, the
-/// ledger's checkpoint tables (see [`crate::ledger`]). 0 or 1: reports, results and latest
+/// ledger's checkpoint tables (see [`crate::store::ledger`]). 0 or 1: reports, results and latest
 /// results rewritten in place per report (before 0.1.0), migrated on open.
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -209,7 +211,8 @@ fn migrate_v1(conn: &Connection) -> Result<()> {
                FROM latest_v1 AS l JOIN reports AS n ON n.probe = l.probe AND n.seq = l.seq;
          DROP INDEX migrate_reports_probe_seq;",
     )?;
-    let mut seqs: std::collections::BTreeMap<String, crate::ledger::SeqSet> = Default::default();
+    let mut seqs: std::collections::BTreeMap<String, crate::store::ledger::SeqSet> =
+        Default::default();
     {
         let mut stmt = conn.prepare("SELECT probe, seq FROM reports_v1 ORDER BY probe, seq")?;
         let mut rows = stmt.query([])?;
@@ -693,7 +696,7 @@ impl Writer {
     }
 }
 
-/// Longest time between checkpoints while reports keep arriving (see [`crate::ledger`]).
+/// Longest time between checkpoints while reports keep arriving (see [`crate::store::ledger`]).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// A checkpoint is also written once the writer has had nothing to do for this long.
 pub const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(200);
@@ -1060,7 +1063,7 @@ mod tests {
 
         // A restart: a new connection, the fleet loaded from the store.
         let db = open(dir.path()).expect("reopen");
-        let fleet = crate::fleet::Fleet::load(&db).expect("load");
+        let fleet = crate::analysis::fleet::Fleet::load(&db).expect("load");
         let agent = |name: &str| {
             fleet
                 .probes
@@ -1085,7 +1088,7 @@ mod tests {
             [],
         )
         .expect("damage");
-        let fleet = crate::fleet::Fleet::load(&db).expect("load");
+        let fleet = crate::analysis::fleet::Fleet::load(&db).expect("load");
         assert!(fleet.probes["laptop-2"].agent.is_none());
         assert!(fleet.probes["laptop-1"].agent.is_some());
     }
@@ -1329,7 +1332,7 @@ mod ledger_tests {
         }
         // Wait for the writer's final checkpoint, then forget it as a crash would have.
         let db = open(dir.path()).expect("open");
-        crate::fleet::Fleet::load(&db).expect("loads");
+        crate::analysis::fleet::Fleet::load(&db).expect("loads");
         let deadline = Instant::now() + Duration::from_secs(10);
         while checkpointed(&db) != (2, 2) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -1373,7 +1376,7 @@ mod ledger_tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(checkpointed(&db), (2, 2), "the replay was checkpointed");
-        let fleet = crate::fleet::Fleet::load(&db).expect("fleet");
+        let fleet = crate::analysis::fleet::Fleet::load(&db).expect("fleet");
         let p1 = &fleet.probes["p1"].latest["gateway"];
         assert_eq!((p1.seq, p1.produced_at_ms), (3, 300));
         assert_eq!(fleet.probes["p2"].latest["gateway"].seq, 1);

@@ -3,6 +3,10 @@
 //! certificate), the plan, reports committed then acknowledged, `ProbeNow` rounds, renewals.
 //! A malformed frame closes that connection with a reason and a counter; nothing else stops.
 
+pub mod ca;
+pub mod session_keys;
+pub mod verifier;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,14 +22,17 @@ use cemwatch_shared::{AgentCemState, Thumbprint};
 use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 
-use crate::auth::AuthState;
-use crate::ca::CoordinatorCa;
+use crate::admission as limits;
+use crate::admission::Limiter;
+use crate::analysis::fleet::Fleet;
 use crate::config::Config;
-use crate::fleet::Fleet;
-use crate::limits::{self, Limiter};
-use crate::metrics::Metrics;
-use crate::store::{self, Ingested, Writer};
+use crate::quic::ca::CoordinatorCa;
+use crate::registry::AuthState;
+use crate::store;
+use crate::store::{Ingested, Writer};
+use crate::telemetry::Metrics;
 use cemwatch_transport::x509::name_and_expiry;
+use rustls::pki_types::CertificateDer;
 
 /// A `ProbeNow` request for one session: the round and its checks (boxed: see [`Live`]).
 type ProbeNowRequest = Box<(u64, Vec<String>)>;
@@ -236,7 +243,7 @@ impl Hub {
         for entry in report.results.iter().filter(|e| e.check == round.check) {
             round.results.insert(
                 probe.to_string(),
-                crate::fleet::Latest::from_result(
+                crate::model::latest::Latest::from_result(
                     report.seq,
                     Some(id),
                     entry.produced_at_ms as i64,
@@ -285,7 +292,7 @@ pub struct Round {
     /// Probes asked, with their labels.
     pub asked: std::collections::BTreeMap<String, Labels>,
     /// Their results in this round.
-    pub results: std::collections::BTreeMap<String, crate::fleet::Latest>,
+    pub results: std::collections::BTreeMap<String, crate::model::latest::Latest>,
 }
 
 /// `ProbeNow` requests a round keeps outstanding: asked, not answered yet. Asked all at once,
@@ -483,7 +490,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
         .map_err(|_| anyhow!("no stream opened within 10 s"))??;
     let first = match tokio::time::timeout(
         Duration::from_secs(10),
-        read_frame_max::<ToCoordinator>(&mut recv, limits::MAX_FIRST_FRAME),
+        read_frame_max::<ToCoordinator>(&mut recv, cemwatch_transport::protocol::MAX_FIRST_FRAME),
     )
     .await
     {
@@ -559,7 +566,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 ))
                 .await;
             }
-            Box::pin(crate::auth::adopt_on_hello(
+            Box::pin(crate::quic::adopt_on_hello(
                 hub,
                 &conn,
                 &name,
@@ -980,6 +987,61 @@ async fn session_loop(
     };
     reader.abort();
     outcome
+}
+
+/// Records a probe that enrolled at another coordinator sharing this CA on its first `Hello`
+/// here (the verifier let it through because `trust_shared_ca_probes` is on), with the labels
+/// it reports and its certificate's serial and expiry. Does nothing for a known probe.
+pub async fn adopt_on_hello(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    name: &str,
+    labels: &Labels,
+    agent_version: &str,
+) -> anyhow::Result<()> {
+    let (known, adopt) = hub
+        .auth
+        .read()
+        .map(|a| (a.known.contains(name), a.adopt_unknown))
+        .map_err(|_| anyhow::anyhow!("auth lock poisoned"))?;
+    if known {
+        return Ok(());
+    }
+    if !adopt {
+        anyhow::bail!("probe {name:?} is not enrolled here (trust_shared_ca_probes is off)");
+    }
+    let (serial, not_after) = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| {
+            let cert = cemwatch_transport::x509::parse(chain.first()?.as_ref()).ok()?;
+            Some((
+                hex::encode_upper(cert.raw_serial()),
+                cert.validity().not_after.timestamp(),
+            ))
+        })
+        .ok_or_else(|| anyhow::anyhow!("probe {name:?} presented no readable certificate"))?;
+    let (n, l, v) = (name.to_string(), labels.clone(), agent_version.to_string());
+    let recorded = hub
+        .writer
+        .exec(move |db| store::adopt(db, &n, &l, &v, &serial, not_after))
+        .await?;
+    if let Ok(mut a) = hub.auth.write() {
+        a.known.insert(name.to_string());
+    }
+    if let Ok(mut fleet) = hub.fleet.write() {
+        let view = fleet.probes.entry(name.to_string()).or_default();
+        view.labels = labels.clone();
+        view.last_seen_ms = store::now_ms();
+    }
+    if recorded {
+        tracing::info!(
+            probe = name,
+            ?labels,
+            "probe enrolled at another coordinator sharing this CA: recorded on its first Hello"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,16 +15,21 @@ use tokio::task::JoinHandle;
 
 use cemwatch_shared::wire::ALPN;
 
-use crate::api::{self, ApiState};
-use crate::auth::{AuthState, ProbeVerifier};
-use crate::ca::CoordinatorCa;
+use crate::http as api;
+
+use crate::analysis::fleet::Fleet;
+use crate::config::limits::LimitsConfig;
 use crate::config::Config;
-use crate::fleet::Fleet;
-use crate::ingest::{self, Hub};
-use crate::limits::LimitsConfig;
-use crate::metrics::Metrics;
-use crate::session_keys::SessionKeys;
-use crate::store::{self, Writer};
+use crate::http::ApiState;
+use crate::quic as ingest;
+use crate::quic::ca::CoordinatorCa;
+use crate::quic::session_keys::SessionKeys;
+use crate::quic::verifier::ProbeVerifier;
+use crate::quic::Hub;
+use crate::registry::AuthState;
+use crate::store;
+use crate::store::Writer;
+use crate::telemetry::Metrics;
 
 /// A running coordinator.
 #[derive(Debug)]

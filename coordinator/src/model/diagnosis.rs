@@ -1,0 +1,127 @@
+//! The fleet diagnosis of one check: its kind (with its stable label) and its explanation.
+
+use serde::{Deserialize, Serialize};
+
+use cemwatch_shared::{FindingCode, Severity};
+
+/// The diagnosis of one check.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Everything right.
+    Healthy,
+    /// A certificate defect the failing probes agree on.
+    CertProblem(FindingCode),
+    /// The gateway answers on a legacy port, not the policy port.
+    ListenerOnLegacyPort,
+    /// Internet vantages fail; the DMZ reaches the listener.
+    PerimeterBlocked,
+    /// Nothing answers from any vantage.
+    GatewayDown,
+    /// Failures confined to a minority of sites.
+    LocalNetwork,
+    /// DMZ checks of the SMP fail.
+    GatewayCannotReachSmp,
+    /// No fresh result.
+    #[default]
+    NoData,
+}
+
+impl Kind {
+    /// Parses a label back into a kind.
+    pub fn from_label(label: &str) -> Option<Self> {
+        if let Some(code) = label.strip_prefix("cert_problem:") {
+            return FindingCode::from_name(code).map(Kind::CertProblem);
+        }
+        Some(match label {
+            "healthy" => Kind::Healthy,
+            "listener_on_legacy_port" => Kind::ListenerOnLegacyPort,
+            "perimeter_blocked" => Kind::PerimeterBlocked,
+            "gateway_down" => Kind::GatewayDown,
+            "local_network" => Kind::LocalNetwork,
+            "gateway_cannot_reach_smp" => Kind::GatewayCannotReachSmp,
+            "no_data" => Kind::NoData,
+            _ => return None,
+        })
+    }
+}
+
+/// Certificate codes a `cert_problem` can name.
+pub const CERT_CODES: [FindingCode; 12] = [
+    FindingCode::CertUntrusted,
+    FindingCode::CertNameMismatch,
+    FindingCode::CertSanMissing,
+    FindingCode::ThumbprintMismatch,
+    FindingCode::CertExpired,
+    FindingCode::CertNotYetValid,
+    FindingCode::CertExpiring,
+    FindingCode::EkuMissingServerAuth,
+    FindingCode::SignatureSha1,
+    FindingCode::SignatureInsecure,
+    FindingCode::KeyTooSmall,
+    FindingCode::KeyNotRsa,
+];
+
+impl Kind {
+    /// The label: `healthy`, `cert_problem:thumbprint_mismatch`, `perimeter_blocked`, ...
+    pub fn label(self) -> String {
+        match self {
+            Kind::Healthy => "healthy".into(),
+            Kind::CertProblem(code) => format!("cert_problem:{}", code.as_str()),
+            Kind::ListenerOnLegacyPort => "listener_on_legacy_port".into(),
+            Kind::PerimeterBlocked => "perimeter_blocked".into(),
+            Kind::GatewayDown => "gateway_down".into(),
+            Kind::LocalNetwork => "local_network".into(),
+            Kind::GatewayCannotReachSmp => "gateway_cannot_reach_smp".into(),
+            Kind::NoData => "no_data".into(),
+        }
+    }
+
+    /// Every label the state-set metric carries, in a stable order.
+    pub fn all_labels() -> Vec<String> {
+        let mut out: Vec<String> = [
+            Kind::Healthy,
+            Kind::ListenerOnLegacyPort,
+            Kind::PerimeterBlocked,
+            Kind::GatewayDown,
+            Kind::LocalNetwork,
+            Kind::GatewayCannotReachSmp,
+            Kind::NoData,
+        ]
+        .iter()
+        .map(|k| k.label())
+        .collect();
+        out.extend(CERT_CODES.iter().map(|c| Kind::CertProblem(*c).label()));
+        out
+    }
+
+    /// The severity a dashboard colours it with.
+    pub fn severity(self) -> Severity {
+        match self {
+            Kind::Healthy => Severity::Ok,
+            Kind::CertProblem(code) => code.severity(),
+            Kind::NoData => Severity::Warn,
+            _ => Severity::Fail,
+        }
+    }
+}
+
+/// A diagnosis with its explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// The label (`healthy`, `cert_problem:<code>`, ...).
+    pub diagnosis: String,
+    /// The kind.
+    #[serde(skip)]
+    pub kind: Kind,
+    /// `ok`, `warn` or `fail`.
+    pub severity: Severity,
+    /// What the fleet sees, with counts.
+    pub summary: String,
+    /// What to do.
+    pub remedy: String,
+    /// The sites concerned, when the problem is not everywhere.
+    pub sites: Vec<String>,
+}

@@ -1,0 +1,7 @@
+//! The coordinator's data model: plain types with no I/O, shared by every layer above it.
+
+pub mod check;
+pub mod diagnosis;
+pub mod latest;
+pub mod probe;
+pub mod summary;
