@@ -113,9 +113,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     )?);
     let writer = Writer::start(&data_dir)?;
     let db = store::open(&data_dir)?;
-    let fleet = Arc::new(RwLock::new(
-        Fleet::load(&db).context("cannot load the fleet from the store")?,
-    ));
+    let fleet = Arc::new(RwLock::new(Fleet {
+        probes: store::read::load_probes(&db).context("cannot load the fleet from the store")?,
+    }));
     let (known, revoked) = store::auth_sets(&db)?;
     drop(db);
     let auth = Arc::new(RwLock::new(AuthState {

@@ -3,8 +3,6 @@ pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod config;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod http;
 pub mod model;
 pub mod quic;

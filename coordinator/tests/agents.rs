@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cemwatch_coordinator::demo::gateway::GATEWAY;
-use cemwatch_coordinator::demo::{Demo, DemoOptions, Scenario, OLD_PORT, OLD_THUMBPRINT};
+use cemwatch_coordinator::cli::demo::gateway::GATEWAY;
+use cemwatch_coordinator::cli::demo::{Demo, DemoOptions, Scenario, OLD_PORT, OLD_THUMBPRINT};
 use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_shared::AgentCondition;
 use cemwatch_tests::process::{eventually, http_get, Proc};

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cemwatch_coordinator::demo::{Demo, DemoOptions, Scenario};
+use cemwatch_coordinator::cli::demo::{Demo, DemoOptions, Scenario};
 use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::{eventually, http_get, Proc};

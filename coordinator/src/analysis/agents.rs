@@ -20,10 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
 
-use crate::analysis::fleet::Fleet;
 use crate::config::{CheckConfig, Config};
 use crate::model::check::Role;
-use crate::model::probe::ProbeView;
+use crate::model::probe::{ProbeState, ProbeView, Probes};
 use crate::model::summary::AgentCheckSummary;
 use crate::model::summary::AgentExample;
 use crate::model::summary::AgentSummary;
@@ -57,7 +56,7 @@ pub fn host_key(host: &str) -> String {
 
 /// Whether a probe's agent state counts now: it has one, and it is not from an earlier
 /// connection of a probe that has been connected for longer than [`AGENT_STATE_GRACE`] without
-/// sending it again. (Freshness of the probe itself is [`Fleet::is_fresh`].)
+/// sending it again. (Freshness of the probe itself is [`ProbeView::is_fresh`].)
 pub fn is_current(view: &ProbeView, now_ms: i64) -> bool {
     let Some(agent) = &view.agent else {
         return false;
@@ -168,14 +167,13 @@ pub fn cap_gateways(
 
 /// The fresh probes with a current agent state, by name.
 fn reporting<'a>(
-    fleet: &'a Fleet,
+    probes: &'a Probes,
     config: &Config,
     now_ms: i64,
 ) -> Vec<(&'a str, &'a ProbeView, &'a AgentCemState)> {
-    let mut out: Vec<(&str, &ProbeView, &AgentCemState)> = fleet
-        .probes
+    let mut out: Vec<(&str, &ProbeView, &AgentCemState)> = probes
         .iter()
-        .filter(|(_, v)| Fleet::is_fresh(v, now_ms, config.server.stale_after))
+        .filter(|(_, v)| v.is_fresh(now_ms, config.server.stale_after))
         .filter(|(_, v)| is_current(v, now_ms))
         .filter_map(|(name, v)| v.agent.as_ref().map(|a| (name.as_str(), v, &a.state)))
         .collect();
@@ -184,7 +182,7 @@ fn reporting<'a>(
 }
 
 /// Aggregates the agents of the fresh probes against the configured gateway checks.
-pub fn summarize(fleet: &Fleet, config: &Config, now_ms: i64) -> AgentSummary {
+pub fn summarize(probes: &Probes, config: &Config, now_ms: i64) -> AgentSummary {
     let mut out = AgentSummary {
         states: AgentCondition::NAMES
             .iter()
@@ -209,7 +207,7 @@ pub fn summarize(fleet: &Fleet, config: &Config, now_ms: i64) -> AgentSummary {
         })
         .collect();
     let mut connected: BTreeMap<(String, Option<u16>), u64> = BTreeMap::new();
-    for (probe, view, state) in reporting(fleet, config, now_ms) {
+    for (probe, view, state) in reporting(probes, config, now_ms) {
         out.reporting += 1;
         *out.states
             .entry(state.condition.as_str().to_string())
@@ -293,14 +291,13 @@ pub struct AgentEntry {
 /// Every probe (revoked ones excluded) that sent its agent's state, by name; `condition`, when
 /// given, keeps only that condition.
 pub fn entries(
-    fleet: &Fleet,
+    probes: &Probes,
     config: &Config,
     now_ms: i64,
     condition: Option<&str>,
 ) -> Vec<AgentEntry> {
     let stale_after = config.server.stale_after;
-    let mut out: Vec<AgentEntry> = fleet
-        .probes
+    let mut out: Vec<AgentEntry> = probes
         .iter()
         .filter(|(_, v)| !v.revoked)
         .filter_map(|(name, v)| {
@@ -309,20 +306,14 @@ pub fn entries(
             if condition.is_some_and(|want| want != c.as_str()) {
                 return None;
             }
-            let fresh = Fleet::is_fresh(v, now_ms, stale_after);
+            let state = v.state(now_ms, stale_after);
+            let fresh = state != ProbeState::Stale;
             let checks = checks_for(c, &config.checks);
             Some(AgentEntry {
                 probe: name.clone(),
                 site: v.labels.get("site").cloned().unwrap_or_default(),
                 vantage: v.labels.get("vantage").cloned().unwrap_or_default(),
-                probe_state: if v.connected {
-                    "connected"
-                } else if fresh {
-                    "disconnected"
-                } else {
-                    "stale"
-                }
-                .to_string(),
+                probe_state: state.as_str().to_string(),
                 current: fresh && is_current(v, now_ms),
                 received_ms: agent.received_ms,
                 condition: c.as_str().to_string(),
@@ -354,6 +345,12 @@ pub fn entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probes of a test fleet.
+    #[derive(Default)]
+    struct Fixture {
+        probes: Probes,
+    }
     use crate::model::probe::AgentView;
     use cemwatch_shared::agent_state::{MAX_EVIDENCE_LEN, MAX_GATEWAY_LEN};
     use cemwatch_shared::Thumbprint;
@@ -396,7 +393,7 @@ mod tests {
         }
     }
 
-    fn add(fleet: &mut Fleet, name: &str, site: &str, condition: AgentCondition) {
+    fn add(fleet: &mut Fixture, name: &str, site: &str, condition: AgentCondition) {
         let view = fleet.probes.entry(name.to_string()).or_default();
         view.labels.insert("site".into(), site.into());
         view.connected = true;
@@ -411,7 +408,7 @@ mod tests {
     #[test]
     fn conditions_gateways_and_mismatches_are_counted() {
         let config = config("");
-        let mut fleet = Fleet::default();
+        let mut fleet = Fixture::default();
         add(
             &mut fleet,
             "a",
@@ -464,7 +461,7 @@ mod tests {
             connected("elsewhere.example.org", Some(443), Some(OLD)),
         );
 
-        let s = summarize(&fleet, &config, NOW);
+        let s = summarize(&fleet.probes, &config, NOW);
         assert_eq!(s.reporting, 9);
         assert_eq!(s.state("cem_connected"), 5);
         assert_eq!(s.state("connect_timeout"), 2);
@@ -502,7 +499,7 @@ mod tests {
     fn a_hostless_line_is_not_guessed_onto_one_of_several_gateways() {
         let config =
             config("\n[[check]]\nname = \"gateway-b\"\nhost = \"gw-b.example.com\"\nport = 9443\n");
-        let mut fleet = Fleet::default();
+        let mut fleet = Fixture::default();
         add(&mut fleet, "f", "ap", timeout(None, Some(443)));
         add(
             &mut fleet,
@@ -510,7 +507,7 @@ mod tests {
             "ap",
             timeout(Some("gw-b.example.com"), Some(443)),
         );
-        let s = summarize(&fleet, &config, NOW);
+        let s = summarize(&fleet.probes, &config, NOW);
         let by_check: BTreeMap<&str, (u64, u64)> = s
             .checks
             .iter()
@@ -524,7 +521,7 @@ mod tests {
     fn thumbprints_are_compared_only_with_a_policy_of_the_same_kind() {
         let sha256 = "AB".repeat(32);
         let mut config = config("");
-        let mut fleet = Fleet::default();
+        let mut fleet = Fixture::default();
         add(
             &mut fleet,
             "c",
@@ -532,17 +529,17 @@ mod tests {
             connected("gateway.example.com", Some(8443), Some(OLD)),
         );
         assert_eq!(
-            summarize(&fleet, &config, NOW).checks[0].thumbprint_mismatch,
+            summarize(&fleet.probes, &config, NOW).checks[0].thumbprint_mismatch,
             1
         );
         config.checks[0].expect_thumbprint = Some(Thumbprint::parse(&sha256).expect("sha256"));
         assert_eq!(
-            summarize(&fleet, &config, NOW).checks[0].thumbprint_mismatch,
+            summarize(&fleet.probes, &config, NOW).checks[0].thumbprint_mismatch,
             0
         );
         config.checks[0].expect_thumbprint = None;
         assert_eq!(
-            summarize(&fleet, &config, NOW).checks[0].thumbprint_mismatch,
+            summarize(&fleet.probes, &config, NOW).checks[0].thumbprint_mismatch,
             0
         );
     }
@@ -550,7 +547,7 @@ mod tests {
     #[test]
     fn stale_revoked_and_superseded_states_do_not_count() {
         let config = config("");
-        let mut fleet = Fleet::default();
+        let mut fleet = Fixture::default();
         add(
             &mut fleet,
             "fresh",
@@ -603,10 +600,10 @@ mod tests {
         if let Some(v) = fleet.probes.get_mut("new") {
             sent_on_an_earlier_connection(v, NOW - 10);
         }
-        let s = summarize(&fleet, &config, NOW);
+        let s = summarize(&fleet.probes, &config, NOW);
         assert_eq!(s.reporting, 2, "fresh and new");
         assert_eq!(s.checks[0].port_mismatch, 2);
-        let listed = entries(&fleet, &config, NOW, None);
+        let listed = entries(&fleet.probes, &config, NOW, None);
         let current: Vec<(&str, bool, &str)> = listed
             .iter()
             .map(|e| (e.probe.as_str(), e.current, e.probe_state.as_str()))
@@ -622,9 +619,9 @@ mod tests {
             "revoked probes are not listed"
         );
         assert_eq!(listed[0].port_mismatch, vec!["gateway".to_string()]);
-        assert!(entries(&fleet, &config, NOW, Some("cem_connected")).is_empty());
+        assert!(entries(&fleet.probes, &config, NOW, Some("cem_connected")).is_empty());
         assert_eq!(
-            entries(&fleet, &config, NOW, Some("connect_timeout")).len(),
+            entries(&fleet.probes, &config, NOW, Some("connect_timeout")).len(),
             4
         );
     }

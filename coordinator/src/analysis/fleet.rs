@@ -4,14 +4,11 @@
 //! window is excluded and counted as stale. Each probe also carries the latest CEM state of the
 //! management agent on its endpoint, when it follows the agent's log (see [`crate::analysis::agents`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Result;
-use rusqlite::Connection;
-
 use cemwatch_shared::wire::Report;
-use cemwatch_shared::{CheckResult, Severity};
+use cemwatch_shared::Severity;
 
 use crate::analysis::agents;
 
@@ -20,7 +17,7 @@ use crate::analysis::diagnose::Observation;
 use crate::config::{CheckConfig, Config};
 use crate::model::latest::Latest;
 use crate::model::probe::AgentView;
-use crate::model::probe::ProbeView;
+use crate::model::probe::{ProbeState, Probes};
 use crate::model::summary::CertificateSeen;
 use crate::model::summary::CheckSummary;
 use crate::model::summary::FleetSummary;
@@ -31,7 +28,7 @@ use crate::model::summary::VerdictCounts;
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     /// Probes by name.
-    pub probes: HashMap<String, ProbeView>,
+    pub probes: Probes,
 }
 
 fn bump(v: &mut VerdictCounts, s: Severity) {
@@ -43,58 +40,6 @@ fn bump(v: &mut VerdictCounts, s: Severity) {
 }
 
 impl Fleet {
-    /// Loads the fleet from the store.
-    pub fn load(conn: &Connection) -> Result<Self> {
-        let mut fleet = Fleet::default();
-        for p in crate::store::list_probes(conn)? {
-            fleet.probes.insert(
-                p.name.clone(),
-                ProbeView {
-                    labels: p.labels,
-                    connected: false,
-                    last_seen_ms: p.last_seen.unwrap_or(p.enrolled_at),
-                    agent_version: p.agent_version,
-                    revoked: p.revoked_at.is_some(),
-                    latest: BTreeMap::new(),
-                    connected_since_ms: 0,
-                    agent: None,
-                },
-            );
-        }
-        for (probe, state, received_ms) in crate::store::agent_states(conn)? {
-            if let Some(view) = fleet.probes.get_mut(&probe) {
-                view.agent = Some(AgentView { state, received_ms });
-            }
-        }
-        let mut stmt = conn.prepare(
-            "SELECT l.probe, l.check_name, l.seq, l.round, l.produced_at,
-                        (SELECT json_extract(e.value, '$.result') FROM json_each(r.results) AS e
-                          WHERE json_extract(e.value, '$.check') = l.check_name LIMIT 1)
-                   FROM latest AS l JOIN reports AS r ON r.id = l.report_id",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let probe: String = row.get(0)?;
-            let check: String = row.get(1)?;
-            let seq: i64 = row.get(2)?;
-            let round: Option<i64> = row.get(3)?;
-            let produced: i64 = row.get(4)?;
-            let Some(json) = row.get::<_, Option<String>>(5)? else {
-                continue;
-            };
-            let Ok(result) = serde_json::from_str::<CheckResult>(&json) else {
-                continue;
-            };
-            if let Some(view) = fleet.probes.get_mut(&probe) {
-                view.latest.insert(
-                    check,
-                    Latest::from_result(seq as u64, round.map(|r| r as u64), produced, &result),
-                );
-            }
-        }
-        Ok(fleet)
-    }
-
     /// Records a committed report.
     pub fn record(&mut self, probe: &str, report: &Report, now_ms: i64) {
         let view = self.probes.entry(probe.to_string()).or_default();
@@ -128,12 +73,6 @@ impl Fleet {
             .map(|old| old.state.condition.as_str())
     }
 
-    /// Whether a probe's results count.
-    pub fn is_fresh(view: &ProbeView, now_ms: i64, stale_after: Duration) -> bool {
-        !view.revoked
-            && (view.connected || now_ms - view.last_seen_ms <= stale_after.as_millis() as i64)
-    }
-
     /// The fresh observations of one check.
     pub fn observations<'a>(
         &'a self,
@@ -144,7 +83,7 @@ impl Fleet {
         let mut out: Vec<Observation<'a>> = self
             .probes
             .iter()
-            .filter(|(_, v)| Self::is_fresh(v, now_ms, stale_after))
+            .filter(|(_, v)| v.is_fresh(now_ms, stale_after))
             .filter_map(|(name, v)| {
                 v.latest.get(check).map(|latest| Observation {
                     probe: name.as_str(),
@@ -253,12 +192,10 @@ impl Fleet {
         let stale_after = config.server.stale_after;
         let mut out = FleetSummary::default();
         for view in self.probes.values().filter(|v| !v.revoked) {
-            if view.connected {
-                out.probes.connected += 1;
-            } else if Self::is_fresh(view, now_ms, stale_after) {
-                out.probes.disconnected += 1;
-            } else {
-                out.probes.stale += 1;
+            match view.state(now_ms, stale_after) {
+                ProbeState::Connected => out.probes.connected += 1,
+                ProbeState::Disconnected => out.probes.disconnected += 1,
+                ProbeState::Stale => out.probes.stale += 1,
             }
         }
         out.checks = config
@@ -266,7 +203,7 @@ impl Fleet {
             .iter()
             .map(|c| self.check_summary(config, c, now_ms))
             .collect();
-        out.agents = agents::summarize(self, config, now_ms);
+        out.agents = agents::summarize(&self.probes, config, now_ms);
         out
     }
 }

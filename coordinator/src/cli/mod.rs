@@ -2,6 +2,8 @@
 //! Bad arguments and bad configuration exit 64 (EX_USAGE) with a message saying what to fix.
 
 pub mod client;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod status;
 
 use std::ffi::OsString;
@@ -20,10 +22,9 @@ use cemwatch_shared::wire::Labels;
 use cemwatch_transport::host::{init_logging, shutdown_signal};
 
 use crate::config::{Config, EXIT_CONFIG};
-#[cfg(feature = "demo")]
-use crate::demo;
-use crate::demo::{DemoOptions, Scenario};
 use crate::store;
+#[cfg(feature = "demo")]
+use demo::{DemoOptions, Scenario};
 
 /// cemwatch: the coordinator of a fleet of cemwatch probes.
 /// How `serve` writes its log.

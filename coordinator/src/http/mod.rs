@@ -16,8 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::{AgentCondition, FindingCode, Severity, Thumbprint};
 
-use crate::analysis::fleet::Fleet;
-
 use crate::model::summary::FleetSummary;
 
 use crate::model::latest::Latest;
@@ -185,13 +183,7 @@ async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
                 .map(|(name, v)| ProbeEntry {
                     name: name.clone(),
                     labels: v.labels.clone(),
-                    state: if v.connected {
-                        "connected"
-                    } else if Fleet::is_fresh(v, now, stale_after) {
-                        "disconnected"
-                    } else {
-                        "stale"
-                    },
+                    state: v.state(now, stale_after).as_str(),
                     last_seen_ms: v.last_seen_ms,
                     agent_version: v.agent_version.clone(),
                     latest: v.latest.clone(),
@@ -227,7 +219,7 @@ async fn agents(State(s): State<Arc<ApiState>>, Query(q): Query<AgentQuery>) -> 
     let now = now_ms();
     match s.hub.fleet.read() {
         Ok(fleet) => Json(crate::analysis::agents::entries(
-            &fleet,
+            &fleet.probes,
             &config,
             now,
             q.condition.as_deref(),

@@ -1,9 +1,10 @@
 //! One probe as the coordinator sees it: labels, connection, latest results, and the CEM state
 //! of the management agent beside it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use cemwatch_shared::wire::Labels;
 use cemwatch_shared::AgentCemState;
@@ -38,4 +39,82 @@ pub struct AgentView {
     pub state: AgentCemState,
     /// When the coordinator received it, Unix ms.
     pub received_ms: i64,
+}
+
+/// Every probe by name.
+pub type Probes = HashMap<String, ProbeView>;
+
+/// A probe's state, from its connection and its last contact: the one rule the API, the
+/// metrics, the summaries and the agents' view share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    /// With a live connection.
+    Connected,
+    /// Without a connection, but heard from within the staleness window.
+    Disconnected,
+    /// Not heard from within the staleness window (or revoked): its results do not count.
+    Stale,
+}
+
+impl ProbeState {
+    /// Every state, in the order the metrics list them.
+    pub const ALL: [ProbeState; 3] = [
+        ProbeState::Connected,
+        ProbeState::Disconnected,
+        ProbeState::Stale,
+    ];
+
+    /// The `state` label: `connected`, `disconnected`, `stale`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeState::Connected => "connected",
+            ProbeState::Disconnected => "disconnected",
+            ProbeState::Stale => "stale",
+        }
+    }
+}
+
+impl ProbeView {
+    /// Whether the probe's results count at `now_ms`: not revoked, and connected or heard from
+    /// within `stale_after`.
+    pub fn is_fresh(&self, now_ms: i64, stale_after: Duration) -> bool {
+        !self.revoked
+            && (self.connected || now_ms - self.last_seen_ms <= stale_after.as_millis() as i64)
+    }
+
+    /// The probe's state at `now_ms`.
+    pub fn state(&self, now_ms: i64, stale_after: Duration) -> ProbeState {
+        if self.connected {
+            ProbeState::Connected
+        } else if self.is_fresh(now_ms, stale_after) {
+            ProbeState::Disconnected
+        } else {
+            ProbeState::Stale
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_follows_connection_then_last_contact_and_revocation() {
+        let stale_after = Duration::from_secs(60);
+        let mut v = ProbeView {
+            last_seen_ms: 1_000,
+            ..ProbeView::default()
+        };
+        assert_eq!(v.state(61_000, stale_after), ProbeState::Disconnected);
+        assert_eq!(v.state(61_001, stale_after), ProbeState::Stale);
+        v.connected = true;
+        assert_eq!(v.state(1_000_000, stale_after), ProbeState::Connected);
+        assert!(v.is_fresh(1_000_000, stale_after));
+        v.revoked = true;
+        assert!(
+            !v.is_fresh(1_000_000, stale_after),
+            "a revoked probe never counts"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! and what is kept per probe is written at checkpoints ([`crate::store::ledger`]).
 
 pub mod ledger;
+pub mod read;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -1063,10 +1064,9 @@ mod tests {
 
         // A restart: a new connection, the fleet loaded from the store.
         let db = open(dir.path()).expect("reopen");
-        let fleet = crate::analysis::fleet::Fleet::load(&db).expect("load");
+        let probes = read::load_probes(&db).expect("load");
         let agent = |name: &str| {
-            fleet
-                .probes
+            probes
                 .get(name)
                 .and_then(|v| v.agent.clone())
                 .map(|a| (a.state, a.received_ms))
@@ -1088,9 +1088,9 @@ mod tests {
             [],
         )
         .expect("damage");
-        let fleet = crate::analysis::fleet::Fleet::load(&db).expect("load");
-        assert!(fleet.probes["laptop-2"].agent.is_none());
-        assert!(fleet.probes["laptop-1"].agent.is_some());
+        let probes = read::load_probes(&db).expect("load");
+        assert!(probes["laptop-2"].agent.is_none());
+        assert!(probes["laptop-1"].agent.is_some());
     }
 
     #[test]
@@ -1332,7 +1332,7 @@ mod ledger_tests {
         }
         // Wait for the writer's final checkpoint, then forget it as a crash would have.
         let db = open(dir.path()).expect("open");
-        crate::analysis::fleet::Fleet::load(&db).expect("loads");
+        read::load_probes(&db).expect("loads");
         let deadline = Instant::now() + Duration::from_secs(10);
         while checkpointed(&db) != (2, 2) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -1376,10 +1376,10 @@ mod ledger_tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(checkpointed(&db), (2, 2), "the replay was checkpointed");
-        let fleet = crate::analysis::fleet::Fleet::load(&db).expect("fleet");
-        let p1 = &fleet.probes["p1"].latest["gateway"];
+        let probes = read::load_probes(&db).expect("fleet");
+        let p1 = &probes["p1"].latest["gateway"];
         assert_eq!((p1.seq, p1.produced_at_ms), (3, 300));
-        assert_eq!(fleet.probes["p2"].latest["gateway"].seq, 1);
+        assert_eq!(probes["p2"].latest["gateway"].seq, 1);
     }
 
     /// Rows in the checkpoint tables: latest results, sequence-number sets.

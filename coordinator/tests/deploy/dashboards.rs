@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use cemwatch_coordinator::demo::{Demo, DemoOptions, Scenario};
+use cemwatch_coordinator::cli::demo::{Demo, DemoOptions, Scenario};
 use cemwatch_tests::process::http_get;
 use serde_json::Value;
 

@@ -1,0 +1,65 @@
+//! Reads for the fleet view: what the coordinator loads at start.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use rusqlite::Connection;
+
+use cemwatch_shared::CheckResult;
+
+use crate::model::latest::Latest;
+use crate::model::probe::{AgentView, ProbeView, Probes};
+
+/// Every probe as the store holds it: labels, last contact, revocation, the agent's latest state
+/// and the latest result per check (decoded from the report that carried it). Connections are
+/// not stored: every probe starts disconnected.
+pub fn load_probes(conn: &Connection) -> Result<Probes> {
+    let mut probes = Probes::default();
+    for p in super::list_probes(conn)? {
+        probes.insert(
+            p.name.clone(),
+            ProbeView {
+                labels: p.labels,
+                connected: false,
+                last_seen_ms: p.last_seen.unwrap_or(p.enrolled_at),
+                agent_version: p.agent_version,
+                revoked: p.revoked_at.is_some(),
+                latest: BTreeMap::new(),
+                connected_since_ms: 0,
+                agent: None,
+            },
+        );
+    }
+    for (probe, state, received_ms) in super::agent_states(conn)? {
+        if let Some(view) = probes.get_mut(&probe) {
+            view.agent = Some(AgentView { state, received_ms });
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT l.probe, l.check_name, l.seq, l.round, l.produced_at,
+                        (SELECT json_extract(e.value, '$.result') FROM json_each(r.results) AS e
+                          WHERE json_extract(e.value, '$.check') = l.check_name LIMIT 1)
+                   FROM latest AS l JOIN reports AS r ON r.id = l.report_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let probe: String = row.get(0)?;
+        let check: String = row.get(1)?;
+        let seq: i64 = row.get(2)?;
+        let round: Option<i64> = row.get(3)?;
+        let produced: i64 = row.get(4)?;
+        let Some(json) = row.get::<_, Option<String>>(5)? else {
+            continue;
+        };
+        let Ok(result) = serde_json::from_str::<CheckResult>(&json) else {
+            continue;
+        };
+        if let Some(view) = probes.get_mut(&probe) {
+            view.latest.insert(
+                check,
+                Latest::from_result(seq as u64, round.map(|r| r as u64), produced, &result),
+            );
+        }
+    }
+    Ok(probes)
+}
