@@ -5,24 +5,26 @@
 //! default that suits a fleet of thousands of probes, and each one counts when it bites.
 //!
 //! The decisions are plain functions of a clock passed in (`Instant`), so they are tested
-//! without sockets; [`admit`] and [`Limiter::pace_report`] are the two hooks the ingest code
-//! calls: one per incoming connection, one per report.
+//! without sockets; [`Limiter::decide`] and [`Limiter::pace_report`] are the two decisions the QUIC
+//! layer asks for (one per incoming connection, one per report) and counts.
 //!
 //! Sizing that is not configurable, because probe and coordinator must agree on it (see
 //! `cemwatch_transport::quic::transport_config`): at most 4 bidirectional streams and no
 //! unidirectional stream per connection, and a stream and connection receive window of
 //! `MAX_FRAME` + 64 KiB, so one connection never makes the coordinator buffer more than about
 //! 1.1 MiB, whatever the peer sends. The first frame of a connection (`Hello` or `Enroll`,
-//! before the peer is known) is limited to [`MAX_FIRST_FRAME`].
+//! before the peer is known) is limited to `cemwatch_transport::protocol::MAX_FIRST_FRAME`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+
 use std::time::{Duration, Instant};
 
 use crate::config::limits::AddressValidation;
 use crate::config::limits::LimitsConfig;
-use crate::telemetry::Metrics;
+use crate::telemetry::Refusal;
+
+use parking_lot::Mutex;
 
 /// Reports a probe may have waiting for their turn under the report rate limit. A probe keeps
 /// at most 64 reports unacknowledged (`cemwatch_transport::protocol::WINDOW`), so only a peer
@@ -31,13 +33,6 @@ pub const MAX_QUEUED_REPORTS: f64 = 256.0;
 /// Sources tracked by the per-source rate limit; beyond it, sources whose bucket is full
 /// (idle ones) are forgotten.
 pub const MAX_TRACKED_SOURCES: usize = 100_000;
-
-/// `connections_refused_total{reason}` when `max_connections` bites.
-pub const REASON_MAX_CONNECTIONS: &str = "limit";
-/// `connections_refused_total{reason}` when the per-source rate limit bites.
-pub const REASON_RATE_LIMITED: &str = "rate_limited";
-/// `connections_refused_total{reason}` when a probe floods reports beyond the queue.
-pub const REASON_REPORT_RATE: &str = "report_rate";
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone, Copy)]
@@ -144,8 +139,8 @@ pub enum Admission {
     Accept,
     /// Answer with a QUIC Retry: the client must prove it receives at its address.
     Retry,
-    /// Refuse it, with the `reason` label counted.
-    Refuse(&'static str),
+    /// Refuse it, for this reason (which the caller counts).
+    Refuse(Refusal),
 }
 
 #[derive(Debug)]
@@ -180,18 +175,6 @@ impl Limiter {
         }
     }
 
-    /// Makes the series of every limit exist from the start (at zero), so that a dashboard
-    /// or an alert sees them before they first bite.
-    pub fn register(metrics: &Metrics) {
-        for reason in [
-            REASON_MAX_CONNECTIONS,
-            REASON_RATE_LIMITED,
-            REASON_REPORT_RATE,
-        ] {
-            metrics.connections_refused.with_label_values(&[reason]);
-        }
-    }
-
     /// Decides about a new connection attempt from `source`. `validated`: the client proved
     /// its address (it answered a Retry); `may_retry`: a Retry is allowed; `open`: connections
     /// open or in their handshake now.
@@ -205,11 +188,9 @@ impl Limiter {
         now: Instant,
     ) -> Admission {
         if open >= limits.max_connections {
-            return Admission::Refuse(REASON_MAX_CONNECTIONS);
+            return Admission::Refuse(Refusal::Limit);
         }
-        let Ok(mut s) = self.sources.lock() else {
-            return Admission::Accept;
-        };
+        let mut s = self.sources.lock();
         let rate = s.attempts.record(now);
         if !validated && may_retry {
             let retry = match limits.address_validation {
@@ -240,56 +221,39 @@ impl Limiter {
         if bucket.take(now, per_second, burst) {
             Admission::Accept
         } else {
-            Admission::Refuse(REASON_RATE_LIMITED)
+            Admission::Refuse(Refusal::RateLimited)
         }
     }
 
     /// Sources currently tracked by the per-source limit.
     pub fn tracked_sources(&self) -> usize {
-        self.sources.lock().map(|s| s.buckets.len()).unwrap_or(0)
+        self.sources.lock().buckets.len()
     }
 
     /// Paces one report of `probe`: `Ok(delay)` to commit it after `delay` (zero within the
     /// rate), or an error when the probe has more than [`MAX_QUEUED_REPORTS`] waiting, which
-    /// a probe following the protocol never has. Counts throttled reports and refusals.
+    /// a probe following the protocol never has. The caller counts what it decided.
     pub fn pace_report(
         &self,
         probe: &str,
         limits: &LimitsConfig,
-        metrics: &Metrics,
         now: Instant,
     ) -> Result<Duration, ReportRateExceeded> {
         let (rate, burst) = (limits.reports_per_second, limits.report_burst);
-        let outcome = match self.reports.lock() {
-            Ok(mut map) => {
-                let bucket = match map.get_mut(probe) {
-                    Some(b) => b,
-                    None => map
-                        .entry(probe.to_string())
-                        .or_insert_with(|| TokenBucket::full(burst, now)),
-                };
-                bucket.reserve(now, rate, burst, MAX_QUEUED_REPORTS)
-            }
-            Err(_) => Some(Duration::ZERO),
+        let outcome = {
+            let mut map = self.reports.lock();
+            let bucket = match map.get_mut(probe) {
+                Some(b) => b,
+                None => map
+                    .entry(probe.to_string())
+                    .or_insert_with(|| TokenBucket::full(burst, now)),
+            };
+            bucket.reserve(now, rate, burst, MAX_QUEUED_REPORTS)
         };
-        match outcome {
-            Some(delay) => {
-                if !delay.is_zero() {
-                    metrics.reports_throttled.inc();
-                }
-                Ok(delay)
-            }
-            None => {
-                metrics
-                    .connections_refused
-                    .with_label_values(&[REASON_REPORT_RATE])
-                    .inc();
-                Err(ReportRateExceeded {
-                    rate,
-                    queued: MAX_QUEUED_REPORTS as u32,
-                })
-            }
-        }
+        outcome.ok_or(ReportRateExceeded {
+            rate,
+            queued: MAX_QUEUED_REPORTS as u32,
+        })
     }
 }
 
@@ -301,45 +265,6 @@ pub struct ReportRateExceeded {
     pub rate: f64,
     /// The queue bound.
     pub queued: u32,
-}
-
-/// The accept-loop hook: lets `incoming` through, or answers it with a Retry or a refusal
-/// (counted) and returns `None`.
-pub fn admit(
-    limiter: &Limiter,
-    incoming: quinn::Incoming,
-    limits: &LimitsConfig,
-    open: usize,
-    metrics: &Metrics,
-) -> Option<quinn::Incoming> {
-    let decision = limiter.decide(
-        limits,
-        incoming.remote_address().ip(),
-        incoming.remote_address_validated(),
-        incoming.may_retry(),
-        open,
-        Instant::now(),
-    );
-    match decision {
-        Admission::Accept => Some(incoming),
-        Admission::Retry => {
-            metrics.quic_retries.inc();
-            if let Err(e) = incoming.retry() {
-                // Cannot happen for an unvalidated address; refuse rather than accept.
-                e.into_incoming().refuse();
-            }
-            None
-        }
-        Admission::Refuse(reason) => {
-            metrics
-                .connections_refused
-                .with_label_values(&[reason])
-                .inc();
-            tracing::debug!(remote = %incoming.remote_address(), reason, "connection refused by a limit");
-            incoming.refuse();
-            None
-        }
-    }
 }
 
 #[cfg(test)]
@@ -366,7 +291,7 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(decide(a, t0), Admission::Accept);
         }
-        assert_eq!(decide(a, t0), Admission::Refuse(REASON_RATE_LIMITED));
+        assert_eq!(decide(a, t0), Admission::Refuse(Refusal::RateLimited));
         assert_eq!(
             decide(b, t0),
             Admission::Accept,
@@ -376,7 +301,7 @@ mod tests {
         assert_eq!(decide(a, at(t0, 500)), Admission::Accept);
         assert_eq!(
             decide(a, at(t0, 500)),
-            Admission::Refuse(REASON_RATE_LIMITED)
+            Admission::Refuse(Refusal::RateLimited)
         );
     }
 
@@ -395,7 +320,7 @@ mod tests {
         );
         assert_eq!(
             limiter.decide(&limits, ip, true, false, 3, now),
-            Admission::Refuse(REASON_MAX_CONNECTIONS)
+            Admission::Refuse(Refusal::Limit)
         );
     }
 
@@ -482,7 +407,6 @@ mod tests {
     #[test]
     fn reports_are_delayed_beyond_the_burst_and_a_flood_is_refused() {
         let limiter = Limiter::new();
-        let metrics = Metrics::new();
         let limits = LimitsConfig {
             reports_per_second: 10.0,
             report_burst: 5,
@@ -490,33 +414,22 @@ mod tests {
         };
         let t0 = Instant::now();
         for _ in 0..5 {
-            assert_eq!(
-                limiter.pace_report("p1", &limits, &metrics, t0),
-                Ok(Duration::ZERO)
-            );
+            assert_eq!(limiter.pace_report("p1", &limits, t0), Ok(Duration::ZERO));
         }
-        let delay = limiter
-            .pace_report("p1", &limits, &metrics, t0)
-            .expect("queued");
+        let delay = limiter.pace_report("p1", &limits, t0).expect("queued");
         assert_eq!(delay, Duration::from_millis(100));
-        assert_eq!(metrics.reports_throttled.get(), 1);
         assert_eq!(
-            limiter.pace_report("p2", &limits, &metrics, t0),
+            limiter.pace_report("p2", &limits, t0),
             Ok(Duration::ZERO),
             "probes have their own buckets"
         );
         let mut refused = 0;
         for _ in 0..300 {
-            if limiter.pace_report("p1", &limits, &metrics, t0).is_err() {
+            if limiter.pace_report("p1", &limits, t0).is_err() {
                 refused += 1;
             }
         }
         assert_eq!(refused, 300 - (MAX_QUEUED_REPORTS as usize - 1));
-        let series = metrics
-            .connections_refused
-            .with_label_values(&[REASON_REPORT_RATE])
-            .get();
-        assert_eq!(series, refused as u64);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -15,18 +15,18 @@ use tokio::task::JoinHandle;
 
 use cemwatch_shared::wire::ALPN;
 
-use crate::http as api;
+use crate::http;
 
 use crate::analysis::fleet::Fleet;
 use crate::config::limits::LimitsConfig;
 use crate::config::Config;
 use crate::http::ApiState;
-use crate::quic as ingest;
+use crate::quic;
 use crate::quic::ca::CoordinatorCa;
 use crate::quic::session_keys::SessionKeys;
 use crate::quic::verifier::ProbeVerifier;
 use crate::quic::Hub;
-use crate::registry::AuthState;
+use crate::registry::{AuthState, Registry};
 use crate::store;
 use crate::store::Writer;
 use crate::telemetry::Metrics;
@@ -76,11 +76,11 @@ pub const QUIC_RECV_BUFFER: usize = 8 << 20;
 fn server_tls(
     ca: &CoordinatorCa,
     keys: &SessionKeys,
-    auth: Arc<RwLock<AuthState>>,
+    registry: Arc<Registry>,
     metrics: Metrics,
     limits: &LimitsConfig,
 ) -> Result<quinn::ServerConfig> {
-    let verifier = Arc::new(ProbeVerifier::new(ca.ca_der(), auth, metrics)?);
+    let verifier = Arc::new(ProbeVerifier::new(ca.ca_der(), registry, metrics)?);
     let mut tls = rustls::ServerConfig::builder_with_provider(cemwatch_transport::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -113,16 +113,17 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     )?);
     let writer = Writer::start(&data_dir)?;
     let db = store::open(&data_dir)?;
-    let fleet = Arc::new(RwLock::new(Fleet {
+    let fleet = Fleet {
         probes: store::read::load_probes(&db).context("cannot load the fleet from the store")?,
-    }));
+    };
     let (known, revoked) = store::auth_sets(&db)?;
     drop(db);
-    let auth = Arc::new(RwLock::new(AuthState {
+    let auth = AuthState {
         known,
         revoked,
         adopt_unknown: config.server.trust_shared_ca_probes,
-    }));
+    };
+    let registry = Arc::new(Registry::new(fleet, auth, writer));
     let metrics = Metrics::new();
 
     let keys = SessionKeys::load_or_create(&data_dir)?;
@@ -134,7 +135,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         Some(server_tls(
             &ca,
             &keys,
-            auth.clone(),
+            registry.clone(),
             metrics.clone(),
             &config.limits,
         )?),
@@ -153,18 +154,16 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
 
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let generation = Arc::new(AtomicU64::new(1));
-    let hub = Arc::new(Hub::new(
-        config_rx, generation, fleet, writer, ca, auth, metrics,
-    ));
+    let hub = Arc::new(Hub::new(config_rx, generation, registry, ca, metrics));
     let state = Arc::new(ApiState {
         hub: hub.clone(),
         reader: store::Reader::open(&data_dir)?,
         ready: AtomicBool::new(true),
     });
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(ingest::serve(endpoint.clone(), hub.clone())));
+    tasks.push(tokio::spawn(quic::serve(endpoint.clone(), hub.clone())));
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, api::router(state)).await {
+        if let Err(e) = axum::serve(http, http::router(state)).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
@@ -201,24 +200,11 @@ async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
     let mut last = 0i64;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rows: Result<Vec<(String, i64)>> = (|| {
-            let mut stmt =
-                db.prepare("SELECT name, revoked_at FROM probes WHERE revoked_at > ?1")?;
-            let rows = stmt.query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })();
+        let rows = store::read::revoked_since(&db, last);
         let Ok(rows) = rows else { continue };
         for (name, at) in rows {
             last = last.max(at);
-            if let Ok(mut a) = hub.auth.write() {
-                a.revoked.insert(name.clone());
-            }
-            if let Ok(mut f) = hub.fleet.write() {
-                if let Some(v) = f.probes.get_mut(&name) {
-                    v.revoked = true;
-                    v.connected = false;
-                }
-            }
+            hub.registry.revoked(&name);
             hub.disconnect(&name, "this probe was revoked");
         }
     }
@@ -268,9 +254,8 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 if *old == new {
                     continue;
                 }
-                if let Ok(mut a) = hub.auth.write() {
-                    a.adopt_unknown = new.server.trust_shared_ca_probes;
-                }
+                hub.registry
+                    .set_adopt_unknown(new.server.trust_shared_ca_probes);
                 let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
                 tx.send_replace(Arc::new(new));
                 tracing::info!(

@@ -1,6 +1,23 @@
-//! The registry of probes: who is known and who is revoked, shared with the QUIC verifier.
+//! The registry: the one place a probe's state changes. Enrolled, adopted, revoked,
+//! connected, disconnected, reported, renewed, its agent's state: each is one method here,
+//! which writes the store (through its single writer) and then the in-memory views that the
+//! QUIC verifier (who is known and revoked) and the analysis (the fleet) read, in that order,
+//! so a restart never finds the store behind what was acknowledged.
+//!
+//! The locks are `parking_lot`'s: they cannot be poisoned, so a panic while one is held ends the
+//! process with its message instead of leaving later updates silently skipped. Reads take them
+//! briefly ([`Registry::fleet`], [`Registry::auth`]); no lock is held across an await.
 
 use std::collections::HashSet;
+
+use parking_lot::{RwLock, RwLockReadGuard};
+
+use cemwatch_shared::wire::{Labels, Report};
+use cemwatch_shared::AgentCemState;
+
+use crate::analysis::fleet::Fleet;
+use crate::store::{self, Grant, Ingested, TokenRefusal, Writer};
+use crate::telemetry::Refusal;
 
 /// Names of known and revoked probes, shared with the verifier.
 #[derive(Debug, Default)]
@@ -16,33 +33,199 @@ pub struct AuthState {
 impl AuthState {
     /// Whether probe `name`, whose certificate expires at `not_after` (Unix seconds), may hold a
     /// session at `now` (Unix seconds). The verifier decides this during a full handshake; a
-    /// resumed session skips the verifier, so the session code asks again. The error is the
-    /// `connections_refused_total` reason and a message for the probe.
-    pub fn recheck(
-        &self,
-        name: &str,
-        not_after: i64,
-        now: i64,
-    ) -> Result<(), (&'static str, String)> {
+    /// resumed session skips the verifier, so the session code asks again.
+    pub fn recheck(&self, name: &str, not_after: i64, now: i64) -> Result<(), CertificateRefused> {
         if self.revoked.contains(name) {
-            return Err((
-                "revoked",
-                format!("certificate refused: probe {name:?} was revoked"),
-            ));
+            return Err(CertificateRefused::Revoked(name.to_string()));
         }
         if !self.known.contains(name) && !self.adopt_unknown {
-            return Err((
-                "unknown_probe",
-                format!("certificate refused: probe {name:?} is not enrolled here"),
-            ));
+            return Err(CertificateRefused::Unknown(name.to_string()));
         }
         if not_after < now {
-            return Err((
-                "expired",
-                format!("certificate refused: the certificate of probe {name:?} has expired"),
-            ));
+            return Err(CertificateRefused::Expired(name.to_string()));
         }
         Ok(())
+    }
+}
+
+/// Why a probe's certificate is refused after the handshake (the message goes to the probe).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateRefused {
+    /// The probe was revoked.
+    #[error("certificate refused: probe {0:?} was revoked")]
+    Revoked(String),
+    /// The probe is not enrolled here (and shared-CA probes are not adopted).
+    #[error("certificate refused: probe {0:?} is not enrolled here")]
+    Unknown(String),
+    /// The certificate expired.
+    #[error("certificate refused: the certificate of probe {0:?} has expired")]
+    Expired(String),
+}
+
+impl CertificateRefused {
+    /// The `connections_refused_total` reason.
+    pub fn reason(&self) -> Refusal {
+        match self {
+            CertificateRefused::Revoked(_) => Refusal::Revoked,
+            CertificateRefused::Unknown(_) => Refusal::UnknownProbe,
+            CertificateRefused::Expired(_) => Refusal::Expired,
+        }
+    }
+}
+
+/// Probes, their store and their in-memory views.
+#[derive(Debug)]
+pub struct Registry {
+    auth: RwLock<AuthState>,
+    fleet: RwLock<Fleet>,
+    writer: Writer,
+}
+
+impl Registry {
+    /// A registry over what the store holds.
+    pub fn new(fleet: Fleet, auth: AuthState, writer: Writer) -> Self {
+        Self {
+            auth: RwLock::new(auth),
+            fleet: RwLock::new(fleet),
+            writer,
+        }
+    }
+
+    /// Who is known and revoked (a short read: the verifier, the session re-check).
+    pub fn auth(&self) -> RwLockReadGuard<'_, AuthState> {
+        self.auth.read()
+    }
+
+    /// The fleet view (a short read: summaries, the API).
+    pub fn fleet(&self) -> RwLockReadGuard<'_, Fleet> {
+        self.fleet.read()
+    }
+
+    /// Whether unknown probes with a valid certificate of this CA are adopted
+    /// (`trust_shared_ca_probes`, which a reload may change).
+    pub fn set_adopt_unknown(&self, on: bool) {
+        self.auth.write().adopt_unknown = on;
+    }
+
+    /// Enrols a probe: consumes the token, has `issue` make its certificate and records it
+    /// ([`Writer::enrol`]), then knows it.
+    pub async fn enrol<C: Send + 'static>(
+        &self,
+        token_id: String,
+        secret: String,
+        requested_name: String,
+        agent_version: String,
+        issue: impl FnOnce(&str) -> anyhow::Result<(C, String, i64)> + Send + 'static,
+    ) -> anyhow::Result<Result<(Grant, C), TokenRefusal>> {
+        let outcome = self
+            .writer
+            .enrol(token_id, secret, requested_name, agent_version, issue)
+            .await?;
+        if let Ok((grant, _)) = &outcome {
+            self.auth.write().known.insert(grant.name.clone());
+            let mut fleet = self.fleet.write();
+            let view = fleet.probes.entry(grant.name.clone()).or_default();
+            view.labels = grant.labels.clone();
+            view.last_seen_ms = store::now_ms();
+        }
+        Ok(outcome)
+    }
+
+    /// Adopts a probe enrolled at a coordinator sharing this CA, with the labels it reports;
+    /// false when it was known already.
+    pub async fn adopt(
+        &self,
+        name: &str,
+        labels: &Labels,
+        agent_version: &str,
+        cert_serial: String,
+        cert_not_after: i64,
+    ) -> anyhow::Result<bool> {
+        let recorded = self
+            .writer
+            .adopt(
+                name.to_string(),
+                labels.clone(),
+                agent_version.to_string(),
+                cert_serial,
+                cert_not_after,
+            )
+            .await?;
+        self.auth.write().known.insert(name.to_string());
+        let mut fleet = self.fleet.write();
+        let view = fleet.probes.entry(name.to_string()).or_default();
+        view.labels = labels.clone();
+        view.last_seen_ms = store::now_ms();
+        Ok(recorded)
+    }
+
+    /// A revocation the store already holds (`cemwatch probe revoke`, another process): the
+    /// probe is refused from now on and its results stop counting.
+    pub fn revoked(&self, name: &str) {
+        self.auth.write().revoked.insert(name.to_string());
+        if let Some(v) = self.fleet.write().probes.get_mut(name) {
+            v.revoked = true;
+            v.connected = false;
+        }
+    }
+
+    /// A probe connected at `now_ms` with this version; its labels as the registry knows them.
+    /// The store records the contact in its next group commit.
+    pub fn connected(&self, name: &str, agent_version: &str, now_ms: i64) -> Labels {
+        let labels = {
+            let mut fleet = self.fleet.write();
+            let view = fleet.probes.entry(name.to_string()).or_default();
+            view.connected = true;
+            view.connected_since_ms = now_ms;
+            view.last_seen_ms = now_ms;
+            view.agent_version = Some(agent_version.to_string());
+            view.labels.clone()
+        };
+        self.writer.seen(name, agent_version);
+        labels
+    }
+
+    /// A probe's connection ended (and no newer one replaced it).
+    pub fn disconnected(&self, name: &str) {
+        if let Some(view) = self.fleet.write().probes.get_mut(name) {
+            view.connected = false;
+        }
+    }
+
+    /// Commits a report ([`Writer::commit`]) and, when it is new, records it in the fleet
+    /// view; the report comes back with the outcome. Commit before the fleet and before the
+    /// acknowledgement: what the probe is told is kept, is kept.
+    pub async fn report(&self, name: &str, report: Report) -> (anyhow::Result<Ingested>, Report) {
+        let (outcome, report) = self.writer.commit(name, report).await;
+        if let Ok(Ingested::Stored) = outcome {
+            self.fleet.write().record(name, &report, store::now_ms());
+        }
+        (outcome, report)
+    }
+
+    /// A probe's certificate was renewed.
+    pub async fn renewed(&self, name: &str, serial: String, not_after: i64) -> anyhow::Result<()> {
+        self.writer
+            .renew_cert(name.to_string(), serial, not_after)
+            .await
+    }
+
+    /// Keeps a probe's agent state: in the store (so a restart loses nothing), then in the
+    /// fleet view, whatever the store said (it is state, not an event: the probe sends it again
+    /// on its next connection). Returns the previous condition and the store's error, if any.
+    pub async fn agent_state(
+        &self,
+        name: &str,
+        state: AgentCemState,
+        received_ms: i64,
+    ) -> (Option<&'static str>, Option<anyhow::Error>) {
+        let stored = self
+            .writer
+            .save_agent_state(name.to_string(), state.clone(), received_ms)
+            .await
+            .err();
+        let previous = self.fleet.write().record_agent(name, state, received_ms);
+        (previous, stored)
     }
 }
 
@@ -56,24 +239,24 @@ mod tests {
         auth.known.insert("p1".into());
         assert_eq!(auth.recheck("p1", 2_000, 1_000), Ok(()));
         assert_eq!(
-            auth.recheck("p1", 999, 1_000).map_err(|e| e.0),
-            Err("expired")
+            auth.recheck("p1", 999, 1_000).map_err(|e| e.reason()),
+            Err(Refusal::Expired)
         );
         assert_eq!(
-            auth.recheck("p2", 2_000, 1_000).map_err(|e| e.0),
-            Err("unknown_probe")
+            auth.recheck("p2", 2_000, 1_000).map_err(|e| e.reason()),
+            Err(Refusal::UnknownProbe)
         );
         auth.revoked.insert("p1".into());
         assert_eq!(
-            auth.recheck("p1", 2_000, 1_000).map_err(|e| e.0),
-            Err("revoked")
+            auth.recheck("p1", 2_000, 1_000).map_err(|e| e.reason()),
+            Err(Refusal::Revoked)
         );
         // A coordinator sharing its CA adopts unknown probes on their first Hello.
         auth.adopt_unknown = true;
         assert_eq!(auth.recheck("p2", 2_000, 1_000), Ok(()));
         assert_eq!(
-            auth.recheck("p2", 999, 1_000).map_err(|e| e.0),
-            Err("expired")
+            auth.recheck("p2", 999, 1_000).map_err(|e| e.reason()),
+            Err(Refusal::Expired)
         );
     }
 }

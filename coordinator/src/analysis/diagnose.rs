@@ -22,6 +22,7 @@ use crate::model::diagnosis::Diagnosis;
 use crate::model::diagnosis::Kind;
 use crate::model::diagnosis::CERT_CODES;
 use crate::model::latest::Latest;
+use crate::model::summary::NO_SITE;
 
 const NETWORK_CODES: [FindingCode; 6] = [
     FindingCode::DnsUnresolved,
@@ -78,7 +79,7 @@ fn describe_states(obs: &[&Observation<'_>]) -> String {
 fn sites_of<'a>(obs: impl Iterator<Item = &'a Observation<'a>>) -> BTreeSet<String> {
     obs.map(|o| {
         if o.site.is_empty() {
-            "(no site)".to_string()
+            NO_SITE.to_string()
         } else {
             o.site.to_string()
         }
@@ -244,13 +245,7 @@ pub fn diagnose(
     for site in &internet_sites {
         let at: Vec<&&Observation<'_>> = internet
             .iter()
-            .filter(|o| {
-                (if o.site.is_empty() {
-                    "(no site)"
-                } else {
-                    o.site
-                }) == site
-            })
+            .filter(|o| (if o.site.is_empty() { NO_SITE } else { o.site }) == site)
             .collect();
         let failing = at.iter().filter(|o| o.network_bad()).count();
         if failing > 0 && failing as f64 >= t.quorum * at.len() as f64 {

@@ -23,6 +23,7 @@ use crate::model::summary::CheckSummary;
 use crate::model::summary::FleetSummary;
 use crate::model::summary::PortConsistency;
 use crate::model::summary::VerdictCounts;
+use crate::model::summary::NO_SITE;
 
 /// The fleet.
 #[derive(Debug, Clone, Default)]
@@ -117,11 +118,7 @@ impl Fleet {
             for code in &l.codes {
                 *codes.entry(code.as_str().to_string()).or_default() += 1;
             }
-            let site = if o.site.is_empty() {
-                "(no site)"
-            } else {
-                o.site
-            };
+            let site = if o.site.is_empty() { NO_SITE } else { o.site };
             bump(sites.entry(site.to_string()).or_default(), l.verdict);
             if let (Some(t), Some(na)) = (&l.thumbprint, l.not_after) {
                 certs
@@ -165,6 +162,14 @@ impl Fleet {
             .iter()
             .max_by_key(|(_, n)| **n)
             .map(|(p, _)| *p);
+        ports.listeners = listener_votes;
+        let probe_verdicts = if config.server.per_probe_metrics {
+            obs.iter()
+                .map(|o| (o.probe.to_string(), o.latest.verdict))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut certificates: Vec<CertificateSeen> = certs.into_values().collect();
         certificates.sort_by_key(|c| std::cmp::Reverse(c.observers));
         let detail = diagnose::diagnose(check.role, check.port, &obs, config.diagnosis);
@@ -184,6 +189,7 @@ impl Fleet {
             },
             policy_thumbprint: policy,
             ports,
+            probe_verdicts,
         }
     }
 

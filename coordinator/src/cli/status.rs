@@ -547,7 +547,7 @@ pub fn render_verdict(v: &Verdict, color: bool) -> String {
         o.push_str("dissenters\n");
         for g in &r.groups {
             let site = if g.site.is_empty() {
-                "(no site)"
+                crate::model::summary::NO_SITE
             } else {
                 &g.site
             };

@@ -18,8 +18,10 @@ use cemwatch_shared::{AgentCondition, FindingCode, Severity, Thumbprint};
 
 use crate::model::summary::FleetSummary;
 
+use crate::model::event::EventQuery;
 use crate::model::latest::Latest;
 use crate::quic::{Hub, Round};
+use crate::store;
 use crate::store::{now_ms, Reader};
 
 /// State of the HTTP handlers.
@@ -65,22 +67,16 @@ async fn ready(State(s): State<Arc<ApiState>>) -> Response {
 /// The fleet summary for the configured checks.
 pub fn summary(hub: &Hub) -> FleetSummary {
     let config = hub.config.borrow().clone();
-    hub.fleet
-        .read()
-        .map(|f| f.summary(&config, now_ms()))
-        .unwrap_or_default()
+    hub.registry.fleet().summary(&config, now_ms())
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     let config = s.hub.config.borrow().clone();
     let now = now_ms();
-    let text = match s.hub.fleet.read() {
-        Ok(fleet) => {
-            let summary = fleet.summary(&config, now);
-            s.hub.metrics.render_fleet(&summary, &config, &fleet, now)
-        }
-        Err(_) => s.hub.metrics.render(),
-    };
+    // The fleet lock is held for the summary alone (one pass); the gauges are set and the text
+    // encoded after it is released, so a scrape holds committed reports back only that long.
+    let summary = s.hub.registry.fleet().summary(&config, now);
+    let text = s.hub.metrics.render_fleet(&summary, &config);
     (
         [(
             header::CONTENT_TYPE,
@@ -132,12 +128,7 @@ async fn check(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Resp
         );
     };
     let now = now_ms();
-    let Ok(fleet) = s.hub.fleet.read() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "fleet unavailable".into(),
-        );
-    };
+    let fleet = s.hub.registry.fleet();
     let summary = fleet.check_summary(&config, check, now);
     let probes = fleet
         .observations(&name, now, config.server.stale_after)
@@ -174,23 +165,20 @@ async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
     let now = now_ms();
     let mut out: Vec<ProbeEntry> = s
         .hub
-        .fleet
-        .read()
-        .map(|f| {
-            f.probes
-                .iter()
-                .filter(|(_, v)| !v.revoked)
-                .map(|(name, v)| ProbeEntry {
-                    name: name.clone(),
-                    labels: v.labels.clone(),
-                    state: v.state(now, stale_after).as_str(),
-                    last_seen_ms: v.last_seen_ms,
-                    agent_version: v.agent_version.clone(),
-                    latest: v.latest.clone(),
-                })
-                .collect()
+        .registry
+        .fleet()
+        .probes
+        .iter()
+        .filter(|(_, v)| !v.revoked)
+        .map(|(name, v)| ProbeEntry {
+            name: name.clone(),
+            labels: v.labels.clone(),
+            state: v.state(now, stale_after).as_str(),
+            last_seen_ms: v.last_seen_ms,
+            agent_version: v.agent_version.clone(),
+            latest: v.latest.clone(),
         })
-        .unwrap_or_default();
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Json(out)
 }
@@ -217,87 +205,17 @@ async fn agents(State(s): State<Arc<ApiState>>, Query(q): Query<AgentQuery>) -> 
     }
     let config = s.hub.config.borrow().clone();
     let now = now_ms();
-    match s.hub.fleet.read() {
-        Ok(fleet) => Json(crate::analysis::agents::entries(
-            &fleet.probes,
-            &config,
-            now,
-            q.condition.as_deref(),
-        ))
-        .into_response(),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "fleet unavailable".into(),
-        ),
-    }
-}
-
-/// Filters of `/api/v1/events`.
-#[derive(Debug, Deserialize)]
-pub struct EventQuery {
-    /// Only events at or after this time (Unix ms).
-    pub since_ms: Option<i64>,
-    /// Only events before this time (Unix ms).
-    pub until_ms: Option<i64>,
-    /// Only this check.
-    pub check: Option<String>,
-    /// Only this probe.
-    pub probe: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000).
-    pub limit: Option<u32>,
-}
-
-/// A verdict transition.
-#[derive(Debug, Serialize)]
-pub struct Event {
-    /// Id.
-    pub id: i64,
-    /// When, Unix ms.
-    pub at_ms: i64,
-    /// Probe.
-    pub probe: String,
-    /// Check.
-    pub check: String,
-    /// Previous verdict (none for a first result).
-    pub from: Option<String>,
-    /// New verdict.
-    pub to: String,
-    /// Finding codes of the new result.
-    pub codes: Vec<String>,
+    let entries = crate::analysis::agents::entries(
+        &s.hub.registry.fleet().probes,
+        &config,
+        now,
+        q.condition.as_deref(),
+    );
+    Json(entries).into_response()
 }
 
 async fn events(State(s): State<Arc<ApiState>>, Query(q): Query<EventQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let result = s.reader.with(|db| {
-        let mut stmt = db.prepare(
-            "SELECT id, at, probe, check_name, from_verdict, to_verdict, codes FROM events
-             WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR check_name = ?3) AND (?4 IS NULL OR probe = ?4)
-             ORDER BY id DESC LIMIT ?5",
-        )?;
-        let rows = stmt.query_map(
-            rusqlite::params![
-                q.since_ms.unwrap_or(0),
-                q.until_ms.unwrap_or(i64::MAX),
-                q.check,
-                q.probe,
-                limit
-            ],
-            |r| {
-                let codes: String = r.get(6)?;
-                Ok(Event {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    probe: r.get(2)?,
-                    check: r.get(3)?,
-                    from: r.get(4)?,
-                    to: r.get(5)?,
-                    codes: codes.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
-                })
-            },
-        )?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    });
-    match result {
+    match s.reader.with(|db| store::read::events(db, &q)) {
         Ok(events) => Json(events).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }

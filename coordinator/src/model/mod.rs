@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod diagnosis;
+pub mod event;
 pub mod latest;
 pub mod probe;
 pub mod summary;

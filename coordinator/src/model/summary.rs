@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use cemwatch_shared::Severity;
+
 use crate::model::diagnosis::Diagnosis;
+
+/// The `site` of a probe without a `site` label, wherever sites are listed.
+pub const NO_SITE: &str = "(no site)";
 
 /// Probe counts by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +57,11 @@ pub struct PortConsistency {
     pub internet: BTreeMap<u16, BTreeMap<String, u64>>,
     /// DMZ vantages: port → TCP outcome → probes.
     pub dmz: BTreeMap<u16, BTreeMap<String, u64>>,
+    /// Where the listener was found: port → probes that completed TLS there (the policy port)
+    /// or recognised the gateway's certificate there (a legacy port). `listener_port` is the
+    /// most voted.
+    #[serde(default)]
+    pub listeners: BTreeMap<u16, u64>,
 }
 
 /// One check across the fleet.
@@ -81,6 +91,10 @@ pub struct CheckSummary {
     pub thumbprint_match_ratio: Option<f64>,
     /// Policy port, observed listener, what the network does.
     pub ports: PortConsistency,
+    /// Each fresh probe's verdict, when `[server] per_probe_metrics` is on (for the per-probe
+    /// series; not part of the API's summary).
+    #[serde(skip)]
+    pub probe_verdicts: Vec<(String, Severity)>,
 }
 
 /// The fleet at a glance.

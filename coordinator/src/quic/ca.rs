@@ -37,12 +37,16 @@ pub struct IssuedCert {
     pub not_after: i64,
 }
 
-fn random_serial() -> Vec<u8> {
+/// A random 127-bit certificate serial; an error when the system's random source fails
+/// (certificates with equal serials from one CA are ambiguous to revocation).
+fn random_serial() -> Result<Vec<u8>> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system's random source failed: no certificate serial"))?;
     bytes[0] &= 0x7f; // positive
-    bytes.to_vec()
+    Ok(bytes.to_vec())
 }
 
 fn ca_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
@@ -78,7 +82,7 @@ impl CoordinatorCa {
             let now = OffsetDateTime::now_utc();
             params.not_before = now - time::Duration::hours(1);
             params.not_after = now + time::Duration::days(365 * 20);
-            params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+            params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
             let cert = params.self_signed(&key).context("cannot create the CA")?;
             write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
             write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
@@ -102,7 +106,7 @@ impl CoordinatorCa {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(365);
-        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
         let server_cert = params.signed_by(&server_key, &issuer)?;
         Ok(Self {
             server_chain: vec![
@@ -154,7 +158,7 @@ impl CoordinatorCa {
         let backdate = (ttl.as_secs() / 10).min(300) as i64;
         params.not_before = now - time::Duration::seconds(backdate);
         params.not_after = now + time::Duration::seconds(ttl.as_secs() as i64);
-        let serial = random_serial();
+        let serial = random_serial()?;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         params.use_authority_key_identifier_extension = true;
         csr.params = params.clone();

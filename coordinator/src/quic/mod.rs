@@ -9,8 +9,10 @@ pub mod verifier;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
@@ -22,15 +24,14 @@ use cemwatch_shared::{AgentCemState, Thumbprint};
 use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 
-use crate::admission as limits;
-use crate::admission::Limiter;
-use crate::analysis::fleet::Fleet;
+use crate::admission::{Admission, Limiter};
+use crate::config::limits::LimitsConfig;
 use crate::config::Config;
 use crate::quic::ca::CoordinatorCa;
-use crate::registry::AuthState;
+use crate::registry::Registry;
 use crate::store;
-use crate::store::{Ingested, Writer};
-use crate::telemetry::Metrics;
+use crate::store::{Ingested, TokenRefusal};
+use crate::telemetry::{Enrolment, Metrics, Refusal};
 use cemwatch_transport::x509::name_and_expiry;
 use rustls::pki_types::CertificateDer;
 
@@ -54,14 +55,10 @@ pub struct Hub {
     pub config: watch::Receiver<Arc<Config>>,
     /// Configuration generation (increases on each reload).
     pub generation: Arc<AtomicU64>,
-    /// The fleet view.
-    pub fleet: Arc<RwLock<Fleet>>,
-    /// The store writer.
-    pub writer: Writer,
+    /// Every probe: the store and the views of who is known and of the fleet.
+    pub registry: Arc<Registry>,
     /// The CA.
     pub ca: Arc<CoordinatorCa>,
-    /// Known and revoked probes.
-    pub auth: Arc<RwLock<AuthState>>,
     /// Metrics.
     pub metrics: Metrics,
     /// Connection and report limits (see `limits`).
@@ -80,23 +77,16 @@ impl Hub {
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
         generation: Arc<AtomicU64>,
-        fleet: Arc<RwLock<Fleet>>,
-        writer: Writer,
+        registry: Arc<Registry>,
         ca: Arc<CoordinatorCa>,
-        auth: Arc<RwLock<AuthState>>,
         metrics: Metrics,
     ) -> Self {
         Self {
             config,
             generation,
-            fleet,
-            writer,
+            registry,
             ca,
-            auth,
-            limiter: {
-                Limiter::register(&metrics);
-                Limiter::new()
-            },
+            limiter: { Limiter::new() },
             metrics,
             live: Mutex::new(HashMap::new()),
             rounds: Mutex::new(std::collections::BTreeMap::new()),
@@ -109,7 +99,7 @@ impl Hub {
 
     /// Closes the live connection of a revoked probe.
     pub fn disconnect(&self, name: &str, reason: &str) {
-        let live = self.live.lock().ok().and_then(|mut m| m.remove(name));
+        let live = self.live.lock().remove(name);
         if let Some(live) = live {
             live.conn
                 .close(CloseCode::CertificateRefused.varint(), reason.as_bytes());
@@ -129,13 +119,10 @@ impl Hub {
         let targets: Vec<(String, mpsc::Sender<ProbeNowRequest>)> = self
             .live
             .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|(n, _)| eligible(n))
-                    .map(|(n, l)| (n.clone(), l.probe_now.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .filter(|(n, _)| eligible(n))
+            .map(|(n, l)| (n.clone(), l.probe_now.clone()))
+            .collect();
         let runtime = tokio::runtime::Handle::try_current();
         let (Ok(runtime), true) = (runtime, targets.len() > ROUND_WINDOW) else {
             let mut asked = Vec::new();
@@ -148,15 +135,11 @@ impl Hub {
         };
         let asked = targets.iter().map(|(n, _)| n.clone()).collect();
         let answered = Arc::new(AtomicUsize::new(0));
-        if let Ok(mut answers) = self.round_answers.lock() {
-            answers.insert(round, answered.clone());
-        }
+        self.round_answers.lock().insert(round, answered.clone());
         let answers = self.round_answers.clone();
         runtime.spawn(async move {
             pace_round(round, &checks, targets, &answered).await;
-            if let Ok(mut answers) = answers.lock() {
-                answers.remove(&round);
-            }
+            answers.lock().remove(&round);
         });
         (round, asked)
     }
@@ -177,15 +160,12 @@ impl Hub {
             ));
         };
         let labels: HashMap<String, Labels> = self
-            .fleet
-            .read()
-            .map(|f| {
-                f.probes
-                    .iter()
-                    .map(|(n, v)| (n.clone(), v.labels.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .registry
+            .fleet()
+            .probes
+            .iter()
+            .map(|(n, v)| (n.clone(), v.labels.clone()))
+            .collect();
         let eligible = |name: &str| labels.get(name).is_some_and(|l| check_config.selects(l));
         let (id, asked) = self.start_round(vec![check.to_string()], eligible);
         self.metrics.rounds.inc();
@@ -204,7 +184,8 @@ impl Hub {
                 .collect(),
             results: std::collections::BTreeMap::new(),
         };
-        if let Ok(mut rounds) = self.rounds.lock() {
+        {
+            let mut rounds = self.rounds.lock();
             rounds.insert(id, round.clone());
             while rounds.len() > 100 {
                 rounds.pop_first();
@@ -221,22 +202,16 @@ impl Hub {
 
     /// A round's current state.
     pub fn round(&self, id: u64) -> Option<Round> {
-        self.rounds.lock().ok().and_then(|r| r.get(&id).cloned())
+        self.rounds.lock().get(&id).cloned()
     }
 
     fn record_round(&self, probe: &str, report: &Report) {
         let Some(id) = report.round else { return };
-        if let Some(answered) = self
-            .round_answers
-            .lock()
-            .ok()
-            .and_then(|a| a.get(&id).cloned())
-        {
+        let answered = self.round_answers.lock().get(&id).cloned();
+        if let Some(answered) = answered {
             answered.fetch_add(1, Ordering::Relaxed);
         }
-        let Ok(mut rounds) = self.rounds.lock() else {
-            return;
-        };
+        let mut rounds = self.rounds.lock();
         let Some(round) = rounds.get_mut(&id) else {
             return;
         };
@@ -255,18 +230,15 @@ impl Hub {
 
     /// Names of probes with a live connection.
     pub fn connected(&self) -> Vec<String> {
-        self.live
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        self.live.lock().keys().cloned().collect()
     }
 
     fn plan_for(&self, labels: &Labels) -> Plan {
         let config = self.config.borrow().clone();
         // The fleet that would come back after a restart: every enrolled probe (or every
         // connected one, when more are connected, as with shared-CA probes).
-        let enrolled = self.auth.read().map(|a| a.known.len()).unwrap_or(0);
-        let connected = self.live.lock().map(|m| m.len()).unwrap_or(0);
+        let enrolled = self.registry.auth().known.len();
+        let connected = self.live.lock().len();
         let fleet = enrolled.max(connected);
         Plan {
             generation: self.generation.load(Ordering::SeqCst),
@@ -360,11 +332,44 @@ pub const MAX_HANDSHAKE_WAIT: Duration = Duration::from_millis(2500);
 
 /// Refuses an attempt before any handshake work, counted as `reason="busy"`.
 fn refuse_busy(hub: &Hub, incoming: quinn::Incoming) {
-    hub.metrics
-        .connections_refused
-        .with_label_values(&["busy"])
-        .inc();
+    hub.metrics.refused(Refusal::Busy);
     incoming.refuse();
+}
+
+/// The accept-loop hook: lets `incoming` through, or answers it with a Retry or a refusal
+/// (counted) and returns `None`.
+fn admit(
+    limiter: &Limiter,
+    incoming: quinn::Incoming,
+    limits: &LimitsConfig,
+    open: usize,
+    metrics: &Metrics,
+) -> Option<quinn::Incoming> {
+    let decision = limiter.decide(
+        limits,
+        incoming.remote_address().ip(),
+        incoming.remote_address_validated(),
+        incoming.may_retry(),
+        open,
+        Instant::now(),
+    );
+    match decision {
+        Admission::Accept => Some(incoming),
+        Admission::Retry => {
+            metrics.quic_retries.inc();
+            if let Err(e) = incoming.retry() {
+                // Cannot happen for an unvalidated address; refuse rather than accept.
+                e.into_incoming().refuse();
+            }
+            None
+        }
+        Admission::Refuse(reason) => {
+            metrics.refused(reason);
+            tracing::debug!(remote = %incoming.remote_address(), reason = reason.label(), "connection refused by a limit");
+            incoming.refuse();
+            None
+        }
+    }
 }
 
 /// Accepts connections until the endpoint closes.
@@ -374,8 +379,7 @@ pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
     while let Some(incoming) = endpoint.accept().await {
         let open = hub.connections.load(Ordering::Relaxed);
         let limits = hub.config.borrow().limits;
-        let Some(incoming) = limits::admit(&hub.limiter, incoming, &limits, open, &hub.metrics)
-        else {
+        let Some(incoming) = admit(&hub.limiter, incoming, &limits, open, &hub.metrics) else {
             continue;
         };
         if waiting.load(Ordering::Relaxed) >= MAX_HANDSHAKES_WAITING {
@@ -427,10 +431,7 @@ fn reject_frame(hub: &Hub, conn: &quinn::Connection, e: &TransportError) {
         TransportError::Truncated => "malformed",
         _ => return,
     };
-    hub.metrics
-        .frames_rejected
-        .with_label_values(&[reason])
-        .inc();
+    hub.metrics.frame_rejected(reason);
     tracing::info!(remote = %conn.remote_address(), error = %e, "closing a connection that sent a bad frame");
     conn.close(
         CloseCode::Protocol.varint(),
@@ -442,7 +443,7 @@ async fn refuse(
     hub: &Hub,
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
-    metric: &str,
+    metric: Refusal,
     reason: String,
 ) -> Result<()> {
     refuse_with(hub, conn, send, CloseCode::Refused, metric, reason).await
@@ -455,13 +456,10 @@ async fn refuse_with(
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
     code: CloseCode,
-    metric: &str,
+    metric: Refusal,
     reason: String,
 ) -> Result<()> {
-    hub.metrics
-        .connections_refused
-        .with_label_values(&[metric])
-        .inc();
+    hub.metrics.refused(metric);
     let _ = write_frame(
         send,
         &ToProbe::Refused {
@@ -536,23 +534,17 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
             // A resumed TLS session skips the certificate verifier (the certificate comes from
             // the session ticket), so revocation, removal and expiry are checked here again.
             let refusal = hub
-                .auth
-                .read()
-                .map_err(|_| {
-                    (
-                        "unknown_probe",
-                        "the coordinator cannot check this probe".to_string(),
-                    )
-                })
-                .and_then(|auth| auth.recheck(&name, not_after, store::now_ms() / 1000));
-            if let Err((metric, reason)) = refusal {
+                .registry
+                .auth()
+                .recheck(&name, not_after, store::now_ms() / 1000);
+            if let Err(refused) = refusal {
                 return Box::pin(refuse_with(
                     hub,
                     &conn,
                     &mut send,
                     CloseCode::CertificateRefused,
-                    metric,
-                    reason,
+                    refused.reason(),
+                    refused.to_string(),
                 ))
                 .await;
             }
@@ -561,7 +553,7 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                     hub,
                     &conn,
                     &mut send,
-                    "identity_mismatch",
+                    Refusal::IdentityMismatch,
                     format!("this connection's certificate is for {name:?}, not {probe:?}"),
                 ))
                 .await;
@@ -581,21 +573,18 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
                 hub,
                 &conn,
                 &mut send,
-                "no_certificate",
+                Refusal::NoCertificate,
                 "no client certificate: enrol first with `cemwatch-probe enroll`".into(),
             ))
             .await
         }
         (Some((name, _)), _) => {
-            hub.metrics
-                .frames_rejected
-                .with_label_values(&["unexpected"])
-                .inc();
+            hub.metrics.frame_rejected("unexpected");
             Box::pin(refuse(
                 hub,
                 &conn,
                 &mut send,
-                "bad_certificate",
+                Refusal::BadCertificate,
                 format!("probe {name:?} must start with Hello"),
             ))
             .await
@@ -616,23 +605,17 @@ async fn enrol(
     let token: EnrollToken = match token.parse() {
         Ok(t) => t,
         Err(e) => {
-            hub.metrics
-                .enrolments
-                .with_label_values(&["token_malformed"])
-                .inc();
-            return refuse(hub, conn, send, "enrolment_refused", e.to_string()).await;
+            hub.metrics.enrolment(Enrolment::TokenMalformed);
+            return refuse(hub, conn, send, Refusal::EnrolmentRefused, e.to_string()).await;
         }
     };
     if token.ca_pin != hub.ca.pin() {
-        hub.metrics
-            .enrolments
-            .with_label_values(&["token_unknown"])
-            .inc();
+        hub.metrics.enrolment(Enrolment::TokenUnknown);
         return refuse(
             hub,
             conn,
             send,
-            "enrolment_refused",
+            Refusal::EnrolmentRefused,
             "this token was issued by another coordinator".into(),
         )
         .await;
@@ -644,15 +627,12 @@ async fn enrol(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        hub.metrics
-            .enrolments
-            .with_label_values(&["bad_name"])
-            .inc();
+        hub.metrics.enrolment(Enrolment::BadName);
         return refuse(
             hub,
             conn,
             send,
-            "enrolment_refused",
+            Refusal::EnrolmentRefused,
             format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'"),
         )
         .await;
@@ -660,45 +640,23 @@ async fn enrol(
     let ca = hub.ca.clone();
     let ttl = hub.config.borrow().server.probe_cert_ttl;
     let csr = csr_der.to_vec();
-    let issued = Arc::new(Mutex::new(None));
-    let issued_out = issued.clone();
-    let (id, secret, version) = (
-        token.id.clone(),
-        token.secret.clone(),
-        agent_version.to_string(),
-    );
     let outcome = hub
-        .writer
-        .exec(move |db| {
-            store::enrol(db, &id, &secret, &requested, &version, |name| {
+        .registry
+        .enrol(
+            token.id.clone(),
+            token.secret.clone(),
+            requested,
+            agent_version.to_string(),
+            move |name| {
                 let cert = ca.issue_client(&csr, name, ttl)?;
-                let out = (cert.serial.clone(), cert.not_after);
-                if let Ok(mut slot) = issued_out.lock() {
-                    *slot = Some(cert);
-                }
-                Ok(out)
-            })
-        })
+                let (serial, not_after) = (cert.serial.clone(), cert.not_after);
+                Ok((cert, serial, not_after))
+            },
+        )
         .await;
     match outcome {
-        Ok(Ok(grant)) => {
-            let cert = issued
-                .lock()
-                .ok()
-                .and_then(|mut s| s.take())
-                .ok_or_else(|| anyhow!("no certificate issued"))?;
-            if let Ok(mut a) = hub.auth.write() {
-                a.known.insert(grant.name.clone());
-            }
-            if let Ok(mut f) = hub.fleet.write() {
-                let view = f.probes.entry(grant.name.clone()).or_default();
-                view.labels = grant.labels.clone();
-                view.last_seen_ms = store::now_ms();
-            }
-            hub.metrics
-                .enrolments
-                .with_label_values(&["enrolled"])
-                .inc();
+        Ok(Ok((grant, cert))) => {
+            hub.metrics.enrolment(Enrolment::Enrolled);
             tracing::info!(probe = %grant.name, "probe enrolled");
             write_frame(
                 send,
@@ -714,19 +672,28 @@ async fn enrol(
             Ok(())
         }
         Ok(Err(refusal)) => {
-            hub.metrics
-                .enrolments
-                .with_label_values(&[refusal.reason()])
-                .inc();
-            refuse(hub, conn, send, "enrolment_refused", refusal.to_string()).await
-        }
-        Err(e) => {
-            hub.metrics.enrolments.with_label_values(&["error"]).inc();
+            hub.metrics.enrolment(match refusal {
+                TokenRefusal::Unknown => Enrolment::TokenUnknown,
+                TokenRefusal::Used => Enrolment::TokenUsed,
+                TokenRefusal::Expired => Enrolment::TokenExpired,
+                TokenRefusal::NameTaken(_) => Enrolment::NameTaken,
+            });
             refuse(
                 hub,
                 conn,
                 send,
-                "enrolment_refused",
+                Refusal::EnrolmentRefused,
+                refusal.to_string(),
+            )
+            .await
+        }
+        Err(e) => {
+            hub.metrics.enrolment(Enrolment::Error);
+            refuse(
+                hub,
+                conn,
+                send,
+                Refusal::EnrolmentRefused,
                 format!("enrolment failed: {e:#}"),
             )
             .await
@@ -744,56 +711,35 @@ async fn session(
 ) -> Result<()> {
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
     let (now_tx, mut now_rx) = mpsc::channel::<ProbeNowRequest>(8);
-    let previous = hub.live.lock().ok().and_then(|mut m| {
-        m.insert(
-            name.clone(),
-            Live {
-                id,
-                conn: conn.clone(),
-                probe_now: now_tx,
-            },
-        )
-    });
+    let previous = hub.live.lock().insert(
+        name.clone(),
+        Live {
+            id,
+            conn: conn.clone(),
+            probe_now: now_tx,
+        },
+    );
     if let Some(old) = previous {
         old.conn.close(
             CloseCode::Replaced.varint(),
             b"replaced by a newer connection",
         );
     }
-    let labels = {
-        let mut fleet = hub
-            .fleet
-            .write()
-            .map_err(|_| anyhow!("fleet lock poisoned"))?;
-        let view = fleet.probes.entry(name.clone()).or_default();
-        let now = store::now_ms();
-        view.connected = true;
-        view.connected_since_ms = now;
-        view.last_seen_ms = now;
-        view.agent_version = Some(agent_version.clone());
-        view.labels.clone()
-    };
-    hub.writer.seen(&name, &agent_version);
+    let labels = hub
+        .registry
+        .connected(&name, &agent_version, store::now_ms());
     tracing::info!(probe = %name, remote = %conn.remote_address(), "probe connected");
     let result = session_loop(hub, &conn, &mut send, recv, &name, &labels, &mut now_rx).await;
-    let still_ours = hub
-        .live
-        .lock()
-        .map(|mut m| {
-            if m.get(&name).is_some_and(|l| l.id == id) {
-                m.remove(&name);
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(false);
-    if still_ours {
-        if let Ok(mut fleet) = hub.fleet.write() {
-            if let Some(view) = fleet.probes.get_mut(&name) {
-                view.connected = false;
-            }
+    let still_ours = {
+        let mut live = hub.live.lock();
+        let ours = live.get(&name).is_some_and(|l| l.id == id);
+        if ours {
+            live.remove(&name);
         }
+        ours
+    };
+    if still_ours {
+        hub.registry.disconnected(&name);
     }
     tracing::info!(probe = %name, "probe disconnected");
     result
@@ -805,21 +751,12 @@ async fn session(
 async fn record_agent_state(hub: &Hub, name: &str, state: AgentCemState) {
     let state = state.bounded();
     let received = store::now_ms();
-    let (probe, stored) = (name.to_string(), state.clone());
-    if let Err(e) = hub
-        .writer
-        .exec(move |db| store::save_agent_state(db, &probe, &stored, received))
-        .await
-    {
-        tracing::warn!(probe = name, error = %format!("{e:#}"), "agent state not stored; kept in memory");
-    }
     let condition = state.condition.as_str();
     let port = state.condition.port();
-    let previous = hub
-        .fleet
-        .write()
-        .ok()
-        .and_then(|mut fleet| fleet.record_agent(name, state, received));
+    let (previous, not_stored) = hub.registry.agent_state(name, state, received).await;
+    if let Some(e) = not_stored {
+        tracing::warn!(probe = name, error = %format!("{e:#}"), "agent state not stored; kept in memory");
+    }
     if previous == Some(condition) {
         tracing::debug!(probe = name, condition, ?port, "agent CEM state received");
     } else {
@@ -843,15 +780,8 @@ async fn renew(
     let ttl = hub.config.borrow().server.probe_cert_ttl;
     match hub.ca.issue_client(&csr_der, name, ttl) {
         Ok(cert) => {
-            let (n, serial, na) = (name.to_string(), cert.serial.clone(), cert.not_after);
-            hub.writer
-                .exec(move |db| {
-                    db.execute(
-                        "UPDATE probes SET cert_serial = ?2, cert_not_after = ?3 WHERE name = ?1",
-                        rusqlite::params![n, serial, na],
-                    )?;
-                    Ok(())
-                })
+            hub.registry
+                .renewed(name, cert.serial.clone(), cert.not_after)
                 .await?;
             tracing::info!(probe = name, "client certificate renewed");
             write_frame(send, &ToProbe::Renewed { cert_der: cert.der }).await?;
@@ -911,21 +841,27 @@ async fn session_loop(
                     // what the protocol allows closes the connection.
                     let limits = hub.config.borrow().limits;
                     let now = std::time::Instant::now();
-                    let delay = match hub.limiter.pace_report(name, &limits, &hub.metrics, now) {
-                        Ok(delay) => delay,
+                    let delay = match hub.limiter.pace_report(name, &limits, now) {
+                        Ok(delay) => {
+                            if !delay.is_zero() {
+                                hub.metrics.reports_throttled.inc();
+                            }
+                            delay
+                        }
                         Err(e) => {
+                            hub.metrics.refused(Refusal::ReportRate);
                             conn.close(CloseCode::Refused.varint(), e.to_string().as_bytes());
                             break Err(e.into());
                         }
                     };
-                    let writer = hub.writer.clone();
+                    let registry = hub.registry.clone();
                     let probe = name.to_string();
                     commits.spawn(async move {
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
                         }
                         let seq = report.seq;
-                        let (outcome, report) = writer.commit(&probe, report).await;
+                        let (outcome, report) = registry.report(&probe, report).await;
                         (seq, outcome, report)
                     });
                 }
@@ -934,7 +870,7 @@ async fn session_loop(
                 Some(Ok(ToCoordinator::Renew { csr_der })) => Box::pin(renew(hub, send, name, csr_der)).await?,
                 Some(Ok(ToCoordinator::AgentState(state))) => Box::pin(record_agent_state(hub, name, state)).await,
                 Some(Ok(other)) => {
-                    hub.metrics.frames_rejected.with_label_values(&["unexpected"]).inc();
+                    hub.metrics.frame_rejected("unexpected");
                     let reason = format!("unexpected message in a session: {}", match other {
                         ToCoordinator::Hello { .. } => "Hello",
                         ToCoordinator::Enroll { .. } => "Enroll",
@@ -958,9 +894,6 @@ async fn session_loop(
                             }
                         }
                         hub.record_round(name, &report);
-                        if let Ok(mut fleet) = hub.fleet.write() {
-                            fleet.record(name, &report, store::now_ms());
-                        }
                         write_frame(send, &ToProbe::Ack { seq }).await?;
                     }
                     Ok(Ingested::Duplicate) => {
@@ -999,11 +932,10 @@ pub async fn adopt_on_hello(
     labels: &Labels,
     agent_version: &str,
 ) -> anyhow::Result<()> {
-    let (known, adopt) = hub
-        .auth
-        .read()
-        .map(|a| (a.known.contains(name), a.adopt_unknown))
-        .map_err(|_| anyhow::anyhow!("auth lock poisoned"))?;
+    let (known, adopt) = {
+        let auth = hub.registry.auth();
+        (auth.known.contains(name), auth.adopt_unknown)
+    };
     if known {
         return Ok(());
     }
@@ -1021,19 +953,10 @@ pub async fn adopt_on_hello(
             ))
         })
         .ok_or_else(|| anyhow::anyhow!("probe {name:?} presented no readable certificate"))?;
-    let (n, l, v) = (name.to_string(), labels.clone(), agent_version.to_string());
     let recorded = hub
-        .writer
-        .exec(move |db| store::adopt(db, &n, &l, &v, &serial, not_after))
+        .registry
+        .adopt(name, labels, agent_version, serial, not_after)
         .await?;
-    if let Ok(mut a) = hub.auth.write() {
-        a.known.insert(name.to_string());
-    }
-    if let Ok(mut fleet) = hub.fleet.write() {
-        let view = fleet.probes.entry(name.to_string()).or_default();
-        view.labels = labels.clone();
-        view.last_seen_ms = store::now_ms();
-    }
     if recorded {
         tracing::info!(
             probe = name,

@@ -9,7 +9,7 @@
 //! coordinator list fails over. Revocation stays per coordinator: revoke on each
 //! (`cemwatch probe revoke NAME --even-if-unseen`).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -19,25 +19,21 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::registry::AuthState;
-use crate::telemetry::Metrics;
+use crate::registry::Registry;
+use crate::telemetry::{Metrics, Refusal};
 use cemwatch_transport::x509::common_name;
 
 /// The client certificate verifier of the QUIC endpoint.
 #[derive(Debug)]
 pub struct ProbeVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    auth: Arc<RwLock<AuthState>>,
+    registry: Arc<Registry>,
     metrics: Metrics,
 }
 
 impl ProbeVerifier {
     /// A verifier trusting `ca_der` only.
-    pub fn new(
-        ca_der: &[u8],
-        auth: Arc<RwLock<AuthState>>,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
+    pub fn new(ca_der: &[u8], registry: Arc<Registry>, metrics: Metrics) -> anyhow::Result<Self> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(ca_der.to_vec()))?;
         let inner = WebPkiClientVerifier::builder_with_provider(
@@ -48,17 +44,14 @@ impl ProbeVerifier {
         .build()?;
         Ok(Self {
             inner,
-            auth,
+            registry,
             metrics,
         })
     }
 
-    fn refuse(&self, reason: &str, error: Error) -> Error {
-        self.metrics
-            .connections_refused
-            .with_label_values(&[reason])
-            .inc();
-        tracing::debug!(reason, error = %error, "client certificate refused");
+    fn refuse(&self, reason: Refusal, error: Error) -> Error {
+        self.metrics.refused(reason);
+        tracing::debug!(reason = reason.label(), error = %error, "client certificate refused");
         error
     }
 }
@@ -88,35 +81,37 @@ impl ClientCertVerifier for ProbeVerifier {
         {
             let reason = match &e {
                 Error::InvalidCertificate(CertificateError::Expired)
-                | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "expired",
+                | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+                    Refusal::Expired
+                }
                 Error::InvalidCertificate(CertificateError::UnknownIssuer)
-                | Error::InvalidCertificate(CertificateError::BadSignature) => "unknown_ca",
-                _ => "bad_certificate",
+                | Error::InvalidCertificate(CertificateError::BadSignature) => Refusal::UnknownCa,
+                _ => Refusal::BadCertificate,
             };
             return Err(self.refuse(reason, e));
         }
         let Some(name) = common_name(end_entity.as_ref()) else {
             return Err(self.refuse(
-                "bad_certificate",
+                Refusal::BadCertificate,
                 Error::InvalidCertificate(CertificateError::BadEncoding),
             ));
         };
-        let (known, revoked) = match self.auth.read() {
-            Ok(a) => (
+        let (known, revoked) = {
+            let a = self.registry.auth();
+            (
                 a.known.contains(&name) || a.adopt_unknown,
                 a.revoked.contains(&name),
-            ),
-            Err(_) => (false, false),
+            )
         };
         if revoked {
             return Err(self.refuse(
-                "revoked",
+                Refusal::Revoked,
                 Error::InvalidCertificate(CertificateError::Revoked),
             ));
         }
         if !known {
             return Err(self.refuse(
-                "unknown_probe",
+                Refusal::UnknownProbe,
                 Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
             ));
         }

@@ -342,6 +342,15 @@ pub fn adopt(
     Ok(n > 0)
 }
 
+/// Sets the certificate a probe holds (after a renewal).
+pub fn set_certificate(conn: &Connection, name: &str, serial: &str, not_after: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE probes SET cert_serial = ?2, cert_not_after = ?3 WHERE name = ?1",
+        params![name, serial, not_after],
+    )?;
+    Ok(())
+}
+
 /// Names of known and of revoked probes.
 pub fn auth_sets(conn: &Connection) -> Result<(HashSet<String>, HashSet<String>)> {
     let mut known = HashSet::new();
@@ -363,11 +372,15 @@ fn hash_secret(secret: &str) -> Vec<u8> {
     cemwatch_transport::x509::sha256(secret.as_bytes()).to_vec()
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes in hex; an error when the system's random source fails (a token made
+/// of zeros would be guessable).
+fn random_hex(bytes: usize) -> Result<String> {
     use ring::rand::SecureRandom;
     let mut buf = vec![0u8; bytes];
-    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
-    hex::encode(buf)
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| anyhow::anyhow!("the system's random source failed: no token made"))?;
+    Ok(hex::encode(buf))
 }
 
 /// Creates a token; returns `(id, secret)`.
@@ -377,8 +390,8 @@ pub fn create_token(
     name: Option<&str>,
     ttl: Duration,
 ) -> Result<(String, String)> {
-    let id = random_hex(8);
-    let secret = random_hex(16);
+    let id = random_hex(8)?;
+    let secret = random_hex(16)?;
     let now = now_ms();
     conn.execute(
         "INSERT INTO tokens (id, secret_hash, labels, name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -681,8 +694,84 @@ impl Writer {
         });
     }
 
+    /// Checks and consumes an enrolment token, has `issue` make the certificate once the name
+    /// is settled (returning it with its serial and expiry), and records the probe, all in one
+    /// transaction: nothing is written when the token is refused or `issue` fails.
+    pub async fn enrol<C: Send + 'static>(
+        &self,
+        token_id: String,
+        secret: String,
+        requested_name: String,
+        agent_version: String,
+        issue: impl FnOnce(&str) -> Result<(C, String, i64)> + Send + 'static,
+    ) -> Result<std::result::Result<(Grant, C), TokenRefusal>> {
+        self.exec(move |db| {
+            let mut issued = None;
+            let grant = enrol(
+                db,
+                &token_id,
+                &secret,
+                &requested_name,
+                &agent_version,
+                |name| {
+                    let (cert, serial, not_after) = issue(name)?;
+                    issued = Some(cert);
+                    Ok((serial, not_after))
+                },
+            )?;
+            Ok(match grant {
+                Ok(grant) => Ok((
+                    grant,
+                    issued.ok_or_else(|| anyhow::anyhow!("enrolment recorded no certificate"))?,
+                )),
+                Err(refusal) => Err(refusal),
+            })
+        })
+        .await
+    }
+
+    /// Records a probe adopted from a coordinator sharing this CA ([`adopt`]); false when it
+    /// was known already.
+    pub async fn adopt(
+        &self,
+        name: String,
+        labels: Labels,
+        agent_version: String,
+        cert_serial: String,
+        cert_not_after: i64,
+    ) -> Result<bool> {
+        self.exec(move |db| {
+            adopt(
+                db,
+                &name,
+                &labels,
+                &agent_version,
+                &cert_serial,
+                cert_not_after,
+            )
+        })
+        .await
+    }
+
+    /// Records a probe's renewed certificate: its serial (hex) and expiry (Unix seconds).
+    pub async fn renew_cert(&self, name: String, serial: String, not_after: i64) -> Result<()> {
+        self.exec(move |db| set_certificate(db, &name, &serial, not_after))
+            .await
+    }
+
+    /// Keeps the latest agent state of a probe ([`save_agent_state`]).
+    pub async fn save_agent_state(
+        &self,
+        probe: String,
+        state: AgentCemState,
+        received_ms: i64,
+    ) -> Result<()> {
+        self.exec(move |db| save_agent_state(db, &probe, &state, received_ms))
+            .await
+    }
+
     /// Runs `f` on the writer's connection, in order with reports.
-    pub async fn exec<T: Send + 'static>(
+    async fn exec<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {

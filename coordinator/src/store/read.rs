@@ -7,6 +7,7 @@ use rusqlite::Connection;
 
 use cemwatch_shared::CheckResult;
 
+use crate::model::event::{Event, EventQuery};
 use crate::model::latest::Latest;
 use crate::model::probe::{AgentView, ProbeView, Probes};
 
@@ -62,4 +63,49 @@ pub fn load_probes(conn: &Connection) -> Result<Probes> {
         }
     }
     Ok(probes)
+}
+
+/// Verdict transitions matching `q`, newest first (at most 1000; 100 by default).
+pub fn events(db: &Connection, q: &EventQuery) -> Result<Vec<Event>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut stmt = db.prepare_cached(
+        "SELECT id, at, probe, check_name, from_verdict, to_verdict, codes FROM events
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR check_name = ?3) AND (?4 IS NULL OR probe = ?4)
+         ORDER BY id DESC LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![
+            q.since_ms.unwrap_or(0),
+            q.until_ms.unwrap_or(i64::MAX),
+            q.check,
+            q.probe,
+            limit
+        ],
+        |r| {
+            let codes: String = r.get(6)?;
+            Ok(Event {
+                id: r.get(0)?,
+                at_ms: r.get(1)?,
+                probe: r.get(2)?,
+                check: r.get(3)?,
+                from: r.get(4)?,
+                to: r.get(5)?,
+                codes: codes
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Probes revoked after `after_ms` (Unix ms), with when: what `cemwatch probe revoke`, another
+/// process, wrote since the last look.
+pub fn revoked_since(db: &Connection, after_ms: i64) -> Result<Vec<(String, i64)>> {
+    let mut stmt =
+        db.prepare_cached("SELECT name, revoked_at FROM probes WHERE revoked_at > ?1")?;
+    let rows = stmt.query_map([after_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

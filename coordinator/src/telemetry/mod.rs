@@ -2,8 +2,12 @@
 //! Ingest counters are counters; fleet gauges are recomputed from the fleet view at each
 //! scrape, so series of probes and checks that went away disappear.
 
+pub mod reasons;
+
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -12,11 +16,11 @@ use prometheus::{
 
 use cemwatch_shared::AgentCondition;
 
-use crate::analysis::fleet::Fleet;
 use crate::config::Config;
 use crate::model::diagnosis::Kind;
 use crate::model::summary::AgentSummary;
 use crate::model::summary::FleetSummary;
+pub use reasons::{Enrolment, Refusal, FRAME_REASONS};
 
 /// Probes known to this coordinator, by `state` (`connected`, `disconnected`, `stale`).
 pub const PROBES: &str = "cemwatch_probes";
@@ -279,32 +283,40 @@ impl Metrics {
             scrape: Arc::default(),
             registry: registry.clone(),
         };
-        for reason in [
-            "no_certificate",
-            "enrolment_refused",
-            "expired",
-            "unknown_ca",
-            "revoked",
-            "unknown_probe",
-            "identity_mismatch",
-            "bad_certificate",
-            "limit",
-        ] {
-            m.connections_refused.with_label_values(&[reason]);
+        for reason in Refusal::ALL {
+            m.connections_refused.with_label_values(&[reason.label()]);
         }
-        for reason in ["too_large", "empty", "version", "malformed", "unexpected"] {
+        for outcome in Enrolment::ALL {
+            m.enrolments.with_label_values(&[outcome.label()]);
+        }
+        for reason in FRAME_REASONS {
             m.frames_rejected.with_label_values(&[reason]);
         }
         m
+    }
+
+    /// Counts a connection turned away.
+    pub fn refused(&self, reason: Refusal) {
+        self.connections_refused
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    /// Counts an enrolment attempt.
+    pub fn enrolment(&self, outcome: Enrolment) {
+        self.enrolments.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Counts a rejected frame (`reason` is one of [`FRAME_REASONS`]).
+    pub fn frame_rejected(&self, reason: &'static str) {
+        self.frames_rejected.with_label_values(&[reason]).inc();
     }
 
     /// The `site` label value: the site itself for the first `cap` distinct sites, `other`
     /// beyond, so a fleet with many sites cannot grow the series without bound.
     pub fn site_label(&self, site: &str, cap: usize) -> String {
         let site = if site.is_empty() { "none" } else { site };
-        let Ok(mut known) = self.sites.lock() else {
-            return "other".into();
-        };
+        let mut known = self.sites.lock();
         if known.contains(site) {
             return site.to_string();
         }
@@ -329,13 +341,7 @@ impl Metrics {
 
     /// Recomputes the fleet gauges from a summary and renders everything. Gauges are reset
     /// first, so series of probes, sites and certificates that went away disappear.
-    pub fn render_fleet(
-        &self,
-        summary: &FleetSummary,
-        config: &Config,
-        fleet: &Fleet,
-        now_ms: i64,
-    ) -> String {
+    pub fn render_fleet(&self, summary: &FleetSummary, config: &Config) -> String {
         let _one_at_a_time = self.scrape.lock();
         let cap = config.server.max_sites;
         self.probes.reset();
@@ -461,24 +467,15 @@ impl Metrics {
                     }
                 }
             }
-            let mut listeners: BTreeMap<u16, i64> = BTreeMap::new();
-            for o in fleet.observations(check, now_ms, config.server.stale_after) {
-                if o.latest.tls_completed {
-                    *listeners.entry(o.latest.port).or_default() += 1;
-                }
-                for l in o.latest.legacy.iter().filter(|l| l.gateway_listener) {
-                    *listeners.entry(l.port).or_default() += 1;
-                }
-                if config.server.per_probe_metrics {
-                    self.probe_check_verdict
-                        .with_label_values(&[o.probe, check, o.latest.verdict.as_str()])
-                        .set(1);
-                }
+            for (probe, verdict) in &c.probe_verdicts {
+                self.probe_check_verdict
+                    .with_label_values(&[probe, check, verdict.as_str()])
+                    .set(1);
             }
-            for (port, n) in listeners {
+            for (port, n) in &c.ports.listeners {
                 self.listener_probes
                     .with_label_values(&[check, &port.to_string()])
-                    .set(n);
+                    .set(*n as i64);
             }
         }
         self.render()
@@ -537,7 +534,7 @@ mod tests {
         )
         .expect("config");
         let now = crate::store::now_ms();
-        let mut fleet = Fleet::default();
+        let mut fleet = crate::analysis::fleet::Fleet::default();
         for (name, condition) in [
             (
                 "a",
@@ -571,7 +568,7 @@ mod tests {
             });
         }
         let metrics = Metrics::new();
-        let text = metrics.render_fleet(&fleet.summary(&config, now), &config, &fleet, now);
+        let text = metrics.render_fleet(&fleet.summary(&config, now), &config);
         let agents = |state: &str| value(&text, &format!("{AGENTS}{{state=\"{state}\"}}"));
         assert_eq!(agents("cem_connected"), Some(1.0), "{text}");
         assert_eq!(agents("connect_timeout"), Some(1.0));
@@ -604,7 +601,7 @@ mod tests {
             v.connected = false;
             v.last_seen_ms = now - 86_400_000;
         }
-        let text = metrics.render_fleet(&fleet.summary(&config, now), &config, &fleet, now);
+        let text = metrics.render_fleet(&fleet.summary(&config, now), &config);
         assert_eq!(agents_of(&text, "cem_connected"), Some(0.0));
         assert!(!text.contains(&format!("{AGENTS_CONNECTED}{{")), "{text}");
     }
