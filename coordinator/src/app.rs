@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +20,7 @@ use crate::http;
 use crate::analysis::fleet::Fleet;
 use crate::config::limits::LimitsConfig;
 use crate::config::Config;
-use crate::http::ApiState;
+use crate::http::{ApiState, Readiness};
 use crate::quic;
 use crate::quic::ca::CoordinatorCa;
 use crate::quic::session_keys::SessionKeys;
@@ -42,6 +42,7 @@ pub struct Running {
     pub hub: Arc<Hub>,
     /// Push a new configuration.
     pub config_tx: watch::Sender<Arc<Config>>,
+    readiness: Arc<Readiness>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -49,13 +50,14 @@ pub struct Running {
 impl Running {
     /// Applies a new configuration: probes get new plans.
     pub fn apply(&self, config: Config) {
-        let generation = self.hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.config_tx.send_replace(Arc::new(config));
+        let generation = apply(&self.hub, &self.config_tx, config);
         tracing::info!(generation, "configuration applied");
     }
 
-    /// Stops accepting, closes connections and waits briefly for them to close.
+    /// Stops accepting, closes connections and waits briefly for them to close; `/ready` says
+    /// no from the start of it.
     pub async fn shutdown(self) {
+        self.readiness.draining();
         self.endpoint.close(
             cemwatch_transport::protocol::CloseCode::Done.varint(),
             b"coordinator shutting down",
@@ -155,10 +157,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let generation = Arc::new(AtomicU64::new(1));
     let hub = Arc::new(Hub::new(config_rx, generation, registry, ca, metrics));
+    let readiness = Arc::new(Readiness::default());
     let state = Arc::new(ApiState {
         hub: hub.clone(),
         reader: store::Reader::open(&data_dir)?,
-        ready: AtomicBool::new(true),
+        readiness: readiness.clone(),
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(quic::serve(endpoint.clone(), hub.clone())));
@@ -171,11 +174,14 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         hub.clone(),
         data_dir.clone(),
     )));
+    // The store is open, the fleet loaded and both listeners bound, and their tasks run.
+    readiness.ready();
     let running = Running {
         quic_addr,
         http_addr,
         hub,
         config_tx,
+        readiness,
         endpoint,
         tasks,
     };
@@ -208,6 +214,16 @@ async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
             hub.disconnect(&name, "this probe was revoked");
         }
     }
+}
+
+/// Makes a new configuration current: the one place it takes effect, for a reload of the file
+/// and for [`Running::apply`] alike. Returns the new generation (probes get new plans).
+fn apply(hub: &Hub, tx: &watch::Sender<Arc<Config>>, config: Config) -> u64 {
+    hub.registry
+        .set_adopt_unknown(config.server.trust_shared_ca_probes);
+    let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    tx.send_replace(Arc::new(config));
+    generation
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -254,10 +270,7 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 if *old == new {
                     continue;
                 }
-                hub.registry
-                    .set_adopt_unknown(new.server.trust_shared_ca_probes);
-                let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
-                tx.send_replace(Arc::new(new));
+                let generation = apply(&hub, &tx, new);
                 tracing::info!(
                     why,
                     generation,

@@ -31,8 +31,8 @@ pub struct ApiState {
     pub hub: Arc<Hub>,
     /// A read connection to the store (events).
     pub reader: Reader,
-    /// Whether the coordinator is ready (QUIC bound, store open).
-    pub ready: AtomicBool,
+    /// Whether the coordinator is ready.
+    pub readiness: Arc<Readiness>,
 }
 
 /// The router.
@@ -56,11 +56,38 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// What `/ready` says: no until the store is open, the fleet loaded and both listeners bound,
+/// yes while serving, no again from the start of a drain (so a load balancer or Kubernetes
+/// stops sending before connections close).
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    /// Everything is up.
+    pub fn ready(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// The coordinator is stopping.
+    pub fn draining(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether it serves.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 async fn ready(State(s): State<Arc<ApiState>>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
+    if s.readiness.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or draining\n",
+        )
+            .into_response()
     }
 }
 

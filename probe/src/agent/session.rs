@@ -136,6 +136,15 @@ pub async fn run(
         let mut agent_rx = shared.agent_state.subscribe();
         async move {
             let mut renewal_checked = None::<std::time::Instant>;
+            // How often to look at the certificate's age: from the certificate, read here and
+            // again only when a look is due (not on every wake of this loop), so a renewed
+            // certificate sets the next interval.
+            let mut renewal_every = shared
+                .state
+                .cert_der()
+                .ok()
+                .map(|c| renewal_check_interval(&c))
+                .unwrap_or(Duration::from_secs(3600));
             let mut agent_sent: Option<AgentCemState> = None;
             loop {
                 let agent = agent_rx.borrow_and_update().clone();
@@ -147,17 +156,12 @@ pub async fn run(
                     tracing::debug!(state = state.condition.as_str(), "agent CEM state sent");
                     agent_sent = Some(state);
                 }
-                let every = shared
-                    .state
-                    .cert_der()
-                    .ok()
-                    .map(|c| renewal_check_interval(&c))
-                    .unwrap_or(Duration::from_secs(3600));
-                if renewal_checked.is_none_or(|t| t.elapsed() > every) {
+                if renewal_checked.is_none_or(|t| t.elapsed() > renewal_every) {
                     renewal_checked = Some(std::time::Instant::now());
                     if let (Ok(cert), Ok((key_pem, _))) =
                         (shared.state.cert_der(), shared.state.key())
                     {
+                        renewal_every = renewal_check_interval(&cert);
                         if needs_renewal(&cert) {
                             let (_, csr) =
                                 super::enroll::key_and_csr(&shared.identity.name, Some(&key_pem))?;
@@ -201,7 +205,7 @@ pub async fn run(
                 tokio::select! {
                     _ = shared.spool_changed.notified() => {}
                     _ = agent_rx.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5).min(every)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5).min(renewal_every)) => {}
                 }
             }
             #[allow(unreachable_code)]
