@@ -9,6 +9,7 @@ pub mod agent_state;
 pub mod duration;
 pub mod finding;
 pub mod model;
+pub mod name;
 pub mod thumbprint;
 pub mod token;
 pub mod wire;
@@ -19,4 +20,5 @@ pub use model::{
     CertificateInfo, CheckResult, DnsResult, DnsSource, Durations, Expectations, LegacyPortResult,
     Target, TcpResult, TcpState, TlsResult,
 };
+pub use name::ProbeName;
 pub use thumbprint::{Thumbprint, ThumbprintError, ThumbprintKind};

@@ -180,7 +180,7 @@ struct TokenCreateArgs {
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
     labels: Labels,
     /// Fix the probe's name (otherwise the probe chooses, default its host name).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_probe_name)]
     name: Option<String>,
     /// How long the token stays valid.
     #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_positive_duration)]
@@ -262,11 +262,7 @@ pub fn parse_labels(text: &str) -> Result<Labels, String> {
             format!("label {pair:?} has no '=': write labels as site=eu-west,vantage=internet")
         })?;
         let (k, v) = (k.trim(), v.trim());
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
+        let ok = |s: &str| !s.is_empty() && s.chars().all(cemwatch_shared::name::is_name_char);
         if !ok(k) || !ok(v) {
             return Err(format!(
                 "label {pair:?}: names and values are letters, digits, '-', '_' or '.'"
@@ -386,6 +382,13 @@ fn serve(path: &Path) -> Result<u8> {
     Ok(0)
 }
 
+/// `--name`: the name rule every probe name follows (enrolment applies it too).
+fn parse_probe_name(text: &str) -> Result<String, String> {
+    cemwatch_shared::ProbeName::parse(text)
+        .map(|n| n.into_string())
+        .map_err(|e| format!("the probe name {e}"))
+}
+
 fn token_create(args: TokenCreateArgs) -> Result<u8> {
     let data_dir = args.store.data_dir()?;
     let ca_pem = data_dir.join("ca").join("ca.pem");
@@ -490,6 +493,27 @@ fn probe_revoke(args: ProbeRevokeArgs) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_create_applies_the_probe_name_rule() {
+        let parse = |name: &str| {
+            Cli::try_parse_from([
+                "cemwatch",
+                "token",
+                "create",
+                "--data-dir",
+                "/tmp/x",
+                "--name",
+                name,
+            ])
+        };
+        let err = parse("laptop 1")
+            .expect_err("a space is refused")
+            .to_string();
+        assert!(err.contains("must be 1-64 letters"), "{err}");
+        assert!(parse(&"x".repeat(65)).is_err(), "too long");
+        assert!(parse("laptop-1.eu_west").is_ok());
+    }
 
     #[test]
     fn labels_parse_and_explain() {

@@ -13,6 +13,8 @@ use cemwatch_shared::Severity;
 
 use crate::analysis::agents;
 
+use cemwatch_transport::host::Paint;
+
 use crate::cli::client::Api;
 use crate::http::{RoundRequest, RoundStatus};
 use crate::model::summary::{AgentExample, AgentSummary};
@@ -20,33 +22,6 @@ use crate::model::summary::{CheckSummary, FleetSummary};
 
 /// Exit code of `verify` and `status` on bad input.
 pub const EXIT_BAD_INPUT: u8 = 3;
-
-struct Paint(bool);
-
-impl Paint {
-    fn c(&self, code: &str, t: &str) -> String {
-        if self.0 {
-            format!("\x1b[{code}m{t}\x1b[0m")
-        } else {
-            t.to_string()
-        }
-    }
-    fn sev(&self, s: Severity, t: &str) -> String {
-        self.c(
-            match s {
-                Severity::Ok => "32",
-                Severity::Warn => "33",
-                Severity::Fail => "31",
-            },
-            t,
-        )
-    }
-}
-
-/// Whether to colour standard output.
-pub fn colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
 
 fn days_left(not_after: i64) -> i64 {
     (not_after - crate::store::now_ms() / 1000).div_euclid(86_400)
@@ -156,8 +131,8 @@ fn more(mut text: String, more: bool) -> String {
 /// Renders the agents block of `status`: the management agents' own CEM state, from the probes
 /// that follow the agent's log; `fresh` is the number of fresh probes.
 pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> String {
-    let p = Paint(color);
-    let head = p.c("1", "agents");
+    let p = Paint::new(color);
+    let head = p.bold("agents");
     if a.reporting == 0 {
         return format!(
             "\n{head}  no probe reports its management agent's CEM state (run probes on managed endpoints with --agent-log)\n"
@@ -170,7 +145,7 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
     let bad = |n: u64, s: Severity| {
         let text = format!("{n:>4}");
         if n > 0 {
-            p.sev(s, &text)
+            p.severity(s, &text)
         } else {
             text
         }
@@ -194,7 +169,7 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
     o.push_str(&format!(
         "  {:<17}{}  {}\n",
         "cem_connected",
-        p.sev(Severity::Ok, &format!("{n:>4}")),
+        p.severity(Severity::Ok, &format!("{n:>4}")),
         connected.join(", ")
     ));
     for (name, list, severity, remedy) in [
@@ -224,7 +199,7 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
             examples(list, n, now_ms)
         ));
         if n > 0 {
-            o.push_str(&format!("  {:<22} {} {remedy}\n", "", p.c("2", "remedy:")));
+            o.push_str(&format!("  {:<22} {} {remedy}\n", "", p.dim("remedy:")));
         }
     }
     for c in &a.checks {
@@ -250,7 +225,7 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
             o.push_str(&format!(
                 "  {:<22} {} {}\n",
                 "",
-                p.c("2", "remedy:"),
+                p.dim("remedy:"),
                 agents::REMEDY_WRONG_PORT
             ));
         }
@@ -282,7 +257,7 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
             o.push_str(&format!(
                 "  {:<22} {} {}\n",
                 "",
-                p.c("2", "remedy:"),
+                p.dim("remedy:"),
                 agents::REMEDY_STALE_THUMBPRINT
             ));
         }
@@ -299,10 +274,10 @@ pub fn render_agents(a: &AgentSummary, fresh: u64, color: bool, now_ms: i64) -> 
 
 /// Renders the fleet for a person.
 pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
-    let p = Paint(color);
+    let p = Paint::new(color);
     let mut o = format!(
         "{}  {api}\nprobes: {} connected, {} disconnected, {} stale\n",
-        p.c("1", "cemwatch status"),
+        p.bold("cemwatch status"),
         s.probes.connected,
         s.probes.disconnected,
         s.probes.stale
@@ -311,16 +286,16 @@ pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
         let sev = c.detail.severity;
         o.push_str(&format!(
             "\n{}  {}  {}\n",
-            p.c("1", &c.check),
+            p.bold(&c.check),
             c.target,
-            p.sev(
+            p.severity(
                 sev,
                 &format!("{}  {}", sev.as_str().to_uppercase(), c.diagnosis)
             )
         ));
         o.push_str(&format!("  {}\n", c.detail.summary));
         if !c.detail.remedy.is_empty() {
-            o.push_str(&format!("  {} {}\n", p.c("2", "remedy:"), c.detail.remedy));
+            o.push_str(&format!("  {} {}\n", p.dim("remedy:"), c.detail.remedy));
         }
         o.push_str(&format!(
             "  verdicts      ok {}  warn {}  fail {}\n",
@@ -390,7 +365,10 @@ pub async fn status(api_url: &str, json: bool) -> Result<u8> {
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print!("{}", render_status(&summary, api_url, colour()));
+        print!(
+            "{}",
+            render_status(&summary, api_url, cemwatch_transport::host::colour())
+        );
     }
     let worst = summary
         .checks
@@ -512,14 +490,17 @@ pub async fn verify(opts: VerifyOptions) -> Result<u8> {
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&verdict)?);
     } else {
-        print!("{}", render_verdict(&verdict, colour()));
+        print!(
+            "{}",
+            render_verdict(&verdict, cemwatch_transport::host::colour())
+        );
     }
     Ok(if ok { 0 } else { 1 })
 }
 
 /// Renders the end of a verification for a person.
 pub fn render_verdict(v: &Verdict, color: bool) -> String {
-    let p = Paint(color);
+    let p = Paint::new(color);
     let r = &v.round;
     let mut o = String::new();
     let what = match (&r.expect_thumbprint, r.expect_port) {
@@ -529,9 +510,9 @@ pub fn render_verdict(v: &Verdict, color: bool) -> String {
         (None, None) => "a passing check".into(),
     };
     let head = if v.result == "confirmed" {
-        p.sev(Severity::Ok, "CONFIRMED")
+        p.severity(Severity::Ok, "CONFIRMED")
     } else {
-        p.sev(Severity::Fail, "NOT CONFIRMED")
+        p.severity(Severity::Fail, "NOT CONFIRMED")
     };
     o.push_str(&format!("{head}  {}: {what}\n  {}\n", r.check, v.reason));
     o.push_str(&format!(
@@ -557,12 +538,7 @@ pub fn render_verdict(v: &Verdict, color: bool) -> String {
                 g.probes.join(", ")
             ));
             if !g.remedy.is_empty() {
-                o.push_str(&format!(
-                    "  {:<14} {} {}\n",
-                    "",
-                    p.c("2", "remedy:"),
-                    g.remedy
-                ));
+                o.push_str(&format!("  {:<14} {} {}\n", "", p.dim("remedy:"), g.remedy));
             }
         }
     }

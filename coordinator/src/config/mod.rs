@@ -201,14 +201,6 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
-
 impl Config {
     /// Parses and validates a configuration. `origin` names the file in messages; relative
     /// `data_dir` paths are taken relative to `base`.
@@ -321,11 +313,8 @@ impl Config {
         for (i, c) in raw.checks.into_iter().enumerate() {
             let key = format!("check[{i}]");
             let name = c.name.get_ref().clone();
-            if !valid_name(&name) {
-                problems.push(format!(
-                    "{}: {key}.name: {name:?} must be 1-64 letters, digits, '-', '_' or '.'",
-                    at(c.name.span())
-                ));
+            if let Err(e) = cemwatch_shared::name::check(&name) {
+                problems.push(format!("{}: {key}.name: {e}", at(c.name.span())));
             } else if !seen.insert(name.clone()) {
                 problems.push(format!(
                     "{}: {key}.name: duplicate check name {name:?}",

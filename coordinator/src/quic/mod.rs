@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use cemwatch_shared::token::EnrollToken;
 use cemwatch_shared::wire::{Labels, Plan, Report, ToCoordinator, ToProbe};
-use cemwatch_shared::{AgentCemState, Thumbprint};
+use cemwatch_shared::{AgentCemState, ProbeName, Thumbprint};
 use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 
@@ -620,23 +620,20 @@ async fn enrol(
         )
         .await;
     }
-    let requested = requested.trim().to_string();
-    if requested.is_empty()
-        || requested.len() > 64
-        || !requested
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        hub.metrics.enrolment(Enrolment::BadName);
-        return refuse(
-            hub,
-            conn,
-            send,
-            Refusal::EnrolmentRefused,
-            format!("probe name {requested:?} must be 1-64 letters, digits, '-', '_' or '.'"),
-        )
-        .await;
-    }
+    let requested = match ProbeName::parse(requested) {
+        Ok(name) => name.into_string(),
+        Err(e) => {
+            hub.metrics.enrolment(Enrolment::BadName);
+            return refuse(
+                hub,
+                conn,
+                send,
+                Refusal::EnrolmentRefused,
+                format!("probe name {e}"),
+            )
+            .await;
+        }
+    };
     let ca = hub.ca.clone();
     let ttl = hub.config.borrow().server.probe_cert_ttl;
     let csr = csr_der.to_vec();

@@ -340,7 +340,7 @@ pub fn render_summary(running: &Running) -> String {
     crate::cli::status::render_status(
         &s,
         &format!("http://{}", running.http_addr),
-        crate::cli::status::colour(),
+        cemwatch_transport::host::colour(),
     )
 }
 
