@@ -4,3 +4,4 @@
 pub mod agents;
 pub mod diagnose;
 pub mod fleet;
+pub mod rounds;

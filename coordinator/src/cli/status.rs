@@ -16,7 +16,7 @@ use crate::analysis::agents;
 use cemwatch_transport::host::Paint;
 
 use crate::cli::client::Api;
-use crate::http::{RoundRequest, RoundStatus};
+use crate::model::round::{RoundRequest, RoundStatus};
 use crate::model::summary::{AgentExample, AgentSummary};
 use crate::model::summary::{CheckSummary, FleetSummary};
 

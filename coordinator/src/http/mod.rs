@@ -3,26 +3,19 @@
 //! (`/api/v1/fleet` aggregates it, `/api/v1/agents` lists it per probe). Reads are GET; the one action, starting a
 //! `ProbeNow` round, is a POST.
 
-use std::collections::BTreeMap;
+mod error;
+pub mod handlers;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use axum::Router;
 
-use cemwatch_shared::{AgentCondition, FindingCode, Severity, Thumbprint};
+pub use error::ApiError;
 
-use crate::model::summary::FleetSummary;
-
-use crate::model::event::EventQuery;
-use crate::model::latest::Latest;
-use crate::quic::{Hub, Round};
-use crate::store;
-use crate::store::{now_ms, Reader};
+use crate::quic::Hub;
+use crate::store::Reader;
 
 /// State of the HTTP handlers.
 #[derive(Debug)]
@@ -39,21 +32,17 @@ pub struct ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/fleet", get(fleet))
-        .route("/api/v1/checks", get(checks))
-        .route("/api/v1/checks/{name}", get(check))
-        .route("/api/v1/probes", get(probes))
-        .route("/api/v1/agents", get(agents))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/rounds", post(start_round))
-        .route("/api/v1/rounds/{id}", get(round))
+        .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
+        .route("/api/v1/fleet", get(handlers::fleet))
+        .route("/api/v1/checks", get(handlers::checks))
+        .route("/api/v1/checks/{name}", get(handlers::check))
+        .route("/api/v1/probes", get(handlers::probes))
+        .route("/api/v1/agents", get(handlers::agents))
+        .route("/api/v1/events", get(handlers::events))
+        .route("/api/v1/rounds", post(handlers::start_round))
+        .route("/api/v1/rounds/{id}", get(handlers::round))
         .with_state(state)
-}
-
-fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 /// What `/ready` says: no until the store is open, the fleet loaded and both listeners bound,
@@ -79,383 +68,237 @@ impl Readiness {
     }
 }
 
-async fn ready(State(s): State<Arc<ApiState>>) -> Response {
-    if s.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+#[cfg(test)]
+mod tests {
+    //! The router driven in-process (`oneshot`), over a real store in a temporary directory:
+    //! every route, its errors, and readiness.
+
+    use std::sync::atomic::AtomicU64;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::analysis::fleet::Fleet;
+    use crate::config::Config;
+    use crate::quic::ca::CoordinatorCa;
+    use crate::registry::{AuthState, Registry};
+    use crate::store::Writer;
+    use crate::telemetry::Metrics;
+
+    const CONFIG: &str = "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\nport = 8443\n";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        state: Arc<ApiState>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::from_toml(CONFIG, "test.toml", dir.path()).expect("config");
+        let writer = Writer::start(dir.path()).expect("writer");
+        let mut fleet = Fleet::default();
+        let view = fleet.probes.entry("p1".into()).or_default();
+        view.labels.insert("site".into(), "lyon".into());
+        view.connected = true;
+        view.last_seen_ms = crate::store::now_ms();
+        let registry = Arc::new(Registry::new(fleet, AuthState::default(), writer));
+        let ca = Arc::new(CoordinatorCa::load_or_create(dir.path(), &[]).expect("ca"));
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config));
+        let hub = Arc::new(Hub::new(
+            rx,
+            Arc::new(AtomicU64::new(1)),
+            registry,
+            ca,
+            Metrics::new(),
+        ));
+        let state = Arc::new(ApiState {
+            hub,
+            reader: Reader::open(dir.path()).expect("reader"),
+            readiness: Arc::new(Readiness::default()),
+        });
+        Fixture { _dir: dir, state }
+    }
+
+    async fn call(fx: &Fixture, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let response = router(fx.state.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn get(fx: &Fixture, uri: &str) -> (StatusCode, String) {
+        call(fx, "GET", uri, "").await
+    }
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    #[tokio::test]
+    async fn live_always_and_ready_only_between_start_and_drain() {
+        let fx = fixture();
+        assert_eq!(get(&fx, "/live").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&fx, "/ready").await.0,
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: starting or draining\n",
-        )
-            .into_response()
-    }
-}
-
-/// The fleet summary for the configured checks.
-pub fn summary(hub: &Hub) -> FleetSummary {
-    let config = hub.config.borrow().clone();
-    hub.registry.fleet().summary(&config, now_ms())
-}
-
-async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
-    let config = s.hub.config.borrow().clone();
-    let now = now_ms();
-    // The fleet lock is held for the summary alone (one pass); the gauges are set and the text
-    // encoded after it is released, so a scrape holds committed reports back only that long.
-    let summary = s.hub.registry.fleet().summary(&config, now);
-    let text = s.hub.metrics.render_fleet(&summary, &config);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-async fn fleet(State(s): State<Arc<ApiState>>) -> Json<FleetSummary> {
-    Json(summary(&s.hub))
-}
-
-async fn checks(State(s): State<Arc<ApiState>>) -> Json<Vec<crate::model::summary::CheckSummary>> {
-    Json(summary(&s.hub).checks)
-}
-
-/// A probe's latest result for one check.
-#[derive(Debug, Serialize)]
-pub struct ProbeResult {
-    /// Probe name.
-    pub probe: String,
-    /// Site label.
-    pub site: String,
-    /// Vantage label.
-    pub vantage: String,
-    /// Its result.
-    #[serde(flatten)]
-    pub latest: Latest,
-}
-
-/// One check in detail.
-#[derive(Debug, Serialize)]
-pub struct CheckDetail {
-    /// The summary.
-    #[serde(flatten)]
-    pub summary: crate::model::summary::CheckSummary,
-    /// Every fresh result.
-    pub probes: Vec<ProbeResult>,
-}
-
-async fn check(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
-    let config = s.hub.config.borrow().clone();
-    let Some(check) = config.checks.iter().find(|c| c.name == name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no check named {name:?} in the configuration"),
+            "not started"
         );
-    };
-    let now = now_ms();
-    let fleet = s.hub.registry.fleet();
-    let summary = fleet.check_summary(&config, check, now);
-    let probes = fleet
-        .observations(&name, now, config.server.stale_after)
-        .into_iter()
-        .map(|o| ProbeResult {
-            probe: o.probe.to_string(),
-            site: o.site.to_string(),
-            vantage: o.vantage.to_string(),
-            latest: o.latest.clone(),
-        })
-        .collect();
-    Json(CheckDetail { summary, probes }).into_response()
-}
-
-/// A probe in the API.
-#[derive(Debug, Serialize)]
-pub struct ProbeEntry {
-    /// Name.
-    pub name: String,
-    /// Labels.
-    pub labels: cemwatch_shared::wire::Labels,
-    /// `connected`, `disconnected` or `stale`.
-    pub state: &'static str,
-    /// Last contact, Unix ms.
-    pub last_seen_ms: i64,
-    /// Agent version.
-    pub agent_version: Option<String>,
-    /// Latest result per check.
-    pub latest: BTreeMap<String, Latest>,
-}
-
-async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
-    let stale_after = s.hub.config.borrow().server.stale_after;
-    let now = now_ms();
-    let mut out: Vec<ProbeEntry> = s
-        .hub
-        .registry
-        .fleet()
-        .probes
-        .iter()
-        .filter(|(_, v)| !v.revoked)
-        .map(|(name, v)| ProbeEntry {
-            name: name.clone(),
-            labels: v.labels.clone(),
-            state: v.state(now, stale_after).as_str(),
-            last_seen_ms: v.last_seen_ms,
-            agent_version: v.agent_version.clone(),
-            latest: v.latest.clone(),
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(out)
-}
-
-/// Filters of `/api/v1/agents`.
-#[derive(Debug, Deserialize)]
-pub struct AgentQuery {
-    /// Only agents in this condition (`cem_connected`, `handshake_error`, `connect_timeout`,
-    /// `no_cem_activity`).
-    pub condition: Option<String>,
-}
-
-async fn agents(State(s): State<Arc<ApiState>>, Query(q): Query<AgentQuery>) -> Response {
-    if let Some(c) = q.condition.as_deref() {
-        if !AgentCondition::NAMES.contains(&c) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "condition: {c:?} is not a condition; use one of {}",
-                    AgentCondition::NAMES.join(", ")
-                ),
-            );
-        }
+        fx.state.readiness.ready();
+        assert_eq!(get(&fx, "/ready").await, (StatusCode::OK, "ready\n".into()));
+        fx.state.readiness.draining();
+        let (status, body) = get(&fx, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("draining"), "{body}");
     }
-    let config = s.hub.config.borrow().clone();
-    let now = now_ms();
-    let entries = crate::analysis::agents::entries(
-        &s.hub.registry.fleet().probes,
-        &config,
-        now,
-        q.condition.as_deref(),
-    );
-    Json(entries).into_response()
-}
 
-async fn events(State(s): State<Arc<ApiState>>, Query(q): Query<EventQuery>) -> Response {
-    match s.reader.with(|db| store::read::events(db, &q)) {
-        Ok(events) => Json(events).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-    }
-}
-
-/// Body of `POST /api/v1/rounds`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct RoundRequest {
-    /// The check to run.
-    pub check: String,
-    /// The thumbprint the probes must see (as pasted; SHA-1 or SHA-256).
-    pub expect_thumbprint: Option<String>,
-    /// The port where the gateway must answer.
-    pub expect_port: Option<u16>,
-}
-
-async fn start_round(State(s): State<Arc<ApiState>>, Json(req): Json<RoundRequest>) -> Response {
-    let thumbprint = match req
-        .expect_thumbprint
-        .as_deref()
-        .map(Thumbprint::parse)
-        .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expect_thumbprint: {e}")),
-    };
-    if req.expect_port == Some(0) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expect_port: 0 is not a port".into(),
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_with_the_fleet_gauges() {
+        let fx = fixture();
+        let (status, body) = get(&fx, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("cemwatch_probes{state=\"connected\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("cemwatch_fleet_diagnosis{check=\"gateway\",diagnosis=\"no_data\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("cemwatch_connections_refused_total{reason=\"busy\"} 0"),
+            "pre-registered"
         );
     }
-    match s
-        .hub
-        .start_check_round(&req.check, thumbprint, req.expect_port)
-    {
-        Ok(round) => (StatusCode::CREATED, Json(evaluate(&round))).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, e),
-    }
-}
 
-async fn round(State(s): State<Arc<ApiState>>, Path(id): Path<u64>) -> Response {
-    match s.hub.round(id) {
-        Some(round) => Json(evaluate(&round)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no round {id} (rounds are kept in memory; the last 100)"),
-        ),
+    #[tokio::test]
+    async fn fleet_checks_and_probes_are_json() {
+        let fx = fixture();
+        let (status, body) = get(&fx, "/api/v1/fleet").await;
+        assert_eq!(status, StatusCode::OK);
+        let fleet = json(&body);
+        assert_eq!(fleet["probes"]["connected"], 1);
+        assert_eq!(fleet["checks"][0]["check"], "gateway");
+        assert_eq!(fleet["checks"][0]["diagnosis"], "no_data");
+        let (status, body) = get(&fx, "/api/v1/checks").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body).as_array().map(Vec::len), Some(1));
+        let (status, body) = get(&fx, "/api/v1/checks/gateway").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json(&body)["probes"],
+            serde_json::json!([]),
+            "no fresh result yet"
+        );
+        let (status, body) = get(&fx, "/api/v1/probes").await;
+        assert_eq!(status, StatusCode::OK);
+        let probes = json(&body);
+        assert_eq!(probes[0]["name"], "p1");
+        assert_eq!(probes[0]["state"], "connected");
+        assert_eq!(probes[0]["labels"]["site"], "lyon");
     }
-}
 
-/// A probe that answered the round without confirming the expectation.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
-pub struct Dissenter {
-    /// Probe.
-    pub probe: String,
-    /// Site.
-    pub site: String,
-    /// Why, as finding codes (`thumbprint_mismatch`, `wrong_port`, `tcp_filtered`, ...).
-    pub codes: Vec<String>,
-    /// The certificate it saw.
-    pub thumbprint: Option<String>,
-    /// The port it checked and what TCP did there.
-    pub port: u16,
-    /// TCP outcome.
-    pub tcp_state: String,
-}
-
-/// Dissenters of one site with one code, and what to do.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
-pub struct DissentGroup {
-    /// Site.
-    pub site: String,
-    /// Code.
-    pub code: String,
-    /// Probes.
-    pub probes: Vec<String>,
-    /// Remedy.
-    pub remedy: String,
-}
-
-/// A round as the API reports it.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
-pub struct RoundStatus {
-    /// Round id.
-    pub round: u64,
-    /// Check.
-    pub check: String,
-    /// Start, Unix ms.
-    pub started_at_ms: i64,
-    /// Expected thumbprint.
-    pub expect_thumbprint: Option<String>,
-    /// Expected port.
-    pub expect_port: Option<u16>,
-    /// Connected probes that run the check, all asked.
-    pub eligible: u64,
-    /// Probes that answered.
-    pub reported: u64,
-    /// Probes that confirmed the expectation.
-    pub confirmed: u64,
-    /// Probes that answered without confirming it.
-    pub dissenting: u64,
-    /// Probes not answered yet.
-    pub pending: Vec<String>,
-    /// The dissenters.
-    pub dissenters: Vec<Dissenter>,
-    /// Dissenters by site and code, with the remedy.
-    pub groups: Vec<DissentGroup>,
-}
-
-/// Judges each answer of a round against its expectation.
-pub fn evaluate(round: &Round) -> RoundStatus {
-    let mut confirmed = 0;
-    let mut dissenters = Vec::new();
-    for (probe, latest) in &round.results {
-        let mut why: Vec<String> = Vec::new();
-        if let Some(expected) = &round.expect_thumbprint {
-            let seen = latest
-                .thumbprint
-                .as_deref()
-                .and_then(|t| Thumbprint::parse(t).ok());
-            let matches = match expected.kind() {
-                cemwatch_shared::ThumbprintKind::Sha1 => seen.as_ref() == Some(expected),
-                // The fleet view keeps SHA-1 thumbprints; a SHA-256 expectation is judged by the
-                // probe's own thumbprint_mismatch finding against the policy instead.
-                cemwatch_shared::ThumbprintKind::Sha256 => {
-                    !latest.codes.contains(&FindingCode::ThumbprintMismatch)
-                }
-            };
-            if !matches {
-                why.push(FindingCode::ThumbprintMismatch.as_str().to_string());
-            }
-        }
-        if let Some(port) = round.expect_port {
-            if latest.port != port {
-                why.push("wrong_port".to_string());
-            }
-        }
-        let ignore_policy_thumbprint = round.expect_thumbprint.is_some();
-        for code in &latest.codes {
-            if code.severity() != Severity::Fail {
-                continue;
-            }
-            if ignore_policy_thumbprint && *code == FindingCode::ThumbprintMismatch {
-                continue; // judged against the expectation above
-            }
-            if !why.contains(&code.as_str().to_string()) {
-                why.push(code.as_str().to_string());
-            }
-        }
-        if why.is_empty() {
-            confirmed += 1;
-        } else {
-            dissenters.push(Dissenter {
-                probe: probe.clone(),
-                site: round
-                    .asked
-                    .get(probe)
-                    .and_then(|l| l.get("site").cloned())
-                    .unwrap_or_default(),
-                codes: why,
-                thumbprint: latest.thumbprint.clone(),
-                port: latest.port,
-                tcp_state: latest.tcp_state.as_str().to_string(),
-            });
-        }
+    #[tokio::test]
+    async fn an_unknown_check_round_or_route_is_404_with_a_message() {
+        let fx = fixture();
+        let (status, body) = get(&fx, "/api/v1/checks/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            json(&body)["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no check named \"nope\""),
+            "{body}"
+        );
+        let (status, body) = get(&fx, "/api/v1/rounds/99").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            json(&body)["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no round 99"),
+            "{body}"
+        );
+        assert_eq!(get(&fx, "/api/v1/nothing").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&fx, "/api/v1/rounds/not-a-number").await.0,
+            StatusCode::BAD_REQUEST
+        );
     }
-    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for d in &dissenters {
-        for code in &d.codes {
-            groups
-                .entry((d.site.clone(), code.clone()))
-                .or_default()
-                .push(d.probe.clone());
-        }
+
+    #[tokio::test]
+    async fn agents_refuse_an_unknown_condition() {
+        let fx = fixture();
+        assert_eq!(
+            get(&fx, "/api/v1/agents").await,
+            (StatusCode::OK, "[]".into())
+        );
+        assert_eq!(
+            get(&fx, "/api/v1/agents?condition=cem_connected").await.0,
+            StatusCode::OK
+        );
+        let (status, body) = get(&fx, "/api/v1/agents?condition=sleeping").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("use one of cem_connected"), "{body}");
     }
-    let remedy_for = |code: &str| {
-        match FindingCode::from_name(code) {
-        Some(FindingCode::ThumbprintMismatch) => {
-            "These probes see another certificate: a gateway node or load-balancer backend still serves the old one; import the new certificate there (Gateway Manager) and restart the service.".to_string()
-        }
-        Some(c) => c.remedy().to_string(),
-        None if code == "wrong_port" => {
-            "The CEM policy port (this check's port) is not the expected port: update the check and the CEM Settings policy together.".to_string()
-        }
-        None => String::new(),
+
+    #[tokio::test]
+    async fn events_are_listed_and_bad_filters_refused() {
+        let fx = fixture();
+        assert_eq!(
+            get(&fx, "/api/v1/events?check=gateway&limit=5").await,
+            (StatusCode::OK, "[]".into())
+        );
+        assert_eq!(
+            get(&fx, "/api/v1/events?limit=lots").await.0,
+            StatusCode::BAD_REQUEST
+        );
     }
-    };
-    RoundStatus {
-        round: round.id,
-        check: round.check.clone(),
-        started_at_ms: round.started_ms,
-        expect_thumbprint: round.expect_thumbprint.as_ref().map(|t| t.to_string()),
-        expect_port: round.expect_port,
-        eligible: round.asked.len() as u64,
-        reported: round.results.len() as u64,
-        confirmed,
-        dissenting: dissenters.len() as u64,
-        pending: round
-            .asked
-            .keys()
-            .filter(|p| !round.results.contains_key(*p))
-            .cloned()
-            .collect(),
-        groups: groups
-            .into_iter()
-            .map(|((site, code), probes)| DissentGroup {
-                remedy: remedy_for(&code),
-                site,
-                code,
-                probes,
-            })
-            .collect(),
-        dissenters,
+
+    #[tokio::test]
+    async fn rounds_are_started_read_back_and_bad_requests_refused() {
+        let fx = fixture();
+        let post = |body: &'static str| call(&fx, "POST", "/api/v1/rounds", body);
+        let (status, body) = post(r#"{"check":"gateway","expect_thumbprint":"not hex"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("expect_thumbprint"), "{body}");
+        let (status, body) = post(r#"{"check":"gateway","expect_port":0}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("0 is not a port"), "{body}");
+        let (status, body) = post(r#"{"check":"other"}"#).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            body.contains("the configured checks are: gateway"),
+            "{body}"
+        );
+        assert!(post("{not json").await.0.is_client_error());
+        assert!(
+            post(r#"{"expect_port":8443}"#).await.0.is_client_error(),
+            "no check"
+        );
+        let (status, body) = post(r#"{"check":"gateway","expect_port":8443}"#).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let round = json(&body);
+        assert_eq!(round["eligible"], 0, "no live connection in this fixture");
+        let id = round["round"].as_u64().expect("id");
+        let (status, body) = get(&fx, &format!("/api/v1/rounds/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body)["expect_port"], 8443);
+        assert_eq!(
+            get(&fx, "/api/v1/rounds").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

@@ -5,4 +5,5 @@ pub mod diagnosis;
 pub mod event;
 pub mod latest;
 pub mod probe;
+pub mod round;
 pub mod summary;

@@ -27,6 +27,7 @@ use cemwatch_transport::protocol::CloseCode;
 use crate::admission::{Admission, Limiter};
 use crate::config::limits::LimitsConfig;
 use crate::config::Config;
+use crate::model::round::Round;
 use crate::quic::ca::CoordinatorCa;
 use crate::registry::Registry;
 use crate::store;
@@ -246,25 +247,6 @@ impl Hub {
             reconnect_spread_ms: config.limits.reconnect_spread(fleet).as_millis() as u64,
         }
     }
-}
-
-/// A `ProbeNow` round and what came back.
-#[derive(Debug, Clone)]
-pub struct Round {
-    /// Round id.
-    pub id: u64,
-    /// The check.
-    pub check: String,
-    /// Start, Unix ms.
-    pub started_ms: i64,
-    /// The thumbprint the probes must see, if any.
-    pub expect_thumbprint: Option<Thumbprint>,
-    /// The port where the listener must answer, if any.
-    pub expect_port: Option<u16>,
-    /// Probes asked, with their labels.
-    pub asked: std::collections::BTreeMap<String, Labels>,
-    /// Their results in this round.
-    pub results: std::collections::BTreeMap<String, crate::model::latest::Latest>,
 }
 
 /// `ProbeNow` requests a round keeps outstanding: asked, not answered yet. Asked all at once,

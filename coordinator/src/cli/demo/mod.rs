@@ -336,7 +336,7 @@ impl Demo {
 
 /// One screen of fleet summary (the same view as `cemwatch status`).
 pub fn render_summary(running: &Running) -> String {
-    let s = crate::http::summary(&running.hub);
+    let s = crate::http::handlers::summary(&running.hub);
     crate::cli::status::render_status(
         &s,
         &format!("http://{}", running.http_addr),

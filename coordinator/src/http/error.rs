@@ -1,0 +1,46 @@
+//! The one error type of the HTTP API: each variant knows its status, and the body is
+//! `{"error": "..."}` saying what was wrong and what to do. Internal failures are logged in full
+//! and answered with a generic message: their text is for the operator's log, not for whoever
+//! sent the request.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// What went wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (the message says which field and why).
+    #[error("{0}")]
+    BadRequest(String),
+    /// What the request names does not exist (a check, a round).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store could not answer.
+    #[error("the store could not answer: {0:#}")]
+    Store(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Store(e) => {
+                tracing::error!(error = %format!("{e:#}"), "an API request failed in the store");
+                "internal error: the coordinator's log says more".to_string()
+            }
+            other => other.to_string(),
+        };
+        (self.status(), Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}

@@ -1,0 +1,236 @@
+//! The handlers of the HTTP surface, each a function of the shared state; errors are
+//! [`ApiError`]s, which say what was wrong in JSON with the right status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use cemwatch_shared::{AgentCondition, Thumbprint};
+
+use crate::analysis::rounds::evaluate;
+use crate::http::{ApiError, ApiState};
+use crate::model::event::EventQuery;
+use crate::model::latest::Latest;
+use crate::model::round::RoundRequest;
+use crate::model::summary::FleetSummary;
+use crate::quic::Hub;
+use crate::store::{self, now_ms};
+
+pub(crate) async fn ready(State(s): State<Arc<ApiState>>) -> Response {
+    if s.readiness.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or draining\n",
+        )
+            .into_response()
+    }
+}
+
+/// The fleet summary for the configured checks.
+pub fn summary(hub: &Hub) -> FleetSummary {
+    let config = hub.config.borrow().clone();
+    hub.registry.fleet().summary(&config, now_ms())
+}
+
+pub(crate) async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
+    let config = s.hub.config.borrow().clone();
+    let now = now_ms();
+    // The fleet lock is held for the summary alone (one pass); the gauges are set and the text
+    // encoded after it is released, so a scrape holds committed reports back only that long.
+    let summary = s.hub.registry.fleet().summary(&config, now);
+    let text = s.hub.metrics.render_fleet(&summary, &config);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub(crate) async fn fleet(State(s): State<Arc<ApiState>>) -> Json<FleetSummary> {
+    Json(summary(&s.hub))
+}
+
+pub(crate) async fn checks(
+    State(s): State<Arc<ApiState>>,
+) -> Json<Vec<crate::model::summary::CheckSummary>> {
+    Json(summary(&s.hub).checks)
+}
+
+/// A probe's latest result for one check.
+#[derive(Debug, Serialize)]
+pub struct ProbeResult {
+    /// Probe name.
+    pub probe: String,
+    /// Site label.
+    pub site: String,
+    /// Vantage label.
+    pub vantage: String,
+    /// Its result.
+    #[serde(flatten)]
+    pub latest: Latest,
+}
+
+/// One check in detail.
+#[derive(Debug, Serialize)]
+pub struct CheckDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: crate::model::summary::CheckSummary,
+    /// Every fresh result.
+    pub probes: Vec<ProbeResult>,
+}
+
+pub(crate) async fn check(
+    State(s): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let config = s.hub.config.borrow().clone();
+    let Some(check) = config.checks.iter().find(|c| c.name == name) else {
+        return Err(ApiError::NotFound(format!(
+            "no check named {name:?} in the configuration"
+        )));
+    };
+    let now = now_ms();
+    let fleet = s.hub.registry.fleet();
+    let summary = fleet.check_summary(&config, check, now);
+    let probes = fleet
+        .observations(&name, now, config.server.stale_after)
+        .into_iter()
+        .map(|o| ProbeResult {
+            probe: o.probe.to_string(),
+            site: o.site.to_string(),
+            vantage: o.vantage.to_string(),
+            latest: o.latest.clone(),
+        })
+        .collect();
+    Ok(Json(CheckDetail { summary, probes }).into_response())
+}
+
+/// A probe in the API.
+#[derive(Debug, Serialize)]
+pub struct ProbeEntry {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: cemwatch_shared::wire::Labels,
+    /// `connected`, `disconnected` or `stale`.
+    pub state: &'static str,
+    /// Last contact, Unix ms.
+    pub last_seen_ms: i64,
+    /// Agent version.
+    pub agent_version: Option<String>,
+    /// Latest result per check.
+    pub latest: BTreeMap<String, Latest>,
+}
+
+pub(crate) async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
+    let stale_after = s.hub.config.borrow().server.stale_after;
+    let now = now_ms();
+    let mut out: Vec<ProbeEntry> = s
+        .hub
+        .registry
+        .fleet()
+        .probes
+        .iter()
+        .filter(|(_, v)| !v.revoked)
+        .map(|(name, v)| ProbeEntry {
+            name: name.clone(),
+            labels: v.labels.clone(),
+            state: v.state(now, stale_after).as_str(),
+            last_seen_ms: v.last_seen_ms,
+            agent_version: v.agent_version.clone(),
+            latest: v.latest.clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(out)
+}
+
+/// Filters of `/api/v1/agents`.
+#[derive(Debug, Deserialize)]
+pub struct AgentQuery {
+    /// Only agents in this condition (`cem_connected`, `handshake_error`, `connect_timeout`,
+    /// `no_cem_activity`).
+    pub condition: Option<String>,
+}
+
+pub(crate) async fn agents(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<AgentQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(c) = q.condition.as_deref() {
+        if !AgentCondition::NAMES.contains(&c) {
+            return Err(ApiError::BadRequest(format!(
+                "condition: {c:?} is not a condition; use one of {}",
+                AgentCondition::NAMES.join(", ")
+            )));
+        }
+    }
+    let config = s.hub.config.borrow().clone();
+    let now = now_ms();
+    let entries = crate::analysis::agents::entries(
+        &s.hub.registry.fleet().probes,
+        &config,
+        now,
+        q.condition.as_deref(),
+    );
+    Ok(Json(entries).into_response())
+}
+
+pub(crate) async fn events(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<EventQuery>,
+) -> Result<Response, ApiError> {
+    let events = s
+        .reader
+        .with(|db| store::read::events(db, &q))
+        .map_err(ApiError::Store)?;
+    Ok(Json(events).into_response())
+}
+
+pub(crate) async fn start_round(
+    State(s): State<Arc<ApiState>>,
+    Json(req): Json<RoundRequest>,
+) -> Result<Response, ApiError> {
+    let thumbprint = match req
+        .expect_thumbprint
+        .as_deref()
+        .map(Thumbprint::parse)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => return Err(ApiError::BadRequest(format!("expect_thumbprint: {e}"))),
+    };
+    if req.expect_port == Some(0) {
+        return Err(ApiError::BadRequest("expect_port: 0 is not a port".into()));
+    }
+    match s
+        .hub
+        .start_check_round(&req.check, thumbprint, req.expect_port)
+    {
+        Ok(round) => Ok((StatusCode::CREATED, Json(evaluate(&round))).into_response()),
+        Err(e) => Err(ApiError::NotFound(e)),
+    }
+}
+
+pub(crate) async fn round(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    match s.hub.round(id) {
+        Some(round) => Ok(Json(evaluate(&round)).into_response()),
+        None => Err(ApiError::NotFound(format!(
+            "no round {id} (rounds are kept in memory; the last 100)"
+        ))),
+    }
+}
