@@ -87,6 +87,74 @@ fn sites_of<'a>(obs: impl Iterator<Item = &'a Observation<'a>>) -> BTreeSet<Stri
     .collect()
 }
 
+/// What every rule looks at: the fresh observations of one check and their split into failing
+/// ones, failing on the network, and failing on the certificate. Computed once per diagnosis.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    /// The check's role.
+    pub role: Role,
+    /// The policy port (the check's port).
+    pub port: u16,
+    /// The thresholds.
+    pub t: Thresholds,
+    /// Every fresh observation.
+    pub all: &'a [Observation<'a>],
+    /// Those not ok.
+    pub bad: Vec<&'a Observation<'a>>,
+    /// Those failing with a network code.
+    pub net_bad: Vec<&'a Observation<'a>>,
+    /// Those failing without one (a certificate defect).
+    pub cert_bad: Vec<&'a Observation<'a>>,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of `observations`.
+    pub fn of(role: Role, port: u16, observations: &'a [Observation<'a>], t: Thresholds) -> Self {
+        let bad: Vec<&Observation<'_>> = observations.iter().filter(|o| o.bad()).collect();
+        let net_bad = bad.iter().copied().filter(|o| o.network_bad()).collect();
+        let cert_bad = bad.iter().copied().filter(|o| !o.network_bad()).collect();
+        Self {
+            role,
+            port,
+            t,
+            all: observations,
+            bad,
+            net_bad,
+            cert_bad,
+        }
+    }
+}
+
+fn make(kind: Kind, summary: String, remedy: String, sites: Vec<String>) -> Diagnosis {
+    Diagnosis {
+        diagnosis: kind.label(),
+        kind,
+        severity: kind.severity(),
+        summary,
+        remedy,
+        sites,
+    }
+}
+
+/// A rule: the diagnosis when the facts are its case, `None` to let the next rule judge.
+pub type Rule = for<'a> fn(&Facts<'a>) -> Option<Diagnosis>;
+
+/// The rules in the order they are tried; the first that applies wins, and the last always
+/// does. The order is the guide's triage order: no data, nothing wrong, the SMP from the DMZ,
+/// the listener on a legacy port (it explains the network failures), a certificate defect
+/// (when it accounts for at least as many probes as the network), then the network: a local
+/// fault, the perimeter, the gateway itself.
+pub const RULES: [Rule; 8] = [
+    no_data,
+    healthy,
+    smp_unreachable,
+    listener_on_legacy_port,
+    cert_problem,
+    local_network,
+    perimeter_blocked,
+    gateway_down,
+];
+
 /// Diagnoses one check from its fresh observations.
 pub fn diagnose(
     role: Role,
@@ -94,223 +162,287 @@ pub fn diagnose(
     observations: &[Observation<'_>],
     t: Thresholds,
 ) -> Diagnosis {
-    let make = |kind: Kind, summary: String, remedy: String, sites: Vec<String>| Diagnosis {
-        diagnosis: kind.label(),
-        kind,
-        severity: kind.severity(),
-        summary,
-        remedy,
-        sites,
-    };
-    let n = observations.len();
-    if n == 0 {
-        return make(
+    let facts = Facts::of(role, port, observations, t);
+    RULES
+        .iter()
+        .find_map(|rule| rule(&facts))
+        .unwrap_or_else(|| fallback(&facts))
+}
+
+/// Never reached ([`gateway_down`] always applies); kept so `diagnose` has no panic path.
+fn fallback(f: &Facts<'_>) -> Diagnosis {
+    make(
+        Kind::GatewayDown,
+        format!("{} of {} probes fail", f.bad.len(), f.all.len()),
+        String::new(),
+        vec![],
+    )
+}
+
+/// No fresh result at all.
+pub fn no_data(f: &Facts<'_>) -> Option<Diagnosis> {
+    f.all.is_empty().then(|| {
+        make(
             Kind::NoData,
             "no fresh result from any probe".into(),
             "Check that probes are connected (cemwatch probe list) and that their labels select this check.".into(),
             vec![],
-        );
-    }
-    let bad: Vec<&Observation<'_>> = observations.iter().filter(|o| o.bad()).collect();
-    if bad.is_empty() {
-        return make(
+        )
+    })
+}
+
+/// Every fresh result is ok.
+pub fn healthy(f: &Facts<'_>) -> Option<Diagnosis> {
+    (!f.all.is_empty() && f.bad.is_empty()).then(|| {
+        make(
             Kind::Healthy,
-            format!("all {n} probes ok"),
+            format!("all {} probes ok", f.all.len()),
             String::new(),
             vec![],
-        );
-    }
-    let all_sites = sites_of(observations.iter());
-    let net_bad: Vec<&Observation<'_>> = bad.iter().copied().filter(|o| o.network_bad()).collect();
-    let cert_bad: Vec<&Observation<'_>> =
-        bad.iter().copied().filter(|o| !o.network_bad()).collect();
+        )
+    })
+}
 
-    if role == Role::Smp && !net_bad.is_empty() {
-        let sites = sites_of(net_bad.iter().copied());
-        return make(
-            Kind::GatewayCannotReachSmp,
-            format!(
-                "{} of {n} DMZ probes cannot reach the SMP on port {port} ({})",
-                net_bad.len(),
-                describe_states(&net_bad)
-            ),
-            format!(
-                "The gateway cannot reach the SMP: open TCP {port} (and 4726/443) from the Internet Gateway server to the SMP on the internal firewall (DMZ to internal), and check the NSAppIdentity credentials in Gateway Manager (Servers tab)."
-            ),
-            sites.into_iter().collect(),
-        );
+/// An SMP check (from the DMZ) fails on the network: the gateway cannot reach the SMP.
+pub fn smp_unreachable(f: &Facts<'_>) -> Option<Diagnosis> {
+    if f.role != Role::Smp || f.net_bad.is_empty() {
+        return None;
     }
+    let (n, port) = (f.all.len(), f.port);
+    let sites = sites_of(f.net_bad.iter().copied());
+    Some(make(
+        Kind::GatewayCannotReachSmp,
+        format!(
+            "{} of {n} DMZ probes cannot reach the SMP on port {port} ({})",
+            f.net_bad.len(),
+            describe_states(&f.net_bad)
+        ),
+        format!(
+            "The gateway cannot reach the SMP: open TCP {port} (and 4726/443) from the Internet Gateway server to the SMP on the internal firewall (DMZ to internal), and check the NSAppIdentity credentials in Gateway Manager (Servers tab)."
+        ),
+        sites.into_iter().collect(),
+    ))
+}
 
-    // The gateway's certificate answering on a legacy port explains the network failures.
-    let legacy: Vec<&Observation<'_>> = bad
+/// The gateway's certificate answers on a legacy port, for at least a quorum of the network
+/// failures: the listener never moved.
+pub fn listener_on_legacy_port(f: &Facts<'_>) -> Option<Diagnosis> {
+    let legacy: Vec<&Observation<'_>> = f
+        .bad
         .iter()
         .copied()
         .filter(|o| o.latest.codes.contains(&FindingCode::ListenerOnLegacyPort))
         .collect();
-    if !legacy.is_empty() && legacy.len() as f64 >= t.quorum * net_bad.len().max(1) as f64 {
-        let ports: BTreeSet<u16> = legacy
-            .iter()
-            .flat_map(|o| {
-                o.latest
-                    .legacy
-                    .iter()
-                    .filter(|l| l.gateway_listener)
-                    .map(|l| l.port)
-            })
-            .collect();
-        let ports = ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return make(
-            Kind::ListenerOnLegacyPort,
-            format!(
-                "{} of {n} probes find the gateway's listener on port {ports}, not on {port} (the CEM policy port)",
-                legacy.len()
-            ),
-            format!(
-                "Set the agent listener port in Gateway Manager (General tab) to {port} and restart the Internet Gateway service; or, if {ports} is intended, set the CEM Settings policy port to it. The perimeter firewall must allow the same port."
-            ),
-            vec![],
-        );
+    if legacy.is_empty() || (legacy.len() as f64) < f.t.quorum * f.net_bad.len().max(1) as f64 {
+        return None;
     }
-
-    if cert_bad.len() >= net_bad.len() {
-        let mut counts: BTreeMap<FindingCode, usize> = BTreeMap::new();
-        for o in &cert_bad {
-            for code in o.latest.codes.iter().filter(|c| CERT_CODES.contains(c)) {
-                *counts.entry(*code).or_default() += 1;
-            }
-        }
-        let top = counts
-            .iter()
-            .max_by_key(|(code, count)| (**count, code.severity(), std::cmp::Reverse(**code)))
-            .map(|(code, _)| *code);
-        if let Some(code) = top {
-            let seeing: Vec<&Observation<'_>> = cert_bad
+    let (n, port) = (f.all.len(), f.port);
+    let ports: BTreeSet<u16> = legacy
+        .iter()
+        .flat_map(|o| {
+            o.latest
+                .legacy
                 .iter()
-                .copied()
-                .filter(|o| o.latest.codes.contains(&code))
-                .collect();
-            let sites = sites_of(seeing.iter().copied());
-            let partial = sites.len() < all_sites.len();
-            let where_ = if partial {
-                format!(
-                    " at {}",
-                    sites.iter().cloned().collect::<Vec<_>>().join(", ")
-                )
-            } else {
-                String::new()
-            };
-            let mut remedy = code.remedy().to_string();
-            if partial && code == FindingCode::CertUntrusted {
-                remedy = format!(
-                    "The root CA is missing from the trust store of endpoints{where_} only: distribute it there (Trusted Root Certification Authorities); the gateway is fine elsewhere."
-                );
-            }
-            return make(
-                Kind::CertProblem(code),
-                format!(
-                    "{} of {n} probes report {}{where_}",
-                    seeing.len(),
-                    code.as_str()
-                ),
-                remedy,
-                if partial {
-                    sites.into_iter().collect()
-                } else {
-                    vec![]
-                },
-            );
+                .filter(|l| l.gateway_listener)
+                .map(|l| l.port)
+        })
+        .collect();
+    let ports = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(make(
+        Kind::ListenerOnLegacyPort,
+        format!(
+            "{} of {n} probes find the gateway's listener on port {ports}, not on {port} (the CEM policy port)",
+            legacy.len()
+        ),
+        format!(
+            "Set the agent listener port in Gateway Manager (General tab) to {port} and restart the Internet Gateway service; or, if {ports} is intended, set the CEM Settings policy port to it. The perimeter firewall must allow the same port."
+        ),
+        vec![],
+    ))
+}
+
+/// The failing probes complete TLS and agree on a certificate defect (at least as many as fail
+/// on the network): the most reported code, naming the sites when only some see it.
+pub fn cert_problem(f: &Facts<'_>) -> Option<Diagnosis> {
+    if f.cert_bad.len() < f.net_bad.len() {
+        return None;
+    }
+    let n = f.all.len();
+    let mut counts: BTreeMap<FindingCode, usize> = BTreeMap::new();
+    for o in &f.cert_bad {
+        for code in o.latest.codes.iter().filter(|c| CERT_CODES.contains(c)) {
+            *counts.entry(*code).or_default() += 1;
         }
     }
-
-    // Network failures: tell a local fault, the perimeter and the gateway apart.
-    let internet: Vec<&Observation<'_>> = observations
+    let code = counts
         .iter()
-        .filter(|o| !o.is_dmz() && !o.is_lan())
-        .collect();
-    let dmz_reaches: Vec<&Observation<'_>> = observations
-        .iter()
-        .filter(|o| o.is_dmz() && o.reaches_listener())
-        .collect();
-    let internet_failing: Vec<&Observation<'_>> = internet
+        .max_by_key(|(code, count)| (**count, code.severity(), std::cmp::Reverse(**code)))
+        .map(|(code, _)| *code)?;
+    let seeing: Vec<&Observation<'_>> = f
+        .cert_bad
         .iter()
         .copied()
-        .filter(|o| o.network_bad())
+        .filter(|o| o.latest.codes.contains(&code))
         .collect();
-    let internet_sites = sites_of(internet.iter().copied());
-    let mut failing_sites = BTreeSet::new();
-    for site in &internet_sites {
-        let at: Vec<&&Observation<'_>> = internet
+    let sites = sites_of(seeing.iter().copied());
+    let partial = sites.len() < sites_of(f.all.iter()).len();
+    let where_ = if partial {
+        format!(
+            " at {}",
+            sites.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let mut remedy = code.remedy().to_string();
+    if partial && code == FindingCode::CertUntrusted {
+        remedy = format!(
+            "The root CA is missing from the trust store of endpoints{where_} only: distribute it there (Trusted Root Certification Authorities); the gateway is fine elsewhere."
+        );
+    }
+    Some(make(
+        Kind::CertProblem(code),
+        format!(
+            "{} of {n} probes report {}{where_}",
+            seeing.len(),
+            code.as_str()
+        ),
+        remedy,
+        if partial {
+            sites.into_iter().collect()
+        } else {
+            vec![]
+        },
+    ))
+}
+
+/// How the internet vantages fare, for the network rules.
+struct Internet<'a> {
+    all: Vec<&'a Observation<'a>>,
+    failing: Vec<&'a Observation<'a>>,
+    sites: BTreeSet<String>,
+    failing_sites: BTreeSet<String>,
+}
+
+impl<'a> Internet<'a> {
+    fn of(f: &Facts<'a>) -> Self {
+        let all: Vec<&Observation<'_>> = f
+            .all
             .iter()
-            .filter(|o| (if o.site.is_empty() { NO_SITE } else { o.site }) == site)
+            .filter(|o| !o.is_dmz() && !o.is_lan())
             .collect();
-        let failing = at.iter().filter(|o| o.network_bad()).count();
-        if failing > 0 && failing as f64 >= t.quorum * at.len() as f64 {
-            failing_sites.insert(site.clone());
+        let failing = all.iter().copied().filter(|o| o.network_bad()).collect();
+        let sites = sites_of(all.iter().copied());
+        let mut failing_sites = BTreeSet::new();
+        for site in &sites {
+            let at: Vec<&&Observation<'_>> = all
+                .iter()
+                .filter(|o| (if o.site.is_empty() { NO_SITE } else { o.site }) == site)
+                .collect();
+            let failing = at.iter().filter(|o| o.network_bad()).count();
+            if failing > 0 && failing as f64 >= f.t.quorum * at.len() as f64 {
+                failing_sites.insert(site.clone());
+            }
+        }
+        Self {
+            all,
+            failing,
+            sites,
+            failing_sites,
         }
     }
-    let majority_failing =
-        !internet.is_empty() && internet_failing.len() as f64 > t.quorum * internet.len() as f64;
-    let few_sites = failing_sites.len() < internet_sites.len()
-        && failing_sites.len() as f64 <= t.local_sites_max * internet_sites.len() as f64;
-    if !majority_failing || few_sites {
-        let sites: BTreeSet<String> = if failing_sites.is_empty() {
-            sites_of(net_bad.iter().copied())
-        } else {
-            failing_sites
-        };
-        let list = sites.iter().cloned().collect::<Vec<_>>().join(", ");
-        return make(
-            Kind::LocalNetwork,
-            format!(
-                "{} of {n} probes fail ({}), confined to {list}; the gateway answers elsewhere",
-                net_bad.len(),
-                describe_states(&net_bad)
-            ),
-            format!(
-                "Check the network at {list} (uplink, proxy, local firewall or DNS): the gateway works from the other sites."
-            ),
-            sites.into_iter().collect(),
-        );
+
+    /// Failures are local: not a majority of the internet probes, or confined to few sites.
+    fn local(&self, t: Thresholds) -> bool {
+        let majority_failing =
+            !self.all.is_empty() && self.failing.len() as f64 > t.quorum * self.all.len() as f64;
+        let few_sites = self.failing_sites.len() < self.sites.len()
+            && self.failing_sites.len() as f64 <= t.local_sites_max * self.sites.len() as f64;
+        !majority_failing || few_sites
     }
-    if !dmz_reaches.is_empty() {
-        let states = describe_states(&internet_failing);
-        let how = if internet_failing
-            .iter()
-            .all(|o| o.latest.tcp_state == TcpState::Filtered)
-        {
-            "drops"
-        } else if internet_failing
-            .iter()
-            .all(|o| o.latest.tcp_state == TcpState::Refused)
-        {
-            "rejects (or translates to a closed port)"
-        } else {
-            "blocks"
-        };
-        return make(
-            Kind::PerimeterBlocked,
-            format!(
-                "{} of {} internet probes fail on port {port} ({states}) while the DMZ probe reaches the listener: the perimeter firewall {how} it",
-                internet_failing.len(),
-                internet.len()
-            ),
-            format!(
-                "Open TCP {port} inbound (internet to DMZ) to the gateway on the perimeter firewall; if it does NAT, translate {port} to the port the gateway listens on."
-            ),
-            vec![],
-        );
+}
+
+/// Network failures confined to a minority of probes or of sites: the gateway answers
+/// elsewhere.
+pub fn local_network(f: &Facts<'_>) -> Option<Diagnosis> {
+    let internet = Internet::of(f);
+    if !internet.local(f.t) {
+        return None;
     }
-    let dmz_seen = observations.iter().any(|o| o.is_dmz());
-    make(
+    let sites: BTreeSet<String> = if internet.failing_sites.is_empty() {
+        sites_of(f.net_bad.iter().copied())
+    } else {
+        internet.failing_sites
+    };
+    let list = sites.iter().cloned().collect::<Vec<_>>().join(", ");
+    Some(make(
+        Kind::LocalNetwork,
+        format!(
+            "{} of {} probes fail ({}), confined to {list}; the gateway answers elsewhere",
+            f.net_bad.len(),
+            f.all.len(),
+            describe_states(&f.net_bad)
+        ),
+        format!(
+            "Check the network at {list} (uplink, proxy, local firewall or DNS): the gateway works from the other sites."
+        ),
+        sites.into_iter().collect(),
+    ))
+}
+
+/// Internet vantages fail while a DMZ vantage reaches the listener: the perimeter firewall.
+pub fn perimeter_blocked(f: &Facts<'_>) -> Option<Diagnosis> {
+    let internet = Internet::of(f);
+    let dmz_reaches = f.all.iter().any(|o| o.is_dmz() && o.reaches_listener());
+    if internet.local(f.t) || !dmz_reaches {
+        return None;
+    }
+    let port = f.port;
+    let states = describe_states(&internet.failing);
+    let how = if internet
+        .failing
+        .iter()
+        .all(|o| o.latest.tcp_state == TcpState::Filtered)
+    {
+        "drops"
+    } else if internet
+        .failing
+        .iter()
+        .all(|o| o.latest.tcp_state == TcpState::Refused)
+    {
+        "rejects (or translates to a closed port)"
+    } else {
+        "blocks"
+    };
+    Some(make(
+        Kind::PerimeterBlocked,
+        format!(
+            "{} of {} internet probes fail on port {port} ({states}) while the DMZ probe reaches the listener: the perimeter firewall {how} it",
+            internet.failing.len(),
+            internet.all.len()
+        ),
+        format!(
+            "Open TCP {port} inbound (internet to DMZ) to the gateway on the perimeter firewall; if it does NAT, translate {port} to the port the gateway listens on."
+        ),
+        vec![],
+    ))
+}
+
+/// Whatever is left: the gateway does not answer, from any vantage.
+pub fn gateway_down(f: &Facts<'_>) -> Option<Diagnosis> {
+    let port = f.port;
+    let dmz_seen = f.all.iter().any(|o| o.is_dmz());
+    Some(make(
         Kind::GatewayDown,
         format!(
-            "{} of {n} probes cannot reach the gateway on port {port} ({}){}",
-            net_bad.len(),
-            describe_states(&net_bad),
+            "{} of {} probes cannot reach the gateway on port {port} ({}){}",
+            f.net_bad.len(),
+            f.all.len(),
+            describe_states(&f.net_bad),
             if dmz_seen {
                 ", from the DMZ as well"
             } else {
@@ -321,7 +453,7 @@ pub fn diagnose(
             "Start the Internet Gateway service on the gateway server and check that it listens on {port} (Gateway Manager, General tab); Windows Event Viewer (Application log) shows why it does not start, most often a port conflict."
         ),
         vec![],
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -390,6 +522,188 @@ mod tests {
             .collect();
         all.push(("dmz-1", "dmz", "dmz", dmz));
         run(&all)
+    }
+
+    /// A named case: (probe, site, vantage, result) rows and the role of the check.
+    struct Case {
+        name: &'static str,
+        role: Role,
+        rows: Vec<(String, String, String, Latest)>,
+    }
+
+    fn rows(
+        inet: Vec<(String, String, Latest)>,
+        dmz: Option<Latest>,
+    ) -> Vec<(String, String, String, Latest)> {
+        let mut out: Vec<_> = inet
+            .into_iter()
+            .map(|(p, s, l)| (p, s, "internet".to_string(), l))
+            .collect();
+        if let Some(d) = dmz {
+            out.push(("dmz-1".into(), "dmz".into(), "dmz".into(), d));
+        }
+        out
+    }
+
+    /// One case per rule, each the textbook case of exactly that rule.
+    fn cases() -> Vec<Case> {
+        let filtered = || latest(&[FindingCode::TcpFiltered], TcpState::Filtered);
+        let mut legacy = latest(&[FindingCode::ListenerOnLegacyPort], TcpState::Refused);
+        legacy.legacy = vec![LegacyObservation {
+            port: 443,
+            tcp: TcpState::Open,
+            gateway_listener: true,
+        }];
+        vec![
+            Case {
+                name: "no_data",
+                role: Role::Gateway,
+                rows: vec![],
+            },
+            Case {
+                name: "healthy",
+                role: Role::Gateway,
+                rows: rows(internet(|_| ok()), Some(ok())),
+            },
+            Case {
+                name: "smp_unreachable",
+                role: Role::Smp,
+                rows: rows(
+                    vec![],
+                    Some(latest(&[FindingCode::TcpFiltered], TcpState::Filtered)),
+                ),
+            },
+            Case {
+                name: "listener_on_legacy_port",
+                role: Role::Gateway,
+                rows: rows(internet(|_| legacy.clone()), Some(legacy.clone())),
+            },
+            Case {
+                name: "cert_problem",
+                role: Role::Gateway,
+                rows: rows(
+                    internet(|_| latest(&[FindingCode::ThumbprintMismatch], TcpState::Open)),
+                    Some(ok()),
+                ),
+            },
+            Case {
+                name: "local_network",
+                role: Role::Gateway,
+                rows: rows(
+                    internet(|site| if site == "lyon" { filtered() } else { ok() }),
+                    Some(ok()),
+                ),
+            },
+            Case {
+                name: "perimeter_blocked",
+                role: Role::Gateway,
+                rows: rows(internet(|_| filtered()), Some(ok())),
+            },
+            Case {
+                name: "gateway_down",
+                role: Role::Gateway,
+                rows: rows(internet(|_| filtered()), Some(filtered())),
+            },
+        ]
+    }
+
+    fn rule_named(name: &str) -> Rule {
+        let names = [
+            "no_data",
+            "healthy",
+            "smp_unreachable",
+            "listener_on_legacy_port",
+            "cert_problem",
+            "local_network",
+            "perimeter_blocked",
+            "gateway_down",
+        ];
+        RULES[names.iter().position(|n| *n == name).expect("a rule")]
+    }
+
+    #[test]
+    fn each_rule_applies_to_its_own_case_and_the_first_that_applies_is_the_diagnosis() {
+        for case in cases() {
+            let obs: Vec<Observation<'_>> = case
+                .rows
+                .iter()
+                .map(|(p, s, v, l)| Observation {
+                    probe: p,
+                    site: s,
+                    vantage: v,
+                    latest: l,
+                })
+                .collect();
+            let facts = Facts::of(case.role, 8443, &obs, Thresholds::default());
+            let own = rule_named(case.name)(&facts)
+                .unwrap_or_else(|| panic!("rule {} declines its own case", case.name));
+            // Every rule before it in the order declines the case: that is why it wins.
+            let position = RULES
+                .iter()
+                .position(|r| std::ptr::fn_addr_eq(*r, rule_named(case.name)));
+            for (i, earlier) in RULES.iter().enumerate().take(position.expect("listed")) {
+                assert!(
+                    earlier(&facts).is_none(),
+                    "rule #{i} takes the case of {} before it",
+                    case.name
+                );
+            }
+            assert_eq!(
+                diagnose(case.role, 8443, &obs, Thresholds::default()),
+                own,
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn rules_decline_the_cases_they_do_not_own() {
+        // A sample of refusals that carry the meaning of each rule.
+        for case in cases() {
+            let obs: Vec<Observation<'_>> = case
+                .rows
+                .iter()
+                .map(|(p, s, v, l)| Observation {
+                    probe: p,
+                    site: s,
+                    vantage: v,
+                    latest: l,
+                })
+                .collect();
+            let facts = Facts::of(case.role, 8443, &obs, Thresholds::default());
+            let applies = |name: &str| rule_named(name)(&facts).is_some();
+            match case.name {
+                "healthy" => {
+                    assert!(
+                        !applies("no_data")
+                            && !applies("cert_problem")
+                            && !applies("smp_unreachable")
+                    );
+                }
+                "cert_problem" => {
+                    assert!(!applies("listener_on_legacy_port") && !applies("healthy"));
+                }
+                "local_network" => assert!(
+                    !applies("perimeter_blocked"),
+                    "one site is not the perimeter"
+                ),
+                "perimeter_blocked" => {
+                    assert!(!applies("local_network"), "every site is not local")
+                }
+                "gateway_down" => {
+                    assert!(
+                        !applies("perimeter_blocked"),
+                        "the DMZ fails too: not the perimeter"
+                    );
+                    assert!(!applies("cert_problem"), "no probe completes TLS");
+                }
+                "smp_unreachable" => {
+                    assert!(applies("gateway_down"), "the catch-all always applies")
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]
