@@ -607,7 +607,8 @@ mod tests {
         ]
     }
 
-    fn rule_named(name: &str) -> Rule {
+    /// Where the rule of this name stands in [`RULES`].
+    fn position(name: &str) -> usize {
         let names = [
             "no_data",
             "healthy",
@@ -618,7 +619,11 @@ mod tests {
             "perimeter_blocked",
             "gateway_down",
         ];
-        RULES[names.iter().position(|n| *n == name).expect("a rule")]
+        names.iter().position(|n| *n == name).expect("a rule")
+    }
+
+    fn rule_named(name: &str) -> Rule {
+        RULES[position(name)]
     }
 
     #[test]
@@ -638,10 +643,7 @@ mod tests {
             let own = rule_named(case.name)(&facts)
                 .unwrap_or_else(|| panic!("rule {} declines its own case", case.name));
             // Every rule before it in the order declines the case: that is why it wins.
-            let position = RULES
-                .iter()
-                .position(|r| std::ptr::fn_addr_eq(*r, rule_named(case.name)));
-            for (i, earlier) in RULES.iter().enumerate().take(position.expect("listed")) {
+            for (i, earlier) in RULES.iter().enumerate().take(position(case.name)) {
                 assert!(
                     earlier(&facts).is_none(),
                     "rule #{i} takes the case of {} before it",
