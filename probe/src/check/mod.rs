@@ -370,7 +370,7 @@ fn judge_handshake(
                 findings.push(Finding::new(FindingCode::ClientCertRejected, message));
             }
         }
-        (Err(failure), _)
+        (Err(failure), None)
             if request.is_some() && !chain.is_empty() && ended_over_client_cert(failure) =>
         {
             reached = true;

@@ -478,21 +478,15 @@ pub async fn handshake(
                 // is processed by rustls and not returned; data or a close ends the wait).
                 let wait = CLIENT_AUTH_VERDICT_WAIT.min(timeout.saturating_sub(start.elapsed()));
                 let mut buf = [0u8; 512];
-                let deadline = tokio::time::Instant::now() + wait;
-                loop {
-                    match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
-                        Ok(Ok(0)) | Err(_) => break,
-                        Ok(Ok(_)) => break,
-                        Ok(Err(e)) => {
-                            let failure = explain(&e);
-                            if matches!(
-                                failure.kind,
-                                FailureKind::Alert(_) | FailureKind::Reset | FailureKind::Closed
-                            ) {
-                                refused_after = Some(failure);
-                            }
-                            break;
-                        }
+                // One read: rustls consumes tickets itself, so it returns only on data, a
+                // close, an alert or the end of the wait.
+                if let Ok(Err(e)) = tokio::time::timeout(wait, tls.read(&mut buf)).await {
+                    let failure = explain(&e);
+                    if matches!(
+                        failure.kind,
+                        FailureKind::Alert(_) | FailureKind::Reset | FailureKind::Closed
+                    ) {
+                        refused_after = Some(failure);
                     }
                 }
             }
