@@ -139,6 +139,12 @@ pub fn table(r: &CheckResult, color: bool) -> String {
         }
         if tls.legacy_hello {
             parts.push("read with a legacy ClientHello (modern TLS refused)".into());
+        } else if tls.client_certificate_requested
+            && !tls.completed
+            && !refused
+            && tls.client_certificate.is_none()
+        {
+            parts.push("ended by the gateway when no client certificate came, as for anything but an agent".into());
         } else if let Some(e) = &tls.error {
             parts.push(e.clone());
         }
