@@ -62,6 +62,46 @@ pub enum LogFormat {
     Json,
 }
 
+/// The agent certificate a check presents when the gateway asks for a client certificate.
+#[derive(Debug, Args)]
+struct ClientCertArgs {
+    /// Present this agent certificate when the gateway asks for a client certificate, and
+    /// complete the handshake as a management agent does: a .pfx/.p12 with its private key
+    /// (password from --password-env or --password-file), or PEM (or DER) with the key in the
+    /// same file or in --client-key. It stays on this machine; reports carry its subject and
+    /// thumbprint only. An expired or expiring certificate is reported before it is used; a
+    /// gateway that refuses it gives client_cert_rejected.
+    #[arg(long, value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert, when the certificate file does not hold it.
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// The name of an environment variable holding the --client-cert .pfx password.
+    #[arg(
+        long,
+        value_name = "VAR",
+        conflicts_with = "password_file",
+        requires = "client_cert"
+    )]
+    password_env: Option<String>,
+    /// A file whose content (less one line ending) is the --client-cert .pfx password.
+    #[arg(long, value_name = "PATH", requires = "client_cert")]
+    password_file: Option<PathBuf>,
+}
+
+impl ClientCertArgs {
+    /// Loads the agent certificate, if one is given.
+    fn load(&self) -> anyhow::Result<Option<Arc<check::ClientIdentity>>> {
+        let Some(path) = &self.client_cert else {
+            return Ok(None);
+        };
+        let password = password(self.password_env.as_deref(), self.password_file.as_deref())?;
+        let identity =
+            check::ClientIdentity::load(path, self.client_key.as_deref(), password.as_ref())?;
+        Ok(Some(Arc::new(identity)))
+    }
+}
+
 #[derive(Debug, Args)]
 struct EnrollArgs {
     /// The coordinator's QUIC address.
@@ -121,6 +161,8 @@ struct RunArgs {
         requires = "agent_log"
     )]
     agent_log_pattern: Vec<String>,
+    #[command(flatten)]
+    client_cert: ClientCertArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -205,6 +247,8 @@ struct CheckArgs {
     /// How long the TLS handshake may take.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_timeout)]
     handshake_timeout: Duration,
+    #[command(flatten)]
+    client_cert: ClientCertArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -384,7 +428,9 @@ fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     let local_offset = time::UtcOffset::current_local_offset();
     let agent_log = agent_log_config(&args, local_offset.unwrap_or(time::UtcOffset::UTC))?;
     let trust = trust_store(&args.ca_file)?;
+    let client_identity = args.client_cert.load()?;
     let mut config = crate::agent::AgentConfig::new(args.state_dir.clone(), Arc::new(trust));
+    config.client_identity = client_identity;
     config.coordinators = args.coordinators.clone();
     config.overrides = args.resolve.clone();
     config.spool_limits.max_reports = args.spool_max_reports.max(1);
@@ -435,8 +481,11 @@ fn use_color(choice: ColorChoice) -> bool {
 
 /// The .pfx password from `--password-env` or `--password-file`; errors name the option, never
 /// the password.
-fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
-    if let Some(var) = &args.password_env {
+fn password(
+    password_env: Option<&str>,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Password>> {
+    if let Some(var) = password_env {
         if var.is_empty() || var.contains('=') || var.contains('\0') {
             anyhow::bail!(
                 "--password-env {var:?} is not an environment variable name: give the NAME of a variable that holds the password, such as PFX_PASSWORD"
@@ -447,11 +496,7 @@ fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
         let conventional = var
             .chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        let name = if conventional {
-            var.as_str()
-        } else {
-            "PFX_PASSWORD"
-        };
+        let name = if conventional { var } else { "PFX_PASSWORD" };
         return match std::env::var(var) {
             Ok(value) => Ok(Some(Password::new(value))),
             Err(std::env::VarError::NotPresent) if conventional => anyhow::bail!(
@@ -465,7 +510,7 @@ fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
             ),
         };
     }
-    if let Some(path) = &args.password_file {
+    if let Some(path) = password_file {
         let bytes = std::fs::read(path).map_err(|e| {
             anyhow::anyhow!(
                 "--password-file {}: cannot read it ({e}): give a file that holds the .pfx password",
@@ -484,7 +529,7 @@ fn password(args: &InspectArgs) -> anyhow::Result<Option<Password>> {
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<u8> {
-    let password = password(&args)?;
+    let password = password(args.password_env.as_deref(), args.password_file.as_deref())?;
     let trust = trust_store(&args.ca_file)?;
     let shown = args.file.display().to_string();
     let bytes = inspect::read_file(&args.file)?;
@@ -547,6 +592,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
         args.legacy_port.clone()
     };
     let trust = trust_store(&args.ca_file)?;
+    let client_identity = args.client_cert.load()?;
     let spec = CheckSpec {
         target: Target { host, port },
         expectations: Expectations {
@@ -560,6 +606,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
     ctx.overrides = args.resolve.clone();
     ctx.connect_timeout = args.connect_timeout;
     ctx.handshake_timeout = args.handshake_timeout;
+    ctx.client_identity = client_identity;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -214,6 +214,16 @@ impl PrivateKeyMaterial {
     pub fn encoding(&self) -> KeyEncoding {
         self.encoding
     }
+
+    /// The key as rustls takes it (for `check --client-cert`).
+    pub(crate) fn to_rustls(&self) -> rustls_pki_types::PrivateKeyDer<'static> {
+        use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+        match self.encoding {
+            KeyEncoding::Pkcs8 => PrivatePkcs8KeyDer::from(self.der.clone()).into(),
+            KeyEncoding::Pkcs1 => PrivatePkcs1KeyDer::from(self.der.clone()).into(),
+            KeyEncoding::Sec1 => PrivateSec1KeyDer::from(self.der.clone()).into(),
+        }
+    }
 }
 
 impl fmt::Debug for PrivateKeyMaterial {
@@ -357,6 +367,35 @@ fn load_der(path: String, bytes: &[u8]) -> Result<Contents, InspectError> {
 }
 
 fn load_pem(path: String, bytes: &[u8]) -> Result<Contents, InspectError> {
+    let (certificates, keys) = pem_items(&path, bytes)?;
+    if certificates.is_empty() {
+        let found = if keys.is_empty() {
+            "no \"-----BEGIN CERTIFICATE-----\" block".to_string()
+        } else {
+            "only a private key".to_string()
+        };
+        return Err(InspectError::NoCertificate { path, found });
+    }
+    Ok(Contents {
+        format: FileFormat::Pem,
+        cert_key_ids: vec![None; certificates.len()],
+        certificates,
+        keys,
+    })
+}
+
+/// The private keys of a PEM file that may hold no certificate (a separate key file).
+pub(crate) fn load_pem_keys(
+    path: &str,
+    bytes: &[u8],
+) -> Result<Vec<PrivateKeyMaterial>, InspectError> {
+    pem_items(path, bytes).map(|(_, keys)| keys)
+}
+
+type PemItems = (Vec<Vec<u8>>, Vec<PrivateKeyMaterial>);
+
+fn pem_items(path: &str, bytes: &[u8]) -> Result<PemItems, InspectError> {
+    let path = path.to_string();
     if contains(bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         || contains(bytes, b"Proc-Type: 4,ENCRYPTED")
     {
@@ -399,20 +438,7 @@ fn load_pem(path: String, bytes: &[u8]) -> Result<Contents, InspectError> {
         })?;
         keys.push(key);
     }
-    if certificates.is_empty() {
-        let found = if keys.is_empty() {
-            "no \"-----BEGIN CERTIFICATE-----\" block".to_string()
-        } else {
-            "only a private key".to_string()
-        };
-        return Err(InspectError::NoCertificate { path, found });
-    }
-    Ok(Contents {
-        format: FileFormat::Pem,
-        cert_key_ids: vec![None; certificates.len()],
-        certificates,
-        keys,
-    })
+    Ok((certificates, keys))
 }
 
 fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use cemwatch_shared::{CertificateInfo, CheckResult, DnsSource, Finding, TcpState};
+use cemwatch_shared::{CertificateInfo, CheckResult, DnsSource, Finding, FindingCode, TcpState};
 
 use cemwatch_transport::host::Paint;
 
@@ -71,34 +71,68 @@ pub fn table(r: &CheckResult, color: bool) -> String {
 
     // TLS
     if let Some(tls) = &r.tls {
-        if tls.completed {
-            let trust = if tls.trusted {
+        let refused =
+            r.has(FindingCode::TlsHandshakeFailed) || r.has(FindingCode::ClientCertRejected);
+        let state = if refused {
+            p.bad(&pad("fail", 9))
+        } else if tls.legacy_hello {
+            p.warn(&pad("legacy", 9))
+        } else if tls.completed || !tls.chain.is_empty() {
+            p.good(&pad("ok", 9))
+        } else {
+            p.bad(&pad("fail", 9))
+        };
+        let mut parts = Vec::new();
+        if let (Some(version), Some(cipher)) = (&tls.version, &tls.cipher) {
+            parts.push(format!("{version} {cipher}"));
+        }
+        if !tls.chain.is_empty() {
+            parts.push(if tls.trusted {
                 p.good("chain trusted")
             } else {
                 p.bad("chain NOT trusted")
+            });
+        }
+        if tls.handshake_signature_valid == Some(false) {
+            parts.push(p.bad("signature NOT made with the certificate's key"));
+        }
+        if tls.legacy_hello {
+            parts.push("read with a legacy ClientHello (modern TLS refused)".into());
+        } else if tls.client_certificate_requested
+            && !tls.completed
+            && !refused
+            && tls.client_certificate.is_none()
+        {
+            parts.push("ended by the gateway when no client certificate came, as for anything but an agent".into());
+        } else if let Some(e) = &tls.error {
+            parts.push(e.clone());
+        }
+        stage(
+            &mut o,
+            &p,
+            "TLS",
+            &state,
+            &parts.join(", "),
+            tls.duration_ms,
+        );
+        if tls.client_certificate_requested {
+            let cas = if tls.acceptable_client_cas.is_empty() {
+                "any CA".to_string()
+            } else {
+                tls.acceptable_client_cas.join("; ")
             };
-            let detail = format!(
-                "{} {}, {trust}",
-                tls.version.as_deref().unwrap_or("?"),
-                tls.cipher.as_deref().unwrap_or("?")
-            );
-            stage(
-                &mut o,
-                &p,
-                "TLS",
-                &p.good(&pad("ok", 9)),
-                &detail,
-                tls.duration_ms,
-            );
-        } else {
-            let detail = tls.error.clone().unwrap_or_default();
-            stage(
-                &mut o,
-                &p,
-                "TLS",
-                &p.bad(&pad("fail", 9)),
-                &detail,
-                tls.duration_ms,
+            let presented = match &tls.client_certificate {
+                Some(c) if r.has(FindingCode::ClientCertRejected) => {
+                    format!("presented {}: {}", c, p.bad("refused"))
+                }
+                Some(c) => format!("presented {c}"),
+                None => "none presented (agents present theirs; --client-cert)".to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "  {}  {} agent certificates from {cas}; {presented}",
+                p.bold(&pad("CLIENT", 6)),
+                pad("asked", 9)
             );
         }
     }

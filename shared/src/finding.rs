@@ -176,7 +176,27 @@ finding_codes! {
     /// The file is not PKCS#12, which the guide requires for import.
     NotPfx = "not_pfx", Warn,
         "the file is not a .pfx (PKCS #12)",
-        "ITMS imports certificates only as .pfx (PKCS #12 with private key): export the certificate with its private key as .pfx (certlm.msc, Export, \"Yes, export the private key\"), or build one with `openssl pkcs12 -export -in cert.pem -inkey key.pem -certfile chain.pem -out gateway.pfx`.";
+        "ITMS imports certificates only as .pfx (PKCS #12 with private key): export the certificate with its private key as .pfx (certlm.msc, Export, \"Yes, export the private key\"), or build one with `openssl pkcs12 -export -in cert.pem -inkey key.pem -certfile chain.pem -out gateway.pfx`.";    /// The handshake signature does not verify with the served certificate's key: something
+    /// on the path presents the gateway's certificate without holding its key.
+    HandshakeKeyMismatch = "handshake_key_mismatch", Fail,
+        "the server does not hold the key of the certificate it serves",
+        "Something between the agents and the gateway presents the gateway's certificate without its private key (an intercepting proxy, TLS inspection on a firewall or IPS, or a device that took over the gateway's address): agents reject it. Find that device (compare with a probe in the DMZ), exempt the agent listener port from TLS inspection, and check that the gateway's DNS name and NAT still lead to the Internet Gateway server.";
+    /// The gateway refused the agent certificate the probe presented.
+    ClientCertRejected = "client_cert_rejected", Fail,
+        "the gateway refused the agent's client certificate",
+        "The gateway does not trust the issuer of the agents' certificates, or the certificate expired: import the root CA that issues the agent certificates into Trusted Root Certification Authorities on the Internet Gateway server, and renew an agent certificate that has expired.";
+    /// The agent certificate given to the probe has expired or is not valid yet.
+    ClientCertExpired = "client_cert_expired", Fail,
+        "the agent's client certificate has expired or is not valid yet",
+        "Renew the agent's client certificate (the one given with --client-cert): the gateway refuses an agent whose certificate has expired.";
+    /// The agent certificate given to the probe expires soon.
+    ClientCertExpiring = "client_cert_expiring", Warn,
+        "the agent's client certificate expires soon",
+        "Renew the agent's client certificate (the one given with --client-cert) before it expires: the gateway will then refuse the agent.";
+    /// The gateway negotiates only TLS that rustls refuses (TLS 1.0/1.1, CBC, static RSA, DHE).
+    TlsLegacy = "tls_legacy", Warn,
+        "the gateway speaks only legacy TLS: agents connect; modern clients and hardened agents will not",
+        "Enable TLS 1.2 with ECDHE key exchange and AES-GCM cipher suites on the Internet Gateway server (SChannel protocols and cipher suite order), then restart it: agents connect today, but modern clients and agents hardened to TLS 1.2 with forward secrecy will not.";
 }
 
 impl fmt::Display for FindingCode {
@@ -247,7 +267,13 @@ mod tests {
     #[test]
     fn severities_follow_the_design_table() {
         use FindingCode::*;
-        for code in [CertExpiring, SignatureSha1, NotPfx] {
+        for code in [
+            CertExpiring,
+            SignatureSha1,
+            NotPfx,
+            ClientCertExpiring,
+            TlsLegacy,
+        ] {
             assert_eq!(code.severity(), Severity::Warn, "{code}");
         }
         let warn = FindingCode::ALL
@@ -255,10 +281,17 @@ mod tests {
             .filter(|c| c.severity() == Severity::Warn)
             .count();
         assert_eq!(
-            warn, 3,
-            "only cert_expiring, signature_sha1 and not_pfx are warnings"
+            warn, 5,
+            "only cert_expiring, signature_sha1, not_pfx, client_cert_expiring and tls_legacy are warnings"
         );
-        for code in [PfxNoPrivateKey, KeyMismatch, ChainIncomplete] {
+        for code in [
+            PfxNoPrivateKey,
+            KeyMismatch,
+            ChainIncomplete,
+            HandshakeKeyMismatch,
+            ClientCertRejected,
+            ClientCertExpired,
+        ] {
             assert_eq!(code.severity(), Severity::Fail, "{code}");
         }
     }

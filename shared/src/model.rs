@@ -167,6 +167,24 @@ pub struct TlsResult {
     /// The handshake error, when not completed.
     #[serde(default)]
     pub error: Option<String>,
+    /// The server asked for a client certificate (a TLS CertificateRequest), as a CEM Internet
+    /// Gateway does to authenticate its agents.
+    #[serde(default)]
+    pub client_certificate_requested: bool,
+    /// The distinguished names the server sent in its CertificateRequest: the CAs agents'
+    /// certificates must chain to (empty: any, or no request).
+    #[serde(default)]
+    pub acceptable_client_cas: Vec<String>,
+    /// The agent certificate the probe presented (subject and SHA-1 thumbprint), when it
+    /// presented one.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// The certificate was read with a legacy ClientHello (TLS 1.0 to 1.2 with the suites
+    /// Windows offers) because no modern handshake could be agreed; that handshake stops after
+    /// the server's certificate, so `completed` is false and `version` and `cipher` are what
+    /// the server chose.
+    #[serde(default)]
+    pub legacy_hello: bool,
 }
 
 /// What the served (leaf) certificate is.
@@ -306,6 +324,19 @@ mod tests {
             port: 443,
         };
         assert_eq!(v6.authority(), "[::1]:443");
+    }
+
+    #[test]
+    fn tls_facts_of_older_probes_still_decode() {
+        // A TLS stage as probes wrote it before client-certificate requests were recorded.
+        let json = r#"{"completed":true,"version":"TLSv1.3","cipher":"TLS13_AES_128_GCM_SHA256",
+            "trusted":true,"chain":["CN=gateway.example.com"],"duration_ms":3.5}"#;
+        let tls: TlsResult = serde_json::from_str(json).expect("older TLS facts decode");
+        assert!(tls.completed);
+        assert!(!tls.client_certificate_requested);
+        assert!(tls.acceptable_client_cas.is_empty());
+        assert_eq!(tls.client_certificate, None);
+        assert!(!tls.legacy_hello);
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::agent_state::AgentCemState;
 use crate::model::{CheckResult, Expectations, Target};
 
 /// The protocol version carried by every frame. 2: `Plan` carries `reconnect_spread_ms`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: the TLS facts of a report carry the client-certificate request, the agent certificate
+/// presented and whether a legacy ClientHello read the certificate (and there are five new
+/// finding codes).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The ALPN protocol id of probe ↔ coordinator connections.
 pub const ALPN: &[u8] = b"cemwatch/1";
 /// The TLS server name probes use for the coordinator: trust is pinned to the coordinator's
@@ -376,13 +379,16 @@ mod tests {
             })
         );
         assert_eq!(WireError::Version { got: 2 }.reason(), "version");
-        // A frame of protocol 1 (before plans carried the reconnect spread) is refused with
-        // its version, so each side can tell the operator to upgrade the older one.
-        let mut old = postcard::to_stdvec(&1u16).expect("encode");
-        old.extend(postcard::to_stdvec(&ToProbe::Ack { seq: 1 }).expect("encode"));
-        let e = decode::<ToProbe>(&old).unwrap_err();
-        assert_eq!(e, WireError::Version { got: 1 });
-        assert!(e.to_string().contains("upgrade the older side"), "{e}");
+        // Frames of protocols 1 (before plans carried the reconnect spread) and 2 (before
+        // the TLS facts carried client-certificate requests) are refused with their version,
+        // so each side can tell the operator to upgrade the older one.
+        for older in 1..PROTOCOL_VERSION {
+            let mut old = postcard::to_stdvec(&older).expect("encode");
+            old.extend(postcard::to_stdvec(&ToProbe::Ack { seq: 1 }).expect("encode"));
+            let e = decode::<ToProbe>(&old).unwrap_err();
+            assert_eq!(e, WireError::Version { got: older });
+            assert!(e.to_string().contains("upgrade the older side"), "{e}");
+        }
 
         assert!(matches!(
             decode::<ToProbe>(&[PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff]),

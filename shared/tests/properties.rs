@@ -132,6 +132,12 @@ fn tls() -> impl Strategy<Value = TlsResult> {
         option::of(any::<bool>()),
         duration_ms(),
         option::of(text()),
+        (
+            any::<bool>(),
+            vec(text(), 0..3),
+            option::of(text()),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
@@ -144,6 +150,12 @@ fn tls() -> impl Strategy<Value = TlsResult> {
                 handshake_signature_valid,
                 duration_ms,
                 error,
+                (
+                    client_certificate_requested,
+                    acceptable_client_cas,
+                    client_certificate,
+                    legacy_hello,
+                ),
             )| TlsResult {
                 completed,
                 version,
@@ -154,6 +166,10 @@ fn tls() -> impl Strategy<Value = TlsResult> {
                 handshake_signature_valid,
                 duration_ms,
                 error,
+                client_certificate_requested,
+                acceptable_client_cas,
+                client_certificate,
+                legacy_hello,
             },
         )
 }

@@ -7,6 +7,7 @@
 
 pub mod lab;
 pub mod netns;
+pub mod peers;
 pub mod pki;
 pub mod process;
 pub mod server;

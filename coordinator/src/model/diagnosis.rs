@@ -48,8 +48,10 @@ impl Kind {
     }
 }
 
-/// Certificate codes a `cert_problem` can name.
-pub const CERT_CODES: [FindingCode; 12] = [
+/// Certificate codes a `cert_problem` can name: the served certificate's defects, and what the
+/// TLS stage says about a gateway that answers (its key not proven, legacy TLS only, the
+/// agent certificate refused or expiring).
+pub const CERT_CODES: [FindingCode; 17] = [
     FindingCode::CertUntrusted,
     FindingCode::CertNameMismatch,
     FindingCode::CertSanMissing,
@@ -62,6 +64,11 @@ pub const CERT_CODES: [FindingCode; 12] = [
     FindingCode::SignatureInsecure,
     FindingCode::KeyTooSmall,
     FindingCode::KeyNotRsa,
+    FindingCode::HandshakeKeyMismatch,
+    FindingCode::ClientCertRejected,
+    FindingCode::ClientCertExpired,
+    FindingCode::ClientCertExpiring,
+    FindingCode::TlsLegacy,
 ];
 
 impl Kind {

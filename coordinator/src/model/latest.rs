@@ -30,7 +30,7 @@ pub struct Latest {
     pub port: u16,
     /// TCP outcome on that port.
     pub tcp_state: TcpState,
-    /// Whether TLS completed there.
+    /// Whether TLS completed there (or the listener answered up to its certificate request).
     pub tls_completed: bool,
     /// Legacy ports tried.
     pub legacy: Vec<LegacyObservation>,
@@ -62,7 +62,11 @@ impl Latest {
             tls_ms: r.tls.as_ref().map(|t| t.duration_ms).unwrap_or(0.0),
             port: r.target.port,
             tcp_state: r.tcp.state,
-            tls_completed: r.tls.as_ref().is_some_and(|t| t.completed),
+            // A gateway that asked for an agent certificate and ended a TLS 1.2 handshake without
+            // one still answered as a CEM listener: its certificate was captured.
+            tls_completed: r.tls.as_ref().is_some_and(|t| {
+                t.completed || (t.client_certificate_requested && r.certificate.is_some())
+            }),
             legacy: r
                 .legacy_ports
                 .iter()

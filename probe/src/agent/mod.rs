@@ -51,6 +51,9 @@ pub struct AgentConfig {
     /// The management agent's log to follow, if any. Its position is saved in the state
     /// directory unless `state_file` says otherwise.
     pub agent_log: Option<AgentLogConfig>,
+    /// The agent certificate checks present when a gateway asks for a client certificate
+    /// (`run --client-cert`); it stays on the endpoint, never in a plan.
+    pub client_identity: Option<Arc<crate::check::ClientIdentity>>,
 }
 
 impl AgentConfig {
@@ -66,6 +69,7 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(60),
             overrides: Vec::new(),
             agent_log: None,
+            client_identity: None,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Shared {
     pub check_slots: Semaphore,
     /// Local DNS overrides, before the plan's.
     pub overrides: Vec<crate::check::ResolveOverride>,
+    /// The agent certificate checks present when asked for one.
+    pub client_identity: Option<Arc<crate::check::ClientIdentity>>,
     /// Counters.
     pub stats: AgentStats,
     /// The management agent's CEM state, when an agent log is followed (`None` until the first
@@ -143,6 +149,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         trust: config.trust.clone(),
         check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
         overrides: config.overrides.clone(),
+        client_identity: config.client_identity.clone(),
         stats: AgentStats::default(),
         agent_state: watch::Sender::new(None),
         agent_state_refused: AtomicBool::new(false),

@@ -40,6 +40,7 @@ pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport
     let _permit = shared.check_slots.acquire().await;
     let mut ctx = CheckContext::new(shared.trust.clone());
     ctx.overrides = shared.overrides.clone();
+    ctx.client_identity = shared.client_identity.clone();
     ctx.overrides.extend(planned
         .resolve
         .iter()

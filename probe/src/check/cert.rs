@@ -146,7 +146,7 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
     }
 }
 
-fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> (String, u32, Option<String>) {
+pub(crate) fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> (String, u32, Option<String>) {
     let oid = spki.algorithm.algorithm.to_id_string();
     let bits = spki
         .parsed()

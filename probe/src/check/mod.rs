@@ -1,9 +1,13 @@
-//! The check engine: resolve → TCP connect → TLS handshake (chain captured, never aborted) →
-//! certificate analysis → triage, with legacy-port detection when the expected port fails.
-//! Every stage records its timing and its raw facts in the [`CheckResult`].
+//! The check engine: resolve → TCP connect → TLS handshake (chain captured, never aborted;
+//! the agent's certificate presented when the gateway asks for one and the probe has it) →
+//! a legacy ClientHello when no modern handshake could be agreed → certificate analysis →
+//! triage, with legacy-port detection when the expected port fails. Every stage records its
+//! timing and its raw facts in the [`CheckResult`].
 
 pub mod cert;
 pub mod dns;
+pub mod hello;
+pub mod identity;
 pub mod tcp;
 pub mod tls;
 pub mod triage;
@@ -12,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -23,6 +28,7 @@ use cemwatch_shared::{
 
 pub use cert::TrustStore;
 pub use dns::ResolveOverride;
+pub use identity::ClientIdentity;
 
 /// What to check: the target and what the CEM policy and requirements say it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +52,8 @@ pub struct CheckContext {
     pub handshake_timeout: Duration,
     /// How long the resolver may take.
     pub dns_timeout: Duration,
+    /// The agent certificate to present when a gateway asks for a client certificate.
+    pub client_identity: Option<Arc<ClientIdentity>>,
 }
 
 impl CheckContext {
@@ -58,6 +66,7 @@ impl CheckContext {
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             dns_timeout: Duration::from_secs(5),
+            client_identity: None,
         }
     }
 }
@@ -73,7 +82,12 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
     let started_at = now.format(&Rfc3339).unwrap_or_default();
     let host = spec.target.host.as_str();
     let port = spec.target.port;
-    let mut findings: Vec<Finding> = Vec::new();
+    // The agent's own certificate is judged before it is presented.
+    let mut findings: Vec<Finding> = ctx
+        .client_identity
+        .as_ref()
+        .map(|id| id.findings(now, spec.expectations.min_days_left))
+        .unwrap_or_default();
     let mut durations = Durations::default();
 
     let (dns, addrs) = dns::resolve(host, port, &ctx.overrides, ctx.dns_timeout).await;
@@ -111,28 +125,67 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
     durations.tcp_ms = tcp.duration_ms;
     let mut tls_result = None;
     let mut certificate = None;
-    let mut cert_findings = Vec::new();
+    let mut tls_findings = Vec::new();
     let mut expected_port_works = false;
     match stream {
+        // Accepted, then reset before `connect` returned: TCP works, TLS cannot start.
+        None if tcp.state == TcpState::Open => {
+            tls_findings.push(Finding::new(
+                FindingCode::TlsHandshakeFailed,
+                format!(
+                    "{} {}",
+                    spec.target.authority(),
+                    tls::RESET_BEFORE_HANDSHAKE
+                ),
+            ));
+            tls_result = Some(TlsResult {
+                completed: false,
+                version: None,
+                cipher: None,
+                trusted: false,
+                trust_error: None,
+                chain: Vec::new(),
+                handshake_signature_valid: None,
+                duration_ms: 0.0,
+                error: Some(tls::RESET_BEFORE_HANDSHAKE.to_string()),
+                client_certificate_requested: false,
+                acceptable_client_cas: Vec::new(),
+                client_certificate: None,
+                legacy_hello: false,
+            });
+        }
         None => findings.push(tcp_finding(&spec.target, &tcp, ctx.connect_timeout)),
         Some(stream) => {
-            let hs = tls::handshake(stream, host, ctx.handshake_timeout).await;
-            durations.tls_ms = ms(hs.duration);
-            let (tls, cert, f) = judge_handshake(&hs, spec, ctx, now);
-            expected_port_works = tls.completed;
-            if !tls.completed {
-                findings.push(Finding::new(
-                    FindingCode::TlsHandshakeFailed,
-                    format!(
-                        "{} accepted TCP but the TLS handshake failed: {}",
-                        spec.target.authority(),
-                        tls.error.as_deref().unwrap_or("unknown error")
-                    ),
-                ));
-            }
+            let tls_start = Instant::now();
+            let peer = stream.peer_addr().ok();
+            let hs = tls::handshake(
+                stream,
+                host,
+                ctx.handshake_timeout,
+                ctx.client_identity.as_deref(),
+            )
+            .await;
+            let legacy = match (&hs.result, peer) {
+                (Err(failure), Some(peer))
+                    if hs.captured.chain.is_empty() && failure.may_be_legacy() =>
+                {
+                    let left = ctx.handshake_timeout.saturating_sub(tls_start.elapsed());
+                    let sni = ServerName::try_from(host)
+                        .ok()
+                        .filter(|n| matches!(n, ServerName::DnsName(_)))
+                        .map(|_| host);
+                    Some(hello::probe(peer, sni, left).await)
+                }
+                _ => None,
+            };
+            durations.tls_ms = ms(tls_start.elapsed());
+            let stage = judge_handshake(&hs, legacy.as_ref(), spec, ctx, now);
+            let mut tls = stage.tls;
+            tls.duration_ms = durations.tls_ms;
+            expected_port_works = stage.reached;
             tls_result = Some(tls);
-            certificate = cert;
-            cert_findings = f;
+            certificate = stage.certificate;
+            tls_findings = stage.findings;
         }
     }
 
@@ -170,7 +223,7 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
         durations.legacy_ms = ms(legacy_start.elapsed());
     }
 
-    findings.extend(cert_findings);
+    findings.extend(tls_findings);
     durations.total_ms = ms(started.elapsed());
     CheckResult {
         target: spec.target.clone(),
@@ -216,18 +269,50 @@ fn tcp_finding(target: &Target, tcp: &TcpResult, timeout: Duration) -> Finding {
     }
 }
 
-/// Builds the TLS stage result, analyses the leaf and judges it.
+/// The judged TLS stage.
+struct TlsStage {
+    tls: TlsResult,
+    certificate: Option<cemwatch_shared::CertificateInfo>,
+    /// The handshake's findings, then the certificate's.
+    findings: Vec<Finding>,
+    /// The port reached the gateway's TLS service (handshake completed, ended only for want
+    /// of a client certificate, or a legacy ClientHello read its certificate).
+    reached: bool,
+}
+
+/// Whether a handshake failure after a CertificateRequest is the server ending it over the
+/// client certificate (an alert, a reset or a close), rather than something else going wrong.
+fn ended_over_client_cert(failure: &tls::Failure) -> bool {
+    matches!(
+        failure.kind,
+        tls::FailureKind::Alert(_) | tls::FailureKind::Reset | tls::FailureKind::Closed
+    )
+}
+
+/// The distinguished name of a CertificateRequest entry, as text.
+fn dn_text(der: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    match x509_parser::x509::X509Name::from_der(der) {
+        Ok((_, name)) => name.to_string(),
+        Err(_) => format!("(unreadable name: {} bytes)", der.len()),
+    }
+}
+
+/// Builds the TLS stage result from the handshake (and the legacy ClientHello, when one was
+/// sent), analyses the leaf and judges it.
 fn judge_handshake(
     hs: &tls::Handshake,
+    legacy: Option<&Result<hello::ServerFlight, hello::HelloError>>,
     spec: &CheckSpec,
     ctx: &CheckContext,
     now: OffsetDateTime,
-) -> (
-    TlsResult,
-    Option<cemwatch_shared::CertificateInfo>,
-    Vec<Finding>,
-) {
-    let chain = &hs.captured.chain;
+) -> TlsStage {
+    let authority = spec.target.authority();
+    let flight = legacy.and_then(|l| l.as_ref().ok());
+    let captured = flight.map(|f| &f.captured).unwrap_or(&hs.captured);
+    let chain = &captured.chain;
+    let request = captured.client_cert_request.as_ref();
+    let presented = request.is_some_and(|r| r.presented);
     let subjects = chain
         .iter()
         .map(|der| {
@@ -236,20 +321,112 @@ fn judge_handshake(
                 .unwrap_or_else(|e| format!("(unreadable: {e})"))
         })
         .collect();
+    let (version, cipher) = match (&hs.result, flight) {
+        (Ok(n), _) => (Some(n.version.clone()), Some(n.cipher.clone())),
+        (Err(_), Some(f)) => (
+            Some(hello::version_name(f.version)),
+            Some(f.suite.name.to_string()),
+        ),
+        (Err(_), None) => (None, None),
+    };
     let mut tls = TlsResult {
         completed: hs.result.is_ok(),
-        version: hs.result.as_ref().ok().map(|n| n.version.clone()),
-        cipher: hs.result.as_ref().ok().map(|n| n.cipher.clone()),
+        version,
+        cipher,
         trusted: false,
         trust_error: None,
         chain: subjects,
-        handshake_signature_valid: hs.captured.signature_valid,
+        handshake_signature_valid: captured.signature_valid,
         duration_ms: ms(hs.duration),
-        error: hs.result.as_ref().err().cloned(),
+        error: None,
+        client_certificate_requested: request.is_some(),
+        acceptable_client_cas: request
+            .map(|r| r.acceptable_cas.iter().map(|dn| dn_text(dn)).collect())
+            .unwrap_or_default(),
+        client_certificate: if presented {
+            ctx.client_identity.as_ref().map(|id| id.describe())
+        } else {
+            None
+        },
+        legacy_hello: flight.is_some(),
+    };
+    let agent_cert = || {
+        ctx.client_identity
+            .as_ref()
+            .map(|id| id.describe())
+            .unwrap_or_else(|| "the agent certificate".into())
     };
     let mut findings = Vec::new();
+    let mut reached = hs.result.is_ok();
+    match (&hs.result, legacy) {
+        (Ok(negotiated), _) => {
+            if let Some(refusal) = negotiated.refused_after.as_ref().filter(|_| presented) {
+                let message = format!(
+                    "{authority} completed the TLS 1.3 handshake, then refused the agent certificate {}: {}",
+                    agent_cert(),
+                    refusal.message
+                );
+                tls.error = Some(message.clone());
+                findings.push(Finding::new(FindingCode::ClientCertRejected, message));
+            }
+        }
+        (Err(failure), None)
+            if request.is_some() && !chain.is_empty() && ended_over_client_cert(failure) =>
+        {
+            reached = true;
+            if presented {
+                let message = format!(
+                    "{authority} asked for a client certificate and refused the agent certificate {}: {}",
+                    agent_cert(),
+                    failure.message
+                );
+                tls.error = Some(message.clone());
+                findings.push(Finding::new(FindingCode::ClientCertRejected, message));
+            } else {
+                // Not a failure: the gateway authenticates agents by their certificates.
+                tls.error = Some(format!(
+                    "the gateway asks for a client certificate and ended the handshake when the probe presented none ({}); agents present theirs (give --client-cert to complete the handshake as an agent)",
+                    failure.message
+                ));
+            }
+        }
+        (Err(failure), Some(Ok(flight))) => {
+            reached = true;
+            tls.error = Some(failure.message.clone());
+            findings.push(Finding::new(
+                FindingCode::TlsLegacy,
+                format!(
+                    "{authority} negotiates only {} with {} ({}), which modern TLS clients such as this probe's refuse: agents connect; modern clients and hardened agents will not",
+                    hello::version_name(flight.version),
+                    flight.suite.name,
+                    hello::weaknesses(flight.version, flight.suite).join(", ")
+                ),
+            ));
+        }
+        (Err(failure), legacy) => {
+            let mut message = failure.message.clone();
+            if let Some(Err(e)) = legacy {
+                message.push_str(&format!(
+                    "; a ClientHello offering what Windows offers (TLS 1.0 to 1.2, CBC, static RSA and DHE suites) was refused too: {e}"
+                ));
+            }
+            tls.error = Some(message.clone());
+            let text = match failure.kind {
+                tls::FailureKind::Reset | tls::FailureKind::Closed => {
+                    format!("{authority} {message}")
+                }
+                _ => format!("{authority} accepted TCP but the TLS handshake failed: {message}"),
+            };
+            findings.push(Finding::new(FindingCode::TlsHandshakeFailed, text));
+        }
+    }
     let Some(leaf) = chain.first() else {
-        return (tls, None, findings);
+        return TlsStage {
+            tls,
+            certificate: None,
+            findings,
+            reached,
+        };
     };
     let info = match cert::analyze(leaf, now) {
         Ok(info) => info,
@@ -259,9 +436,23 @@ fn judge_handshake(
                 FindingCode::CertUntrusted,
                 format!("the served certificate cannot be read: {e}"),
             ));
-            return (tls, None, findings);
+            return TlsStage {
+                tls,
+                certificate: None,
+                findings,
+                reached,
+            };
         }
     };
+    if captured.signature_valid == Some(false) {
+        findings.push(Finding::new(
+            FindingCode::HandshakeKeyMismatch,
+            format!(
+                "the handshake signature from {authority} does not verify with the key of the certificate it serves ({}, thumbprint {}): whoever answered presents the gateway's certificate without its private key",
+                info.subject, info.thumbprint_sha1
+            ),
+        ));
+    }
     let outcome = ctx.trust.evaluate(leaf, &chain[1..]);
     tls.trusted = outcome.trusted;
     tls.trust_error = outcome.reason.clone();
@@ -280,7 +471,12 @@ fn judge_handshake(
         &spec.expectations,
         now.unix_timestamp(),
     ));
-    (tls, Some(info), findings)
+    TlsStage {
+        tls,
+        certificate: Some(info),
+        findings,
+        reached,
+    }
 }
 
 async fn probe_legacy_port(
@@ -306,8 +502,16 @@ async fn probe_legacy_port(
     let Some(stream) = stream else {
         return result;
     };
-    let hs = tls::handshake(stream, &spec.target.host, ctx.handshake_timeout).await;
-    result.tls_completed = hs.result.is_ok();
+    let hs = tls::handshake(
+        stream,
+        &spec.target.host,
+        ctx.handshake_timeout,
+        ctx.client_identity.as_deref(),
+    )
+    .await;
+    // A gateway that ended the handshake for want of a client certificate served its own.
+    result.tls_completed = hs.result.is_ok()
+        || (hs.captured.client_cert_request.is_some() && !hs.captured.chain.is_empty());
     let Some(leaf) = hs.captured.chain.first() else {
         return result;
     };

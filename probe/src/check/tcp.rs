@@ -1,6 +1,12 @@
 //! TCP connect with the outcome told apart the way a network engineer reads it: `open`,
-//! `refused` (a reset: the host answered, nothing listens), `filtered` (silence until the
-//! timeout: a firewall drops it) and `unreachable` (an ICMP error from a router or firewall).
+//! `refused` (a reset in answer to the SYN: the host answered, nothing listens), `filtered`
+//! (silence until the timeout: a firewall drops it) and `unreachable` (an ICMP error from a
+//! router or firewall).
+//!
+//! A connection that is accepted and reset at once (a load balancer with no healthy backend,
+//! an IPS) can be reset before `connect` returns: the operating system then reports a reset
+//! (`ECONNRESET`), not a refusal (`ECONNREFUSED`, which is the answer to a SYN). That is `open`:
+//! TCP connected, and the TLS stage reports the reset.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,10 +16,12 @@ use tokio::net::TcpStream;
 
 use cemwatch_shared::{TcpResult, TcpState};
 
-/// Classifies a connect error.
+/// Classifies a connect error. A reset (not a refusal) means the handshake completed and the
+/// peer reset the connection right after accepting it: `open`.
 pub fn classify(error: &io::Error) -> TcpState {
     match error.kind() {
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => TcpState::Refused,
+        io::ErrorKind::ConnectionRefused => TcpState::Refused,
+        io::ErrorKind::ConnectionReset => TcpState::Open,
         io::ErrorKind::TimedOut => TcpState::Filtered,
         io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => TcpState::Unreachable,
         _ => match error.raw_os_error() {
@@ -23,6 +31,8 @@ pub fn classify(error: &io::Error) -> TcpState {
                 TcpState::Unreachable
             }
             Some(10061) => TcpState::Refused,
+            // WSAECONNRESET: accepted, then reset.
+            Some(10054) => TcpState::Open,
             Some(10060) => TcpState::Filtered,
             _ => TcpState::Unreachable,
         },
@@ -33,8 +43,12 @@ pub fn classify(error: &io::Error) -> TcpState {
 /// costs at most this many connect timeouts.
 pub const MAX_ADDRESSES: usize = 4;
 
+/// The error text of a connection accepted then reset before `connect` returned.
+pub const RESET_AFTER_ACCEPT: &str = "accepted, then reset at once";
+
 /// Connects to each address in turn (the first [`MAX_ADDRESSES`]) until one opens. Returns
-/// the stage result and the open stream, if any.
+/// the stage result and the open stream, if any. A connection accepted then reset before
+/// `connect` returned is `open` with no stream, its error [`RESET_AFTER_ACCEPT`].
 pub async fn connect(addrs: &[SocketAddr], timeout: Duration) -> (TcpResult, Option<TcpStream>) {
     let start = Instant::now();
     let mut first: Option<(TcpState, SocketAddr, String)> = None;
@@ -50,6 +64,15 @@ pub async fn connect(addrs: &[SocketAddr], timeout: Duration) -> (TcpResult, Opt
                     error: None,
                 };
                 return (result, Some(stream));
+            }
+            Ok(Err(e)) if classify(&e) == TcpState::Open => {
+                let result = TcpResult {
+                    state: TcpState::Open,
+                    address: Some(addr.to_string()),
+                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    error: Some(format!("{RESET_AFTER_ACCEPT} ({e})")),
+                };
+                return (result, None);
             }
             Ok(Err(e)) => (classify(&e), e.to_string()),
             Err(_) => (
@@ -122,6 +145,15 @@ mod tests {
         assert_eq!(
             classify(&io::Error::from(io::ErrorKind::TimedOut)),
             TcpState::Filtered
+        );
+        // A reset is not a refusal: the connection was accepted first.
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            TcpState::Open
+        );
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(10054)),
+            TcpState::Open
         );
         assert_eq!(
             classify(&io::Error::from_raw_os_error(113)),
