@@ -16,7 +16,7 @@ use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
 
 use crate::analysis::fleet::Fleet;
-use crate::store::{self, Grant, Ingested, TokenRefusal, Writer};
+use crate::store::{self, Grant, Ingested, Result, StoreError, TokenRefusal, Writer};
 use crate::telemetry::Refusal;
 
 /// Names of known and revoked probes, shared with the verifier.
@@ -109,14 +109,19 @@ impl Registry {
 
     /// Enrols a probe: consumes the token, has `issue` make its certificate and records it
     /// ([`Writer::enrol`]), then knows it.
-    pub async fn enrol<C: Send + 'static>(
+    pub async fn enrol<C, E>(
         &self,
         token_id: String,
         secret: String,
         requested_name: String,
         agent_version: String,
-        issue: impl FnOnce(&str) -> anyhow::Result<(C, String, i64)> + Send + 'static,
-    ) -> anyhow::Result<Result<(Grant, C), TokenRefusal>> {
+        issue: impl FnOnce(&str) -> Result<(C, String, i64), E> + Send + 'static,
+    ) -> Result<Result<(Grant, C), TokenRefusal>, StoreError>
+    where
+        C: Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let issue = move |name: &str| issue(name).map_err(|e| StoreError::Issue(e.into()));
         let outcome = self
             .writer
             .enrol(token_id, secret, requested_name, agent_version, issue)
@@ -140,7 +145,7 @@ impl Registry {
         agent_version: &str,
         cert_serial: String,
         cert_not_after: i64,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool> {
         let recorded = self
             .writer
             .adopt(
@@ -195,7 +200,7 @@ impl Registry {
     /// Commits a report ([`Writer::commit`]) and, when it is new, records it in the fleet
     /// view; the report comes back with the outcome. Commit before the fleet and before the
     /// acknowledgement: what the probe is told is kept, is kept.
-    pub async fn report(&self, name: &str, report: Report) -> (anyhow::Result<Ingested>, Report) {
+    pub async fn report(&self, name: &str, report: Report) -> (Result<Ingested>, Report) {
         let (outcome, report) = self.writer.commit(name, report).await;
         if let Ok(Ingested::Stored) = outcome {
             self.fleet.write().record(name, &report, store::now_ms());
@@ -204,7 +209,7 @@ impl Registry {
     }
 
     /// A probe's certificate was renewed.
-    pub async fn renewed(&self, name: &str, serial: String, not_after: i64) -> anyhow::Result<()> {
+    pub async fn renewed(&self, name: &str, serial: String, not_after: i64) -> Result<()> {
         self.writer
             .renew_cert(name.to_string(), serial, not_after)
             .await
@@ -218,7 +223,7 @@ impl Registry {
         name: &str,
         state: AgentCemState,
         received_ms: i64,
-    ) -> (Option<&'static str>, Option<anyhow::Error>) {
+    ) -> (Option<&'static str>, Option<StoreError>) {
         let stored = self
             .writer
             .save_agent_state(name.to_string(), state.clone(), received_ms)

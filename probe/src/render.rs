@@ -16,7 +16,7 @@ fn pad(text: &str, width: usize) -> String {
 }
 
 /// Renders a check result as a table for people.
-pub fn table(r: &CheckResult, color: bool) -> String {
+pub(crate) fn table(r: &CheckResult, color: bool) -> String {
     let p = Paint::new(color);
     let mut o = String::new();
     let _ = writeln!(
@@ -294,7 +294,7 @@ fn findings(o: &mut String, p: &Paint, findings: &[Finding], none: &str) {
 
 /// Renders an inspected certificate file as a table for people: the thumbprint first, as the
 /// CEM policy wants it, then the file, key, certificate and chain, the findings and the verdict.
-pub fn inspect_table(r: &InspectResult, color: bool) -> String {
+pub(crate) fn inspect_table(r: &InspectResult, color: bool) -> String {
     let p = Paint::new(color);
     let mut o = String::new();
     let c = &r.certificate;

@@ -17,8 +17,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     /// The store could not answer.
-    #[error("the store could not answer: {0:#}")]
-    Store(#[source] anyhow::Error),
+    #[error("the store could not answer: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl ApiError {
@@ -36,7 +36,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = match &self {
             ApiError::Store(e) => {
-                tracing::error!(error = %format!("{e:#}"), "an API request failed in the store");
+                tracing::error!(error = %e, "an API request failed in the store");
                 "internal error: the coordinator's log says more".to_string()
             }
             other => other.to_string(),

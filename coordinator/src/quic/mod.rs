@@ -629,7 +629,7 @@ async fn enrol(
             move |name| {
                 let cert = ca.issue_client(&csr, name, ttl)?;
                 let (serial, not_after) = (cert.serial.clone(), cert.not_after);
-                Ok((cert, serial, not_after))
+                Ok::<_, anyhow::Error>((cert, serial, not_after))
             },
         )
         .await;
@@ -805,7 +805,8 @@ async fn session_loop(
         }
     };
     let reader = tokio::spawn(reader_fut);
-    let mut commits: JoinSet<(u64, Result<Ingested>, Report)> = JoinSet::new();
+    let mut commits: JoinSet<(u64, Result<Ingested, crate::store::StoreError>, Report)> =
+        JoinSet::new();
     let outcome = loop {
         tokio::select! {
             frame = frame_rx.recv() => match frame.map(|f| *f) {

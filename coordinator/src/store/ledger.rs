@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use anyhow::Result;
+use crate::store::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
@@ -188,9 +188,9 @@ impl Ledger {
                 let probe: String = row.get(0)?;
                 let ranges: String = row.get(1)?;
                 let seqs: SeqSet = serde_json::from_str(&ranges).map_err(|e| {
-                    anyhow::anyhow!(
+                    StoreError::Corrupt(format!(
                         "the stored sequence numbers of probe {probe:?} are unreadable: {e}"
-                    )
+                    ))
                 })?;
                 ledger.probes.entry(probe).or_default().seqs = seqs;
             }

@@ -6,16 +6,16 @@
 //! costs one row appended to `reports` (the `results` view lists their results one per row),
 //! and what is kept per probe is written at checkpoints ([`crate::store::ledger`]).
 
+mod error;
 pub mod ledger;
 pub mod read;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -23,6 +23,7 @@ use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
 
 use crate::store::ledger::{Entry, Ledger};
+pub use error::{Result, StoreError};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS probes (
@@ -126,16 +127,20 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 
 /// Opens (and migrates) the database.
 pub fn open(data_dir: &Path) -> Result<Connection> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Open {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let path = db_path(data_dir);
-    let conn =
-        Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let conn = Connection::open(&path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrate(&conn).with_context(|| format!("cannot prepare the schema in {}", path.display()))?;
+    migrate(&conn).map_err(|e| StoreError::Schema {
+        path: path.clone(),
+        source: Box::new(e),
+    })?;
     Ok(conn)
 }
 
@@ -379,7 +384,7 @@ fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     ring::rand::SystemRandom::new()
         .fill(&mut buf)
-        .map_err(|_| anyhow::anyhow!("the system's random source failed: no token made"))?;
+        .map_err(|_| StoreError::Random("token"))?;
     Ok(hex::encode(buf))
 }
 
@@ -450,7 +455,7 @@ pub fn enrol(
     requested_name: &str,
     agent_version: &str,
     issue: impl FnOnce(&str) -> Result<(String, i64)>,
-) -> Result<std::result::Result<Grant, TokenRefusal>> {
+) -> Result<Result<Grant, TokenRefusal>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let row: Option<TokenRow> = tx
         .query_row(
@@ -632,7 +637,7 @@ impl Writer {
     /// Starts the writer thread on its own connection.
     pub fn start(data_dir: &Path) -> Result<Self> {
         let mut conn = open(data_dir)?;
-        let ledger = Ledger::load(&conn).context("cannot read the store's ledger")?;
+        let ledger = Ledger::load(&conn)?;
         // SQLite's default page cache (2 MiB) is smaller than the pages a checkpoint of a large
         // fleet touches (the latest results and sequence numbers of 100,000 probes are about
         // 10 MB); reports only append, so their pages need no cache. 16 MiB holds them.
@@ -641,7 +646,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("cemwatch-store".into())
             .spawn(move || writer_loop(&mut conn, ledger, rx))
-            .context("cannot start the store writer")?;
+            .map_err(StoreError::Thread)?;
         Ok(Self { tx })
     }
 
@@ -659,7 +664,7 @@ impl Writer {
             report: Box::new(report),
             reply,
         };
-        let stopped = || anyhow::anyhow!("the store writer stopped");
+        let stopped = || StoreError::WriterStopped;
         let lost = || Report {
             seq: 0,
             round: None,
@@ -674,10 +679,7 @@ impl Writer {
         }
         match rx.await {
             Ok((Ok(outcome), report)) => (Ok(outcome), *report),
-            Ok((Err(e), report)) => (
-                Err(anyhow::anyhow!("cannot commit the report: {e}")),
-                *report,
-            ),
+            Ok((Err(e), report)) => (Err(StoreError::Commit(e)), *report),
             Err(_) => (Err(stopped()), lost()),
         }
     }
@@ -704,7 +706,7 @@ impl Writer {
         requested_name: String,
         agent_version: String,
         issue: impl FnOnce(&str) -> Result<(C, String, i64)> + Send + 'static,
-    ) -> Result<std::result::Result<(Grant, C), TokenRefusal>> {
+    ) -> Result<Result<(Grant, C), TokenRefusal>> {
         self.exec(move |db| {
             let mut issued = None;
             let grant = enrol(
@@ -722,7 +724,9 @@ impl Writer {
             Ok(match grant {
                 Ok(grant) => Ok((
                     grant,
-                    issued.ok_or_else(|| anyhow::anyhow!("enrolment recorded no certificate"))?,
+                    issued.ok_or_else(|| {
+                        StoreError::Corrupt("enrolment recorded no certificate".into())
+                    })?,
                 )),
                 Err(refusal) => Err(refusal),
             })
@@ -780,9 +784,8 @@ impl Writer {
             .send(Job::Exec(Box::new(move |conn| {
                 let _ = reply.send(f(conn));
             })))
-            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the store writer stopped"))?
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
@@ -992,11 +995,7 @@ impl Reader {
 
     /// Runs `f` with the connection.
     pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        f(&conn)
+        f(&self.conn.lock())
     }
 }
 

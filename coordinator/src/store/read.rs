@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use crate::store::Result;
 use rusqlite::Connection;
 
 use cemwatch_shared::CheckResult;
