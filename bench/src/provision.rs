@@ -72,7 +72,10 @@ pub fn provision(data_dir: &Path, n: usize, threads: usize) -> Result<Fleet> {
                     let (ca, csr) = (&ca, &csr);
                     s.spawn(move || {
                         part.iter()
-                            .map(|name| ca.issue_client(csr, name, CERT_TTL))
+                            .map(|name| {
+                                ca.issue_client(csr, name, CERT_TTL)
+                                    .map_err(anyhow::Error::from)
+                            })
                             .collect::<Result<Vec<_>>>()
                     })
                 })

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
@@ -16,6 +15,43 @@ use time::OffsetDateTime;
 use cemwatch_shared::wire::SERVER_NAME;
 use cemwatch_transport::fs::write_atomic;
 use cemwatch_transport::x509::sha256;
+
+/// Why the CA (or the session key beside it) could not be loaded, created or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A CA file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CA file is there but unusable (restore it from a backup, or remove both files to make
+    /// a new CA, which every probe must then enrol with again).
+    #[error("{} is not usable: {reason}", path.display())]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rcgen refused to make a key or certificate.
+    #[error("cannot make a certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// A probe's certificate request is not a valid, signed request.
+    #[error("the certificate request is invalid: {0}")]
+    Request(String),
+    /// The system's random source failed.
+    #[error("the system's random source failed: no {0} made")]
+    Random(&'static str),
+    /// The new CA could not be written.
+    #[error(transparent)]
+    Write(#[from] cemwatch_transport::fs::WriteError),
+}
+
+type Result<T, E = CaError> = std::result::Result<T, E>;
 
 /// The coordinator's CA and server identity.
 #[derive(Debug)]
@@ -44,7 +80,7 @@ fn random_serial() -> Result<Vec<u8>> {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("the system's random source failed: no certificate serial"))?;
+        .map_err(|_| CaError::Random("certificate serial"))?;
     bytes[0] &= 0x7f; // positive
     Ok(bytes.to_vec())
 }
@@ -60,18 +96,26 @@ impl CoordinatorCa {
     pub fn load_or_create(data_dir: &Path, server_names: &[String]) -> Result<Self> {
         let (key_path, cert_path) = ca_paths(data_dir);
         let (key, cert_pem) = if key_path.exists() && cert_path.exists() {
-            let key_pem = std::fs::read_to_string(&key_path)
-                .with_context(|| format!("cannot read {}", key_path.display()))?;
-            let cert_pem = std::fs::read_to_string(&cert_path)
-                .with_context(|| format!("cannot read {}", cert_path.display()))?;
-            let key = KeyPair::from_pem(&key_pem)
-                .with_context(|| format!("{} is not a usable key", key_path.display()))?;
+            let read = |path: &Path| {
+                std::fs::read_to_string(path).map_err(|source| CaError::File {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            };
+            let key_pem = read(&key_path)?;
+            let cert_pem = read(&cert_path)?;
+            let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Unusable {
+                path: key_path.clone(),
+                reason: format!("not a key: {e}"),
+            })?;
             (key, cert_pem)
         } else {
             let dir = key_path.parent().map(Path::to_path_buf).unwrap_or_default();
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let key = KeyPair::generate().context("cannot generate the CA key")?;
+            std::fs::create_dir_all(&dir).map_err(|source| CaError::File {
+                path: dir.clone(),
+                source,
+            })?;
+            let key = KeyPair::generate()?;
             let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
             dn.push(DnType::CommonName, "cemwatch coordinator CA");
@@ -83,7 +127,7 @@ impl CoordinatorCa {
             params.not_before = now - time::Duration::hours(1);
             params.not_after = now + time::Duration::days(365 * 20);
             params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
-            let cert = params.self_signed(&key).context("cannot create the CA")?;
+            let cert = params.self_signed(&key)?;
             write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
             write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
             tracing::info!(path = %cert_path.display(), "created the coordinator CA");
@@ -91,9 +135,14 @@ impl CoordinatorCa {
         };
         let ca_der = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
             .map(|c: CertificateDer<'static>| c.as_ref().to_vec())
-            .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&cert_pem, key).context("the CA certificate is unreadable")?;
+            .map_err(|e| CaError::Unusable {
+                path: cert_path.clone(),
+                reason: format!("no certificate in it: {e}"),
+            })?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CaError::Unusable {
+            path: cert_path.clone(),
+            reason: format!("the CA certificate is unreadable: {e}"),
+        })?;
 
         let server_key = KeyPair::generate()?;
         let mut names = vec![SERVER_NAME.to_string()];
@@ -144,7 +193,7 @@ impl CoordinatorCa {
     pub fn issue_client(&self, csr_der: &[u8], name: &str, ttl: Duration) -> Result<IssuedCert> {
         let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
         let mut csr = CertificateSigningRequestParams::from_der(&der)
-            .map_err(|e| anyhow::anyhow!("the certificate request is invalid: {e}"))?;
+            .map_err(|e| CaError::Request(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);

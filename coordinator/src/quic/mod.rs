@@ -4,6 +4,7 @@
 //! A malformed frame closes that connection with a reason and a counter; nothing else stops.
 
 pub mod ca;
+mod error;
 pub mod session_keys;
 pub mod verifier;
 
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -34,6 +34,8 @@ use crate::store;
 use crate::store::{Ingested, TokenRefusal};
 use crate::telemetry::{Enrolment, Metrics, Refusal};
 use cemwatch_transport::x509::name_and_expiry;
+pub use error::QuicError;
+use error::Result;
 use rustls::pki_types::CertificateDer;
 
 /// A `ProbeNow` request for one session: the round and its checks (boxed: see [`Live`]).
@@ -454,7 +456,7 @@ async fn refuse_with(
     // ended): closing earlier would discard the frame.
     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
     conn.close(code.varint(), reason.as_bytes());
-    Err(anyhow!(reason))
+    Err(QuicError::Refused(reason))
 }
 
 async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
@@ -467,14 +469,14 @@ async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
         .and_then(|chain| chain.first().and_then(|c| name_and_expiry(c.as_ref())));
     let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
-        .map_err(|_| anyhow!("no stream opened within 10 s"))??;
+        .map_err(|_| QuicError::Timeout("no stream opened within 10 s"))??;
     let first = match tokio::time::timeout(
         Duration::from_secs(10),
         read_frame_max::<ToCoordinator>(&mut recv, cemwatch_transport::protocol::MAX_FIRST_FRAME),
     )
     .await
     {
-        Err(_) => return Err(anyhow!("no first frame within 10 s")),
+        Err(_) => return Err(QuicError::Timeout("no first frame within 10 s")),
         Ok(Err(e)) => {
             reject_frame(hub, &conn, &e);
             return Err(e.into());
@@ -629,7 +631,7 @@ async fn enrol(
             move |name| {
                 let cert = ca.issue_client(&csr, name, ttl)?;
                 let (serial, not_after) = (cert.serial.clone(), cert.not_after);
-                Ok::<_, anyhow::Error>((cert, serial, not_after))
+                Ok::<_, ca::CaError>((cert, serial, not_after))
             },
         )
         .await;
@@ -857,7 +859,7 @@ async fn session_loop(
                         _ => "other",
                     });
                     conn.close(CloseCode::UnsupportedMessage.varint(), reason.as_bytes());
-                    break Err(anyhow!(reason));
+                    break Err(QuicError::Protocol(reason));
                 }
             },
             Some(done) = commits.join_next(), if !commits.is_empty() => {
@@ -911,7 +913,7 @@ pub async fn adopt_on_hello(
     name: &str,
     labels: &Labels,
     agent_version: &str,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let (known, adopt) = {
         let auth = hub.registry.auth();
         (auth.known.contains(name), auth.adopt_unknown)
@@ -920,7 +922,9 @@ pub async fn adopt_on_hello(
         return Ok(());
     }
     if !adopt {
-        anyhow::bail!("probe {name:?} is not enrolled here (trust_shared_ca_probes is off)");
+        return Err(QuicError::Refused(format!(
+            "probe {name:?} is not enrolled here (trust_shared_ca_probes is off)"
+        )));
     }
     let (serial, not_after) = conn
         .peer_identity()
@@ -932,7 +936,9 @@ pub async fn adopt_on_hello(
                 cert.validity().not_after.timestamp(),
             ))
         })
-        .ok_or_else(|| anyhow::anyhow!("probe {name:?} presented no readable certificate"))?;
+        .ok_or_else(|| {
+            QuicError::Refused(format!("probe {name:?} presented no readable certificate"))
+        })?;
     let recorded = hub
         .registry
         .adopt(name, labels, agent_version, serial, not_after)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use crate::quic::ca::CaError;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -49,17 +49,19 @@ fn key_path(data_dir: &Path) -> PathBuf {
 
 impl SessionKeys {
     /// Loads the secret from `data_dir`, creating it on first start.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, CaError> {
         let path = key_path(data_dir);
         if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(&path).map_err(|source| CaError::File {
+                path: path.clone(),
+                source,
+            })?;
             let bytes = hex::decode(text.trim()).ok().filter(|b| b.len() == 32);
             let Some(bytes) = bytes else {
-                bail!(
-                    "{} is damaged (not 64 hex digits): delete it and restart; probes then make one full handshake each",
-                    path.display()
-                );
+                return Err(CaError::Unusable {
+                    path,
+                    reason: "damaged (not 64 hex digits): delete it and restart; probes then make one full handshake each".into(),
+                });
             };
             let mut secret = [0u8; 32];
             secret.copy_from_slice(&bytes);
@@ -68,10 +70,12 @@ impl SessionKeys {
         let mut secret = [0u8; 32];
         SystemRandom::new()
             .fill(&mut secret)
-            .map_err(|_| anyhow::anyhow!("no randomness for the session key"))?;
+            .map_err(|_| CaError::Random("session key"))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| CaError::File {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         write_atomic(&path, hex::encode(secret).as_bytes(), true)?;
         Ok(Self { secret })

@@ -33,7 +33,7 @@ pub struct ProbeVerifier {
 
 impl ProbeVerifier {
     /// A verifier trusting `ca_der` only.
-    pub fn new(ca_der: &[u8], registry: Arc<Registry>, metrics: Metrics) -> anyhow::Result<Self> {
+    pub fn new(ca_der: &[u8], registry: Arc<Registry>, metrics: Metrics) -> Result<Self, Error> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(ca_der.to_vec()))?;
         let inner = WebPkiClientVerifier::builder_with_provider(
@@ -41,7 +41,8 @@ impl ProbeVerifier {
             cemwatch_transport::tls::provider(),
         )
         .allow_unauthenticated()
-        .build()?;
+        .build()
+        .map_err(|e| Error::General(format!("the probe verifier: {e}")))?;
         Ok(Self {
             inner,
             registry,
