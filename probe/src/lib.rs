@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod agentlog;
+pub mod certfile;
 pub mod check;
 pub mod cli;
 pub mod inspect;

@@ -9,10 +9,10 @@ use cemwatch_tests::process::{http_get, Proc};
 use serde_json::Value;
 
 /// The coordinator binary under test.
-pub const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
+pub(crate) const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
 
 /// The workspace root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the coordinator crate lives in the workspace")
@@ -20,17 +20,17 @@ pub fn repo() -> PathBuf {
 }
 
 /// `deploy/`.
-pub fn deploy() -> PathBuf {
+pub(crate) fn deploy() -> PathBuf {
     repo().join("deploy")
 }
 
 /// A file's text, or a failure naming it.
-pub fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The probe binary, built by `cargo test --workspace`.
-pub fn probe_bin() -> PathBuf {
+pub(crate) fn probe_bin() -> PathBuf {
     let path = Path::new(COORDINATOR)
         .with_file_name(format!("cemwatch-probe{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -42,7 +42,7 @@ pub fn probe_bin() -> PathBuf {
 }
 
 /// `name` on the PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -57,13 +57,14 @@ fn required_by(vars: &[&str]) -> Option<String> {
 }
 
 /// Environment variables that make Prometheus tests mandatory (`.ci/run` sets them).
-pub const REQUIRE_PROMETHEUS: &[&str] = &["CEMWATCH_REQUIRE_PROMETHEUS", "CEMWATCH_REQUIRE_NETNS"];
+pub(crate) const REQUIRE_PROMETHEUS: &[&str] =
+    &["CEMWATCH_REQUIRE_PROMETHEUS", "CEMWATCH_REQUIRE_NETNS"];
 /// Environment variables that make `systemd-analyze` mandatory (`.ci/run` sets one).
-pub const REQUIRE_SYSTEMD: &[&str] = &["CEMWATCH_REQUIRE_SYSTEMD", "CEMWATCH_REQUIRE_NETNS"];
+pub(crate) const REQUIRE_SYSTEMD: &[&str] = &["CEMWATCH_REQUIRE_SYSTEMD", "CEMWATCH_REQUIRE_NETNS"];
 
 /// A tool for `test`: its path, or `None` after saying clearly that the test skips (how to
 /// get the tool); panics instead when one of `required` is set to 1.
-pub fn tool(name: &str, test: &str, required: &[&str], install: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str, test: &str, required: &[&str], install: &str) -> Option<PathBuf> {
     if let Some(path) = which(name) {
         return Some(path);
     }
@@ -84,14 +85,14 @@ pub fn tool(name: &str, test: &str, required: &[&str], install: &str) -> Option<
 }
 
 /// A running `cemwatch serve`.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub proc: Proc,
     pub quic: SocketAddr,
     pub http: SocketAddr,
 }
 
 /// Starts `cemwatch serve --config CONFIG` and learns its addresses from its log.
-pub fn start_coordinator(name: &str, config: &Path) -> Coordinator {
+pub(crate) fn start_coordinator(name: &str, config: &Path) -> Coordinator {
     let mut cmd = Command::new(COORDINATOR);
     cmd.args(["serve", "--config"])
         .arg(config)
@@ -103,7 +104,7 @@ pub fn start_coordinator(name: &str, config: &Path) -> Coordinator {
 }
 
 /// Runs a `cemwatch` admin command; returns (exit code, stdout, stderr).
-pub fn admin(args: &[&str], config: &Path) -> (i32, String, String) {
+pub(crate) fn admin(args: &[&str], config: &Path) -> (i32, String, String) {
     let out = Command::new(COORDINATOR)
         .args(args)
         .arg("--config")
@@ -118,7 +119,7 @@ pub fn admin(args: &[&str], config: &Path) -> (i32, String, String) {
 }
 
 /// A single-use token for a probe named `name` with `labels`.
-pub fn token(config: &Path, labels: &str, name: &str) -> String {
+pub(crate) fn token(config: &Path, labels: &str, name: &str) -> String {
     let (code, out, err) = admin(
         &[
             "token", "create", "--labels", labels, "--name", name, "--ttl", "1h",
@@ -130,7 +131,7 @@ pub fn token(config: &Path, labels: &str, name: &str) -> String {
 }
 
 /// Enrols a probe into `state` at `quic`.
-pub fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
+pub(crate) fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
     let out = Command::new(probe_bin())
         .args([
             "enroll",
@@ -153,7 +154,12 @@ pub fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
 }
 
 /// Runs an enrolled probe reporting to `coordinators` in that order.
-pub fn run_probe(name: &str, state: &Path, ca_file: &Path, coordinators: &[SocketAddr]) -> Proc {
+pub(crate) fn run_probe(
+    name: &str,
+    state: &Path,
+    ca_file: &Path,
+    coordinators: &[SocketAddr],
+) -> Proc {
     let mut cmd = Command::new(probe_bin());
     cmd.args(["run", "--state-dir"])
         .arg(state)
@@ -167,7 +173,7 @@ pub fn run_probe(name: &str, state: &Path, ca_file: &Path, coordinators: &[Socke
 }
 
 /// GET a JSON document.
-pub fn get_json(http: SocketAddr, path: &str) -> Option<Value> {
+pub(crate) fn get_json(http: SocketAddr, path: &str) -> Option<Value> {
     let (status, body) = http_get(http, path).ok()?;
     if status != 200 {
         return None;
@@ -176,7 +182,7 @@ pub fn get_json(http: SocketAddr, path: &str) -> Option<Value> {
 }
 
 /// Value of one series in a `/metrics` scrape (`name{labels}` exactly as rendered), 0 when absent.
-pub fn metric(http: SocketAddr, series: &str) -> f64 {
+pub(crate) fn metric(http: SocketAddr, series: &str) -> f64 {
     let Ok((_, body)) = http_get(http, "/metrics") else {
         return 0.0;
     };
@@ -190,7 +196,7 @@ pub fn metric(http: SocketAddr, series: &str) -> f64 {
 }
 
 /// Percent-encodes a query parameter.
-pub fn urlencode(text: &str) -> String {
+pub(crate) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -202,7 +208,7 @@ pub fn urlencode(text: &str) -> String {
 }
 
 /// A real Prometheus on loopback.
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     _proc: Proc,
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
@@ -212,7 +218,7 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts `binary` scraping `targets` every second, evaluating the fleet recording rules
     /// of deploy/prometheus every second.
-    pub fn start(binary: &Path, targets: &[SocketAddr]) -> Self {
+    pub(crate) fn start(binary: &Path, targets: &[SocketAddr]) -> Self {
         Self::start_with_rules(
             binary,
             targets,
@@ -221,7 +227,11 @@ impl Prometheus {
     }
 
     /// Starts `binary` scraping `targets` every second with the given rule files.
-    pub fn start_with_rules(binary: &Path, targets: &[SocketAddr], rules: &[PathBuf]) -> Self {
+    pub(crate) fn start_with_rules(
+        binary: &Path,
+        targets: &[SocketAddr],
+        rules: &[PathBuf],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
@@ -259,7 +269,7 @@ impl Prometheus {
     }
 
     /// An instant query: each series' labels and value.
-    pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+    pub(crate) fn query(&self, promql: &str) -> Vec<(Value, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(promql));
         let Ok((200, body)) = http_get(self.addr, &path) else {
             return Vec::new();
@@ -279,13 +289,13 @@ impl Prometheus {
     }
 
     /// A query whose answer is one number (`None` while it has no series).
-    pub fn scalar(&self, promql: &str) -> Option<f64> {
+    pub(crate) fn scalar(&self, promql: &str) -> Option<f64> {
         let r = self.query(promql);
         (r.len() == 1).then(|| r[0].1)
     }
 
     /// The value of `promql` per scraped coordinator (its `instance` label).
-    pub fn per_instance(&self, promql: &str) -> Vec<(String, f64)> {
+    pub(crate) fn per_instance(&self, promql: &str) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = self
             .query(promql)
             .into_iter()

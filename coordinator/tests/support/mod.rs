@@ -17,12 +17,12 @@ use cemwatch_tests::process::{http_get, Proc};
 use cemwatch_tests::server::TlsServer;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
-pub const GW: &str = "gateway.example.com";
-pub const SMP: &str = "smp.example.net";
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
+pub(crate) const GW: &str = "gateway.example.com";
+pub(crate) const SMP: &str = "smp.example.net";
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-pub fn probe_bin() -> PathBuf {
+pub(crate) fn probe_bin() -> PathBuf {
     let path = Path::new(COORDINATOR)
         .with_file_name(format!("cemwatch-probe{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -34,14 +34,14 @@ pub fn probe_bin() -> PathBuf {
 }
 
 /// A gateway and a directory for one test.
-pub struct Lab {
+pub(crate) struct Lab {
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
     pub gateway: TlsServer,
     pub thumbprint: String,
 }
 
-pub fn lab() -> Lab {
+pub(crate) fn lab() -> Lab {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = Ca::root("Lab Root CA").expect("root");
     let ca_file = root.write_pem(dir.path()).expect("ca");
@@ -56,7 +56,7 @@ pub fn lab() -> Lab {
 }
 
 /// Writes `cemwatch.toml` with one 1-second check and `extra` appended (a `[limits]` table).
-pub fn write_config(lab: &Lab, extra: &str) -> PathBuf {
+pub(crate) fn write_config(lab: &Lab, extra: &str) -> PathBuf {
     let text = format!(
         "[server]\nquic_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"30s\"\n\n[[check]]\nname = \"gateway\"\nhost = \"{GW}\"\nport = {}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1s\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n\n{extra}",
         lab.gateway.port(),
@@ -67,13 +67,13 @@ pub fn write_config(lab: &Lab, extra: &str) -> PathBuf {
     path
 }
 
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub proc: Proc,
     pub quic: SocketAddr,
     pub http: SocketAddr,
 }
 
-pub fn start_coordinator(config: &Path) -> Coordinator {
+pub(crate) fn start_coordinator(config: &Path) -> Coordinator {
     let mut cmd = Command::new(COORDINATOR);
     cmd.args(["serve", "--config"])
         .arg(config)
@@ -84,7 +84,7 @@ pub fn start_coordinator(config: &Path) -> Coordinator {
     Coordinator { proc, quic, http }
 }
 
-pub fn token(config: &Path, labels: &str, name: &str, ttl: &str) -> String {
+pub(crate) fn token(config: &Path, labels: &str, name: &str, ttl: &str) -> String {
     let out = Command::new(COORDINATOR)
         .args(["token", "create", "--config"])
         .arg(config)
@@ -99,7 +99,7 @@ pub fn token(config: &Path, labels: &str, name: &str, ttl: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub fn enroll(quic: SocketAddr, token: &str, state: &Path) -> std::process::Output {
+pub(crate) fn enroll(quic: SocketAddr, token: &str, state: &Path) -> std::process::Output {
     Command::new(probe_bin())
         .args([
             "enroll",
@@ -115,7 +115,7 @@ pub fn enroll(quic: SocketAddr, token: &str, state: &Path) -> std::process::Outp
         .expect("enroll")
 }
 
-pub fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
+pub(crate) fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
     let out = enroll(quic, token, state);
     assert!(
         out.status.success(),
@@ -125,7 +125,7 @@ pub fn enroll_ok(quic: SocketAddr, token: &str, state: &Path) {
     );
 }
 
-pub fn run_probe(name: &str, state: &Path, ca_file: &Path) -> Proc {
+pub(crate) fn run_probe(name: &str, state: &Path, ca_file: &Path) -> Proc {
     let mut cmd = Command::new(probe_bin());
     cmd.args(["run", "--state-dir"])
         .arg(state)
@@ -135,14 +135,14 @@ pub fn run_probe(name: &str, state: &Path, ca_file: &Path) -> Proc {
     Proc::spawn(name, cmd).expect("spawn probe")
 }
 
-pub fn get_json(http: SocketAddr, path: &str) -> serde_json::Value {
+pub(crate) fn get_json(http: SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = http_get(http, path).expect("GET");
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
 /// Value of one series from a `/metrics` scrape (`name{labels}` exactly as rendered).
-pub fn metric(http: SocketAddr, series: &str) -> f64 {
+pub(crate) fn metric(http: SocketAddr, series: &str) -> f64 {
     let (_, body) = http_get(http, "/metrics").expect("scrape");
     body.lines()
         .filter(|l| !l.starts_with('#'))
@@ -154,10 +154,10 @@ pub fn metric(http: SocketAddr, series: &str) -> f64 {
 }
 
 /// A client identity: certificate chain and key.
-pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+pub(crate) type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// The identity `cemwatch-probe enroll` stored in `state`.
-pub fn identity_of(state: &Path) -> Identity {
+pub(crate) fn identity_of(state: &Path) -> Identity {
     use rustls::pki_types::pem::PemObject;
     let cert = std::fs::read(state.join("probe.crt")).expect("cert");
     let key = std::fs::read(state.join("probe.key")).expect("key");
@@ -203,7 +203,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 }
 
 /// A QUIC client configuration that accepts any server and presents `identity` (or none).
-pub fn raw_client_config(identity: Option<Identity>) -> quinn::ClientConfig {
+pub(crate) fn raw_client_config(identity: Option<Identity>) -> quinn::ClientConfig {
     let provider = cemwatch_transport::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -225,7 +225,7 @@ pub fn raw_client_config(identity: Option<Identity>) -> quinn::ClientConfig {
 
 /// What the coordinator did with an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The handshake failed or the connection was closed; the reason as the client saw it.
     Closed(String),
     /// The coordinator answered `Refused`.
@@ -236,7 +236,7 @@ pub enum Outcome {
 
 /// Connects with `identity`, says `Hello` as `claim`, sends `report` right behind it and
 /// reports what the coordinator did.
-pub async fn attempt(
+pub(crate) async fn attempt(
     endpoint: &quinn::Endpoint,
     quic: SocketAddr,
     identity: Option<Identity>,
@@ -282,7 +282,7 @@ pub async fn attempt(
 }
 
 /// The coordinator's process RSS in KiB (Linux), from /proc/PID/status.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -291,7 +291,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The store, opened read-only beside the running coordinator.
-pub fn store(lab: &Lab) -> rusqlite::Connection {
+pub(crate) fn store(lab: &Lab) -> rusqlite::Connection {
     let path = lab.dir.path().join("data").join("cemwatch.sqlite");
     let db =
         rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -302,6 +302,6 @@ pub fn store(lab: &Lab) -> rusqlite::Connection {
 }
 
 /// One number from the store.
-pub fn count(db: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> i64 {
+pub(crate) fn count(db: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> i64 {
     db.query_row(sql, params, |r| r.get(0)).expect("query")
 }

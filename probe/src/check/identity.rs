@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use cemwatch_shared::{Finding, FindingCode};
 
 use super::cert;
-use crate::inspect::{self, Password};
+use crate::certfile::{self as inspect, Password};
 
 /// A client certificate with its private key and the chain to present.
 #[derive(Clone)]

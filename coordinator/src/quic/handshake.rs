@@ -1,0 +1,186 @@
+//! What a new connection is: its certificate and first frame decide between enrolment, a
+//! session, and a refusal (sent as a frame, then a close code the probe matches).
+
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use cemwatch_shared::wire::{Labels, ToCoordinator};
+use cemwatch_transport::frame::read_frame_max;
+use cemwatch_transport::protocol::CloseCode;
+
+use crate::quic::enrol::enrol;
+use crate::quic::error::{QuicError, Result};
+use crate::quic::live::Hub;
+use crate::quic::refusal::{refuse, refuse_with, reject_frame};
+use crate::quic::session::session;
+use crate::store;
+use crate::telemetry::Refusal;
+use cemwatch_transport::x509::name_and_expiry;
+use rustls::pki_types::CertificateDer;
+
+pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
+    let identity = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().and_then(|c| name_and_expiry(c.as_ref())));
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .map_err(|_| QuicError::Timeout("no stream opened within 10 s"))??;
+    let first = match tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame_max::<ToCoordinator>(&mut recv, cemwatch_transport::protocol::MAX_FIRST_FRAME),
+    )
+    .await
+    {
+        Err(_) => return Err(QuicError::Timeout("no first frame within 10 s")),
+        Ok(Err(e)) => {
+            reject_frame(hub, &conn, &e);
+            return Err(e.into());
+        }
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(frame))) => frame,
+    };
+    match (identity, first) {
+        (
+            None,
+            ToCoordinator::Enroll {
+                token,
+                name,
+                csr_der,
+                agent_version,
+            },
+        ) => {
+            // Boxed: a connection's task is as large as its largest state, and enrolment, done
+            // once per probe, would otherwise size the task of every session.
+            Box::pin(enrol(
+                hub,
+                &conn,
+                &mut send,
+                &token,
+                &name,
+                &csr_der,
+                &agent_version,
+            ))
+            .await
+        }
+        (
+            Some((name, not_after)),
+            ToCoordinator::Hello {
+                probe,
+                agent_version,
+                labels,
+            },
+        ) => {
+            // A resumed TLS session skips the certificate verifier (the certificate comes from
+            // the session ticket), so revocation, removal and expiry are checked here again.
+            let refusal = hub
+                .registry
+                .auth()
+                .recheck(&name, not_after, store::now_ms() / 1000);
+            if let Err(refused) = refusal {
+                return Box::pin(refuse_with(
+                    hub,
+                    &conn,
+                    &mut send,
+                    CloseCode::CertificateRefused,
+                    refused.reason(),
+                    refused.to_string(),
+                ))
+                .await;
+            }
+            if probe != name {
+                return Box::pin(refuse(
+                    hub,
+                    &conn,
+                    &mut send,
+                    Refusal::IdentityMismatch,
+                    format!("this connection's certificate is for {name:?}, not {probe:?}"),
+                ))
+                .await;
+            }
+            Box::pin(crate::quic::adopt_on_hello(
+                hub,
+                &conn,
+                &name,
+                &labels,
+                &agent_version,
+            ))
+            .await?;
+            session(hub, conn, send, recv, name, agent_version).await
+        }
+        (None, _) => {
+            Box::pin(refuse(
+                hub,
+                &conn,
+                &mut send,
+                Refusal::NoCertificate,
+                "no client certificate: enrol first with `cemwatch-probe enroll`".into(),
+            ))
+            .await
+        }
+        (Some((name, _)), _) => {
+            hub.metrics.frame_rejected("unexpected");
+            Box::pin(refuse(
+                hub,
+                &conn,
+                &mut send,
+                Refusal::BadCertificate,
+                format!("probe {name:?} must start with Hello"),
+            ))
+            .await
+        }
+    }
+}
+
+/// Records a probe that enrolled at another coordinator sharing this CA on its first `Hello`
+/// here (the verifier let it through because `trust_shared_ca_probes` is on), with the labels
+/// it reports and its certificate's serial and expiry. Does nothing for a known probe.
+pub async fn adopt_on_hello(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    name: &str,
+    labels: &Labels,
+    agent_version: &str,
+) -> Result<()> {
+    let (known, adopt) = {
+        let auth = hub.registry.auth();
+        (auth.known.contains(name), auth.adopt_unknown)
+    };
+    if known {
+        return Ok(());
+    }
+    if !adopt {
+        return Err(QuicError::Refused(format!(
+            "probe {name:?} is not enrolled here (trust_shared_ca_probes is off)"
+        )));
+    }
+    let (serial, not_after) = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| {
+            let cert = cemwatch_transport::x509::parse(chain.first()?.as_ref()).ok()?;
+            Some((
+                hex::encode_upper(cert.raw_serial()),
+                cert.validity().not_after.timestamp(),
+            ))
+        })
+        .ok_or_else(|| {
+            QuicError::Refused(format!("probe {name:?} presented no readable certificate"))
+        })?;
+    let recorded = hub
+        .registry
+        .adopt(name, labels, agent_version, serial, not_after)
+        .await?;
+    if recorded {
+        tracing::info!(
+            probe = name,
+            ?labels,
+            "probe enrolled at another coordinator sharing this CA: recorded on its first Hello"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Live connections and rounds: the hub every connection handler shares (configuration,
+//! registry, CA, metrics, limits), the probes connected now, and `ProbeNow` rounds asked in a
+//! window so a large fleet's answers arrive at the rate they are committed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use cemwatch_shared::wire::{Labels, Plan, Report};
+use cemwatch_shared::Thumbprint;
+use cemwatch_transport::protocol::CloseCode;
+
+use crate::admission::Limiter;
+use crate::config::Config;
+use crate::model::round::Round;
+use crate::quic::ca::CoordinatorCa;
+use crate::quic::error::Result;
+use crate::registry::Registry;
+use crate::store;
+use crate::telemetry::Metrics;
+
+/// A `ProbeNow` request for one session: the round and its checks (boxed: see [`Live`]).
+pub(super) type ProbeNowRequest = Box<(u64, Vec<String>)>;
+
+/// A live probe connection.
+#[derive(Debug, Clone)]
+pub(super) struct Live {
+    pub(super) id: usize,
+    pub(super) conn: quinn::Connection,
+    /// Boxed: a channel allocates a block of 32 slots when it is made, which for the unboxed
+    /// request cost every connection 1 KiB.
+    pub(super) probe_now: mpsc::Sender<ProbeNowRequest>,
+}
+
+/// Everything connection handlers share.
+#[derive(Debug)]
+pub struct Hub {
+    /// Current configuration.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Configuration generation (increases on each reload).
+    pub generation: Arc<AtomicU64>,
+    /// Every probe: the store and the views of who is known and of the fleet.
+    pub registry: Arc<Registry>,
+    /// The CA.
+    pub ca: Arc<CoordinatorCa>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Connection and report limits (see `limits`).
+    pub limiter: Limiter,
+    pub(super) live: Mutex<HashMap<String, Live>>,
+    rounds: Mutex<std::collections::BTreeMap<u64, Round>>,
+    /// Answers counted per round still being asked (see [`ROUND_WINDOW`]).
+    round_answers: Arc<Mutex<HashMap<u64, Arc<AtomicUsize>>>>,
+    pub(super) connections: AtomicUsize,
+    pub(super) next_id: AtomicUsize,
+    next_round: AtomicU64,
+}
+
+impl Hub {
+    /// A hub.
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        generation: Arc<AtomicU64>,
+        registry: Arc<Registry>,
+        ca: Arc<CoordinatorCa>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            config,
+            generation,
+            registry,
+            ca,
+            limiter: { Limiter::new() },
+            metrics,
+            live: Mutex::new(HashMap::new()),
+            rounds: Mutex::new(std::collections::BTreeMap::new()),
+            round_answers: Arc::new(Mutex::new(HashMap::new())),
+            connections: AtomicUsize::new(0),
+            next_id: AtomicUsize::new(1),
+            next_round: AtomicU64::new(1),
+        }
+    }
+
+    /// Closes the live connection of a revoked probe.
+    pub fn disconnect(&self, name: &str, reason: &str) {
+        let live = self.live.lock().remove(name);
+        if let Some(live) = live {
+            live.conn
+                .close(CloseCode::CertificateRefused.varint(), reason.as_bytes());
+            tracing::info!(probe = name, reason, "connection closed");
+        }
+    }
+
+    /// Asks every connected probe (or those `eligible` says yes to) to run `checks` now.
+    /// Returns the round id and the probes asked. Beyond [`ROUND_WINDOW`] probes the requests
+    /// go out as answers come back (see there), from a task of their own.
+    pub fn start_round(
+        &self,
+        checks: Vec<String>,
+        eligible: impl Fn(&str) -> bool,
+    ) -> (u64, Vec<String>) {
+        let round = self.next_round.fetch_add(1, Ordering::SeqCst);
+        let targets: Vec<(String, mpsc::Sender<ProbeNowRequest>)> = self
+            .live
+            .lock()
+            .iter()
+            .filter(|(n, _)| eligible(n))
+            .map(|(n, l)| (n.clone(), l.probe_now.clone()))
+            .collect();
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Ok(runtime), true) = (runtime, targets.len() > ROUND_WINDOW) else {
+            let mut asked = Vec::new();
+            for (name, tx) in targets {
+                if tx.try_send(Box::new((round, checks.clone()))).is_ok() {
+                    asked.push(name);
+                }
+            }
+            return (round, asked);
+        };
+        let asked = targets.iter().map(|(n, _)| n.clone()).collect();
+        let answered = Arc::new(AtomicUsize::new(0));
+        self.round_answers.lock().insert(round, answered.clone());
+        let answers = self.round_answers.clone();
+        runtime.spawn(async move {
+            pace_round(round, &checks, targets, &answered).await;
+            answers.lock().remove(&round);
+        });
+        (round, asked)
+    }
+
+    /// Starts a `ProbeNow` round of `check` on every connected probe whose labels select it.
+    pub fn start_check_round(
+        &self,
+        check: &str,
+        expect_thumbprint: Option<Thumbprint>,
+        expect_port: Option<u16>,
+    ) -> Result<Round, String> {
+        let config = self.config.borrow().clone();
+        let Some(check_config) = config.checks.iter().find(|c| c.name == check) else {
+            let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "no check named {check:?}; the configured checks are: {}",
+                names.join(", ")
+            ));
+        };
+        let labels: HashMap<String, Labels> = self
+            .registry
+            .fleet()
+            .probes
+            .iter()
+            .map(|(n, v)| (n.clone(), v.labels.clone()))
+            .collect();
+        let eligible = |name: &str| labels.get(name).is_some_and(|l| check_config.selects(l));
+        let (id, asked) = self.start_round(vec![check.to_string()], eligible);
+        self.metrics.rounds.inc();
+        let round = Round {
+            id,
+            check: check.to_string(),
+            started_ms: store::now_ms(),
+            expect_thumbprint,
+            expect_port,
+            asked: asked
+                .into_iter()
+                .map(|n| {
+                    let l = labels.get(&n).cloned().unwrap_or_default();
+                    (n, l)
+                })
+                .collect(),
+            results: std::collections::BTreeMap::new(),
+        };
+        {
+            let mut rounds = self.rounds.lock();
+            rounds.insert(id, round.clone());
+            while rounds.len() > 100 {
+                rounds.pop_first();
+            }
+        }
+        tracing::info!(
+            round = id,
+            check,
+            probes = round.asked.len(),
+            "probe-now round started"
+        );
+        Ok(round)
+    }
+
+    /// A round's current state.
+    pub fn round(&self, id: u64) -> Option<Round> {
+        self.rounds.lock().get(&id).cloned()
+    }
+
+    pub(super) fn record_round(&self, probe: &str, report: &Report) {
+        let Some(id) = report.round else { return };
+        let answered = self.round_answers.lock().get(&id).cloned();
+        if let Some(answered) = answered {
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut rounds = self.rounds.lock();
+        let Some(round) = rounds.get_mut(&id) else {
+            return;
+        };
+        for entry in report.results.iter().filter(|e| e.check == round.check) {
+            round.results.insert(
+                probe.to_string(),
+                crate::model::latest::Latest::from_result(
+                    report.seq,
+                    Some(id),
+                    entry.produced_at_ms as i64,
+                    &entry.result,
+                ),
+            );
+        }
+    }
+
+    /// Names of probes with a live connection.
+    pub fn connected(&self) -> Vec<String> {
+        self.live.lock().keys().cloned().collect()
+    }
+
+    pub(super) fn plan_for(&self, labels: &Labels) -> Plan {
+        let config = self.config.borrow().clone();
+        // The fleet that would come back after a restart: every enrolled probe (or every
+        // connected one, when more are connected, as with shared-CA probes).
+        let enrolled = self.registry.auth().known.len();
+        let connected = self.live.lock().len();
+        let fleet = enrolled.max(connected);
+        Plan {
+            generation: self.generation.load(Ordering::SeqCst),
+            checks: config.plan_for(labels),
+            reconnect_spread_ms: config.limits.reconnect_spread(fleet).as_millis() as u64,
+        }
+    }
+}
+
+/// `ProbeNow` requests a round keeps outstanding: asked, not answered yet. Asked all at once,
+/// a fleet of 100,000 answers all at once: the answers pile up in the coordinator's socket
+/// far beyond what it commits per second, overflow it, and come back only after QUIC's
+/// retransmission timeouts, which stretched a round to 50 s. In a window, the answers arrive at
+/// the rate they are committed. A round over fewer probes is asked at once, as before.
+pub const ROUND_WINDOW: usize = 2048;
+
+/// When no answer came for this long while the window is full (probes that do not answer), the
+/// next window's worth is asked anyway.
+pub const ROUND_STALL: Duration = Duration::from_secs(2);
+
+/// Sends a round's requests, keeping at most [`ROUND_WINDOW`] unanswered.
+pub(super) async fn pace_round(
+    round: u64,
+    checks: &[String],
+    targets: Vec<(String, mpsc::Sender<ProbeNowRequest>)>,
+    answered: &AtomicUsize,
+) {
+    let (mut sent, mut credit) = (0usize, 0usize);
+    let mut last = (0usize, tokio::time::Instant::now());
+    for (_, tx) in targets {
+        loop {
+            let a = answered.load(Ordering::Relaxed);
+            if sent.saturating_sub(a + credit) < ROUND_WINDOW {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if a != last.0 {
+                last = (a, now);
+            } else if now.duration_since(last.1) >= ROUND_STALL {
+                credit += ROUND_WINDOW;
+                last.1 = now;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = tx.try_send(Box::new((round, checks.to_vec())));
+        sent += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(rxs: &mut [mpsc::Receiver<ProbeNowRequest>]) -> usize {
+        rxs.iter_mut().filter_map(|rx| rx.try_recv().ok()).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_round_is_asked_as_answers_come_back() {
+        let n = ROUND_WINDOW * 3;
+        let (mut targets, mut rxs) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel(8);
+            targets.push((format!("p{i}"), tx));
+            rxs.push(rx);
+        }
+        let answered = Arc::new(AtomicUsize::new(0));
+        let pacer = {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                pace_round(7, &["gateway".to_string()], targets, &answered).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            received(&mut rxs),
+            ROUND_WINDOW,
+            "one window asked at first"
+        );
+        // 1,000 answers make room for 1,000 more.
+        answered.fetch_add(1000, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(received(&mut rxs), 1000);
+        // Probes that never answer do not hold the round: after ROUND_STALL without an answer,
+        // another window's worth is asked.
+        tokio::time::sleep(ROUND_STALL + Duration::from_millis(50)).await;
+        assert_eq!(received(&mut rxs), ROUND_WINDOW);
+        tokio::time::sleep(ROUND_STALL * 2).await;
+        assert_eq!(received(&mut rxs), n - 2 * ROUND_WINDOW - 1000);
+        pacer.await.expect("the pacer ends once everyone is asked");
+    }
+}

@@ -1,0 +1,242 @@
+//! A probe's session: the plan, reports committed then acknowledged (paced by the report rate
+//! limit), renewals, the agent's CEM state, `ProbeNow` requests and plan pushes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
+use cemwatch_shared::AgentCemState;
+use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
+use cemwatch_transport::protocol::CloseCode;
+
+use crate::quic::error::{QuicError, Result};
+use crate::quic::live::{Hub, Live, ProbeNowRequest};
+use crate::quic::refusal::reject_frame;
+use crate::store;
+use crate::store::Ingested;
+use crate::telemetry::Refusal;
+
+pub(super) async fn session(
+    hub: &Arc<Hub>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    name: String,
+    agent_version: String,
+) -> Result<()> {
+    let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let (now_tx, mut now_rx) = mpsc::channel::<ProbeNowRequest>(8);
+    let previous = hub.live.lock().insert(
+        name.clone(),
+        Live {
+            id,
+            conn: conn.clone(),
+            probe_now: now_tx,
+        },
+    );
+    if let Some(old) = previous {
+        old.conn.close(
+            CloseCode::Replaced.varint(),
+            b"replaced by a newer connection",
+        );
+    }
+    let labels = hub
+        .registry
+        .connected(&name, &agent_version, store::now_ms());
+    tracing::info!(probe = %name, remote = %conn.remote_address(), "probe connected");
+    let result = session_loop(hub, &conn, &mut send, recv, &name, &labels, &mut now_rx).await;
+    let still_ours = {
+        let mut live = hub.live.lock();
+        let ours = live.get(&name).is_some_and(|l| l.id == id);
+        if ours {
+            live.remove(&name);
+        }
+        ours
+    };
+    if still_ours {
+        hub.registry.disconnected(&name);
+    }
+    tracing::info!(probe = %name, "probe disconnected");
+    result
+}
+
+/// Keeps a probe's agent state: in the store (so a restart loses nothing), then in the fleet
+/// view. It is state, not an event: it needs no acknowledgement, and a store failure only costs
+/// the copy on disk (the probe sends it again on its next connection).
+pub(super) async fn record_agent_state(hub: &Hub, name: &str, state: AgentCemState) {
+    let state = state.bounded();
+    let received = store::now_ms();
+    let condition = state.condition.as_str();
+    let port = state.condition.port();
+    let (previous, not_stored) = hub.registry.agent_state(name, state, received).await;
+    if let Some(e) = not_stored {
+        tracing::warn!(probe = name, error = %format!("{e:#}"), "agent state not stored; kept in memory");
+    }
+    if previous == Some(condition) {
+        tracing::debug!(probe = name, condition, ?port, "agent CEM state received");
+    } else {
+        tracing::info!(
+            probe = name,
+            condition,
+            ?port,
+            was = previous.unwrap_or("unknown"),
+            "agent CEM state changed"
+        );
+    }
+}
+
+/// Issues a renewed client certificate over the live session.
+pub(super) async fn renew(
+    hub: &Hub,
+    send: &mut quinn::SendStream,
+    name: &str,
+    csr_der: Vec<u8>,
+) -> Result<()> {
+    let ttl = hub.config.borrow().server.probe_cert_ttl;
+    match hub.ca.issue_client(&csr_der, name, ttl) {
+        Ok(cert) => {
+            hub.registry
+                .renewed(name, cert.serial.clone(), cert.not_after)
+                .await?;
+            tracing::info!(probe = name, "client certificate renewed");
+            write_frame(send, &ToProbe::Renewed { cert_der: cert.der }).await?;
+        }
+        Err(e) => tracing::warn!(probe = name, error = %format!("{e:#}"), "cannot renew"),
+    }
+    Ok(())
+}
+
+pub(super) async fn session_loop(
+    hub: &Arc<Hub>,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    name: &str,
+    labels: &Labels,
+    now_rx: &mut mpsc::Receiver<ProbeNowRequest>,
+) -> Result<()> {
+    write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
+    let mut config_rx = hub.config.clone();
+    config_rx.borrow_and_update();
+
+    // Frames are read by their own task so that a partly read frame is never lost to select!.
+    // Frames travel boxed: the channel keeps a block of 32 slots per connection for as long as
+    // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
+    let (frame_tx, mut frame_rx) = mpsc::channel::<Box<Result<ToCoordinator, TransportError>>>(64);
+    let max_frame = hub.config.borrow().limits.max_frame_bytes;
+    let reader_fut = async move {
+        loop {
+            match read_frame_max::<ToCoordinator>(&mut recv, max_frame).await {
+                Ok(Some(frame)) => {
+                    if frame_tx.send(Box::new(Ok(frame))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = frame_tx.send(Box::new(Err(e))).await;
+                    return;
+                }
+            }
+        }
+    };
+    let reader = tokio::spawn(reader_fut);
+    let mut commits: JoinSet<(u64, Result<Ingested, crate::store::StoreError>, Report)> =
+        JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            frame = frame_rx.recv() => match frame.map(|f| *f) {
+                None => break Ok(()),
+                Some(Err(e)) => {
+                    reject_frame(hub, conn, &e);
+                    break Err(e.into());
+                }
+                Some(Ok(ToCoordinator::Report(report))) => {
+                    // Beyond the probe's report rate the commit waits its turn (the probe's
+                    // window of unacknowledged reports then holds it back); a flood far beyond
+                    // what the protocol allows closes the connection.
+                    let limits = hub.config.borrow().limits;
+                    let now = std::time::Instant::now();
+                    let delay = match hub.limiter.pace_report(name, &limits, now) {
+                        Ok(delay) => {
+                            if !delay.is_zero() {
+                                hub.metrics.reports_throttled.inc();
+                            }
+                            delay
+                        }
+                        Err(e) => {
+                            hub.metrics.refused(Refusal::ReportRate);
+                            conn.close(CloseCode::Refused.varint(), e.to_string().as_bytes());
+                            break Err(e.into());
+                        }
+                    };
+                    let registry = hub.registry.clone();
+                    let probe = name.to_string();
+                    commits.spawn(async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let seq = report.seq;
+                        let (outcome, report) = registry.report(&probe, report).await;
+                        (seq, outcome, report)
+                    });
+                }
+                // Rare messages are handled in boxed futures: the session's task is as large as
+                // its largest state, kept for every connection for as long as it lives.
+                Some(Ok(ToCoordinator::Renew { csr_der })) => Box::pin(renew(hub, send, name, csr_der)).await?,
+                Some(Ok(ToCoordinator::AgentState(state))) => Box::pin(record_agent_state(hub, name, state)).await,
+                Some(Ok(other)) => {
+                    hub.metrics.frame_rejected("unexpected");
+                    let reason = format!("unexpected message in a session: {}", match other {
+                        ToCoordinator::Hello { .. } => "Hello",
+                        ToCoordinator::Enroll { .. } => "Enroll",
+                        _ => "other",
+                    });
+                    conn.close(CloseCode::UnsupportedMessage.varint(), reason.as_bytes());
+                    break Err(QuicError::Protocol(reason));
+                }
+            },
+            Some(done) = commits.join_next(), if !commits.is_empty() => {
+                let Ok((seq, outcome, report)) = done else { continue };
+                match outcome {
+                    Ok(Ingested::Stored) => {
+                        hub.metrics.reports_received.inc();
+                        let cap = hub.config.borrow().server.max_sites;
+                        let site = hub.metrics.site_label(labels.get("site").map(String::as_str).unwrap_or(""), cap);
+                        for entry in &report.results {
+                            let tls = entry.result.tls.as_ref().filter(|t| t.completed).map(|t| t.duration_ms);
+                            if entry.result.tcp.state == cemwatch_shared::TcpState::Open {
+                                hub.metrics.observe(&entry.check, &site, entry.result.tcp.duration_ms, tls);
+                            }
+                        }
+                        hub.record_round(name, &report);
+                        write_frame(send, &ToProbe::Ack { seq }).await?;
+                    }
+                    Ok(Ingested::Duplicate) => {
+                        hub.metrics.reports_duplicate.inc();
+                        write_frame(send, &ToProbe::Ack { seq }).await?;
+                    }
+                    Err(e) => {
+                        // Not acknowledged: the probe keeps it and sends it again.
+                        tracing::error!(probe = name, seq, error = %format!("{e:#}"), "report not committed");
+                    }
+                }
+            },
+            changed = config_rx.changed() => {
+                if changed.is_ok() {
+                    write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
+                }
+            },
+            request = now_rx.recv() => {
+                if let Some((round, checks)) = request.map(|r| *r) {
+                    write_frame(send, &ToProbe::ProbeNow { round, checks }).await?;
+                }
+            },
+        }
+    };
+    reader.abort();
+    outcome
+}
