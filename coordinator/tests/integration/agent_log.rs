@@ -4,19 +4,19 @@
 //! reports keep flowing. The coordinator shows the state (API, metrics) judged against the
 //! policy, and a restarted coordinator still has it before the probe sends it again.
 
-mod support;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cemwatch_tests::pki::{Ca, LeafSpec};
-use cemwatch_tests::process::{eventually, http_get, Proc};
-use cemwatch_tests::server::TlsServer;
+use cemwatch_tests::process::{eventually, Proc};
 use serde_json::Value;
-use support::{metric, probe_bin, COORDINATOR, GW, SMP, WAIT};
+
+use crate::support::{
+    enroll_ok, lab, metric, probe_bin, start_coordinator, token, try_get_json, write_config, GW,
+    WAIT,
+};
 
 /// Whether one line of the probe's log holds every needle.
 fn logged(probe: &Proc, needles: &[&str]) -> bool {
@@ -28,54 +28,25 @@ fn logged(probe: &Proc, needles: &[&str]) -> bool {
 
 #[test]
 fn the_agents_state_travels_with_the_reports_and_the_session_holds() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = Ca::root("Lab Root CA").expect("root");
-    let ca_file = root.write_pem(dir.path()).expect("ca");
-    let leaf = root.issue(&LeafSpec::good(&[SMP, GW])).expect("leaf");
-    let gateway = TlsServer::start(&leaf).expect("gateway");
-    let config = dir.path().join("cemwatch.toml");
-    std::fs::write(
+    let _machine = crate::support::shared();
+    let lab = lab();
+    let dir = &lab.dir;
+    let ca_file = &lab.ca_file;
+    let gateway = &lab.gateway;
+    let config = write_config(&lab, "");
+
+    let mut coordinator = start_coordinator("coordinator", &config);
+    let quic = coordinator.quic;
+    let http = coordinator.http;
+
+    let token = token(
         &config,
-        format!(
-            "[server]\nquic_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"30s\"\n\n\
-             [[check]]\nname = \"gateway\"\nhost = \"{GW}\"\nport = {}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1s\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n",
-            gateway.port(),
-            leaf.thumbprint()
-        ),
-    )
-    .expect("config");
-
-    let mut coordinator = {
-        let mut cmd = Command::new(COORDINATOR);
-        cmd.args(["serve", "--config"])
-            .arg(&config)
-            .env("CEMWATCH_LOG", "info");
-        Proc::spawn("coordinator", cmd).expect("coordinator")
-    };
-    let quic = coordinator.listening("quic").expect("quic");
-    let http = coordinator.listening("http").expect("http");
-
-    let token = Command::new(COORDINATOR)
-        .args(["token", "create", "--config"])
-        .arg(&config)
-        .args([
-            "--labels",
-            "site=branch-lyon,vantage=internet",
-            "--name",
-            "laptop-42",
-        ])
-        .output()
-        .expect("token");
-    assert!(token.status.success(), "{token:?}");
+        "site=branch-lyon,vantage=internet",
+        "laptop-42",
+        "24h",
+    );
     let state = dir.path().join("laptop-42");
-    let enrolled = Command::new(probe_bin())
-        .args(["enroll", "--coordinator", &quic.to_string(), "--token"])
-        .arg(String::from_utf8_lossy(&token.stdout).trim())
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("enroll");
-    assert!(enrolled.status.success(), "{enrolled:?}");
+    enroll_ok(quic, &token, &state);
 
     // The agent has been timing out on the wrong port.
     let agent_log = dir.path().join("Agent.log");
@@ -90,7 +61,7 @@ fn the_agents_state_travels_with_the_reports_and_the_session_holds() {
         cmd.args(["run", "--state-dir"])
             .arg(&state)
             .arg("--ca-file")
-            .arg(&ca_file)
+            .arg(ca_file)
             .arg("--agent-log")
             .arg(&agent_log)
             .env("CEMWATCH_LOG", "info,cemwatch_probe::agent::session=debug");
@@ -146,10 +117,7 @@ fn the_agents_state_travels_with_the_reports_and_the_session_holds() {
     // The coordinator shows it: connected in CEM mode, but on 8443 while the policy (the check's
     // port) is the gateway's own port: a wrong port.
     assert_ne!(gateway.port(), 8443);
-    let agents = |http: SocketAddr| -> Option<Value> {
-        let (_, body) = http_get(http, "/api/v1/agents").ok()?;
-        serde_json::from_str(&body).ok()
-    };
+    let agents = |http: SocketAddr| -> Option<Value> { try_get_json(http, "/api/v1/agents") };
     let shown = eventually("the coordinator shows the agent connected", WAIT, || {
         agents(http).filter(|v| v[0]["condition"] == "cem_connected")
     })
@@ -180,15 +148,9 @@ fn the_agents_state_travels_with_the_reports_and_the_session_holds() {
 
     // A restart loses nothing: with the probe stopped, the restarted coordinator has the agent's
     // state from its store.
-    coordinator.terminate(Duration::from_secs(10));
-    let mut coordinator = {
-        let mut cmd = Command::new(COORDINATOR);
-        cmd.args(["serve", "--config"])
-            .arg(&config)
-            .env("CEMWATCH_LOG", "info");
-        Proc::spawn("coordinator", cmd).expect("coordinator")
-    };
-    let http = coordinator.listening("http").expect("http");
+    coordinator.proc.terminate(Duration::from_secs(10));
+    let mut coordinator = start_coordinator("coordinator", &config);
+    let http = coordinator.http;
     let after = agents(http).expect("agents after the restart");
     assert_eq!(after[0]["probe"], "laptop-42", "{after:#}");
     assert_eq!(after[0]["condition"], "cem_connected");
@@ -203,5 +165,5 @@ fn the_agents_state_travels_with_the_reports_and_the_session_holds() {
         metric(http, "cemwatch_agents{state=\"cem_connected\"}"),
         1.0
     );
-    coordinator.terminate(Duration::from_secs(10));
+    coordinator.proc.terminate(Duration::from_secs(10));
 }

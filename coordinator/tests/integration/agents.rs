@@ -5,96 +5,28 @@
 //! in the Grafana dashboard `dashboards/cemwatch-agents.json`, whose every query a real
 //! Prometheus scraping the demo answers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use cemwatch_coordinator::cli::demo::gateway::GATEWAY;
 use cemwatch_coordinator::cli::demo::{Demo, DemoOptions, Scenario, OLD_PORT, OLD_THUMBPRINT};
 use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_shared::AgentCondition;
-use cemwatch_tests::process::{eventually, http_get, Proc};
+use cemwatch_tests::process::{eventually, http_get};
 use serde_json::Value;
 
-const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::prometheus::Prometheus;
+use crate::support::tools::{promtool_check, tool, REQUIRE_PROMETHEUS_ONLY};
+use crate::support::{get_json_status, scrape, COORDINATOR, WAIT};
+
 /// Internet probes of the demo: the first six cover every agent state (`demo::demo_agent`).
 const PROBES: usize = 6;
 
 fn dashboard_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/cemwatch-agents.json")
-}
-
-/// Parses a Prometheus text scrape into `series → value`.
-fn scrape(addr: SocketAddr) -> (String, HashMap<String, f64>) {
-    let (status, body) = http_get(addr, "/metrics").expect("scrape");
-    assert_eq!(status, 200);
-    let values = body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect();
-    (body, values)
-}
-
-fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let (status, body) = http_get(addr, path).expect("GET");
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
-    )
-}
-
-/// A tool for a test, or `None` after saying the test part skips; a failure instead when
-/// `CEMWATCH_REQUIRE_PROMETHEUS=1` (CI).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CEMWATCH_REQUIRE_PROMETHEUS").is_some_and(|v| v == "1") {
-            panic!("CEMWATCH_REQUIRE_PROMETHEUS=1 but `{name}` is not installed");
-        }
-        eprintln!("SKIPPED the {name} part: `{name}` is not installed (apt-get install prometheus; CI runs it)");
-    }
-    found
-}
-
-/// `promtool check metrics` on a scrape (when promtool is installed).
-fn promtool_check(text: &str) {
-    let Some(promtool) = tool("promtool") else {
-        return;
-    };
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write");
-    }
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!(
-        "promtool check metrics: ok ({} lines)",
-        text.lines().count()
-    );
 }
 
 fn series(name: &str, labels: &[(&str, &str)]) -> String {
@@ -136,6 +68,7 @@ fn probes_of(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
+    let _machine = crate::support::shared();
     let opts = DemoOptions {
         scenario: Scenario::Healthy,
         probes: PROBES,
@@ -154,7 +87,7 @@ async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
     // The fleet summary: every agent state, and the two kinds of disagreement with the policy.
     let fleet = tokio::task::spawn_blocking(move || {
         eventually("six agents reporting, eight gateway results", WAIT, || {
-            let (_, v) = get_json(http, "/api/v1/fleet");
+            let (_, v) = get_json_status(http, "/api/v1/fleet");
             let verdicts = &v["checks"][0]["verdicts"];
             let results: u64 = ["ok", "warn", "fail"]
                 .iter()
@@ -212,9 +145,9 @@ async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
     // Per probe.
     let (list, bad_filter, timeouts) = tokio::task::spawn_blocking(move || {
         (
-            get_json(http, "/api/v1/agents"),
-            get_json(http, "/api/v1/agents?condition=sleeping"),
-            get_json(http, "/api/v1/agents?condition=connect_timeout"),
+            get_json_status(http, "/api/v1/agents"),
+            get_json_status(http, "/api/v1/agents?condition=sleeping"),
+            get_json_status(http, "/api/v1/agents?condition=connect_timeout"),
         )
     })
     .await
@@ -339,9 +272,14 @@ async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
         "SMP checks are not what agents connect to"
     );
     let scraped = text.clone();
-    tokio::task::spawn_blocking(move || promtool_check(&scraped))
-        .await
-        .expect("join");
+    tokio::task::spawn_blocking(move || {
+        promtool_check(
+            "the promtool part of agents::the_demo_shows_the_fleets_agent_cem_state_everywhere",
+            &scraped,
+        )
+    })
+    .await
+    .expect("join");
 
     // `cemwatch status` tells a person the same, and still exits by the checks (healthy: 0).
     let api = format!("http://{http}");
@@ -481,59 +419,17 @@ fn dashboard_queries(exported: &BTreeSet<String>) -> Vec<(String, String)> {
 /// Starts Prometheus scraping `target` every second and checks that every query has an answer,
 /// with the demo's numbers where the query is one of the agent totals.
 fn prometheus_answers(target: SocketAddr, queries: &[(String, String)]) {
-    let Some(binary) = tool("prometheus") else {
+    let Some(binary) = tool(
+        "prometheus",
+        "the Prometheus part of agents::the_demo_shows_the_fleets_agent_cem_state_everywhere",
+        REQUIRE_PROMETHEUS_ONLY,
+        "apt-get install prometheus; CI runs it",
+    ) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cemwatch\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .expect("config");
-    // Prometheus cannot listen on port 0: take a port that was free a moment ago.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut cmd = Command::new(binary);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .current_dir(dir.path());
-    let mut prometheus = Proc::spawn("prometheus", cmd).expect("prometheus");
-    prometheus
-        .wait_for("Server is ready to receive web requests", WAIT)
-        .expect("prometheus ready");
-    let query = |promql: &str| -> Vec<(Value, f64)> {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let Ok((200, body)) = http_get(addr, &format!("/api/v1/query?query={encoded}")) else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        assert_eq!(v["status"], "success", "{promql}: {body}");
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse().ok()?)))
-            .collect()
-    };
+    let prometheus = Prometheus::start_with_rules(&binary, &[target], &[]);
+    let addr = prometheus.addr;
+    let query = |promql: &str| prometheus.query(promql);
     eventually("Prometheus has scraped the demo", WAIT, || {
         (!query("cemwatch_agents").is_empty()).then_some(())
     })
@@ -596,5 +492,5 @@ fn prometheus_answers(target: SocketAddr, queries: &[(String, String)]) {
             assert_eq!(labels["check"], "gateway", "{title}: {expr}");
         }
     }
-    prometheus.terminate(Duration::from_secs(10));
+    drop(prometheus);
 }

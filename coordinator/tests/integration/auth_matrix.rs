@@ -17,9 +17,6 @@
 //! | forged token secret | coordinator | `enrolments_total{outcome="token_unknown"}` (idem) |
 //! | token with a wrong CA pin | the probe (refuses the coordinator) | `quic_handshakes_failed_total`; the token stays unused |
 
-mod support;
-
-use std::process::Command;
 use std::time::Duration;
 
 use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
@@ -32,8 +29,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::*;
 use time::OffsetDateTime;
+
+use crate::support::processes::admin;
+use crate::support::*;
 
 const FORGED_SEQ: u64 = 900_000;
 
@@ -115,9 +114,10 @@ struct Row {
 
 #[test]
 fn every_way_in_is_refused_counted_and_leaves_nothing_stored() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let config = write_config(&lab, "");
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
     let data_dir = lab.dir.path().join("data");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,7 +144,7 @@ fn every_way_in_is_refused_counted_and_leaves_nothing_stored() {
         }
         states.insert(name, state);
     }
-    let _alice = run_probe("alice", &states["alice"], &lab.ca_file);
+    let _alice = run_probe("alice", &states["alice"], &lab.ca_file, &[]);
 
     // 1. No client certificate: a Hello without one is turned away.
     let outcome = rt.block_on(attempt(
@@ -233,12 +233,8 @@ fn every_way_in_is_refused_counted_and_leaves_nothing_stored() {
     });
 
     // 5. A revoked probe's own certificate.
-    let out = Command::new(COORDINATOR)
-        .args(["probe", "revoke", "revoked-probe", "--config"])
-        .arg(&config)
-        .output()
-        .expect("revoke");
-    assert!(out.status.success(), "{out:?}");
+    let (code, out, err) = admin(&["probe", "revoke", "revoked-probe"], &config);
+    assert_eq!(code, 0, "{out}{err}");
     eventually("the revocation reaches the coordinator", WAIT, || {
         let probes = get_json(coord.http, "/api/v1/probes");
         let listed = probes

@@ -10,10 +10,9 @@ use cemwatch_coordinator::config::Config;
 use cemwatch_tests::process::http_get;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::common::{
-    deploy, probe_bin, read, repo, start_coordinator, tool, COORDINATOR, REQUIRE_PROMETHEUS,
-    REQUIRE_SYSTEMD,
-};
+use crate::support::paths::{deploy, read, repo};
+use crate::support::tools::{tool, REQUIRE_PROMETHEUS, REQUIRE_SYSTEMD};
+use crate::support::{probe_bin, start_coordinator, COORDINATOR};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -900,6 +899,7 @@ fn local_copy_of(text: &str, data_dir: &Path) -> String {
 
 #[test]
 fn the_coordinator_serves_what_the_manifests_probe_and_scrape() {
+    let _machine = crate::support::shared();
     let docs = kube_docs();
     let sts = &docs["StatefulSet/cemwatch"];
     let container = &list(&sts["spec"]["template"]["spec"]["containers"], "containers")[0];

@@ -7,8 +7,6 @@
 //! peak during and after. The limits under test are set low in the configuration so that they
 //! bite within seconds.
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cemwatch_shared::wire::{self, Report, ToCoordinator};
 use cemwatch_tests::process::eventually;
-use support::*;
+
+use crate::support::*;
 
 /// How long the flood lasts.
 const FLOOD: Duration = Duration::from_secs(10);
@@ -250,9 +249,12 @@ fn latencies(lab: &Lab, from: i64, to: i64) -> (Vec<i64>, Vec<(String, i64)>) {
 
 #[test]
 fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
+    // Latency and memory under a flood: no other process test runs meanwhile (each binary ran
+    // alone when this was one of its own).
+    let _machine = crate::support::alone();
     let lab = lab();
     let config = write_config(&lab, LIMITS);
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
     let pid = coord.proc.pid();
 
     let mut probes = Vec::new();
@@ -263,7 +265,7 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
             &token(&config, "site=eu-west", name, "1h"),
             &state,
         );
-        probes.push(run_probe(name, &state, &lab.ca_file));
+        probes.push(run_probe(name, &state, &lab.ca_file, &[]));
     }
     let hostile_state = lab.dir.path().join("hostile");
     enroll_ok(

@@ -8,55 +8,35 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::eventually;
-use cemwatch_tests::server::TlsServer;
 use serde_json::Value;
 
-use crate::common::{
-    admin, enroll_ok, get_json, metric, run_probe, start_coordinator, token, tool, Coordinator,
-    Prometheus, REQUIRE_PROMETHEUS,
+use crate::support::fixtures::{check_toml, server_toml};
+use crate::support::processes::admin;
+use crate::support::prometheus::Prometheus;
+use crate::support::tools::{tool, REQUIRE_PROMETHEUS};
+use crate::support::{
+    enroll_ok, lab, metric_or_zero, run_probe, start_coordinator, token, try_get_json, Coordinator,
+    Lab,
 };
 
-const GW: &str = "gateway.example.com";
-const SMP: &str = "smp.example.net";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A gateway on loopback and a directory for one test.
-struct Lab {
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    gateway: TlsServer,
-    thumbprint: String,
-}
-
-fn lab() -> Lab {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = Ca::root("Lab Root CA").expect("root");
-    let ca_file = root.write_pem(dir.path()).expect("ca");
-    let leaf = root.issue(&LeafSpec::good(&[SMP, GW])).expect("leaf");
-    let gateway = TlsServer::start(&leaf).expect("gateway");
-    Lab {
-        thumbprint: leaf.thumbprint(),
-        dir,
-        ca_file,
-        gateway,
-    }
-}
 
 /// Writes `NAME/cemwatch.toml` (data in `NAME/data`) and returns its path.
 fn write_config(lab: &Lab, name: &str, shared_ca: bool) -> PathBuf {
     let dir = lab.dir.path().join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let text = format!(
-        "[server]\nquic_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"30s\"\n{}\n[[check]]\nname = \"gateway\"\nhost = \"{GW}\"\nport = {}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1s\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n",
-        if shared_ca {
-            "trust_shared_ca_probes = true\n"
-        } else {
-            ""
-        },
-        lab.gateway.port(),
-        lab.thumbprint
+        "{}{}",
+        server_toml(
+            0,
+            if shared_ca {
+                "trust_shared_ca_probes = true\n"
+            } else {
+                ""
+            }
+        ),
+        check_toml("gateway", lab)
     );
     let path = dir.join("cemwatch.toml");
     std::fs::write(&path, text).expect("write config");
@@ -88,7 +68,7 @@ fn pair(lab: &Lab, b_shares: bool) -> (Coordinator, PathBuf, Coordinator, PathBu
 
 /// The probes a coordinator's API lists as connected, by name.
 fn connected(http: SocketAddr) -> Vec<String> {
-    let mut names: Vec<String> = get_json(http, "/api/v1/probes")
+    let mut names: Vec<String> = try_get_json(http, "/api/v1/probes")
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
         .iter()
@@ -112,6 +92,7 @@ fn two_coordinators_behind_one_prometheus_keep_the_fleet_sum_through_a_failover(
     ) else {
         return;
     };
+    let _machine = crate::support::shared();
     let lab = lab();
     let (mut a, a_config, b, b_config) = pair(&lab, true);
 
@@ -129,7 +110,7 @@ fn two_coordinators_behind_one_prometheus_keep_the_fleet_sum_through_a_failover(
             (&b_config, [b.quic, a.quic])
         };
         let state = lab.dir.path().join(name);
-        let t = token(config, &format!("site={site},vantage=internet"), name);
+        let t = token(config, &format!("site={site},vantage=internet"), name, "1h");
         enroll_ok(order[0], &t, &state);
         probes.push(run_probe(name, &state, &lab.ca_file, &order));
     }
@@ -190,7 +171,7 @@ fn two_coordinators_behind_one_prometheus_keep_the_fleet_sum_through_a_failover(
     })
     .expect("sums after");
     // The survivor recorded the probes it had never seen with the labels they enrolled with.
-    let listed = get_json(b.http, "/api/v1/probes").expect("probes");
+    let listed = try_get_json(b.http, "/api/v1/probes").expect("probes");
     let p1 = listed
         .as_array()
         .and_then(|a| a.iter().find(|p| p["name"] == "p1"))
@@ -210,6 +191,7 @@ fn two_coordinators_behind_one_prometheus_keep_the_fleet_sum_through_a_failover(
 
 #[test]
 fn shared_ca_probes_are_refused_until_allowed_and_revocation_reaches_unseen_probes() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let (a, a_config, mut b, b_config) = pair(&lab, false);
 
@@ -217,12 +199,12 @@ fn shared_ca_probes_are_refused_until_allowed_and_revocation_reaches_unseen_prob
     let p1_state = lab.dir.path().join("p1");
     enroll_ok(
         a.quic,
-        &token(&a_config, "site=eu-west,vantage=internet", "p1"),
+        &token(&a_config, "site=eu-west,vantage=internet", "p1", "1h"),
         &p1_state,
     );
     let _p1 = run_probe("p1", &p1_state, &lab.ca_file, &[b.quic]);
     eventually("b refuses a probe it did not enrol", WAIT, || {
-        (metric(
+        (metric_or_zero(
             b.http,
             "cemwatch_connections_refused_total{reason=\"unknown_probe\"}",
         ) >= 1.0)
@@ -260,7 +242,11 @@ fn shared_ca_probes_are_refused_until_allowed_and_revocation_reaches_unseen_prob
 
     // Revoking a probe b has never seen needs --even-if-unseen; then b refuses it too.
     let p2_state = lab.dir.path().join("p2");
-    enroll_ok(a.quic, &token(&a_config, "site=eu-north", "p2"), &p2_state);
+    enroll_ok(
+        a.quic,
+        &token(&a_config, "site=eu-north", "p2", "1h"),
+        &p2_state,
+    );
     let (code, _, err) = admin(&["probe", "revoke", "p2"], &b_config);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--even-if-unseen"), "{err}");
@@ -269,7 +255,7 @@ fn shared_ca_probes_are_refused_until_allowed_and_revocation_reaches_unseen_prob
     assert!(out.contains("revoked p2"), "{out}");
     let mut p2 = run_probe("p2", &p2_state, &lab.ca_file, &[b.quic]);
     eventually("b refuses the revoked p2", WAIT, || {
-        (metric(
+        (metric_or_zero(
             b.http,
             "cemwatch_connections_refused_total{reason=\"revoked\"}",
         ) >= 1.0)

@@ -4,70 +4,25 @@
 //! old certificate and succeeds once the swap is complete, and a real scrape passes
 //! `promtool check metrics`.
 
-mod support;
-
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use cemwatch_coordinator::cli::demo::{Demo, DemoOptions, Scenario};
 use cemwatch_coordinator::telemetry as metrics;
 use cemwatch_tests::pki::{Ca, LeafSpec};
-use cemwatch_tests::process::{eventually, http_get, Proc};
+use cemwatch_tests::process::{eventually, Proc};
 use cemwatch_tests::server::{TlsServer, Versions};
 use serde_json::Value;
-use support::{probe_bin, COORDINATOR, GW, SMP, WAIT};
 
-/// Parses a Prometheus text scrape into `series → value`.
-fn scrape(addr: std::net::SocketAddr) -> (String, std::collections::HashMap<String, f64>) {
-    let (status, body) = http_get(addr, "/metrics").expect("scrape");
-    assert_eq!(status, 200);
-    let values = body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect();
-    (body, values)
-}
-
-/// Runs `promtool check metrics` on a scrape when promtool is installed (CI installs it).
-fn promtool_check(text: &str) {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        if std::env::var_os("CEMWATCH_REQUIRE_PROMETHEUS").is_some_and(|v| v == "1") {
-            panic!("CEMWATCH_REQUIRE_PROMETHEUS=1 but promtool is not installed");
-        }
-        eprintln!("SKIPPED promtool check metrics: promtool is not installed (apt-get install prometheus; CI runs it)");
-        return;
-    };
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write");
-    }
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!(
-        "promtool check metrics: ok ({} lines)",
-        text.lines().count()
-    );
-}
+use crate::support::tools::promtool_check;
+use crate::support::{
+    enroll_ok, probe_bin, scrape, start_coordinator, token, try_get_json, COORDINATOR, GW, SMP,
+    WAIT,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_demo_scenario_leads_to_its_diagnosis() {
+    let _machine = crate::support::shared();
     let cases = [
         (Scenario::Healthy, "healthy", vec![]),
         (
@@ -107,8 +62,7 @@ async fn every_demo_scenario_leads_to_its_diagnosis() {
         let http = demo.coordinator.http_addr;
         let check = tokio::task::spawn_blocking(move || {
             eventually(&format!("{scenario:?}: all six results"), WAIT, || {
-                let (_, body) = http_get(http, "/api/v1/checks/gateway").ok()?;
-                let v: Value = serde_json::from_str(&body).ok()?;
+                let v = try_get_json(http, "/api/v1/checks/gateway")?;
                 (v["probes"].as_array()?.len() == 6).then_some(v)
             })
         })
@@ -164,9 +118,14 @@ async fn every_demo_scenario_leads_to_its_diagnosis() {
         );
         if !promtool_done {
             let text = text.clone();
-            tokio::task::spawn_blocking(move || promtool_check(&text))
-                .await
-                .expect("join");
+            tokio::task::spawn_blocking(move || {
+                promtool_check(
+                    "the promtool part of fleet_view::every_demo_scenario_leads_to_its_diagnosis",
+                    &text,
+                )
+            })
+            .await
+            .expect("join");
             promtool_done = true;
         }
         if scenario == Scenario::UntrustedRoot {
@@ -192,27 +151,6 @@ async fn every_demo_scenario_leads_to_its_diagnosis() {
             );
         }
         demo.stop().await;
-    }
-}
-
-struct Coordinator {
-    _proc: Proc,
-    quic: std::net::SocketAddr,
-    http: std::net::SocketAddr,
-}
-
-fn start(config: &Path) -> Coordinator {
-    let mut cmd = Command::new(COORDINATOR);
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .env("CEMWATCH_LOG", "info");
-    let mut proc = Proc::spawn("coordinator", cmd).expect("spawn");
-    let quic = proc.listening("quic").expect("quic");
-    let http = proc.listening("http").expect("http");
-    Coordinator {
-        _proc: proc,
-        quic,
-        http,
     }
 }
 
@@ -243,6 +181,7 @@ fn verify(http: std::net::SocketAddr, args: &[&str]) -> (Option<i32>, Value, Str
 
 #[test]
 fn a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters() {
+    let _machine = crate::support::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = Ca::root("Rollover Root").expect("root");
     let ca_file = root.write_pem(dir.path()).expect("ca");
@@ -266,7 +205,7 @@ fn a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters() {
         ),
     )
     .expect("config");
-    let coord = start(&config);
+    let coord = start_coordinator("coordinator", &config);
     let mut probes = Vec::new();
     for (name, site, stale_backend) in [
         ("eu-1", "eu-west", false),
@@ -277,32 +216,14 @@ fn a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters() {
         ("lyon-1", "branch-lyon", true),
         ("lyon-2", "branch-lyon", true),
     ] {
-        let token = Command::new(COORDINATOR)
-            .args(["token", "create", "--config"])
-            .arg(&config)
-            .args([
-                "--labels",
-                &format!("site={site},vantage=internet"),
-                "--name",
-                name,
-            ])
-            .output()
-            .expect("token");
-        let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+        let token = token(
+            &config,
+            &format!("site={site},vantage=internet"),
+            name,
+            "24h",
+        );
         let state = dir.path().join(name);
-        let out = Command::new(probe_bin())
-            .args([
-                "enroll",
-                "--coordinator",
-                &coord.quic.to_string(),
-                "--token",
-                &token,
-                "--state-dir",
-            ])
-            .arg(&state)
-            .output()
-            .expect("enroll");
-        assert!(out.status.success(), "{out:?}");
+        enroll_ok(coord.quic, &token, &state);
         let mut cmd = Command::new(probe_bin());
         cmd.args(["run", "--state-dir"])
             .arg(&state)
@@ -314,8 +235,7 @@ fn a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters() {
         probes.push(Proc::spawn(name, cmd).expect("probe"));
     }
     eventually("seven probes connected", WAIT, || {
-        let (_, body) = http_get(coord.http, "/api/v1/fleet").ok()?;
-        let v: Value = serde_json::from_str(&body).ok()?;
+        let v = try_get_json(coord.http, "/api/v1/fleet")?;
         (v["probes"]["connected"] == 7).then_some(())
     })
     .expect("connected");
@@ -368,7 +288,10 @@ fn a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters() {
         metrics::CERT_NOT_AFTER,
         old.thumbprint()
     )));
-    promtool_check(&text);
+    promtool_check(
+        "the promtool part of fleet_view::a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters",
+        &text,
+    );
 
     // A lower quorum is met by the five.
     let (code, json, text) = verify(

@@ -21,20 +21,11 @@ use cemwatch_tests::pki::{Ca, Leaf, LeafSpec};
 use cemwatch_tests::process::{eventually, free_udp_port, http_get, http_post_json, Proc};
 use serde_json::Value;
 
-const COORDINATOR: &str = env!("CARGO_BIN_EXE_cemwatch");
-const GW: &str = "gateway.example.com";
-const SMP: &str = "smp.example.net";
-const WAIT: Duration = Duration::from_secs(40);
+use crate::support::store::{duplicates_dropped, spooled, stored_seqs};
+use crate::support::{probe_bin, COORDINATOR, GW, SMP};
 
-fn probe_bin() -> PathBuf {
-    let path = Path::new(COORDINATOR).with_file_name("cemwatch-probe");
-    assert!(
-        path.exists(),
-        "{} is missing: build with `cargo build --workspace`",
-        path.display()
-    );
-    path
-}
+/// Longer than the other tests' wait: namespaces, loss and delay.
+const WAIT: Duration = Duration::from_secs(40);
 
 /// An `openssl s_server` inside a namespace.
 fn serve(ns: &Netns, port: u16, leaf: &Leaf, dir: &Path) -> Proc {
@@ -297,23 +288,8 @@ fn count(data: &Path, states: &[(String, PathBuf)]) -> (u64, u64, u64, u64, u64)
         let seq: i64 = std::fs::read_to_string(state.join("spool/seq"))
             .map(|s| s.trim().parse().unwrap_or(0))
             .unwrap_or(0);
-        let spooled: Vec<i64> = std::fs::read_dir(state.join("spool"))
-            .expect("spool")
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .strip_suffix(".report")
-                    .and_then(|s| s.parse().ok())
-            })
-            .collect();
-        let seqs: Vec<i64> = db
-            .prepare("SELECT seq FROM reports WHERE probe = ?1 ORDER BY seq")
-            .expect("prepare")
-            .query_map([name], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let spooled = spooled(state);
+        let seqs = stored_seqs(&db, name);
         produced += seq as u64;
         stored += seqs.len() as u64;
         pending += spooled.len() as u64;
@@ -321,13 +297,7 @@ fn count(data: &Path, states: &[(String, PathBuf)]) -> (u64, u64, u64, u64, u64)
             .filter(|s| seqs.binary_search(s).is_err() && !spooled.contains(s))
             .count() as u64;
     }
-    let dup: i64 = db
-        .query_row(
-            "SELECT COALESCE((SELECT value FROM counters WHERE name = 'reports_duplicate'), 0)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("dup");
+    let dup = duplicates_dropped(&db);
     (produced, stored, pending, dup as u64, lost)
 }
 
@@ -349,6 +319,7 @@ fn count_after(fault: &str, data: &Path, states: &[(String, PathBuf)]) {
 #[test]
 #[ignore = "the network lab needs root, ip, nft and tc: run it with tests/lab/run"]
 fn the_guides_failure_tables_on_a_real_topology() {
+    let _machine = crate::support::shared();
     if let Some(why) = netns::unavailable() {
         panic!("the lab cannot run: {why}");
     }

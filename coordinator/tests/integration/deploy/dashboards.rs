@@ -13,7 +13,9 @@ use cemwatch_coordinator::cli::demo::{Demo, DemoOptions, Scenario};
 use cemwatch_tests::process::http_get;
 use serde_json::Value;
 
-use crate::common::{deploy, repo, tool, Prometheus, REQUIRE_PROMETHEUS};
+use crate::support::paths::{deploy, repo};
+use crate::support::prometheus::Prometheus;
+use crate::support::tools::{tool, REQUIRE_PROMETHEUS};
 
 fn dashboards_dir() -> PathBuf {
     repo().join("dashboards")
@@ -203,6 +205,7 @@ fn metric_names_are_found_in_expressions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_and_rule_expression_works_against_a_real_prometheus() {
+    let _machine = crate::support::shared();
     let test = "every_dashboard_and_rule_expression_works_against_a_real_prometheus";
     let Some(prometheus) = tool(
         "prometheus",

@@ -5,7 +5,6 @@
 //! two coordinators sharing a CA, probes split between them and failing over, one real
 //! Prometheus summing both.
 
-mod common;
 mod dashboards;
 mod files;
 mod scale_out;

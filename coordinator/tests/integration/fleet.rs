@@ -4,32 +4,22 @@
 //! foreign certificates, malformed frames, plan push on reload, kill -9 of the coordinator and
 //! probe restarts with a full spool, counting every result.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use crate::support::fixtures::{check_toml, server_toml};
+use crate::support::processes::admin;
+use crate::support::store::{duplicates_dropped, spooled, stored_seqs};
+use crate::support::{
+    enroll, enroll_ok, get_json, lab, metric, raw_client_config, run_probe, start_coordinator,
+    token, Identity, Lab, WAIT,
+};
 use cemwatch_tests::pki::{Ca, LeafSpec};
 use cemwatch_tests::process::{eventually, free_udp_port, Proc};
-use support::{
-    enroll, enroll_ok, get_json, lab, metric, run_probe, start_coordinator, token, Lab,
-    COORDINATOR, GW, SMP, WAIT,
-};
-
-fn check_toml(name: &str, lab: &Lab) -> String {
-    format!(
-        "[[check]]\nname = \"{name}\"\nhost = \"{GW}\"\nport = {}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1s\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n\n",
-        lab.gateway.port(),
-        lab.thumbprint
-    )
-}
 
 fn write_config(lab: &Lab, quic_port: u16, checks: &[&str]) -> PathBuf {
-    let mut text = format!(
-        "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"30s\"\n\n"
-    );
+    let mut text = server_toml(quic_port, "");
     for c in checks {
         text.push_str(&check_toml(c, lab));
     }
@@ -53,9 +43,10 @@ fn verdicts(http: SocketAddr, check: &str) -> Option<(u64, u64)> {
 
 #[test]
 fn enrol_then_report_and_every_bad_token_is_refused() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let config = write_config(&lab, 0, &["gateway"]);
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
 
     let good = token(&config, "site=eu-west,vantage=internet", "eu-1", "1h");
     let state = lab.dir.path().join("eu-1");
@@ -97,7 +88,7 @@ fn enrol_then_report_and_every_bad_token_is_refused() {
     )
     .expect("write");
     {
-        let mut o = start_coordinator(&other_config);
+        let mut o = start_coordinator("coordinator", &other_config);
         o.proc.terminate(Duration::from_secs(5));
     }
     let foreign = token(&other_config, "site=x", "foreign", "1h");
@@ -138,7 +129,7 @@ fn enrol_then_report_and_every_bad_token_is_refused() {
         1.0
     );
 
-    let _probe = run_probe("eu-1", &state, &lab.ca_file);
+    let _probe = run_probe("eu-1", &state, &lab.ca_file, &[]);
     eventually("the probe's first ok result", WAIT, || {
         verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 1)
     })
@@ -159,9 +150,9 @@ fn enrol_then_report_and_every_bad_token_is_refused() {
 /// A quinn client presenting `chain`/`key` (or nothing) that accepts any server certificate.
 fn raw_client(
     quic: SocketAddr,
-    identity: Option<support::Identity>,
+    identity: Option<Identity>,
 ) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    let config = support::raw_client_config(identity);
+    let config = raw_client_config(identity);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -187,16 +178,17 @@ fn raw_client(
 
 #[test]
 fn revoked_foreign_and_anonymous_clients_are_refused_and_counted() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let config = write_config(&lab, 0, &["gateway"]);
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
     let state = lab.dir.path().join("p1");
     enroll_ok(
         coord.quic,
         &token(&config, "site=eu-west", "p1", "1h"),
         &state,
     );
-    let mut probe = run_probe("p1", &state, &lab.ca_file);
+    let mut probe = run_probe("p1", &state, &lab.ca_file, &[]);
     eventually("p1 connected", WAIT, || {
         let probes = get_json(coord.http, "/api/v1/probes");
         (probes[0]["state"] == "connected").then_some(())
@@ -226,12 +218,8 @@ fn revoked_foreign_and_anonymous_clients_are_refused_and_counted() {
     );
 
     // Revocation closes the live connection and refuses the next handshakes.
-    let out = Command::new(COORDINATOR)
-        .args(["probe", "revoke", "p1", "--config"])
-        .arg(&config)
-        .output()
-        .expect("revoke");
-    assert!(out.status.success(), "{out:?}");
+    let (code, out, err) = admin(&["probe", "revoke", "p1"], &config);
+    assert_eq!(code, 0, "{out}{err}");
     eventually("the revoked probe refused", WAIT, || {
         (metric(
             coord.http,
@@ -249,26 +237,23 @@ fn revoked_foreign_and_anonymous_clients_are_refused_and_counted() {
         Some(0),
         "revoked probes leave the fleet: {probes}"
     );
-    let list = Command::new(COORDINATOR)
-        .args(["probe", "list", "--config"])
-        .arg(&config)
-        .output()
-        .expect("list");
-    assert!(String::from_utf8_lossy(&list.stdout).contains("revoked"));
+    let (_, list, _) = admin(&["probe", "list"], &config);
+    assert!(list.contains("revoked"));
 }
 
 #[test]
 fn a_malformed_frame_closes_only_that_connection() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let config = write_config(&lab, 0, &["gateway"]);
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
     let good_state = lab.dir.path().join("good");
     enroll_ok(
         coord.quic,
         &token(&config, "site=eu-west", "good", "1h"),
         &good_state,
     );
-    let _good = run_probe("good", &good_state, &lab.ca_file);
+    let _good = run_probe("good", &good_state, &lab.ca_file, &[]);
     let bad_state = lab.dir.path().join("bad");
     enroll_ok(
         coord.quic,
@@ -367,16 +352,17 @@ fn a_malformed_frame_closes_only_that_connection() {
 
 #[test]
 fn a_reloaded_configuration_pushes_new_plans_and_a_bad_one_is_kept_out() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let config = write_config(&lab, 0, &["gateway"]);
-    let mut coord = start_coordinator(&config);
+    let mut coord = start_coordinator("coordinator", &config);
     let state = lab.dir.path().join("p1");
     enroll_ok(
         coord.quic,
         &token(&config, "site=eu-west", "p1", "1h"),
         &state,
     );
-    let _probe = run_probe("p1", &state, &lab.ca_file);
+    let _probe = run_probe("p1", &state, &lab.ca_file, &[]);
     eventually("first result", WAIT, || {
         verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 1)
     })
@@ -418,17 +404,7 @@ fn count(data_dir: &Path, states: &[(&str, PathBuf)]) -> (u64, u64, u64, u64, u6
     let mut lost = 0;
     let mut pending = 0;
     for (name, state) in states {
-        let spooled: Vec<i64> = std::fs::read_dir(state.join("spool"))
-            .expect("spool")
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .strip_suffix(".report")
-                    .and_then(|s| s.parse().ok())
-            })
-            .collect();
-        pending += spooled.len() as u64;
+        pending += spooled(state).len() as u64;
         let seq: u64 = std::fs::read_to_string(state.join("spool").join("seq"))
             .expect("seq")
             .trim()
@@ -438,13 +414,7 @@ fn count(data_dir: &Path, states: &[(&str, PathBuf)]) -> (u64, u64, u64, u64, u6
             .map(|s| s.trim().parse().unwrap_or(0))
             .unwrap_or(0);
         assert_eq!(dropped, 0, "{name}: spool dropped reports");
-        let seqs: Vec<i64> = db
-            .prepare("SELECT seq FROM reports WHERE probe = ?1 ORDER BY seq")
-            .expect("prepare")
-            .query_map([name], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let seqs = stored_seqs(&db, name);
         let results: i64 = db
             .query_row(
                 "SELECT COUNT(*) FROM results WHERE probe = ?1",
@@ -463,13 +433,7 @@ fn count(data_dir: &Path, states: &[(&str, PathBuf)]) -> (u64, u64, u64, u64, u6
             .filter(|s| seqs.binary_search(s).is_err())
             .count() as u64;
     }
-    let duplicates: i64 = db
-        .query_row(
-            "SELECT COALESCE((SELECT value FROM counters WHERE name = 'reports_duplicate'), 0)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("counter");
+    let duplicates = duplicates_dropped(&db);
     (produced, stored, pending, duplicates as u64, lost)
 }
 
@@ -484,10 +448,11 @@ fn spool_empty(state: &Path) -> bool {
 
 #[test]
 fn kill_9_of_the_coordinator_loses_no_result() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let port = free_udp_port().expect("port");
     let config = write_config(&lab, port, &["gateway"]);
-    let mut coord = start_coordinator(&config);
+    let mut coord = start_coordinator("coordinator", &config);
     let mut states = Vec::new();
     let mut probes = Vec::new();
     for name in ["k1", "k2", "k3"] {
@@ -497,7 +462,7 @@ fn kill_9_of_the_coordinator_loses_no_result() {
             &token(&config, "site=eu-west", name, "1h"),
             &state,
         );
-        probes.push(run_probe(name, &state, &lab.ca_file));
+        probes.push(run_probe(name, &state, &lab.ca_file, &[]));
         states.push((name, state));
     }
     eventually("all three reporting", WAIT, || {
@@ -508,7 +473,7 @@ fn kill_9_of_the_coordinator_loses_no_result() {
     coord.proc.kill9();
     // Probes go on checking into their spools while the coordinator is down.
     std::thread::sleep(Duration::from_secs(3));
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
     assert_eq!(coord.quic.port(), port);
     std::thread::sleep(Duration::from_secs(2));
     // Stop producing, then let every spool drain.
@@ -518,7 +483,7 @@ fn kill_9_of_the_coordinator_loses_no_result() {
     // Restart the probes to deliver what their spools still hold (stop flushed nothing away).
     let mut probes: Vec<Proc> = states
         .iter()
-        .map(|(n, s)| run_probe(n, s, &lab.ca_file))
+        .map(|(n, s)| run_probe(n, s, &lab.ca_file, &[]))
         .collect();
     eventually("spools drained", WAIT, || {
         states.iter().all(|(_, s)| spool_empty(s)).then_some(())
@@ -545,17 +510,18 @@ fn kill_9_of_the_coordinator_loses_no_result() {
 
 #[test]
 fn a_probe_restarted_with_a_full_spool_delivers_it() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let port = free_udp_port().expect("port");
     let config = write_config(&lab, port, &["gateway"]);
-    let mut coord = start_coordinator(&config);
+    let mut coord = start_coordinator("coordinator", &config);
     let state = lab.dir.path().join("s1");
     enroll_ok(
         coord.quic,
         &token(&config, "site=eu-west", "s1", "1h"),
         &state,
     );
-    let mut probe = run_probe("s1", &state, &lab.ca_file);
+    let mut probe = run_probe("s1", &state, &lab.ca_file, &[]);
     eventually("first result", WAIT, || {
         verdicts(coord.http, "gateway").filter(|(ok, _)| *ok == 1)
     })
@@ -572,8 +538,8 @@ fn a_probe_restarted_with_a_full_spool_delivers_it() {
     })
     .expect("spooled");
     probe.terminate(Duration::from_secs(10));
-    let coord = start_coordinator(&config);
-    let mut probe = run_probe("s1", &state, &lab.ca_file);
+    let coord = start_coordinator("coordinator", &config);
+    let mut probe = run_probe("s1", &state, &lab.ca_file, &[]);
     eventually("the spool delivered", WAIT, || {
         spool_empty(&state).then_some(())
     })
@@ -589,6 +555,7 @@ fn a_probe_restarted_with_a_full_spool_delivers_it() {
 
 #[test]
 fn a_short_lived_certificate_is_renewed_over_the_live_connection() {
+    let _machine = crate::support::shared();
     let lab = lab();
     let port = free_udp_port().expect("port");
     let config = write_config(&lab, port, &["gateway"]);
@@ -601,7 +568,7 @@ fn a_short_lived_certificate_is_renewed_over_the_live_connection() {
         ),
     )
     .expect("write");
-    let mut coord = start_coordinator(&config);
+    let mut coord = start_coordinator("coordinator", &config);
     let state = lab.dir.path().join("r1");
     enroll_ok(
         coord.quic,
@@ -610,7 +577,7 @@ fn a_short_lived_certificate_is_renewed_over_the_live_connection() {
     );
     let first = std::fs::read(state.join("probe.crt")).expect("cert");
     let enrolled = std::time::Instant::now();
-    let mut probe = run_probe("r1", &state, &lab.ca_file);
+    let mut probe = run_probe("r1", &state, &lab.ca_file, &[]);
     probe
         .wait_for("client certificate renewed", Duration::from_secs(40))
         .expect("renewed");
@@ -620,7 +587,7 @@ fn a_short_lived_certificate_is_renewed_over_the_live_connection() {
     let wait = Duration::from_secs(32).saturating_sub(enrolled.elapsed());
     std::thread::sleep(wait);
     coord.proc.terminate(Duration::from_secs(10));
-    let coord = start_coordinator(&config);
+    let coord = start_coordinator("coordinator", &config);
     eventually(
         "reconnected with the renewed certificate",
         Duration::from_secs(60),
