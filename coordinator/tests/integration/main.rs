@@ -17,3 +17,4 @@ mod fleet;
 mod fleet_view;
 mod flood;
 mod lab;
+mod real_gateway;

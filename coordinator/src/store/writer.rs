@@ -1,0 +1,434 @@
+//! The single writer: one thread, one connection, reports committed in groups (commit before
+//! ack), the ledger's checkpoints, and typed operations for everything else that writes; and
+//! the read connection the API uses.
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use cemwatch_shared::wire::{Labels, Report};
+use cemwatch_shared::AgentCemState;
+
+use crate::store::ledger::{Entry, Ledger};
+use crate::store::probes::{adopt, enrol, save_agent_state, set_certificate, Grant, TokenRefusal};
+use crate::store::schema::open;
+use crate::store::{now_ms, Result, StoreError};
+
+/// The outcome of one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// New: committed.
+    Stored,
+    /// Seen before: dropped (and counted).
+    Duplicate,
+}
+
+/// Work for the writer thread.
+pub(crate) enum Job {
+    Report {
+        probe: String,
+        report: Box<Report>,
+        reply: oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
+    },
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+    Seen {
+        probe: String,
+        agent_version: String,
+        at_ms: i64,
+    },
+}
+
+/// The single writer: commits reports in groups, and runs other writes in order.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: std_mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Report { probe, report, .. } => write!(f, "Report({probe}, {})", report.seq),
+            Job::Exec(_) => f.write_str("Exec"),
+            Job::Seen { probe, .. } => write!(f, "Seen({probe})"),
+        }
+    }
+}
+
+/// Most reports committed in one transaction. Under light load a transaction holds what has
+/// arrived (often one report); under saturation larger groups amortise the commit (WAL append,
+/// fsync, index update) over more reports.
+pub const GROUP_COMMIT_MAX: usize = 2048;
+
+/// Page cache of the writer's connection, KiB.
+pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
+impl Writer {
+    /// Starts the writer thread on its own connection.
+    pub fn start(data_dir: &Path) -> Result<Self> {
+        let mut conn = open(data_dir)?;
+        let ledger = Ledger::load(&conn)?;
+        // SQLite's default page cache (2 MiB) is smaller than the pages a checkpoint of a large
+        // fleet touches (the latest results and sequence numbers of 100,000 probes are about
+        // 10 MB); reports only append, so their pages need no cache. 16 MiB holds them.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())?;
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("cemwatch-store".into())
+            .spawn(move || writer_loop(&mut conn, ledger, rx))
+            .map_err(StoreError::Thread)?;
+        Ok(Self { tx })
+    }
+
+    /// Commits a report; resolves once it is durable (or known to be a duplicate).
+    pub async fn report(&self, probe: &str, report: Report) -> Result<Ingested> {
+        self.commit(probe, report).await.0
+    }
+
+    /// Commits a report and hands it back with the outcome, so that the caller can use it
+    /// after the commit without keeping a copy while it waits.
+    pub async fn commit(&self, probe: &str, report: Report) -> (Result<Ingested>, Report) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Report {
+            probe: probe.to_string(),
+            report: Box::new(report),
+            reply,
+        };
+        let stopped = || StoreError::WriterStopped;
+        let lost = || Report {
+            seq: 0,
+            round: None,
+            results: Vec::new(),
+        };
+        match self.tx.send(job) {
+            Ok(()) => {}
+            Err(std_mpsc::SendError(Job::Report { report, .. })) => {
+                return (Err(stopped()), *report)
+            }
+            Err(_) => return (Err(stopped()), lost()),
+        }
+        match rx.await {
+            Ok((Ok(outcome), report)) => (Ok(outcome), *report),
+            Ok((Err(e), report)) => (Err(StoreError::Commit(e)), *report),
+            Err(_) => (Err(stopped()), lost()),
+        }
+    }
+
+    /// Records that a probe connected (its last contact and agent version), without waiting:
+    /// the row is updated in the next group commit, with reports, rather than in a transaction
+    /// (and an fsync) of its own per connection, which made a reconnecting fleet wait on the
+    /// disk one probe at a time.
+    pub fn seen(&self, probe: &str, agent_version: &str) {
+        let _ = self.tx.send(Job::Seen {
+            probe: probe.to_string(),
+            agent_version: agent_version.to_string(),
+            at_ms: now_ms(),
+        });
+    }
+
+    /// Checks and consumes an enrolment token, has `issue` make the certificate once the name
+    /// is settled (returning it with its serial and expiry), and records the probe, all in one
+    /// transaction: nothing is written when the token is refused or `issue` fails.
+    pub async fn enrol<C: Send + 'static>(
+        &self,
+        token_id: String,
+        secret: String,
+        requested_name: String,
+        agent_version: String,
+        issue: impl FnOnce(&str) -> Result<(C, String, i64)> + Send + 'static,
+    ) -> Result<Result<(Grant, C), TokenRefusal>> {
+        self.exec(move |db| {
+            let mut issued = None;
+            let grant = enrol(
+                db,
+                &token_id,
+                &secret,
+                &requested_name,
+                &agent_version,
+                |name| {
+                    let (cert, serial, not_after) = issue(name)?;
+                    issued = Some(cert);
+                    Ok((serial, not_after))
+                },
+            )?;
+            Ok(match grant {
+                Ok(grant) => Ok((
+                    grant,
+                    issued.ok_or_else(|| {
+                        StoreError::Corrupt("enrolment recorded no certificate".into())
+                    })?,
+                )),
+                Err(refusal) => Err(refusal),
+            })
+        })
+        .await
+    }
+
+    /// Records a probe adopted from a coordinator sharing this CA ([`adopt`]); false when it
+    /// was known already.
+    pub async fn adopt(
+        &self,
+        name: String,
+        labels: Labels,
+        agent_version: String,
+        cert_serial: String,
+        cert_not_after: i64,
+    ) -> Result<bool> {
+        self.exec(move |db| {
+            adopt(
+                db,
+                &name,
+                &labels,
+                &agent_version,
+                &cert_serial,
+                cert_not_after,
+            )
+        })
+        .await
+    }
+
+    /// Records a probe's renewed certificate: its serial (hex) and expiry (Unix seconds).
+    pub async fn renew_cert(&self, name: String, serial: String, not_after: i64) -> Result<()> {
+        self.exec(move |db| set_certificate(db, &name, &serial, not_after))
+            .await
+    }
+
+    /// Keeps the latest agent state of a probe ([`save_agent_state`]).
+    pub async fn save_agent_state(
+        &self,
+        probe: String,
+        state: AgentCemState,
+        received_ms: i64,
+    ) -> Result<()> {
+        self.exec(move |db| save_agent_state(db, &probe, &state, received_ms))
+            .await
+    }
+
+    /// Runs `f` on the writer's connection, in order with reports.
+    pub(super) async fn exec<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Exec(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            })))
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+/// Longest time between checkpoints while reports keep arriving (see [`crate::store::ledger`]).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// A checkpoint is also written once the writer has had nothing to do for this long.
+pub const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(200);
+
+pub(crate) fn writer_loop(conn: &mut Connection, mut ledger: Ledger, rx: std_mpsc::Receiver<Job>) {
+    let mut pending: Vec<Job> = Vec::new();
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let first = if ledger.is_dirty() {
+            match rx.recv_timeout(CHECKPOINT_WHEN_IDLE) {
+                Ok(job) => Some(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            }
+        };
+        let Some(first) = first else {
+            checkpoint(conn, &mut ledger);
+            last_checkpoint = Instant::now();
+            continue;
+        };
+        pending.push(first);
+        while pending.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(job) => pending.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut batch: Batch = Vec::new();
+        for job in pending.drain(..) {
+            match job {
+                Job::Report {
+                    probe,
+                    report,
+                    reply,
+                } => batch.push((probe, report, reply)),
+                Job::Seen {
+                    probe,
+                    agent_version,
+                    at_ms,
+                } => ledger.seen(&probe, &agent_version, at_ms),
+                Job::Exec(f) => {
+                    flush(conn, &mut ledger, &mut batch);
+                    f(conn);
+                }
+            }
+        }
+        flush(conn, &mut ledger, &mut batch);
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            checkpoint(conn, &mut ledger);
+            last_checkpoint = Instant::now();
+        }
+    }
+    // The last senders are gone (the coordinator stops): leave a checkpoint so that the next
+    // start has nothing to replay.
+    checkpoint(conn, &mut ledger);
+}
+
+pub(crate) fn checkpoint(conn: &mut Connection, ledger: &mut Ledger) {
+    if !ledger.is_dirty() {
+        return;
+    }
+    let started = Instant::now();
+    let outcome = (|| -> Result<usize> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let probes = ledger.checkpoint(&tx)?;
+        tx.commit()?;
+        Ok(probes)
+    })();
+    match outcome {
+        Ok(probes) => tracing::debug!(
+            probes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "store checkpoint"
+        ),
+        Err(e) => {
+            // Nothing is lost: the reports are committed; the next start (or the next
+            // checkpoint, after a reload) replays them.
+            tracing::warn!(error = %format!("{e:#}"), "cannot write the store checkpoint; will retry");
+            reload(conn, ledger);
+        }
+    }
+}
+
+/// After a failed transaction the ledger may hold what was not committed: read it again from
+/// the store (the checkpoint and the reports after it).
+pub(crate) fn reload(conn: &Connection, ledger: &mut Ledger) {
+    match Ledger::load(conn) {
+        Ok(fresh) => *ledger = fresh,
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot reload the store ledger"),
+    }
+}
+
+pub(crate) type Batch = Vec<(
+    String,
+    Box<Report>,
+    oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
+)>;
+
+pub(crate) fn flush(conn: &mut Connection, ledger: &mut Ledger, batch: &mut Batch) {
+    if batch.is_empty() {
+        return;
+    }
+    let outcome = (|| -> Result<Vec<Ingested>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let (mut stored, mut duplicate) = (0i64, 0i64);
+        for (probe, report, _) in batch.iter() {
+            let o = ingest(&tx, ledger, probe, report, now)?;
+            match o {
+                Ingested::Stored => stored += 1,
+                Ingested::Duplicate => duplicate += 1,
+            }
+            outcomes.push(o);
+        }
+        if stored > 0 {
+            bump(&tx, "reports_stored", stored)?;
+        }
+        if duplicate > 0 {
+            bump(&tx, "reports_duplicate", duplicate)?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    })();
+    match outcome {
+        Ok(outcomes) => {
+            for ((_, report, reply), o) in batch.drain(..).zip(outcomes) {
+                let _ = reply.send((Ok(o), report));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot commit reports; probes will resend them");
+            reload(conn, ledger);
+            for (_, report, reply) in batch.drain(..) {
+                let _ = reply.send((Err(format!("{e:#}")), report));
+            }
+        }
+    }
+}
+
+pub(crate) fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+    )?
+    .execute(
+        params![name, by],
+    )?;
+    Ok(())
+}
+
+/// One report: a duplicate is known from the ledger; a new one is one row appended to
+/// `reports`, plus an event per verdict transition.
+pub(crate) fn ingest(
+    tx: &rusqlite::Transaction<'_>,
+    ledger: &mut Ledger,
+    probe: &str,
+    report: &Report,
+    now: i64,
+) -> Result<Ingested> {
+    if !ledger.is_new(probe, report.seq) {
+        return Ok(Ingested::Duplicate);
+    }
+    let json = serde_json::to_string(&report.results)?;
+    tx.prepare_cached(
+        "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        probe,
+        report.seq as i64,
+        report.round.map(|r| r as i64),
+        now,
+        json
+    ])?;
+    let id = tx.last_insert_rowid();
+    let entries: Vec<Entry<'_>> = report.results.iter().map(Entry::of).collect();
+    for t in ledger.apply(probe, report.seq, report.round, id, now, &entries) {
+        tx.prepare_cached(
+            "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![now, probe, t.check, t.from, t.to, t.codes])?;
+    }
+    Ok(Ingested::Stored)
+}
+
+/// A read connection for the API and summaries.
+#[derive(Debug)]
+pub struct Reader {
+    conn: Mutex<Connection>,
+}
+
+impl Reader {
+    /// Opens a read connection.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            conn: Mutex::new(open(data_dir)?),
+        })
+    }
+
+    /// Runs `f` with the connection.
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.conn.lock())
+    }
+}
