@@ -638,3 +638,117 @@ fn a_port_that_accepts_then_resets_is_a_failed_handshake_not_a_refusal() {
     assert_eq!(r.json["tcp"]["state"], "refused", "{}", r.context());
     assert_eq!(r.codes(), vec!["tcp_refused"]);
 }
+
+/// The same gateways behind a perimeter of our own: a network namespace whose nftables rules
+/// let the clean listener through and, on a second port, complete the TCP handshake and reset
+/// the first packet after it (what an IPS or a load balancer with no healthy member does); the
+/// probe runs inside the namespace. `openssl s_server -Verify 1` on TLS 1.2 is ok with the
+/// certificate request recorded; the reset after accept is `tls_handshake_failed` with TCP
+/// open, and a reset in answer to the SYN stays `tcp_refused`.
+#[test]
+fn behind_a_perimeter_in_a_namespace_requests_resets_and_refusals_are_told_apart() {
+    use cemwatch_tests::netns::{self, Netns};
+    let test = "behind_a_perimeter_in_a_namespace_requests_resets_and_refusals_are_told_apart";
+    if netns::skip_unless_available(test) {
+        return;
+    }
+    let w = world();
+    let ns = Netns::create("gw").expect("netns");
+    ns.nft(
+        "table inet perimeter {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    tcp dport 8444 ct state established reject with tcp reset\n    tcp dport 8445 reject with tcp reset\n  }\n}\n",
+    )
+    .expect("nft");
+    let cert = w.write("ns-chain.pem", w.leaf.chain_pem().as_bytes());
+    let key = w.write("ns-key.pem", w.leaf.key_pem.as_bytes());
+    let agents = w.agents_file();
+    let mut servers = Vec::new();
+    for port in ["8443", "8444"] {
+        let accept = format!("127.0.0.1:{port}");
+        let child = ns
+            .command(&[
+                "openssl", "s_server", "-accept", &accept, "-cert", &cert, "-key", &key, "-tls1_2",
+                "-Verify", "1", "-CAfile", &agents, "-www", "-quiet",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server in the namespace");
+        servers.push(KillOnDrop(child));
+    }
+    let check_in_ns = |port: &str| {
+        let target = format!("{GW}:{port}");
+        let resolve = format!("{GW}:*:127.0.0.1");
+        let ca = w.ca_file.display().to_string();
+        let thumb = w.leaf.thumbprint();
+        let mut last = None;
+        // s_server needs a moment to listen; a refusal before it does is retried.
+        for _ in 0..50 {
+            let out = ns
+                .command(&[
+                    BIN,
+                    "check",
+                    &target,
+                    "--resolve",
+                    &resolve,
+                    "--ca-file",
+                    &ca,
+                    "--require-san",
+                    SMP,
+                    "--expect-thumbprint",
+                    &thumb,
+                    "--no-legacy-ports",
+                    "--output",
+                    "json",
+                    "--connect-timeout",
+                    "2s",
+                    "--handshake-timeout",
+                    "5s",
+                ])
+                .output()
+                .expect("cemwatch-probe in the namespace");
+            let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let refused = json["tcp"]["state"] == "refused";
+            last = Some((out.status.code(), json));
+            if !refused || port == "8445" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        last.expect("ran")
+    };
+    let codes = |json: &Value| -> Vec<String> {
+        json["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f["code"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+
+    let (code, ok) = check_in_ns("8443");
+    assert_eq!(code, Some(0), "{ok:#}");
+    assert_eq!(ok["verdict"], "ok");
+    assert_eq!(ok["tls"]["client_certificate_requested"], true, "{ok:#}");
+
+    let (code, reset) = check_in_ns("8444");
+    assert_eq!(code, Some(2), "{reset:#}");
+    assert_eq!(reset["tcp"]["state"], "open", "TCP did connect: {reset:#}");
+    assert_eq!(codes(&reset), vec!["tls_handshake_failed"], "{reset:#}");
+    let message = reset["findings"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("accepted, then"), "{message}");
+
+    let (_, refused) = check_in_ns("8445");
+    assert_eq!(refused["tcp"]["state"], "refused", "{refused:#}");
+    assert_eq!(codes(&refused), vec!["tcp_refused"], "{refused:#}");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
