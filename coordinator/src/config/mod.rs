@@ -150,7 +150,7 @@ struct RawDiagnosis {
     local_sites_max: Option<Spanned<f64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     quic_listen: Option<SocketAddr>,
@@ -201,17 +201,200 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Where the coordinator listens for probes unless `server.quic_listen` says otherwise.
+pub const DEFAULT_QUIC_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4433);
+/// Where `/metrics` and the API listen unless `server.http_listen` says otherwise (loopback:
+/// nothing is exposed until an operator decides to).
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+/// The data directory, relative to the configuration file.
+pub const DEFAULT_DATA_DIR: &str = "cemwatch-data";
+/// A probe not heard from for this long is stale: its results stop counting.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
+/// The lifetime of a probe's client certificate (it renews at half-life).
+pub const DEFAULT_PROBE_CERT_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// The shortest certificate lifetime accepted (a probe must be able to renew in time).
+pub const MIN_PROBE_CERT_TTL: Duration = Duration::from_secs(30);
+/// Sites named in metrics before the rest are summed into `other`.
+pub const DEFAULT_MAX_SITES: usize = 50;
+/// How often a check runs.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest check interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The check's TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The check's TLS handshake timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `FILE:LINE` of a span of the configuration text.
+type At<'a> = &'a dyn Fn(std::ops::Range<usize>) -> String;
+
+impl RawServer {
+    /// The `[server]` table validated; `base` resolves a relative `data_dir`.
+    fn validate(self, origin: &str, base: &Path, problems: &mut Vec<String>) -> ServerConfig {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = if data_dir.is_relative() {
+            base.join(data_dir)
+        } else {
+            data_dir
+        };
+        let probe_cert_ttl = self
+            .probe_cert_ttl
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_PROBE_CERT_TTL);
+        if probe_cert_ttl < MIN_PROBE_CERT_TTL {
+            problems.push(format!(
+                "{origin}: server.probe_cert_ttl: at least 30s (days in production), so probes can renew in time (they renew at half-life)"
+            ));
+        }
+        for name in &self.server_names {
+            if name.is_empty() || name.contains(' ') {
+                problems.push(format!(
+                    "{origin}: server.server_names: {name:?} is not a DNS name"
+                ));
+            }
+        }
+        ServerConfig {
+            quic_listen: self.quic_listen.unwrap_or(DEFAULT_QUIC_LISTEN),
+            http_listen: self.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
+            data_dir,
+            stale_after: self.stale_after.map(|d| d.0).unwrap_or(DEFAULT_STALE_AFTER),
+            probe_cert_ttl,
+            server_names: self.server_names,
+            max_sites: self.max_sites.unwrap_or(DEFAULT_MAX_SITES).max(1),
+            per_probe_metrics: self.per_probe_metrics.unwrap_or(false),
+            trust_shared_ca_probes: self.trust_shared_ca_probes.unwrap_or(false),
+        }
+    }
+}
+
+impl RawDiagnosis {
+    /// The `[diagnosis]` thresholds validated: fractions above 0 and at most 1.
+    fn validate(self, at: At<'_>, problems: &mut Vec<String>) -> crate::model::check::Thresholds {
+        let mut diagnosis = crate::model::check::Thresholds::default();
+        for (key, value, slot) in [
+            ("quorum", self.quorum, &mut diagnosis.quorum),
+            (
+                "local_sites_max",
+                self.local_sites_max,
+                &mut diagnosis.local_sites_max,
+            ),
+        ] {
+            if let Some(v) = value {
+                let x = *v.get_ref();
+                if x > 0.0 && x <= 1.0 {
+                    *slot = x;
+                } else {
+                    problems.push(format!(
+                        "{}: diagnosis.{key}: {x} must be a fraction above 0 and at most 1",
+                        at(v.span())
+                    ));
+                }
+            }
+        }
+        diagnosis
+    }
+}
+
+impl RawCheck {
+    /// The `i`th `[[check]]` validated; `seen` holds the names before it (they must differ).
+    fn validate(
+        self,
+        i: usize,
+        seen: &mut HashSet<String>,
+        at: At<'_>,
+        problems: &mut Vec<String>,
+    ) -> CheckConfig {
+        let c = self;
+        let key = format!("check[{i}]");
+        let name = c.name.get_ref().clone();
+        if let Err(e) = cemwatch_shared::name::check(&name) {
+            problems.push(format!("{}: {key}.name: {e}", at(c.name.span())));
+        } else if !seen.insert(name.clone()) {
+            problems.push(format!(
+                "{}: {key}.name: duplicate check name {name:?}",
+                at(c.name.span())
+            ));
+        }
+        let host = c.host.get_ref().trim().trim_end_matches('.').to_string();
+        if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+            problems.push(format!(
+                "{}: {key}.host: {:?} is not a host name: give the gateway's external FQDN",
+                at(c.host.span()),
+                c.host.get_ref()
+            ));
+        }
+        let port = match &c.port {
+            Some(p) if *p.get_ref() == 0 => {
+                problems.push(format!("{}: {key}.port: 0 is not a port", at(p.span())));
+                0
+            }
+            Some(p) => *p.get_ref(),
+            None => DEFAULT_GATEWAY_PORT,
+        };
+        let interval = c
+            .interval
+            .as_ref()
+            .map(|d| d.get_ref().0)
+            .unwrap_or(DEFAULT_INTERVAL);
+        if interval < MIN_INTERVAL {
+            let span = c.interval.as_ref().map(|d| d.span()).unwrap_or(0..0);
+            problems.push(format!("{}: {key}.interval: at least 1s", at(span)));
+        }
+        for r in &c.resolve {
+            if let Err(e) = r
+                .get_ref()
+                .parse::<cemwatch_shared::model::ResolveOverride>()
+            {
+                problems.push(format!("{}: {key}.resolve: {e}", at(r.span())));
+            }
+        }
+        CheckConfig {
+            name,
+            host,
+            port,
+            legacy_ports: c
+                .legacy_ports
+                .unwrap_or_else(|| DEFAULT_LEGACY_PORTS.to_vec())
+                .into_iter()
+                .filter(|p| *p != port)
+                .collect(),
+            expect_thumbprint: c.expect_thumbprint,
+            require_san: c.require_san,
+            min_days_left: c.min_days_left.unwrap_or(DEFAULT_MIN_DAYS_LEFT),
+            interval,
+            connect_timeout: c
+                .connect_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            handshake_timeout: c
+                .handshake_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            resolve: c.resolve.into_iter().map(|r| r.into_inner()).collect(),
+            select: c.select,
+            role: c.role,
+        }
+    }
+}
+
 impl Config {
-    /// Parses and validates a configuration. `origin` names the file in messages; relative
-    /// `data_dir` paths are taken relative to `base`.
+    /// Parses and validates a configuration, reporting every problem (not the first) as
+    /// `FILE:LINE: key: what to do`. `origin` names the file in messages; relative `data_dir`
+    /// paths are taken relative to `base`.
     pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let mut msg = e.to_string();
-            if let Some(span) = e.span() {
-                msg = format!("{origin}:{}: {}", line_of(text, span.start), msg.trim_end());
-            } else {
-                msg = format!("{origin}: {}", msg.trim_end());
-            }
+            let msg = match e.span() {
+                Some(span) => format!(
+                    "{origin}:{}: {}",
+                    line_of(text, span.start),
+                    e.to_string().trim_end()
+                ),
+                None => format!("{origin}: {}", e.to_string().trim_end()),
+            };
             ConfigError {
                 problems: vec![msg],
             }
@@ -219,168 +402,29 @@ impl Config {
         let mut problems = Vec::new();
         let at = |span: std::ops::Range<usize>| format!("{origin}:{}", line_of(text, span.start));
 
-        let mut server = raw.server.unwrap_or(RawServer {
-            quic_listen: None,
-            http_listen: None,
-            data_dir: None,
-            stale_after: None,
-            probe_cert_ttl: None,
-            server_names: Vec::new(),
-            max_connections: None,
-            max_sites: None,
-            per_probe_metrics: None,
-            trust_shared_ca_probes: None,
-        });
+        let mut server = raw.server.unwrap_or_default();
         let limits = raw.limits.unwrap_or_default().validate(
             server.max_connections.take(),
             &at,
             &mut problems,
         );
-        let data_dir = server
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("cemwatch-data"));
-        let data_dir = if data_dir.is_relative() {
-            base.join(data_dir)
-        } else {
-            data_dir
-        };
-        let stale_after = server
-            .stale_after
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(300));
-        let probe_cert_ttl = server
-            .probe_cert_ttl
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(7 * 86_400));
-        if probe_cert_ttl < Duration::from_secs(30) {
-            problems.push(format!(
-                "{origin}: server.probe_cert_ttl: at least 30s (days in production), so probes can renew in time (they renew at half-life)"
-            ));
-        }
-        for name in &server.server_names {
-            if name.is_empty() || name.contains(' ') {
-                problems.push(format!(
-                    "{origin}: server.server_names: {name:?} is not a DNS name"
-                ));
-            }
-        }
-        let server = ServerConfig {
-            quic_listen: server
-                .quic_listen
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4433))),
-            http_listen: server
-                .http_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
-            data_dir,
-            stale_after,
-            probe_cert_ttl,
-            server_names: server.server_names,
-            max_sites: server.max_sites.unwrap_or(50).max(1),
-            per_probe_metrics: server.per_probe_metrics.unwrap_or(false),
-            trust_shared_ca_probes: server.trust_shared_ca_probes.unwrap_or(false),
-        };
-        let mut diagnosis = crate::model::check::Thresholds::default();
-        if let Some(d) = raw.diagnosis {
-            for (key, value, slot) in [
-                ("quorum", d.quorum, &mut diagnosis.quorum),
-                (
-                    "local_sites_max",
-                    d.local_sites_max,
-                    &mut diagnosis.local_sites_max,
-                ),
-            ] {
-                if let Some(v) = value {
-                    let x = *v.get_ref();
-                    if x > 0.0 && x <= 1.0 {
-                        *slot = x;
-                    } else {
-                        problems.push(format!(
-                            "{}: diagnosis.{key}: {x} must be a fraction above 0 and at most 1",
-                            at(v.span())
-                        ));
-                    }
-                }
-            }
-        }
-
-        let mut seen = HashSet::new();
-        let mut checks = Vec::new();
+        let server = server.validate(origin, base, &mut problems);
+        let diagnosis = raw
+            .diagnosis
+            .map(|d| d.validate(&at, &mut problems))
+            .unwrap_or_default();
         if raw.checks.is_empty() {
             problems.push(format!(
                 "{origin}: no [[check]]: add at least one, such as\n  [[check]]\n  name = \"gateway\"\n  host = \"gateway.example.com\"\n  port = 8443"
             ));
         }
-        for (i, c) in raw.checks.into_iter().enumerate() {
-            let key = format!("check[{i}]");
-            let name = c.name.get_ref().clone();
-            if let Err(e) = cemwatch_shared::name::check(&name) {
-                problems.push(format!("{}: {key}.name: {e}", at(c.name.span())));
-            } else if !seen.insert(name.clone()) {
-                problems.push(format!(
-                    "{}: {key}.name: duplicate check name {name:?}",
-                    at(c.name.span())
-                ));
-            }
-            let host = c.host.get_ref().trim().trim_end_matches('.').to_string();
-            if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
-                problems.push(format!(
-                    "{}: {key}.host: {:?} is not a host name: give the gateway's external FQDN",
-                    at(c.host.span()),
-                    c.host.get_ref()
-                ));
-            }
-            let port = match &c.port {
-                Some(p) if *p.get_ref() == 0 => {
-                    problems.push(format!("{}: {key}.port: 0 is not a port", at(p.span())));
-                    0
-                }
-                Some(p) => *p.get_ref(),
-                None => DEFAULT_GATEWAY_PORT,
-            };
-            let interval = c
-                .interval
-                .as_ref()
-                .map(|d| d.get_ref().0)
-                .unwrap_or(Duration::from_secs(60));
-            if interval < Duration::from_secs(1) {
-                let span = c.interval.as_ref().map(|d| d.span()).unwrap_or(0..0);
-                problems.push(format!("{}: {key}.interval: at least 1s", at(span)));
-            }
-            for r in &c.resolve {
-                if let Err(e) = r
-                    .get_ref()
-                    .parse::<cemwatch_shared::model::ResolveOverride>()
-                {
-                    problems.push(format!("{}: {key}.resolve: {e}", at(r.span())));
-                }
-            }
-            checks.push(CheckConfig {
-                name,
-                host,
-                port,
-                legacy_ports: c
-                    .legacy_ports
-                    .unwrap_or_else(|| DEFAULT_LEGACY_PORTS.to_vec())
-                    .into_iter()
-                    .filter(|p| *p != port)
-                    .collect(),
-                expect_thumbprint: c.expect_thumbprint,
-                require_san: c.require_san,
-                min_days_left: c.min_days_left.unwrap_or(DEFAULT_MIN_DAYS_LEFT),
-                interval,
-                connect_timeout: c
-                    .connect_timeout
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(5)),
-                handshake_timeout: c
-                    .handshake_timeout
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(10)),
-                resolve: c.resolve.into_iter().map(|r| r.into_inner()).collect(),
-                select: c.select,
-                role: c.role,
-            });
-        }
+        let mut seen = HashSet::new();
+        let checks = raw
+            .checks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| c.validate(i, &mut seen, &at, &mut problems))
+            .collect();
         if problems.is_empty() {
             Ok(Self {
                 server,
