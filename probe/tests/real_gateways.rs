@@ -127,24 +127,20 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// Checks GW on `port` (resolved to loopback), trusting the test root, requiring the SMP name
-/// and the leaf's thumbprint, with no legacy ports, as JSON.
-fn check_env(w: &World, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Run {
-    let target = format!("{GW}:{port}");
-    let resolve = format!("{GW}:*:127.0.0.1");
-    let ca = w.ca_file.display().to_string();
-    let thumb = w.leaf.thumbprint();
-    let mut args = vec![
+/// The arguments of a check of GW on `port` (resolved to loopback), trusting the test root,
+/// requiring the SMP name and the leaf's thumbprint, with no legacy ports, as JSON.
+fn check_args(w: &World, port: &str) -> Vec<String> {
+    [
         "check",
-        &target,
+        &format!("{GW}:{port}"),
         "--resolve",
-        &resolve,
+        &format!("{GW}:*:127.0.0.1"),
         "--ca-file",
-        &ca,
+        &w.ca_file.display().to_string(),
         "--require-san",
         SMP,
         "--expect-thumbprint",
-        &thumb,
+        &w.leaf.thumbprint(),
         "--no-legacy-ports",
         "--output",
         "json",
@@ -152,7 +148,16 @@ fn check_env(w: &World, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Run 
         "2s",
         "--handshake-timeout",
         "5s",
-    ];
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// [`check_args`] run here, with `extra` arguments and environment.
+fn check_env(w: &World, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let owned = check_args(w, &port.to_string());
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     run_with_env(&args, env)
 }
@@ -677,34 +682,13 @@ fn behind_a_perimeter_in_a_namespace_requests_resets_and_refusals_are_told_apart
         servers.push(KillOnDrop(child));
     }
     let check_in_ns = |port: &str| {
-        let target = format!("{GW}:{port}");
-        let resolve = format!("{GW}:*:127.0.0.1");
-        let ca = w.ca_file.display().to_string();
-        let thumb = w.leaf.thumbprint();
+        let args = check_args(&w, port);
         let mut last = None;
         // s_server needs a moment to listen; a refusal before it does is retried.
         for _ in 0..50 {
             let out = ns
-                .command(&[
-                    BIN,
-                    "check",
-                    &target,
-                    "--resolve",
-                    &resolve,
-                    "--ca-file",
-                    &ca,
-                    "--require-san",
-                    SMP,
-                    "--expect-thumbprint",
-                    &thumb,
-                    "--no-legacy-ports",
-                    "--output",
-                    "json",
-                    "--connect-timeout",
-                    "2s",
-                    "--handshake-timeout",
-                    "5s",
-                ])
+                .command(&[BIN])
+                .args(&args)
                 .output()
                 .expect("cemwatch-probe in the namespace");
             let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);

@@ -545,6 +545,20 @@ mod tests {
         out
     }
 
+    impl Case {
+        fn observations(&self) -> Vec<Observation<'_>> {
+            self.rows
+                .iter()
+                .map(|(p, s, v, l)| Observation {
+                    probe: p,
+                    site: s,
+                    vantage: v,
+                    latest: l,
+                })
+                .collect()
+        }
+    }
+
     /// One case per rule, each the textbook case of exactly that rule.
     fn cases() -> Vec<Case> {
         let filtered = || latest(&[FindingCode::TcpFiltered], TcpState::Filtered);
@@ -629,16 +643,7 @@ mod tests {
     #[test]
     fn each_rule_applies_to_its_own_case_and_the_first_that_applies_is_the_diagnosis() {
         for case in cases() {
-            let obs: Vec<Observation<'_>> = case
-                .rows
-                .iter()
-                .map(|(p, s, v, l)| Observation {
-                    probe: p,
-                    site: s,
-                    vantage: v,
-                    latest: l,
-                })
-                .collect();
+            let obs = case.observations();
             let facts = Facts::of(case.role, 8443, &obs, Thresholds::default());
             let own = rule_named(case.name)(&facts)
                 .unwrap_or_else(|| panic!("rule {} declines its own case", case.name));
@@ -663,16 +668,7 @@ mod tests {
     fn rules_decline_the_cases_they_do_not_own() {
         // A sample of refusals that carry the meaning of each rule.
         for case in cases() {
-            let obs: Vec<Observation<'_>> = case
-                .rows
-                .iter()
-                .map(|(p, s, v, l)| Observation {
-                    probe: p,
-                    site: s,
-                    vantage: v,
-                    latest: l,
-                })
-                .collect();
+            let obs = case.observations();
             let facts = Facts::of(case.role, 8443, &obs, Thresholds::default());
             let applies = |name: &str| rule_named(name)(&facts).is_some();
             match case.name {
