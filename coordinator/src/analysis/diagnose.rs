@@ -831,6 +831,30 @@ mod tests {
     fn labels_round_trip_and_cover_every_kind() {
         let labels = Kind::all_labels();
         assert_eq!(labels.len(), 7 + CERT_CODES.len());
+        // Exhaustive: a new kind does not compile until it is listed here, and then fails until
+        // it has a label.
+        let listed = |k: Kind| match k {
+            Kind::Healthy
+            | Kind::CertProblem(_)
+            | Kind::ListenerOnLegacyPort
+            | Kind::PerimeterBlocked
+            | Kind::GatewayDown
+            | Kind::LocalNetwork
+            | Kind::GatewayCannotReachSmp
+            | Kind::NoData => k,
+        };
+        for k in [
+            Kind::Healthy,
+            Kind::CertProblem(FindingCode::CertExpired),
+            Kind::ListenerOnLegacyPort,
+            Kind::PerimeterBlocked,
+            Kind::GatewayDown,
+            Kind::LocalNetwork,
+            Kind::GatewayCannotReachSmp,
+            Kind::NoData,
+        ] {
+            assert!(!listed(k).label().is_empty(), "{k:?} has no label");
+        }
         for l in &labels {
             assert_eq!(
                 Kind::from_label(l).map(Kind::label).as_deref(),

@@ -29,22 +29,28 @@ pub enum Kind {
     NoData,
 }
 
+/// Every kind but `cert_problem:<code>` with its label, in the order the state-set metric
+/// lists them: the one table [`Kind::label`], [`Kind::from_label`] and [`Kind::all_labels`] read.
+const LABELS: [(Kind, &str); 7] = [
+    (Kind::Healthy, "healthy"),
+    (Kind::ListenerOnLegacyPort, "listener_on_legacy_port"),
+    (Kind::PerimeterBlocked, "perimeter_blocked"),
+    (Kind::GatewayDown, "gateway_down"),
+    (Kind::LocalNetwork, "local_network"),
+    (Kind::GatewayCannotReachSmp, "gateway_cannot_reach_smp"),
+    (Kind::NoData, "no_data"),
+];
+
+/// The prefix of a certificate diagnosis' label.
+const CERT_PROBLEM: &str = "cert_problem:";
+
 impl Kind {
     /// Parses a label back into a kind.
     pub fn from_label(label: &str) -> Option<Self> {
-        if let Some(code) = label.strip_prefix("cert_problem:") {
+        if let Some(code) = label.strip_prefix(CERT_PROBLEM) {
             return FindingCode::from_name(code).map(Kind::CertProblem);
         }
-        Some(match label {
-            "healthy" => Kind::Healthy,
-            "listener_on_legacy_port" => Kind::ListenerOnLegacyPort,
-            "perimeter_blocked" => Kind::PerimeterBlocked,
-            "gateway_down" => Kind::GatewayDown,
-            "local_network" => Kind::LocalNetwork,
-            "gateway_cannot_reach_smp" => Kind::GatewayCannotReachSmp,
-            "no_data" => Kind::NoData,
-            _ => return None,
-        })
+        LABELS.iter().find(|(_, l)| *l == label).map(|(k, _)| *k)
     }
 }
 
@@ -75,33 +81,22 @@ impl Kind {
     /// The label: `healthy`, `cert_problem:thumbprint_mismatch`, `perimeter_blocked`, ...
     pub fn label(self) -> String {
         match self {
-            Kind::Healthy => "healthy".into(),
-            Kind::CertProblem(code) => format!("cert_problem:{}", code.as_str()),
-            Kind::ListenerOnLegacyPort => "listener_on_legacy_port".into(),
-            Kind::PerimeterBlocked => "perimeter_blocked".into(),
-            Kind::GatewayDown => "gateway_down".into(),
-            Kind::LocalNetwork => "local_network".into(),
-            Kind::GatewayCannotReachSmp => "gateway_cannot_reach_smp".into(),
-            Kind::NoData => "no_data".into(),
+            Kind::CertProblem(code) => format!("{CERT_PROBLEM}{}", code.as_str()),
+            other => LABELS
+                .iter()
+                .find(|(k, _)| *k == other)
+                .map(|(_, l)| (*l).to_string())
+                .unwrap_or_default(),
         }
     }
 
     /// Every label the state-set metric carries, in a stable order.
     pub fn all_labels() -> Vec<String> {
-        let mut out: Vec<String> = [
-            Kind::Healthy,
-            Kind::ListenerOnLegacyPort,
-            Kind::PerimeterBlocked,
-            Kind::GatewayDown,
-            Kind::LocalNetwork,
-            Kind::GatewayCannotReachSmp,
-            Kind::NoData,
-        ]
-        .iter()
-        .map(|k| k.label())
-        .collect();
-        out.extend(CERT_CODES.iter().map(|c| Kind::CertProblem(*c).label()));
-        out
+        LABELS
+            .iter()
+            .map(|(_, l)| (*l).to_string())
+            .chain(CERT_CODES.iter().map(|c| Kind::CertProblem(*c).label()))
+            .collect()
     }
 
     /// The severity a dashboard colours it with.
