@@ -206,6 +206,7 @@ impl Limiter {
             limits.new_connections_per_second,
             limits.new_connections_burst,
         );
+        let source = source_key(source);
         if !s.buckets.contains_key(&source) && s.buckets.len() >= MAX_TRACKED_SOURCES {
             s.buckets.retain(|_, b| !b.is_full(now, per_second, burst));
             if s.buckets.len() >= MAX_TRACKED_SOURCES {
@@ -257,6 +258,22 @@ impl Limiter {
     }
 }
 
+/// The address a source's bucket is kept under: an IPv4 address itself, an IPv6 address's /64
+/// (and an IPv4-mapped IPv6 address as the IPv4 address). One IPv6 host is routinely given a
+/// whole /64, so keyed by address one attacker would be 2^64 sources, each with a full burst.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// A probe sent reports far beyond its rate limit.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("report rate limit exceeded: more than {queued} reports waiting at {rate} per second; a probe keeps at most 64 unacknowledged")]
@@ -302,6 +319,41 @@ mod tests {
         assert_eq!(
             decide(a, at(t0, 500)),
             Admission::Refuse(Refusal::RateLimited)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source_and_ipv4_mapped_addresses_are_their_ipv4() {
+        let limiter = Limiter::new();
+        let limits = LimitsConfig {
+            new_connections_per_second: 0.001,
+            new_connections_burst: 3,
+            address_validation: AddressValidation::Never,
+            ..LimitsConfig::default()
+        };
+        let t0 = Instant::now();
+        let decide = |ip: &str| {
+            let ip: IpAddr = ip.parse().expect("ip");
+            limiter.decide(&limits, ip, false, true, 0, t0)
+        };
+        // Three addresses of one /64 spend the one burst of three; a fourth is refused.
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
+            assert_eq!(decide(host), Admission::Accept, "{host}");
+        }
+        assert_eq!(
+            decide("2001:db8:1:2:dead:beef::1"),
+            Admission::Refuse(Refusal::RateLimited),
+            "the same /64"
+        );
+        assert_eq!(decide("2001:db8:1:3::1"), Admission::Accept, "the next /64");
+        assert_eq!(limiter.tracked_sources(), 2);
+        for _ in 0..3 {
+            assert_eq!(decide("192.0.2.7"), Admission::Accept);
+        }
+        assert_eq!(
+            decide("::ffff:192.0.2.7"),
+            Admission::Refuse(Refusal::RateLimited),
+            "an IPv4-mapped address is its IPv4 address"
         );
     }
 

@@ -32,8 +32,8 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
-/// Transport settings for the coordinator's side of probe connections: the probes' windows,
-/// but a probe may open only the one stream the protocol uses (quinn-proto sets up state for
+/// Transport settings for the coordinator's side of probe connections: no datagrams, the
+/// probes' windows, but a probe may open only the one stream the protocol uses (quinn-proto sets up state for
 /// every stream a peer may open, whether it is used or not), the coordinator sends no
 /// keep-alives of its own (the probes' keep-alives hold the path open; the coordinator's would
 /// double the packets of an idle fleet) and does no path-MTU discovery (what it sends, plans and
@@ -44,6 +44,10 @@ pub fn transport_config() -> quinn::TransportConfig {
 pub fn server_transport_config() -> quinn::TransportConfig {
     let mut t = transport_config();
     t.max_concurrent_bidi_streams(1u8.into());
+    // The protocol has no datagrams. quinn's default would advertise them and buffer up to
+    // 1.25 MB of unread datagrams per connection (nothing reads them); off, a peer that sends one
+    // violates the transport parameters and is closed.
+    t.datagram_receive_buffer_size(None);
     t.keep_alive_interval(None);
     t.mtu_discovery_config(None);
     t.enable_segmentation_offload(false);

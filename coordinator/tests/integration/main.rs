@@ -18,3 +18,4 @@ mod fleet_view;
 mod flood;
 mod lab;
 mod real_gateway;
+mod unauthenticated;
