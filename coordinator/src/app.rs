@@ -203,15 +203,26 @@ async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
         tracing::error!("cannot open the store to watch revocations");
         return;
     };
-    let mut last = 0i64;
+    let mut failing = false;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rows = store::read::revoked_since(&db, last);
-        let Ok(rows) = rows else { continue };
-        for (name, at) in rows {
-            last = last.max(at);
-            hub.registry.revoked(&name);
-            hub.disconnect(&name, "this probe was revoked");
+        match store::read::revoked(&db) {
+            Ok(revoked) => {
+                if failing {
+                    tracing::info!("revocations are readable again");
+                    failing = false;
+                }
+                for name in hub.registry.revocations(revoked) {
+                    tracing::info!(probe = %name, "probe revoked: its connection is closed");
+                    hub.disconnect(&name, "this probe was revoked");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "cannot read revocations from the store: revoked probes stay connected until it can");
+                    failing = true;
+                }
+            }
         }
     }
 }

@@ -174,6 +174,23 @@ impl Registry {
         }
     }
 
+    /// Takes the store's list of revoked probes (another process, `cemwatch probe revoke`,
+    /// writes it) and records each one not yet revoked here; returns those, whose connections
+    /// the caller closes.
+    pub fn revocations(&self, revoked: Vec<String>) -> Vec<String> {
+        let new: Vec<String> = {
+            let auth = self.auth.read();
+            revoked
+                .into_iter()
+                .filter(|n| !auth.revoked.contains(n))
+                .collect()
+        };
+        for name in &new {
+            self.revoked(name);
+        }
+        new
+    }
+
     /// A probe connected at `now_ms` with this version; its labels as the registry knows them.
     /// The store records the contact in its next group commit.
     pub fn connected(&self, name: &str, agent_version: &str, now_ms: i64) -> Labels {
@@ -237,6 +254,37 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_revocation_in_the_store_is_taken_once_whatever_its_time_stamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = store::open(dir.path()).expect("store");
+        let labels = Labels::default();
+        for name in ["a", "b", "c"] {
+            store::insert_probe(&db, name, &labels, 1, "01", 2_000_000_000, "test").expect("probe");
+        }
+        // Two revocations in one millisecond, and a third stamped earlier than both (a clock
+        // step, another host): a watcher that asks for "revoked after the last one seen" misses
+        // the second and the third.
+        for (name, at) in [("a", 5_000), ("b", 5_000), ("c", 4_000)] {
+            db.execute(
+                "UPDATE probes SET revoked_at = ?2 WHERE name = ?1",
+                rusqlite::params![name, at],
+            )
+            .expect("revoke");
+        }
+        let writer = Writer::start(dir.path()).expect("writer");
+        let registry = Registry::new(Fleet::default(), AuthState::default(), writer);
+        let mut first = registry.revocations(store::read::revoked(&db).expect("read"));
+        first.sort();
+        assert_eq!(first, vec!["a", "b", "c"]);
+        assert!(registry.auth().revoked.contains("c"));
+        assert_eq!(
+            registry.revocations(store::read::revoked(&db).expect("read")),
+            Vec::<String>::new(),
+            "each is taken once"
+        );
+    }
 
     #[test]
     fn a_resumed_session_is_refused_once_revoked_removed_or_expired() {

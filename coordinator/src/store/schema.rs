@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS events (
     codes TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE INDEX IF NOT EXISTS probes_revoked ON probes (name) WHERE revoked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
