@@ -62,7 +62,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub.
+    /// A hub. Round ids start at the current time in Unix ms.
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
         generation: Arc<AtomicU64>,
@@ -82,7 +82,9 @@ impl Hub {
             round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
-            next_round: AtomicU64::new(1),
+            // Round ids start at the coordinator's start time in Unix ms, so they never repeat
+            // across restarts (a coordinator makes far fewer than one round per millisecond).
+            next_round: AtomicU64::new(crate::store::now_ms().max(1) as u64),
         }
     }
 
@@ -194,16 +196,28 @@ impl Hub {
         self.rounds.lock().get(&id).cloned()
     }
 
+    /// Counts a report's answer to the round it names: only from a probe the round asked (a
+    /// probe that was not asked, or guessed an id, is ignored). Ids are unique across restarts
+    /// (see [`Hub::new`]), so an answer spooled for an earlier coordinator's round cannot count
+    /// for a new one: an answer carrying this id was produced after the probe was asked.
     pub(super) fn record_round(&self, probe: &str, report: &Report) {
         let Some(id) = report.round else { return };
-        let answered = self.round_answers.lock().get(&id).cloned();
-        if let Some(answered) = answered {
-            answered.fetch_add(1, Ordering::Relaxed);
-        }
         let mut rounds = self.rounds.lock();
         let Some(round) = rounds.get_mut(&id) else {
             return;
         };
+        if !round.asked.contains_key(probe) {
+            tracing::debug!(
+                probe,
+                round = id,
+                "an answer to a round that did not ask this probe: not counted"
+            );
+            return;
+        }
+        let answered = self.round_answers.lock().get(&id).cloned();
+        if let Some(answered) = answered {
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
         for entry in report.results.iter().filter(|e| e.check == round.check) {
             round.results.insert(
                 probe.to_string(),
@@ -281,6 +295,108 @@ pub(super) async fn pace_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_hub(dir: &std::path::Path) -> Hub {
+        let config = Config::from_toml(
+            "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\n",
+            "test.toml",
+            dir,
+        )
+        .expect("config");
+        let writer = crate::store::Writer::start(dir).expect("writer");
+        let registry = Arc::new(Registry::new(
+            crate::analysis::fleet::Fleet::default(),
+            crate::registry::AuthState::default(),
+            writer,
+        ));
+        let ca = Arc::new(CoordinatorCa::load_or_create(dir, &[]).expect("ca"));
+        let (_tx, rx) = watch::channel(Arc::new(config));
+        Hub::new(
+            rx,
+            Arc::new(AtomicU64::new(1)),
+            registry,
+            ca,
+            Metrics::new(),
+        )
+    }
+
+    fn answer(round: u64) -> Report {
+        use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
+        let result = cemwatch_shared::CheckResult {
+            target: cemwatch_shared::Target {
+                host: "gw.example.com".into(),
+                port: 8443,
+            },
+            expectations: cemwatch_shared::Expectations::default(),
+            started_at: "2026-12-02T00:00:00Z".into(),
+            verdict: cemwatch_shared::Severity::Ok,
+            findings: vec![],
+            dns: DnsResult {
+                host: "gw.example.com".into(),
+                source: DnsSource::Override,
+                addresses: vec!["127.0.0.1:8443".into()],
+                duration_ms: 0.1,
+                error: None,
+            },
+            tcp: TcpResult {
+                state: TcpState::Open,
+                address: Some("127.0.0.1:8443".into()),
+                duration_ms: 0.1,
+                error: None,
+            },
+            tls: None,
+            certificate: None,
+            legacy_ports: vec![],
+            durations: Durations::default(),
+        };
+        Report {
+            seq: 1,
+            round: Some(round),
+            results: vec![cemwatch_shared::wire::CheckReport {
+                check: "gateway".into(),
+                produced_at_ms: 1,
+                result,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn only_asked_probes_answer_a_round_and_ids_do_not_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = test_hub(dir.path());
+        let first_id = hub.next_round.load(Ordering::SeqCst);
+        assert!(
+            first_id as i64 > crate::store::now_ms() - 60_000,
+            "ids start at the start time, not at 1: {first_id}"
+        );
+        let mut asked = std::collections::BTreeMap::new();
+        asked.insert("asked".to_string(), Labels::default());
+        hub.rounds.lock().insert(
+            first_id,
+            Round {
+                id: first_id,
+                check: "gateway".into(),
+                started_ms: 0,
+                expect_thumbprint: None,
+                expect_port: None,
+                asked,
+                results: Default::default(),
+            },
+        );
+        hub.record_round("stranger", &answer(first_id));
+        hub.record_round("asked", &answer(first_id));
+        hub.record_round("asked", &answer(first_id + 1));
+        let round = hub.round(first_id).expect("round");
+        assert_eq!(
+            round.results.keys().collect::<Vec<_>>(),
+            vec!["asked"],
+            "the unasked probe's answer is not counted"
+        );
+        // A second coordinator started later numbers its rounds after the first one's.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let later = test_hub(tempfile::tempdir().expect("tempdir").path());
+        assert!(later.next_round.load(Ordering::SeqCst) > first_id);
+    }
 
     fn received(rxs: &mut [mpsc::Receiver<ProbeNowRequest>]) -> usize {
         rxs.iter_mut().filter_map(|rx| rx.try_recv().ok()).count()
