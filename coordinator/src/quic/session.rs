@@ -154,7 +154,22 @@ pub(super) async fn session_loop(
                     reject_frame(hub, conn, &e);
                     break Err(e.into());
                 }
-                Some(Ok(ToCoordinator::Report(report))) => {
+                Some(Ok(ToCoordinator::Report(mut report))) => {
+                    // Only results of checks in this probe's plan are kept: check names become
+                    // fleet-view keys, metric labels and event rows, so a probe must not choose
+                    // them. The report itself is still committed (its seq acknowledged).
+                    let before = report.results.len();
+                    {
+                        let config = hub.config.borrow();
+                        report.results.retain(|r| {
+                            config.checks.iter().any(|c| c.name == r.check && c.selects(labels))
+                        });
+                    }
+                    let dropped = before - report.results.len();
+                    if dropped > 0 {
+                        hub.metrics.results_dropped.inc_by(dropped as u64);
+                        tracing::debug!(probe = name, dropped, "results of checks outside the probe's plan dropped");
+                    }
                     // Beyond the probe's report rate the commit waits its turn (the probe's
                     // window of unacknowledged reports then holds it back); a flood far beyond
                     // what the protocol allows closes the connection.

@@ -71,6 +71,10 @@ pub const QUIC_RETRIES: &str = "cemwatch_quic_retries_total";
 pub const HANDSHAKES_FAILED: &str = "cemwatch_quic_handshakes_failed_total";
 /// Reports delayed by the per-probe report rate limit.
 pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
+/// Results dropped because their check is not in the probe's plan (a hostile or confused
+/// probe cannot grow the fleet view, the metrics' label sets or the events with names of its
+/// own).
+pub const RESULTS_DROPPED: &str = "cemwatch_results_dropped_total";
 /// Management agents per CEM `state` (`cem_connected`, `handshake_error`, `connect_timeout`,
 /// `no_cem_activity`), from the fresh probes that follow the agent's log.
 pub const AGENTS: &str = "cemwatch_agents";
@@ -103,6 +107,8 @@ pub struct Metrics {
     pub handshakes_failed: IntCounter,
     /// Reports delayed by the report rate limit.
     pub reports_throttled: IntCounter,
+    /// Results dropped because their check is not in the probe's plan.
+    pub results_dropped: IntCounter,
     /// Probes by state.
     pub probes: IntGaugeVec,
     /// Fresh results by check and verdict.
@@ -239,6 +245,11 @@ impl Metrics {
                 &registry,
                 REPORTS_THROTTLED,
                 "Reports delayed by the per-probe report rate limit.",
+            ),
+            results_dropped: counter(
+                &registry,
+                RESULTS_DROPPED,
+                "Results dropped because their check is not in the reporting probe's plan.",
             ),
             probes: gauge_vec(
                 &registry,

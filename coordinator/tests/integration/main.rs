@@ -16,6 +16,7 @@ mod deploy;
 mod fleet;
 mod fleet_view;
 mod flood;
+mod hostile_probe;
 mod lab;
 mod real_gateway;
 mod unauthenticated;

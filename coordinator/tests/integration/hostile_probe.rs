@@ -1,0 +1,156 @@
+//! What one enrolled probe (a stolen key, a hostile local administrator) can do to the
+//! coordinator (issue 18, first part): results for checks outside its plan are dropped and
+//! counted, so it cannot grow the fleet view, the metrics' label sets or the events with names
+//! of its own; its report is still committed and acknowledged.
+
+use std::time::Duration;
+
+use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
+use cemwatch_shared::wire::{CheckReport, Report, ToCoordinator};
+use cemwatch_shared::{CheckResult, Expectations, Severity, Target};
+use cemwatch_tests::process::eventually;
+
+use cemwatch_shared::wire::{self, ToProbe};
+use cemwatch_transport::frame::{read_frame, write_frame};
+
+use crate::support::{
+    enroll_ok, get_json, identity_of, lab, metric, raw_client_config, shared, start_coordinator,
+    token, write_config, GW,
+};
+
+fn result() -> CheckResult {
+    CheckResult {
+        target: Target {
+            host: GW.into(),
+            port: 8443,
+        },
+        expectations: Expectations::default(),
+        started_at: "2026-12-02T00:00:00Z".into(),
+        verdict: Severity::Ok,
+        findings: vec![],
+        dns: DnsResult {
+            host: GW.into(),
+            source: DnsSource::Override,
+            addresses: vec!["127.0.0.1:8443".into()],
+            duration_ms: 0.1,
+            error: None,
+        },
+        tcp: TcpResult {
+            state: TcpState::Open,
+            address: Some("127.0.0.1:8443".into()),
+            duration_ms: 0.1,
+            error: None,
+        },
+        tls: None,
+        certificate: None,
+        legacy_ports: vec![],
+        durations: Durations::default(),
+    }
+}
+
+#[test]
+fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
+    let _machine = shared();
+    let lab = lab();
+    let config = write_config(&lab, "");
+    let coord = start_coordinator("coordinator", &config);
+    let state = lab.dir.path().join("mallory");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu,vantage=internet", "mallory", "1h"),
+        &state,
+    );
+    let invented: Vec<String> = (0..50).map(|i| format!("invented-{i}")).collect();
+    let mut results: Vec<CheckReport> = invented
+        .iter()
+        .map(|check| CheckReport {
+            check: check.clone(),
+            produced_at_ms: 1,
+            result: result(),
+        })
+        .collect();
+    results.push(CheckReport {
+        check: "gateway".into(),
+        produced_at_ms: 1,
+        result: result(),
+    });
+    let report = ToCoordinator::Report(Report {
+        seq: 1,
+        round: None,
+        results,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // A session as the probe's own: Hello, the plan, then the report, until it is acknowledged.
+    let acked = rt.block_on(async {
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        let conn = endpoint
+            .connect_with(
+                raw_client_config(Some(identity_of(&state))),
+                coord.quic,
+                wire::SERVER_NAME,
+            )
+            .expect("connect")
+            .await
+            .expect("an enrolled probe's handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        let hello = ToCoordinator::Hello {
+            probe: "mallory".into(),
+            agent_version: "hostile".into(),
+            labels: Default::default(),
+        };
+        write_frame(&mut send, &hello).await.expect("hello");
+        write_frame(&mut send, &report).await.expect("report");
+        let acked = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match read_frame::<ToProbe>(&mut recv).await {
+                    Ok(Some(ToProbe::Ack { seq })) => return Some(seq),
+                    Ok(Some(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        acked
+    });
+    assert_eq!(acked, Some(1), "the report is committed and acknowledged");
+    eventually(
+        "the dropped results counted",
+        Duration::from_secs(10),
+        || (metric(coord.http, "cemwatch_results_dropped_total") == 50.0).then_some(()),
+    )
+    .expect("counted");
+    // The report is committed after the count: wait for its planned result.
+    let latest = eventually(
+        "the planned result committed",
+        Duration::from_secs(10),
+        || {
+            let probes = get_json(coord.http, "/api/v1/probes");
+            let latest =
+                probes.as_array()?.iter().find(|p| p["name"] == "mallory")?["latest"].clone();
+            latest.get("gateway").is_some().then_some(latest)
+        },
+    )
+    .expect("committed");
+    assert!(
+        latest.get("gateway").is_some(),
+        "the planned check is kept: {latest}"
+    );
+    assert_eq!(
+        latest.as_object().map(|o| o.len()),
+        Some(1),
+        "no invented check in the fleet view: {latest}"
+    );
+    let (text, _) = crate::support::scrape(coord.http);
+    assert!(
+        !text.contains("invented-"),
+        "no invented check in the metrics"
+    );
+}
