@@ -131,7 +131,20 @@ impl AgentCondition {
 /// Longest gateway host kept from a state (a DNS name has at most 253 characters).
 pub const MAX_GATEWAY_LEN: usize = 253;
 
+/// Cuts `text` to `max` bytes (on a character boundary) and drops its control characters
+/// (escape sequences, bells, carriage returns; a tab becomes a space): what a probe sends ends up on an operator's
+/// terminal and in a page, where those would repaint or hide what is shown.
 fn truncate(text: &mut String, max: usize) {
+    if text.chars().any(char::is_control) {
+        *text = text
+            .chars()
+            .filter_map(|c| match c {
+                '\t' => Some(' '),
+                c if c.is_control() => None,
+                c => Some(c),
+            })
+            .collect();
+    }
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -142,8 +155,9 @@ fn truncate(text: &mut String, max: usize) {
 }
 
 impl AgentCemState {
-    /// The state bounded before it is kept, as it came from the network: the evidence line and
-    /// the error cut to [`MAX_EVIDENCE_LEN`], the gateway host to [`MAX_GATEWAY_LEN`] (a
+    /// The state bounded before it is kept, as it came from the network: control characters
+    /// dropped, the evidence line and the error cut to [`MAX_EVIDENCE_LEN`], the gateway host to
+    /// [`MAX_GATEWAY_LEN`] (a
     /// well-behaved probe already keeps to them).
     pub fn bounded(mut self) -> Self {
         if let Some(line) = self.line.as_mut() {
@@ -197,6 +211,32 @@ pub enum AgentLogStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_from_the_network_are_dropped() {
+        let state = AgentCemState {
+            condition: AgentCondition::CemConnected {
+                gateway: "gw\u{1b}[2J.example.com".into(),
+                port: Some(8443),
+                thumbprint: None,
+            },
+            since_ms: 0,
+            since_source: SinceSource::Read,
+            line: Some("Connected\r\u{1b}[31mto gateway\u{7}".into()),
+            log: AgentLogStatus::Unreadable {
+                error: "denied\u{1b}]0;title\u{7}".into(),
+            },
+        }
+        .bounded();
+        assert_eq!(state.condition.gateway(), Some("gw[2J.example.com"));
+        assert_eq!(state.line.as_deref(), Some("Connected[31mto gateway"));
+        assert_eq!(
+            state.log,
+            AgentLogStatus::Unreadable {
+                error: "denied]0;title".into()
+            }
+        );
+    }
 
     #[test]
     fn names_are_stable_and_listed() {
