@@ -110,12 +110,15 @@ pub(super) async fn enrol(
         }
         Err(e) => {
             hub.metrics.enrolment(Enrolment::Error);
+            // The details (paths, SQLite's words) are for the operator's log, not for a peer
+            // that has not proven anything yet.
+            tracing::error!(error = %e, "enrolment failed on the coordinator");
             refuse(
                 hub,
                 conn,
                 send,
                 Refusal::EnrolmentRefused,
-                format!("enrolment failed: {e:#}"),
+                "enrolment failed on the coordinator (its log says why): try again later, or ask its operator".into(),
             )
             .await
         }
