@@ -58,6 +58,18 @@ pub fn name_and_expiry(der: &[u8]) -> Option<(String, i64)> {
     Some((cn, cert.validity().not_after.timestamp()))
 }
 
+/// Whether a certificate is past half its lifetime at `now` (Unix seconds): when a probe asks
+/// for a new one, and the only time the coordinator issues one. `false` for bytes that are no
+/// certificate.
+pub fn past_half_life(der: &[u8], now: i64) -> bool {
+    let Ok(cert) = parse(der) else {
+        return false;
+    };
+    let from = cert.validity().not_before.timestamp();
+    let to = cert.validity().not_after.timestamp();
+    now >= from + (to - from) / 2
+}
+
 /// The common name of a certificate (a probe's name).
 pub fn common_name(der: &[u8]) -> Option<String> {
     name_and_expiry(der).map(|(name, _)| name)

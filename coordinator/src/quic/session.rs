@@ -11,6 +11,7 @@ use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
 use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
+use cemwatch_transport::x509::past_half_life;
 
 use crate::quic::error::{QuicError, Result};
 use crate::quic::live::{Hub, Live, ProbeNowRequest};
@@ -89,12 +90,37 @@ pub(super) async fn record_agent_state(hub: &Hub, name: &str, state: AgentCemSta
 }
 
 /// Issues a renewed client certificate over the live session.
+/// Issues a probe a new certificate, when the one it connected with is past half its life (as
+/// the probe asks) and it has not been given one on this connection yet; any other `Renew` is a
+/// probe minting certificates (each one a signature and an fsync), so it is dropped and counted.
 pub(super) async fn renew(
     hub: &Hub,
+    conn: &quinn::Connection,
     send: &mut quinn::SendStream,
     name: &str,
     csr_der: Vec<u8>,
+    renewed: &mut bool,
 ) -> Result<()> {
+    let now = crate::store::now_ms() / 1000;
+    let due = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().map(|c| past_half_life(c.as_ref(), now)))
+        .unwrap_or(false);
+    if *renewed || !due {
+        hub.metrics.frame_rejected("unexpected");
+        tracing::debug!(
+            probe = name,
+            already = *renewed,
+            due,
+            "a renewal asked for out of turn: not issued"
+        );
+        return Ok(());
+    }
+    *renewed = true;
     let ttl = hub.config.borrow().server.probe_cert_ttl;
     match hub.ca.issue_client(&csr_der, name, ttl) {
         Ok(cert) => {
@@ -144,6 +170,8 @@ pub(super) async fn session_loop(
         }
     };
     let reader = tokio::spawn(reader_fut);
+    // One renewal per connection at most (a probe asks once its certificate is past half-life).
+    let mut renewed = false;
     let mut commits: JoinSet<(u64, Result<Ingested, crate::store::StoreError>, Report)> =
         JoinSet::new();
     let outcome = loop {
@@ -201,7 +229,7 @@ pub(super) async fn session_loop(
                 }
                 // Rare messages are handled in boxed futures: the session's task is as large as
                 // its largest state, kept for every connection for as long as it lives.
-                Some(Ok(ToCoordinator::Renew { csr_der })) => Box::pin(renew(hub, send, name, csr_der)).await?,
+                Some(Ok(ToCoordinator::Renew { csr_der })) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
                 Some(Ok(ToCoordinator::AgentState(state))) => Box::pin(record_agent_state(hub, name, state)).await,
                 Some(Ok(other)) => {
                     hub.metrics.frame_rejected("unexpected");

@@ -154,3 +154,86 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
         "no invented check in the metrics"
     );
 }
+
+#[test]
+fn renewals_out_of_turn_are_not_issued_and_counted() {
+    let _machine = shared();
+    let lab = lab();
+    let config = write_config(&lab, "");
+    let coord = start_coordinator("coordinator", &config);
+    let state = lab.dir.path().join("minter");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu,vantage=internet", "minter", "1h"),
+        &state,
+    );
+    let key_pem = std::fs::read_to_string(state.join("probe.key")).expect("key");
+    let (_, csr_der) =
+        cemwatch_probe::agent::enroll::key_and_csr("minter", Some(&key_pem)).expect("csr");
+    let unexpected = "cemwatch_frames_rejected_total{reason=\"unexpected\"}";
+    let before = metric(coord.http, unexpected);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // A fresh certificate (days from half-life): asking for new ones in a loop gets none.
+    let frames = rt.block_on(async {
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        let conn = endpoint
+            .connect_with(
+                raw_client_config(Some(identity_of(&state))),
+                coord.quic,
+                wire::SERVER_NAME,
+            )
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        let hello = ToCoordinator::Hello {
+            probe: "minter".into(),
+            agent_version: "hostile".into(),
+            labels: Default::default(),
+        };
+        write_frame(&mut send, &hello).await.expect("hello");
+        for _ in 0..20 {
+            let renew = ToCoordinator::Renew {
+                csr_der: csr_der.clone(),
+            };
+            write_frame(&mut send, &renew).await.expect("renew");
+        }
+        let report = ToCoordinator::Report(Report {
+            seq: 1,
+            round: None,
+            results: vec![],
+        });
+        write_frame(&mut send, &report).await.expect("report");
+        let mut frames = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(frame)) = read_frame::<ToProbe>(&mut recv).await {
+                let ack = matches!(frame, ToProbe::Ack { .. });
+                frames.push(frame);
+                if ack {
+                    break;
+                }
+            }
+        })
+        .await;
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        frames
+    });
+    assert!(
+        matches!(frames.last(), Some(ToProbe::Ack { seq: 1 })),
+        "the session goes on: {frames:?}"
+    );
+    assert!(
+        !frames.iter().any(|f| matches!(f, ToProbe::Renewed { .. })),
+        "no certificate minted: {frames:?}"
+    );
+    assert_eq!(
+        metric(coord.http, unexpected) - before,
+        20.0,
+        "each counted"
+    );
+}

@@ -21,16 +21,11 @@ const REFUSAL_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Whether a certificate is past half its lifetime (time to renew).
 pub fn needs_renewal(cert_der: &[u8]) -> bool {
-    let Ok(cert) = crate::check::cert::parse(cert_der) else {
-        return false;
-    };
-    let from = cert.validity().not_before.timestamp();
-    let to = cert.validity().not_after.timestamp();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    now >= from + (to - from) / 2
+    cemwatch_transport::x509::past_half_life(cert_der, now)
 }
 
 /// How often to look at the certificate's age: a tenth of its lifetime, between 5 s and 1 h.
