@@ -107,9 +107,21 @@ struct EnrollArgs {
     /// The coordinator's QUIC address.
     #[arg(long, value_name = "HOST:PORT")]
     coordinator: String,
-    /// The enrolment token (`cwt1.…`).
-    #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
-    token: cemwatch_shared::token::EnrollToken,
+    /// The enrolment token (`cwt1.…`). On a shared machine prefer `--token-file` or the
+    /// `CEMWATCH_TOKEN` environment variable: other users can read a command line.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        value_parser = parse_token,
+        env = "CEMWATCH_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    token: Option<cemwatch_shared::token::EnrollToken>,
+    /// A file holding the enrolment token (its first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Where the probe keeps its key, certificate and spool.
     #[arg(long, value_name = "DIR")]
     state_dir: PathBuf,
@@ -400,9 +412,22 @@ fn run_enroll(args: EnrollArgs) -> anyhow::Result<u8> {
         .name
         .clone()
         .unwrap_or_else(crate::agent::enroll::default_name);
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
+            let line = text.lines().next().unwrap_or("").trim();
+            parse_token(line)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?
+        }
+        (None, None) => anyhow::bail!(
+            "no enrolment token: give --token-file FILE, set CEMWATCH_TOKEN, or --token TOKEN"
+        ),
+    };
     let identity = runtime()?.block_on(crate::agent::enroll::enroll(
         &args.coordinator,
-        &args.token,
+        &token,
         &name,
         &args.state_dir,
         args.timeout,

@@ -611,3 +611,69 @@ fn a_short_lived_certificate_is_renewed_over_the_live_connection() {
         0.0
     );
 }
+
+/// A token need not be on the command line, where other users of the machine can read it: from
+/// a file (`--token-file`) or the environment (`CEMWATCH_TOKEN`) it enrols the same; with none
+/// of them the probe says what to give.
+#[test]
+fn a_token_from_a_file_or_the_environment_enrols() {
+    let _machine = crate::support::shared();
+    let lab = lab();
+    let config = crate::support::write_config(&lab, "");
+    let coord = start_coordinator("coordinator", &config);
+    let enrol = |name: &str, how: &dyn Fn(&mut std::process::Command)| {
+        let mut cmd = std::process::Command::new(crate::support::probe_bin());
+        cmd.args([
+            "enroll",
+            "--coordinator",
+            &coord.quic.to_string(),
+            "--state-dir",
+        ])
+        .arg(lab.dir.path().join(name))
+        .args(["--timeout", "10s"])
+        .env_remove("CEMWATCH_TOKEN");
+        how(&mut cmd);
+        cmd.output().expect("enroll")
+    };
+    let file = lab.dir.path().join("token.txt");
+    std::fs::write(
+        &file,
+        format!("{}\n", token(&config, "site=eu", "from-file", "10m")),
+    )
+    .expect("token file");
+    let out = enrol("from-file", &|cmd| {
+        cmd.arg("--token-file").arg(&file);
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env_token = token(&config, "site=eu", "from-env", "10m");
+    let out = enrol("from-env", &|cmd| {
+        cmd.env("CEMWATCH_TOKEN", &env_token);
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = enrol("without", &|_| {});
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") || err.contains("--token"),
+        "{err}"
+    );
+    let listed = crate::support::get_json(coord.http, "/api/v1/probes");
+    let names: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"from-file") && names.contains(&"from-env"),
+        "{names:?}"
+    );
+}
