@@ -19,9 +19,7 @@
 
 use std::time::Duration;
 
-use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
 use cemwatch_shared::wire::{CheckReport, Report, ToCoordinator};
-use cemwatch_shared::{CheckResult, Expectations, Severity, Target};
 use cemwatch_tests::pki::{Ca, Eku, KeyKind, LeafSpec};
 use cemwatch_tests::process::eventually;
 use rcgen::{
@@ -31,39 +29,14 @@ use rcgen::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
+use crate::support::fixtures::ok_result;
 use crate::support::processes::admin;
 use crate::support::*;
 
 const FORGED_SEQ: u64 = 900_000;
 
 fn forged_report(case: u64) -> ToCoordinator {
-    let result = CheckResult {
-        target: Target {
-            host: GW.into(),
-            port: 8443,
-        },
-        expectations: Expectations::default(),
-        started_at: "2026-11-25T00:00:00Z".into(),
-        verdict: Severity::Ok,
-        findings: vec![],
-        dns: DnsResult {
-            host: GW.into(),
-            source: DnsSource::Override,
-            addresses: vec!["127.0.0.1:8443".into()],
-            duration_ms: 0.1,
-            error: None,
-        },
-        tcp: TcpResult {
-            state: TcpState::Open,
-            address: Some("127.0.0.1:8443".into()),
-            duration_ms: 0.1,
-            error: None,
-        },
-        tls: None,
-        certificate: None,
-        legacy_ports: vec![],
-        durations: Durations::default(),
-    };
+    let result = ok_result();
     ToCoordinator::Report(Report {
         seq: FORGED_SEQ + case,
         round: None,

@@ -5,48 +5,17 @@
 
 use std::time::Duration;
 
-use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
 use cemwatch_shared::wire::{CheckReport, Report, ToCoordinator};
-use cemwatch_shared::{CheckResult, Expectations, Severity, Target};
 use cemwatch_tests::process::eventually;
 
 use cemwatch_shared::wire::{self, ToProbe};
 use cemwatch_transport::frame::{read_frame, write_frame};
 
+use crate::support::fixtures::ok_result;
 use crate::support::{
     enroll_ok, get_json, identity_of, lab, metric, raw_client_config, shared, start_coordinator,
-    token, write_config, GW,
+    token, write_config,
 };
-
-fn result() -> CheckResult {
-    CheckResult {
-        target: Target {
-            host: GW.into(),
-            port: 8443,
-        },
-        expectations: Expectations::default(),
-        started_at: "2026-12-02T00:00:00Z".into(),
-        verdict: Severity::Ok,
-        findings: vec![],
-        dns: DnsResult {
-            host: GW.into(),
-            source: DnsSource::Override,
-            addresses: vec!["127.0.0.1:8443".into()],
-            duration_ms: 0.1,
-            error: None,
-        },
-        tcp: TcpResult {
-            state: TcpState::Open,
-            address: Some("127.0.0.1:8443".into()),
-            duration_ms: 0.1,
-            error: None,
-        },
-        tls: None,
-        certificate: None,
-        legacy_ports: vec![],
-        durations: Durations::default(),
-    }
-}
 
 #[test]
 fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
@@ -66,13 +35,13 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
         .map(|check| CheckReport {
             check: check.clone(),
             produced_at_ms: 1,
-            result: result(),
+            result: ok_result(),
         })
         .collect();
     results.push(CheckReport {
         check: "gateway".into(),
         produced_at_ms: 1,
-        result: result(),
+        result: ok_result(),
     });
     let report = ToCoordinator::Report(Report {
         seq: 1,

@@ -60,3 +60,36 @@ pub(crate) fn write_config(lab: &Lab, extra: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// A result of the lab's gateway with verdict ok and no TLS facts: what a report carries when
+/// the test is about the report, not the check.
+pub(crate) fn ok_result() -> cemwatch_shared::CheckResult {
+    use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
+    cemwatch_shared::CheckResult {
+        target: cemwatch_shared::Target {
+            host: GW.into(),
+            port: 8443,
+        },
+        expectations: cemwatch_shared::Expectations::default(),
+        started_at: "2026-11-25T00:00:00Z".into(),
+        verdict: cemwatch_shared::Severity::Ok,
+        findings: vec![],
+        dns: DnsResult {
+            host: GW.into(),
+            source: DnsSource::Override,
+            addresses: vec!["127.0.0.1:8443".into()],
+            duration_ms: 0.1,
+            error: None,
+        },
+        tcp: TcpResult {
+            state: TcpState::Open,
+            address: Some("127.0.0.1:8443".into()),
+            duration_ms: 0.1,
+            error: None,
+        },
+        tls: None,
+        certificate: None,
+        legacy_ports: vec![],
+        durations: Durations::default(),
+    }
+}
