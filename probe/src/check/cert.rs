@@ -1061,3 +1061,353 @@ pub enum ChainSource {
     /// Read from a certificate file.
     File,
 }
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use time::Duration;
+
+    fn key() -> KeyPair {
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key")
+    }
+
+    fn params(name: &str, ca: bool) -> CertificateParams {
+        let sans = if ca {
+            vec![]
+        } else {
+            vec!["gateway.example.com".to_string()]
+        };
+        let mut p = CertificateParams::new(sans).expect("params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        p.distinguished_name = dn;
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::days(1);
+        p.not_after = now + Duration::days(365);
+        if ca {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        } else {
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+        p
+    }
+
+    /// A certificate with these parameters and key, signed by (issuer parameters, key).
+    fn sign(p: &CertificateParams, key: &KeyPair, by: (&CertificateParams, &KeyPair)) -> Vec<u8> {
+        p.signed_by(key, &Issuer::from_params(by.0, by.1))
+            .expect("sign")
+            .der()
+            .to_vec()
+    }
+
+    fn self_signed(p: &CertificateParams, key: &KeyPair) -> Vec<u8> {
+        p.self_signed(key).expect("self-sign").der().to_vec()
+    }
+
+    /// Root (trusted) → "Issuing CA" → leaf.
+    struct Pki {
+        root: (CertificateParams, KeyPair),
+        root_der: Vec<u8>,
+        int: (CertificateParams, KeyPair),
+        int_der: Vec<u8>,
+        leaf_der: Vec<u8>,
+    }
+
+    fn pki_with(int_params: CertificateParams) -> Pki {
+        let root = (params("Test Root", true), key());
+        let root_der = self_signed(&root.0, &root.1);
+        let int = (int_params, key());
+        let int_der = sign(&int.0, &int.1, (&root.0, &root.1));
+        let leaf_der = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&int.0, &int.1),
+        );
+        Pki {
+            root,
+            root_der,
+            int,
+            int_der,
+            leaf_der,
+        }
+    }
+
+    fn pki() -> Pki {
+        pki_with(params("Issuing CA", true))
+    }
+
+    fn store(anchors: &[&Vec<u8>]) -> TrustStore {
+        let mut s = TrustStore::empty();
+        for a in anchors {
+            s.add_der((*a).clone());
+        }
+        s
+    }
+
+    fn eval(store: &TrustStore, leaf: &[u8], served: &[&Vec<u8>]) -> TrustOutcome {
+        let served: Vec<Vec<u8>> = served.iter().map(|d| (*d).clone()).collect();
+        store.evaluate_from(
+            leaf,
+            &served,
+            ChainSource::Server,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    #[test]
+    fn a_good_chain_is_trusted_in_any_order_with_extra_certificates() {
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let ok = eval(&s, &p.leaf_der, &[&p.int_der]);
+        assert!(ok.trusted, "{ok:?}");
+        assert_eq!(ok.path.len(), 3, "{:?}", ok.path);
+        assert_eq!(ok.issuers.len(), 2);
+        assert!(ok.issuers[1].anchor);
+        let stranger = self_signed(&params("Unrelated CA", true), &key());
+        let shuffled = eval(&s, &p.leaf_der, &[&stranger, &p.root_der, &p.int_der]);
+        assert!(shuffled.trusted, "{shuffled:?}");
+        assert_eq!(shuffled.path, ok.path);
+    }
+
+    #[test]
+    fn the_builder_backtracks_past_an_expired_copy_of_the_intermediate() {
+        let p = pki();
+        let mut old = p.int.0.clone();
+        let now = OffsetDateTime::now_utc();
+        old.not_before = now - Duration::days(800);
+        old.not_after = now - Duration::days(10);
+        // Same name and key as the good intermediate, expired, sent first.
+        let expired = sign(&old, &p.int.1, (&p.root.0, &p.root.1));
+        let s = store(&[&p.root_der]);
+        let out = eval(&s, &p.leaf_der, &[&expired, &p.int_der]);
+        assert!(out.trusted, "{out:?}");
+        // Alone, the expired one is a chain_invalid naming it.
+        let out = eval(&s, &p.leaf_der, &[&expired]);
+        assert!(!out.trusted);
+        assert_eq!(out.failure, Some(ChainFailure::Invalid));
+        assert!(
+            matches!(&out.defects[..], [Defect::Expired { subject, .. }] if subject.contains("Issuing CA")),
+            "{:?}",
+            out.defects
+        );
+    }
+
+    #[test]
+    fn a_cross_signed_path_is_found_past_an_untrusted_new_root() {
+        // Leaf ← Issuing CA ← New Root; New Root is self-signed (untrusted) and cross-signed
+        // by Old Root (trusted).
+        let old_root = (params("Old Root", true), key());
+        let old_root_der = self_signed(&old_root.0, &old_root.1);
+        let new_root = (params("New Root", true), key());
+        let new_root_self = self_signed(&new_root.0, &new_root.1);
+        let new_root_cross = sign(&new_root.0, &new_root.1, (&old_root.0, &old_root.1));
+        let int = (params("Issuing CA", true), key());
+        let int_der = sign(&int.0, &int.1, (&new_root.0, &new_root.1));
+        let leaf = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&int.0, &int.1),
+        );
+        let s = store(&[&old_root_der]);
+        let out = eval(&s, &leaf, &[&int_der, &new_root_self, &new_root_cross]);
+        assert!(out.trusted, "{out:?}");
+        assert_eq!(out.path.len(), 4, "{:?}", out.path);
+        assert!(out.path[3].contains("Old Root"));
+        // Without the cross-signed copy the path ends at a root nobody trusts.
+        let out = eval(&s, &leaf, &[&int_der, &new_root_self]);
+        assert_eq!(out.failure, Some(ChainFailure::Untrusted), "{out:?}");
+        assert!(out
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("New Root")));
+    }
+
+    #[test]
+    fn a_missing_intermediate_is_incomplete_not_untrusted() {
+        let p = pki();
+        let out = eval(&store(&[&p.root_der]), &p.leaf_der, &[]);
+        assert_eq!(out.failure, Some(ChainFailure::Incomplete), "{out:?}");
+        let why = out.reason.expect("reason");
+        assert!(
+            why.contains("Issuing CA") && why.contains("did not send it"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_served_ca_certificate_as_the_leaf_is_invalid() {
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let out = eval(&s, &p.int_der, &[&p.leaf_der]);
+        assert!(!out.trusted);
+        assert!(
+            matches!(&out.defects[..], [Defect::LeafIsCa { subject }] if subject.contains("Issuing CA")),
+            "{:?}",
+            out.defects
+        );
+        // A self-signed gateway certificate with CA:TRUE, pinned, is not that.
+        let pinned = self_signed(&params("gateway.example.com", true), &key());
+        assert!(eval(&store(&[&pinned]), &pinned, &[]).trusted);
+    }
+
+    #[test]
+    fn intermediates_must_be_cas_allowed_to_sign_for_servers() {
+        let mut not_ca = params("Issuing CA", true);
+        not_ca.is_ca = IsCa::ExplicitNoCa;
+        let mut no_cert_sign = params("Issuing CA", true);
+        no_cert_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut client_only = params("Issuing CA", true);
+        client_only.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut with_server = params("Issuing CA", true);
+        with_server.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let mut not_yet = params("Issuing CA", true);
+        not_yet.not_before = OffsetDateTime::now_utc() + Duration::days(3);
+        type Check = fn(&Defect) -> bool;
+        let cases: Vec<(CertificateParams, Check)> = vec![
+            (not_ca, |d| matches!(d, Defect::NotCa { .. })),
+            (no_cert_sign, |d| matches!(d, Defect::NoKeyCertSign { .. })),
+            (
+                client_only,
+                |d| matches!(d, Defect::EkuExcludesServerAuth { eku, .. } if eku == &["clientAuth".to_string()]),
+            ),
+            (not_yet, |d| matches!(d, Defect::NotYetValid { .. })),
+        ];
+        for (int_params, check) in cases {
+            let p = pki_with(int_params);
+            let out = eval(&store(&[&p.root_der]), &p.leaf_der, &[&p.int_der]);
+            assert_eq!(out.failure, Some(ChainFailure::Invalid), "{out:?}");
+            assert_eq!(out.defects.len(), 1, "{:?}", out.defects);
+            assert!(check(&out.defects[0]), "{:?}", out.defects);
+            assert!(out.defects[0].subject().contains("Issuing CA"));
+        }
+        let p = pki_with(with_server);
+        assert!(eval(&store(&[&p.root_der]), &p.leaf_der, &[&p.int_der]).trusted);
+    }
+
+    #[test]
+    fn path_length_constraints_are_respected() {
+        // Root (pathLen 0) → Issuing CA → leaf: one intermediate below a root allowing none.
+        let mut root_p = params("Test Root", true);
+        root_p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let root = (root_p, key());
+        let root_der = self_signed(&root.0, &root.1);
+        let int = (params("Issuing CA", true), key());
+        let int_der = sign(&int.0, &int.1, (&root.0, &root.1));
+        let leaf = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&int.0, &int.1),
+        );
+        let out = eval(&store(&[&root_der]), &leaf, &[&int_der]);
+        assert!(
+            matches!(&out.defects[..], [Defect::PathLenExceeded { limit: 0, below: 1, subject }] if subject.contains("Test Root")),
+            "{out:?}"
+        );
+        // Directly under the root, the leaf is fine.
+        let direct = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&root.0, &root.1),
+        );
+        assert!(eval(&store(&[&root_der]), &direct, &[]).trusted);
+    }
+
+    #[test]
+    fn a_forged_signature_under_a_trusted_name_is_untrusted() {
+        let p = pki();
+        // Another key under the trusted root's name.
+        let impostor = (params("Test Root", true), key());
+        let forged = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&impostor.0, &impostor.1),
+        );
+        let out = eval(&store(&[&p.root_der]), &forged, &[]);
+        assert!(!out.trusted);
+        assert_eq!(out.failure, Some(ChainFailure::Untrusted), "{out:?}");
+    }
+
+    #[test]
+    fn an_unverifiable_signature_is_never_trusted() {
+        let p = pki();
+        // Replace the leaf's signature algorithm (outer and inner) with an unknown OID of the
+        // same length: ecdsa-with-SHA256 is 1.2.840.10045.4.3.2; make it ...4.3.9.
+        let from = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        let to = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x09];
+        let mut forged = p.leaf_der.clone();
+        let mut replaced = 0;
+        let mut i = 0;
+        while i + from.len() <= forged.len() {
+            if forged[i..i + from.len()] == from {
+                forged[i..i + from.len()].copy_from_slice(&to);
+                replaced += 1;
+            }
+            i += 1;
+        }
+        assert_eq!(
+            replaced, 2,
+            "the algorithm appears in the TBS and outside it"
+        );
+        let out = eval(&store(&[&p.root_der]), &forged, &[&p.int_der]);
+        assert!(!out.trusted, "{out:?}");
+        assert_eq!(out.failure, Some(ChainFailure::Invalid));
+        assert!(
+            matches!(&out.defects[..], [Defect::Unverifiable { algorithm, insecure: false, .. }] if algorithm == "1.2.840.10045.4.3.9"),
+            "{:?}",
+            out.defects
+        );
+    }
+
+    #[test]
+    fn a_hostile_many_candidates_chain_stays_within_the_bound() {
+        // Four keys under one name "Mesh CA"; a certificate for every ordered pair (key i,
+        // signed by key j): 12 certificates, each a valid issuer of the others, none reaching
+        // an anchor. Unbounded, the search tries about 12 + 3 × (9 + 2 × (6 + 3)) = 93
+        // candidates; the bound stops it at MAX_CANDIDATES_TRIED.
+        let keys: Vec<KeyPair> = (0..4).map(|_| key()).collect();
+        let mesh = params("Mesh CA", true);
+        let mut served = Vec::new();
+        for (i, ki) in keys.iter().enumerate() {
+            for (j, kj) in keys.iter().enumerate() {
+                if i != j {
+                    served.push(sign(&mesh, ki, (&mesh, kj)));
+                }
+            }
+        }
+        let leaf = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&mesh, &keys[0]),
+        );
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let refs: Vec<&Vec<u8>> = served.iter().collect();
+        let started = std::time::Instant::now();
+        let out = eval(&s, &leaf, &refs);
+        let took = started.elapsed();
+        assert!(!out.trusted);
+        assert_eq!(out.candidates_tried, MAX_CANDIDATES_TRIED, "{out:?}");
+        assert_eq!(out.failure, Some(ChainFailure::Invalid));
+        assert!(
+            out.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("after trying 64 candidate issuers")),
+            "{out:?}"
+        );
+        assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        // What the server sends beyond MAX_SERVED_CERTIFICATES is not even looked at.
+        let many: Vec<&Vec<u8>> = std::iter::repeat_n(&p.int_der, 100).collect();
+        let out = eval(&s, &p.leaf_der, &many);
+        assert!(out.trusted, "{out:?}");
+        assert!(out.candidates_tried <= 2, "{out:?}");
+    }
+}
