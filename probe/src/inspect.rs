@@ -196,7 +196,7 @@ pub fn inspect(
         .map(|&i| contents.certificates[i].clone())
         .collect();
     let leaf_der = &contents.certificates[leaf];
-    let outcome = trust.evaluate_from(leaf_der, &others, ChainSource::File);
+    let outcome = trust.evaluate_from(leaf_der, &others, ChainSource::File, now);
 
     let info = cert::analyze(leaf_der, now).map_err(|e| corrupt(e.to_string()))?;
 
@@ -221,18 +221,22 @@ pub fn inspect(
             ),
         ));
     }
-    if !outcome.trusted {
-        let extra = trust.len().saturating_sub(trust.platform_count());
-        findings.push(Finding::new(
-            FindingCode::ChainIncomplete,
-            format!(
-                "the chain in the file ({}) does not reach a trusted root: {} (trust store: {} platform roots, {} from --ca-file)",
+    // The same path checks as `check`: untrusted root, missing intermediate, invalid
+    // certificate on the path, and the algorithm rules on the issuers.
+    let extra = trust.len().saturating_sub(trust.platform_count());
+    for mut finding in triage::chain_findings(&outcome, ChainSource::File) {
+        if matches!(
+            finding.code,
+            FindingCode::CertUntrusted | FindingCode::ChainIncomplete
+        ) {
+            finding.message.push_str(&format!(
+                " ({} in the file; trust store: {} platform roots, {} from --ca-file)",
                 plural(contents.certificates.len(), "certificate"),
-                outcome.reason.as_deref().unwrap_or("no path"),
                 trust.platform_count(),
                 extra
-            ),
-        ));
+            ));
+        }
+        findings.push(finding);
     }
     if contents.format != FileFormat::Pkcs12 {
         let key = if contents.keys.is_empty() {

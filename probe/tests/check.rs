@@ -163,17 +163,30 @@ fn tls12_only_gateway_is_checked_too() {
 fn unknown_ca_is_cert_untrusted_and_nothing_else() {
     let pki = pki();
     let foreign = Ca::root("Somebody Else's Root").expect("root");
-    let server = serve(&good_leaf(&foreign));
+    // The server sends its root along: the path ends at a root nobody trusts.
+    let mut leaf = good_leaf(&foreign);
+    leaf.chain.push(foreign.cert_der.clone());
+    let server = serve(&leaf);
     let r = check(&pki, server.port(), &[]);
     assert_eq!(codes(&r), vec!["cert_untrusted"]);
     assert_eq!(r.code, 2);
     assert_eq!(r.json["tls"]["trusted"], false);
     let why = r.json["tls"]["trust_error"].as_str().expect("trust_error");
     assert!(why.contains("Somebody Else's Root"), "{why}");
+
+    // Without it, the issuer is missing: it may be an intermediate, so chain_incomplete names
+    // it and says both what to serve and what to distribute.
+    let server = serve(&good_leaf(&foreign));
+    let r = check(&pki, server.port(), &[]);
+    assert_eq!(codes(&r), vec!["chain_incomplete"]);
+    let why = r.json["tls"]["trust_error"].as_str().expect("trust_error");
+    assert!(why.contains("Somebody Else's Root"), "{why}");
+    let remedy = r.json["findings"][0]["remedy"].as_str().expect("remedy");
+    assert!(remedy.contains("root CA itself"), "{remedy}");
 }
 
 #[test]
-fn missing_intermediate_is_cert_untrusted() {
+fn missing_intermediate_is_chain_incomplete_not_untrusted() {
     let pki = pki();
     let issuing = pki
         .root
@@ -183,9 +196,10 @@ fn missing_intermediate_is_cert_untrusted() {
     spec.send_intermediates = false;
     let server = serve(&issuing.issue(&spec).expect("issue"));
     let r = check(&pki, server.port(), &[]);
-    assert_eq!(codes(&r), vec!["cert_untrusted"]);
+    assert_eq!(codes(&r), vec!["chain_incomplete"]);
     let why = r.json["tls"]["trust_error"].as_str().expect("trust_error");
     assert!(why.contains("did not send it"), "{why}");
+    assert!(why.contains("cemwatch Test Issuing CA"), "{why}");
 }
 
 #[test]

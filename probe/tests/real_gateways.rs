@@ -578,7 +578,7 @@ fn a_legacy_gateway_with_the_wrong_certificate_still_gets_its_certificate_findin
         r.codes(),
         vec![
             "tls_legacy",
-            "cert_untrusted",
+            "chain_incomplete",
             "cert_san_missing",
             "thumbprint_mismatch"
         ]

@@ -169,10 +169,17 @@ finding_codes! {
     KeyMismatch = "key_mismatch", Fail,
         "the private key does not belong to the certificate",
         "Export the certificate together with its own private key (the key of the request it was issued for), as .pfx with \"Yes, export the private key\"; a certificate paired with another key cannot be bound in IIS nor imported into Gateway Manager.";
-    /// The chain in the file does not reach a trusted root.
+    /// An issuer the path needs is neither sent (by the server, or held by the file) nor in the
+    /// trust store: a missing intermediate, not an unknown root.
     ChainIncomplete = "chain_incomplete", Fail,
-        "the certificate chain in the file does not reach a trusted root",
-        "Export the .pfx with \"Include all certificates in the certification path if possible\", and make sure the root CA is trusted: if the certificate is issued by an internal CA, the root CA must be distributed to all managed endpoints (Trusted Root Certification Authorities).";
+        "the certificate chain lacks an intermediate certificate",
+        "Serve the intermediate CA certificates with the gateway certificate: export the .pfx with \"Include all certificates in the certification path if possible\" and import it into Gateway Manager and IIS (or install the intermediates in the Intermediate Certification Authorities store of the Internet Gateway server). If the missing issuer is the root CA itself, distribute it to all managed endpoints (Trusted Root Certification Authorities).";
+    /// The path reaches a trusted root, but a certificate on it is invalid: an intermediate
+    /// expired or not yet valid, not a CA, its constraints violated, a signature that cannot be
+    /// verified, or a served certificate that is itself a CA.
+    ChainInvalid = "chain_invalid", Fail,
+        "a certificate on the chain is invalid",
+        "Agents reject the gateway: replace the CA certificate named in the message with a valid one from the issuing CA (within its validity period, a CA with keyCertSign, within its path length, not restricted away from Server Authentication, signed with SHA-256 or stronger) and serve it with the gateway certificate, then re-import the .pfx into Gateway Manager and IIS.";
     /// The file is not PKCS#12, which the guide requires for import.
     NotPfx = "not_pfx", Warn,
         "the file is not a .pfx (PKCS #12)",
@@ -288,6 +295,7 @@ mod tests {
             PfxNoPrivateKey,
             KeyMismatch,
             ChainIncomplete,
+            ChainInvalid,
             HandshakeKeyMismatch,
             ClientCertRejected,
             ClientCertExpired,

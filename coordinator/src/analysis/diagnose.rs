@@ -304,6 +304,14 @@ pub fn cert_problem(f: &Facts<'_>) -> Option<Diagnosis> {
             "The root CA is missing from the trust store of endpoints{where_} only: distribute it there (Trusted Root Certification Authorities); the gateway is fine elsewhere."
         );
     }
+    // The gateway sends the same chain everywhere: an issuer missing at some sites only is
+    // missing from those sites' trust stores (the root CA, or an intermediate installed
+    // there instead of being served).
+    if partial && code == FindingCode::ChainIncomplete {
+        remedy = format!(
+            "An issuer of the gateway certificate is missing from the trust store of endpoints{where_} only: distribute the root CA there (Trusted Root Certification Authorities), and serve the intermediate CA certificates with the gateway certificate; the chain is complete elsewhere."
+        );
+    }
     Some(make(
         Kind::CertProblem(code),
         format!(

@@ -57,8 +57,10 @@ impl Kind {
 /// Certificate codes a `cert_problem` can name: the served certificate's defects, and what the
 /// TLS stage says about a gateway that answers (its key not proven, legacy TLS only, the
 /// agent certificate refused or expiring).
-pub const CERT_CODES: [FindingCode; 17] = [
+pub const CERT_CODES: [FindingCode; 19] = [
     FindingCode::CertUntrusted,
+    FindingCode::ChainIncomplete,
+    FindingCode::ChainInvalid,
     FindingCode::CertNameMismatch,
     FindingCode::CertSanMissing,
     FindingCode::ThumbprintMismatch,

@@ -245,12 +245,13 @@ pub fn covers_name(info: &CertificateInfo, name: &str) -> bool {
 }
 
 /// The outcome of one signature check on a chain link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Link {
     Valid,
     Invalid,
-    /// The algorithm cannot be verified (MD5, MD2): reported as `signature_insecure`.
-    Unverifiable,
+    /// The algorithm cannot be verified (MD5, MD2, or one ring and x509-parser do not
+    /// support): never trusted. Carries the algorithm's name.
+    Unverifiable(String),
 }
 
 fn verify_link(child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -> Link {
@@ -264,7 +265,7 @@ fn verify_link(child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -
         "1.2.840.113549.1.1.12" => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
         "1.2.840.113549.1.1.13" => Some(&signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY),
         "1.2.840.113549.1.1.2" | "1.2.840.113549.1.1.3" | "1.2.840.113549.1.1.4" => {
-            return Link::Unverifiable
+            return Link::Unverifiable(describe_signature(child, &oid).0)
         }
         _ => None,
     };
@@ -275,7 +276,7 @@ fn verify_link(child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -
         None => match child.verify_signature(Some(signer)) {
             Ok(()) => true,
             Err(x509_parser::error::X509Error::SignatureUnsupportedAlgorithm) => {
-                return Link::Unverifiable
+                return Link::Unverifiable(describe_signature(child, &oid).0)
             }
             Err(_) => false,
         },
@@ -284,6 +285,211 @@ fn verify_link(child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -
         Link::Valid
     } else {
         Link::Invalid
+    }
+}
+
+/// The most certificates the builder considers besides the leaf: what a server sends beyond
+/// this is ignored (a real chain has two or three).
+pub const MAX_SERVED_CERTIFICATES: usize = 16;
+
+/// The most candidate issuers the path search tries in one evaluation, all paths together.
+///
+/// Each try is one signature verification (the only costly step), so this bounds the work a
+/// hostile server can cause. Without it, a server that sends [`MAX_SERVED_CERTIFICATES`] = 16
+/// certificates with the same subject, each cross-signing the others, offers 16 candidates at
+/// every level, and a search to [`MAX_CHAIN_DEPTH`] = 8 certificates (7 links) would explore up
+/// to 16^7 ≈ 2.7 × 10^8 paths. With the bound: at most 64 signature verifications (RSA-8192
+/// verifies in under a millisecond, RSA-2048 in about 50 µs), at most 65 nodes visited (each
+/// descent follows one verified signature), each scanning at most 16 served certificates plus
+/// the anchors with the wanted subject, and at most 64 complete paths checked (8 certificates
+/// each, no cryptography): a few milliseconds in the worst case, whatever the server sends.
+pub const MAX_CANDIDATES_TRIED: usize = 64;
+
+/// A certificate on a path: one the server (or the file) holds, or a trust anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Served(usize),
+    Anchor(usize),
+}
+
+/// What is wrong with one certificate of a path that reaches a trust anchor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Defect {
+    /// The served (leaf) certificate is itself a CA: the gateway is bound to its issuer's
+    /// certificate, or the chain is out of order.
+    LeafIsCa {
+        /// The certificate.
+        subject: String,
+    },
+    /// An issuing certificate has expired.
+    Expired {
+        /// The certificate.
+        subject: String,
+        /// Its notAfter, RFC 3339.
+        not_after: String,
+    },
+    /// An issuing certificate is not valid yet.
+    NotYetValid {
+        /// The certificate.
+        subject: String,
+        /// Its notBefore, RFC 3339.
+        not_before: String,
+    },
+    /// An intermediate lacks basicConstraints CA:TRUE.
+    NotCa {
+        /// The certificate.
+        subject: String,
+    },
+    /// An intermediate has a keyUsage without keyCertSign.
+    NoKeyCertSign {
+        /// The certificate.
+        subject: String,
+    },
+    /// More CA certificates below a CA than its pathLenConstraint allows.
+    PathLenExceeded {
+        /// The certificate.
+        subject: String,
+        /// Its pathLenConstraint.
+        limit: u32,
+        /// Intermediates below it on the path.
+        below: usize,
+    },
+    /// An intermediate's Extended Key Usage excludes Server Authentication.
+    EkuExcludesServerAuth {
+        /// The certificate.
+        subject: String,
+        /// The EKUs it lists.
+        eku: Vec<String>,
+    },
+    /// A signature on the path cannot be verified (its algorithm is unsupported or unknown).
+    Unverifiable {
+        /// The certificate whose signature cannot be verified.
+        subject: String,
+        /// Who signed it.
+        issuer: String,
+        /// The signature algorithm.
+        algorithm: String,
+        /// MD5, MD4 or MD2: `signature_insecure` reports it.
+        insecure: bool,
+    },
+}
+
+impl Defect {
+    /// The certificate at fault.
+    pub fn subject(&self) -> &str {
+        match self {
+            Defect::LeafIsCa { subject }
+            | Defect::Expired { subject, .. }
+            | Defect::NotYetValid { subject, .. }
+            | Defect::NotCa { subject }
+            | Defect::NoKeyCertSign { subject }
+            | Defect::PathLenExceeded { subject, .. }
+            | Defect::EkuExcludesServerAuth { subject, .. }
+            | Defect::Unverifiable { subject, .. } => subject,
+        }
+    }
+
+    /// One sentence naming the certificate and what is wrong with it.
+    pub fn describe(&self) -> String {
+        match self {
+            Defect::LeafIsCa { subject } => format!(
+                "the served certificate \"{subject}\" is a CA certificate (basicConstraints CA:TRUE), not a server certificate"
+            ),
+            Defect::Expired { subject, not_after } => {
+                format!("the CA certificate \"{subject}\" on the path expired on {not_after}")
+            }
+            Defect::NotYetValid { subject, not_before } => format!(
+                "the CA certificate \"{subject}\" on the path is valid only from {not_before}"
+            ),
+            Defect::NotCa { subject } => format!(
+                "the intermediate \"{subject}\" is not a CA (no basicConstraints CA:TRUE) and cannot issue certificates"
+            ),
+            Defect::NoKeyCertSign { subject } => format!(
+                "the intermediate \"{subject}\" has a keyUsage without keyCertSign and cannot issue certificates"
+            ),
+            Defect::PathLenExceeded {
+                subject,
+                limit,
+                below,
+            } => format!(
+                "the CA certificate \"{subject}\" allows {limit} intermediate CA(s) below it (pathLenConstraint), the path has {below}"
+            ),
+            Defect::EkuExcludesServerAuth { subject, eku } => format!(
+                "the intermediate \"{subject}\" is restricted to {} (Extended Key Usage), which excludes Server Authentication",
+                eku.join(", ")
+            ),
+            Defect::Unverifiable {
+                subject,
+                issuer,
+                algorithm,
+                ..
+            } => format!(
+                "the signature of \"{issuer}\" on \"{subject}\" uses {algorithm}, which cannot be verified"
+            ),
+        }
+    }
+}
+
+/// How a chain fails, when it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainFailure {
+    /// The path ends at a root nobody trusts (`cert_untrusted`).
+    Untrusted,
+    /// An issuer the path needs is neither sent nor in the trust store (`chain_incomplete`).
+    Incomplete,
+    /// The path reaches a trust anchor, but a certificate on it is invalid, or no path could
+    /// be built within the bounds (`chain_invalid`).
+    Invalid,
+}
+
+/// A certificate above the leaf on the chosen path, as the algorithm rules judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerCert {
+    /// Subject.
+    pub subject: String,
+    /// A trust anchor (its own signature is not judged).
+    pub anchor: bool,
+    /// Signature algorithm name (`sha1WithRSAEncryption`).
+    pub signature_algorithm: String,
+    /// Signature hash (`sha1`, `md5`, `sha256`).
+    pub signature_hash: String,
+    /// Key algorithm (`RSA`, `EC`).
+    pub key_algorithm: String,
+    /// Key size in bits.
+    pub key_bits: u32,
+}
+
+/// Whether a chain reaches a trusted root, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustOutcome {
+    /// A path reaches an anchor and every certificate on it is valid.
+    pub trusted: bool,
+    /// Why not.
+    pub reason: Option<String>,
+    /// How it fails (`None` when trusted).
+    pub failure: Option<ChainFailure>,
+    /// What is wrong with the certificates of the chosen path (when it reaches an anchor).
+    pub defects: Vec<Defect>,
+    /// The certificates above the leaf on the chosen path (or on the longest partial path),
+    /// nearest first.
+    pub issuers: Vec<IssuerCert>,
+    /// Subjects of the chosen path, leaf first.
+    pub path: Vec<String>,
+    /// Candidate issuers tried (signature verifications), at most [`MAX_CANDIDATES_TRIED`].
+    pub candidates_tried: usize,
+}
+
+impl TrustOutcome {
+    fn failed(failure: ChainFailure, reason: String) -> Self {
+        Self {
+            trusted: false,
+            reason: Some(reason),
+            failure: Some(failure),
+            defects: Vec::new(),
+            issuers: Vec::new(),
+            path: Vec::new(),
+            candidates_tried: 0,
+        }
     }
 }
 
@@ -379,93 +585,472 @@ impl TrustStore {
         &self.platform_errors
     }
 
-    /// Evaluates whether `leaf` with the server's `intermediates` reaches a trusted root.
+    /// Evaluates, as of now, whether `leaf` with the server's `intermediates` reaches a
+    /// trusted root over a valid path.
     pub fn evaluate(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> TrustOutcome {
-        self.evaluate_from(leaf, intermediates, ChainSource::Server)
+        self.evaluate_from(
+            leaf,
+            intermediates,
+            ChainSource::Server,
+            OffsetDateTime::now_utc(),
+        )
     }
 
-    /// Evaluates whether `leaf` with `intermediates` reaches a trusted root; `source` says
-    /// where the intermediates came from, so that the reason names the right culprit.
+    /// Evaluates whether `leaf` with `intermediates` (in any order, with extra certificates)
+    /// reaches a trusted root over a path whose every certificate is valid at `now`; `source`
+    /// says where the intermediates came from, so that the reason names the right culprit.
+    ///
+    /// The search is depth-first with backtracking over every candidate issuer (a served
+    /// certificate or an anchor whose subject is the current certificate's issuer, anchors
+    /// first), bounded by [`MAX_CHAIN_DEPTH`] certificates per path and
+    /// [`MAX_CANDIDATES_TRIED`] signature verifications in all. The first path whose
+    /// certificates are all valid wins. Otherwise the outcome reports, in this order of
+    /// preference: the path to an anchor with the fewest defects (`chain_invalid`), a path
+    /// ending at a self-signed root that is not trusted or at a root whose signature does not
+    /// verify (`cert_untrusted`), or the longest partial path, whose top issuer is missing
+    /// (`chain_incomplete`).
     pub fn evaluate_from(
         &self,
         leaf: &[u8],
         intermediates: &[Vec<u8>],
         source: ChainSource,
+        now: OffsetDateTime,
     ) -> TrustOutcome {
-        let leaf = match parse(leaf) {
+        let leaf_cert = match parse(leaf) {
             Ok(c) => c,
             Err(e) => {
-                return TrustOutcome::untrusted(format!("the leaf certificate is unreadable: {e}"))
+                return TrustOutcome::failed(
+                    ChainFailure::Invalid,
+                    format!("the leaf certificate is unreadable: {e}"),
+                )
             }
         };
-        let parsed: Vec<X509Certificate<'_>> = intermediates
-            .iter()
-            .take(MAX_CHAIN_DEPTH)
-            .filter_map(|der| parse(der).ok())
-            .collect();
-        let mut used = vec![false; parsed.len()];
-        let mut current = &leaf;
-        let mut current_der: &[u8] = leaf.as_ref();
-        let mut bad_signature: Option<String> = None;
-        for _ in 0..=MAX_CHAIN_DEPTH {
-            // The certificate itself is an anchor (a pinned self-signed certificate, or a root
-            // the server sent along).
-            if self.anchors.iter().any(|a| a.as_slice() == current_der) {
-                return TrustOutcome::trusted();
-            }
-            let issuer = current.issuer().as_raw();
-            if let Some(indexes) = self.by_subject.get(issuer) {
-                for &i in indexes {
-                    let Ok(anchor) = parse(&self.anchors[i]) else {
-                        continue;
-                    };
-                    match verify_link(current, anchor.public_key()) {
-                        Link::Valid | Link::Unverifiable => return TrustOutcome::trusted(),
-                        Link::Invalid => {
-                            bad_signature = Some(format!(
-                            "the signature on \"{}\" does not verify with the trusted root \"{}\"",
-                            current.subject(),
-                            anchor.subject()
-                        ))
+        // A pinned certificate (a self-signed gateway certificate in the store) is trusted by
+        // fiat.
+        if self.anchors.iter().any(|a| a.as_slice() == leaf) {
+            return TrustOutcome {
+                trusted: true,
+                reason: None,
+                failure: None,
+                defects: Vec::new(),
+                issuers: Vec::new(),
+                path: vec![leaf_cert.subject().to_string()],
+                candidates_tried: 0,
+            };
+        }
+        let mut served: Vec<X509Certificate<'_>> = vec![leaf_cert];
+        served.extend(
+            intermediates
+                .iter()
+                .take(MAX_SERVED_CERTIFICATES)
+                .filter(|der| der.as_slice() != leaf)
+                .filter_map(|der| parse(der).ok()),
+        );
+        let mut search = Search {
+            store: self,
+            served,
+            anchors: HashMap::new(),
+            now: now.unix_timestamp(),
+            tried: 0,
+            exhausted: false,
+            too_deep: false,
+            best_anchored: None,
+            untrusted_root: None,
+            longest: vec![Node::Served(0)],
+            pending: Vec::new(),
+        };
+        let mut path = vec![Node::Served(0)];
+        let found = search.descend(&mut path);
+        search.outcome(found, source)
+    }
+}
+
+/// One path search: the certificates, the anchors parsed so far, the budget and what the
+/// failed branches left behind.
+struct Search<'s, 'a> {
+    store: &'s TrustStore,
+    /// The leaf (index 0), then what the server sent.
+    served: Vec<X509Certificate<'a>>,
+    anchors: HashMap<usize, X509Certificate<'s>>,
+    now: i64,
+    tried: usize,
+    exhausted: bool,
+    too_deep: bool,
+    /// The path to an anchor with the fewest defects so far.
+    best_anchored: Option<(Vec<Node>, Vec<Defect>)>,
+    /// A path ending at a self-signed certificate that is not an anchor, or at an anchor's
+    /// name whose signature does not verify, with the reason.
+    untrusted_root: Option<(Vec<Node>, String)>,
+    /// The longest partial path.
+    longest: Vec<Node>,
+    /// Defects of the unverifiable links on the current path.
+    pending: Vec<Defect>,
+}
+
+impl<'s, 'a> Search<'s, 'a> {
+    fn cert(&self, node: Node) -> &X509Certificate<'_> {
+        match node {
+            Node::Served(i) => &self.served[i],
+            Node::Anchor(i) => &self.anchors[&i],
+        }
+    }
+
+    fn is_anchor_der(&self, der: &[u8]) -> bool {
+        self.store.anchors.iter().any(|a| a.as_slice() == der)
+    }
+
+    /// Extends `path` (ending at a served certificate) towards an anchor; returns the first
+    /// path whose certificates are all valid.
+    fn descend(&mut self, path: &mut Vec<Node>) -> Option<Vec<Node>> {
+        let Some(&top) = path.last() else {
+            return None;
+        };
+        if path.len() > self.longest.len() {
+            self.longest = path.clone();
+        }
+        let issuer = self.cert(top).issuer().as_raw().to_vec();
+        let top_subject = self.cert(top).subject().as_raw().to_vec();
+        // Anchors first: a path that ends sooner is preferred.
+        let mut candidates: Vec<Node> = Vec::new();
+        let store = self.store;
+        if let Some(indexes) = store.by_subject.get(&issuer) {
+            for &i in indexes {
+                if !self.anchors.contains_key(&i) {
+                    match parse(&store.anchors[i]) {
+                        Ok(c) => {
+                            self.anchors.insert(i, c);
                         }
+                        Err(_) => continue,
+                    }
+                }
+                candidates.push(Node::Anchor(i));
+            }
+        }
+        for (i, c) in self.served.iter().enumerate().skip(1) {
+            if c.subject().as_raw() == issuer.as_slice()
+                && !path.contains(&Node::Served(i))
+                // A served copy of an anchor is tried as the anchor.
+                && !self.is_anchor_der(c.as_ref())
+            {
+                candidates.push(Node::Served(i));
+            }
+        }
+        if candidates.is_empty() && issuer == top_subject {
+            self.note_untrusted_root(
+                path,
+                format!(
+                    "the path ends at the self-signed certificate \"{}\", which is not in the trust store",
+                    self.cert(top).subject()
+                ),
+            );
+        }
+        for candidate in candidates {
+            // Loops: a certificate with the same subject and key as one already on the path
+            // (a cross-signed copy) adds nothing.
+            let looping = {
+                let c = self.cert(candidate);
+                path.iter().any(|&n| {
+                    let p = self.cert(n);
+                    p.subject().as_raw() == c.subject().as_raw()
+                        && p.public_key().raw == c.public_key().raw
+                })
+            };
+            if looping && matches!(candidate, Node::Served(_)) {
+                continue;
+            }
+            if matches!(candidate, Node::Served(_)) && path.len() >= MAX_CHAIN_DEPTH {
+                self.too_deep = true;
+                continue;
+            }
+            if self.tried >= MAX_CANDIDATES_TRIED {
+                self.exhausted = true;
+                return None;
+            }
+            self.tried += 1;
+            let link = verify_link(self.cert(top), self.cert(candidate).public_key());
+            let mut defects = Vec::new();
+            match link {
+                Link::Invalid => {
+                    if matches!(candidate, Node::Anchor(_)) {
+                        self.note_untrusted_root(
+                            path,
+                            format!(
+                                "the signature on \"{}\" does not verify with the trusted root \"{}\" (a root with the same name but another key)",
+                                self.cert(top).subject(),
+                                self.cert(candidate).subject()
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                Link::Unverifiable(algorithm) => {
+                    let insecure = matches!(
+                        self.cert(top)
+                            .signature_algorithm
+                            .algorithm
+                            .to_id_string()
+                            .as_str(),
+                        "1.2.840.113549.1.1.2" | "1.2.840.113549.1.1.3" | "1.2.840.113549.1.1.4"
+                    );
+                    defects.push(Defect::Unverifiable {
+                        subject: self.cert(top).subject().to_string(),
+                        issuer: self.cert(candidate).subject().to_string(),
+                        algorithm,
+                        insecure,
+                    });
+                }
+                Link::Valid => {}
+            }
+            path.push(candidate);
+            let found = match candidate {
+                Node::Anchor(_) => {
+                    let mut all = self.pending.clone();
+                    all.extend(defects);
+                    all.extend(self.check_path(path));
+                    if all.is_empty() {
+                        Some(path.clone())
+                    } else {
+                        let better = self
+                            .best_anchored
+                            .as_ref()
+                            .is_none_or(|(_, d)| all.len() < d.len());
+                        if better {
+                            self.best_anchored = Some((path.clone(), all));
+                        }
+                        None
+                    }
+                }
+                Node::Served(_) => {
+                    // An unverifiable link is followed only to report the path it would
+                    // make: such a path is never trusted.
+                    let pushed = defects.len();
+                    self.pending.extend(defects);
+                    let found = self.descend(path);
+                    self.pending.truncate(self.pending.len() - pushed);
+                    found
+                }
+            };
+            path.pop();
+            if found.is_some() {
+                return found;
+            }
+            if self.exhausted {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn note_untrusted_root(&mut self, path: &[Node], reason: String) {
+        let longer = self
+            .untrusted_root
+            .as_ref()
+            .is_none_or(|(p, _)| path.len() > p.len());
+        if longer {
+            self.untrusted_root = Some((path.to_vec(), reason));
+        }
+    }
+
+    /// The checks on a path from the leaf to an anchor, signatures aside: validity of the
+    /// issuing certificates, intermediates are CAs allowed to sign certificates for servers,
+    /// path lengths, and the leaf is not a CA.
+    fn check_path(&self, path: &[Node]) -> Vec<Defect> {
+        let mut defects = Vec::new();
+        let leaf = self.cert(path[0]);
+        if leaf.subject().as_raw() != leaf.issuer().as_raw() && cert_is_ca(leaf) {
+            defects.push(Defect::LeafIsCa {
+                subject: leaf.subject().to_string(),
+            });
+        }
+        let last = path.len() - 1;
+        for (k, &node) in path.iter().enumerate().skip(1) {
+            let c = self.cert(node);
+            let subject = c.subject().to_string();
+            let not_before = c.validity().not_before.timestamp();
+            let not_after = c.validity().not_after.timestamp();
+            if self.now > not_after {
+                defects.push(Defect::Expired {
+                    subject: subject.clone(),
+                    not_after: rfc3339(not_after),
+                });
+            } else if self.now < not_before {
+                defects.push(Defect::NotYetValid {
+                    subject: subject.clone(),
+                    not_before: rfc3339(not_before),
+                });
+            }
+            let constraints = c.basic_constraints().ok().flatten().map(|b| b.value);
+            if k < last {
+                if !constraints.is_some_and(|b| b.ca) {
+                    defects.push(Defect::NotCa {
+                        subject: subject.clone(),
+                    });
+                }
+                if let Ok(Some(ku)) = c.key_usage() {
+                    if !ku.value.key_cert_sign() {
+                        defects.push(Defect::NoKeyCertSign {
+                            subject: subject.clone(),
+                        });
+                    }
+                }
+                if let Ok(Some(eku)) = c.extended_key_usage() {
+                    let e = eku.value;
+                    if !e.server_auth && !e.any {
+                        let mut names: Vec<String> = [
+                            (e.client_auth, "clientAuth"),
+                            (e.code_signing, "codeSigning"),
+                            (e.email_protection, "emailProtection"),
+                            (e.time_stamping, "timeStamping"),
+                            (e.ocsp_signing, "OCSPSigning"),
+                        ]
+                        .iter()
+                        .filter(|(set, _)| *set)
+                        .map(|(_, n)| n.to_string())
+                        .collect();
+                        names.extend(e.other.iter().map(|oid| oid.to_id_string()));
+                        if names.is_empty() {
+                            names.push("no purpose".into());
+                        }
+                        defects.push(Defect::EkuExcludesServerAuth {
+                            subject: subject.clone(),
+                            eku: names,
+                        });
                     }
                 }
             }
-            let next = parsed.iter().enumerate().find(|(i, c)| {
-                !used[*i]
-                    && c.subject().as_raw() == issuer
-                    && c.subject().as_raw() != current.subject().as_raw()
-                    && verify_link(current, c.public_key()) != Link::Invalid
-            });
-            match next {
-                Some((i, cert)) => {
-                    used[i] = true;
-                    current = cert;
-                    current_der = cert.as_ref();
+            // Intermediates below this CA on the path (the leaf is not counted).
+            let below = k - 1;
+            if let Some(limit) = constraints.and_then(|b| b.path_len_constraint) {
+                if usize::try_from(limit).is_ok_and(|l| below > l) {
+                    defects.push(Defect::PathLenExceeded {
+                        subject,
+                        limit,
+                        below,
+                    });
                 }
-                None => break,
             }
         }
-        if let Some(reason) = bad_signature {
-            return TrustOutcome::untrusted(reason);
-        }
-        let reason = if current.subject().as_raw() == current.issuer().as_raw() {
-            format!(
-                "the self-signed certificate \"{}\" is not in the trust store",
-                current.subject()
-            )
-        } else {
-            format!(
-                "the issuer \"{}\" is not a trusted root and {}",
-                current.issuer(),
-                match source {
-                    ChainSource::Server => "the server did not send it",
-                    ChainSource::File => "the file does not hold it",
-                }
-            )
-        };
-        TrustOutcome::untrusted(reason)
+        defects
     }
+
+    fn issuers(&self, path: &[Node]) -> Vec<IssuerCert> {
+        path.iter()
+            .skip(1)
+            .map(|&n| {
+                let c = self.cert(n);
+                let oid = c.signature_algorithm.algorithm.to_id_string();
+                let (signature_algorithm, signature_hash) = describe_signature(c, &oid);
+                let (key_algorithm, key_bits, _) = describe_key(c.public_key());
+                IssuerCert {
+                    subject: c.subject().to_string(),
+                    anchor: matches!(n, Node::Anchor(_)),
+                    signature_algorithm,
+                    signature_hash,
+                    key_algorithm,
+                    key_bits,
+                }
+            })
+            .collect()
+    }
+
+    fn subjects(&self, path: &[Node]) -> Vec<String> {
+        path.iter()
+            .map(|&n| self.cert(n).subject().to_string())
+            .collect()
+    }
+
+    fn outcome(&self, found: Option<Vec<Node>>, source: ChainSource) -> TrustOutcome {
+        let result = |trusted: bool,
+                      failure: Option<ChainFailure>,
+                      reason: Option<String>,
+                      defects: Vec<Defect>,
+                      path: &[Node]| TrustOutcome {
+            trusted,
+            reason,
+            failure,
+            defects,
+            issuers: self.issuers(path),
+            path: self.subjects(path),
+            candidates_tried: self.tried,
+        };
+        if let Some(path) = found {
+            return result(true, None, None, Vec::new(), &path);
+        }
+        if let Some((path, defects)) = &self.best_anchored {
+            let reason = defects
+                .iter()
+                .map(Defect::describe)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return result(
+                false,
+                Some(ChainFailure::Invalid),
+                Some(reason),
+                defects.clone(),
+                path,
+            );
+        }
+        if self.exhausted {
+            return result(
+                false,
+                Some(ChainFailure::Invalid),
+                Some(format!(
+                    "no valid path found after trying {MAX_CANDIDATES_TRIED} candidate issuers among the {} certificates {}: serve only the gateway certificate and its own intermediates",
+                    self.served.len() - 1,
+                    match source {
+                        ChainSource::Server => "the server sent",
+                        ChainSource::File => "of the file",
+                    }
+                )),
+                Vec::new(),
+                &self.longest,
+            );
+        }
+        if let Some((path, reason)) = &self.untrusted_root {
+            return result(
+                false,
+                Some(ChainFailure::Untrusted),
+                Some(reason.clone()),
+                Vec::new(),
+                path,
+            );
+        }
+        if self.too_deep {
+            return result(
+                false,
+                Some(ChainFailure::Invalid),
+                Some(format!(
+                    "no path to a trusted root within {MAX_CHAIN_DEPTH} certificates"
+                )),
+                Vec::new(),
+                &self.longest,
+            );
+        }
+        let top = self.cert(*self.longest.last().unwrap_or(&Node::Served(0)));
+        let reason = format!(
+            "the issuer \"{}\" of \"{}\" is missing: {} and it is not in the trust store",
+            top.issuer(),
+            top.subject(),
+            match source {
+                ChainSource::Server => "the server did not send it",
+                ChainSource::File => "the file does not hold it",
+            }
+        );
+        result(
+            false,
+            Some(ChainFailure::Incomplete),
+            Some(reason),
+            Vec::new(),
+            &self.longest,
+        )
+    }
+}
+
+fn cert_is_ca(cert: &X509Certificate<'_>) -> bool {
+    cert.basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca)
 }
 
 /// Where the certificates besides the leaf come from.
@@ -477,26 +1062,352 @@ pub enum ChainSource {
     File,
 }
 
-/// Whether a chain reaches a trusted root, and why not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustOutcome {
-    /// The chain reaches an anchor.
-    pub trusted: bool,
-    /// Why not.
-    pub reason: Option<String>,
-}
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use time::Duration;
 
-impl TrustOutcome {
-    fn trusted() -> Self {
-        Self {
-            trusted: true,
-            reason: None,
+    fn key() -> KeyPair {
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key")
+    }
+
+    fn params(name: &str, ca: bool) -> CertificateParams {
+        let sans = if ca {
+            vec![]
+        } else {
+            vec!["gateway.example.com".to_string()]
+        };
+        let mut p = CertificateParams::new(sans).expect("params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        p.distinguished_name = dn;
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::days(1);
+        p.not_after = now + Duration::days(365);
+        if ca {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        } else {
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+        p
+    }
+
+    /// A certificate with these parameters and key, signed by (issuer parameters, key).
+    fn sign(p: &CertificateParams, key: &KeyPair, by: (&CertificateParams, &KeyPair)) -> Vec<u8> {
+        p.signed_by(key, &Issuer::from_params(by.0, by.1))
+            .expect("sign")
+            .der()
+            .to_vec()
+    }
+
+    fn self_signed(p: &CertificateParams, key: &KeyPair) -> Vec<u8> {
+        p.self_signed(key).expect("self-sign").der().to_vec()
+    }
+
+    /// Root (trusted) → "Issuing CA" → leaf.
+    struct Pki {
+        root: (CertificateParams, KeyPair),
+        root_der: Vec<u8>,
+        int: (CertificateParams, KeyPair),
+        int_der: Vec<u8>,
+        leaf_der: Vec<u8>,
+    }
+
+    fn pki_with(int_params: CertificateParams) -> Pki {
+        let root = (params("Test Root", true), key());
+        let root_der = self_signed(&root.0, &root.1);
+        let int = (int_params, key());
+        let int_der = sign(&int.0, &int.1, (&root.0, &root.1));
+        let leaf_der = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&int.0, &int.1),
+        );
+        Pki {
+            root,
+            root_der,
+            int,
+            int_der,
+            leaf_der,
         }
     }
-    fn untrusted(reason: String) -> Self {
-        Self {
-            trusted: false,
-            reason: Some(reason),
+
+    fn pki() -> Pki {
+        pki_with(params("Issuing CA", true))
+    }
+
+    fn store(anchors: &[&Vec<u8>]) -> TrustStore {
+        let mut s = TrustStore::empty();
+        for a in anchors {
+            s.add_der((*a).clone());
         }
+        s
+    }
+
+    fn eval(store: &TrustStore, leaf: &[u8], served: &[&Vec<u8>]) -> TrustOutcome {
+        let served: Vec<Vec<u8>> = served.iter().map(|d| (*d).clone()).collect();
+        store.evaluate_from(
+            leaf,
+            &served,
+            ChainSource::Server,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    #[test]
+    fn a_good_chain_is_trusted_in_any_order_with_extra_certificates() {
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let ok = eval(&s, &p.leaf_der, &[&p.int_der]);
+        assert!(ok.trusted, "{ok:?}");
+        assert_eq!(ok.path.len(), 3, "{:?}", ok.path);
+        assert_eq!(ok.issuers.len(), 2);
+        assert!(ok.issuers[1].anchor);
+        let stranger = self_signed(&params("Unrelated CA", true), &key());
+        let shuffled = eval(&s, &p.leaf_der, &[&stranger, &p.root_der, &p.int_der]);
+        assert!(shuffled.trusted, "{shuffled:?}");
+        assert_eq!(shuffled.path, ok.path);
+    }
+
+    #[test]
+    fn the_builder_backtracks_past_an_expired_copy_of_the_intermediate() {
+        let p = pki();
+        let mut old = p.int.0.clone();
+        let now = OffsetDateTime::now_utc();
+        old.not_before = now - Duration::days(800);
+        old.not_after = now - Duration::days(10);
+        // Same name and key as the good intermediate, expired, sent first.
+        let expired = sign(&old, &p.int.1, (&p.root.0, &p.root.1));
+        let s = store(&[&p.root_der]);
+        let out = eval(&s, &p.leaf_der, &[&expired, &p.int_der]);
+        assert!(out.trusted, "{out:?}");
+        // Alone, the expired one is a chain_invalid naming it.
+        let out = eval(&s, &p.leaf_der, &[&expired]);
+        assert!(!out.trusted);
+        assert_eq!(out.failure, Some(ChainFailure::Invalid));
+        assert!(
+            matches!(&out.defects[..], [Defect::Expired { subject, .. }] if subject.contains("Issuing CA")),
+            "{:?}",
+            out.defects
+        );
+    }
+
+    #[test]
+    fn a_cross_signed_path_is_found_past_an_untrusted_new_root() {
+        // Leaf ← Issuing CA ← New Root; New Root is self-signed (untrusted) and cross-signed
+        // by Old Root (trusted).
+        let old_root = (params("Old Root", true), key());
+        let old_root_der = self_signed(&old_root.0, &old_root.1);
+        let new_root = (params("New Root", true), key());
+        let new_root_self = self_signed(&new_root.0, &new_root.1);
+        let new_root_cross = sign(&new_root.0, &new_root.1, (&old_root.0, &old_root.1));
+        let int = (params("Issuing CA", true), key());
+        let int_der = sign(&int.0, &int.1, (&new_root.0, &new_root.1));
+        let leaf = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&int.0, &int.1),
+        );
+        let s = store(&[&old_root_der]);
+        let out = eval(&s, &leaf, &[&int_der, &new_root_self, &new_root_cross]);
+        assert!(out.trusted, "{out:?}");
+        assert_eq!(out.path.len(), 4, "{:?}", out.path);
+        assert!(out.path[3].contains("Old Root"));
+        // Without the cross-signed copy the path ends at a root nobody trusts.
+        let out = eval(&s, &leaf, &[&int_der, &new_root_self]);
+        assert_eq!(out.failure, Some(ChainFailure::Untrusted), "{out:?}");
+        assert!(out
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("New Root")));
+    }
+
+    #[test]
+    fn a_missing_intermediate_is_incomplete_not_untrusted() {
+        let p = pki();
+        let out = eval(&store(&[&p.root_der]), &p.leaf_der, &[]);
+        assert_eq!(out.failure, Some(ChainFailure::Incomplete), "{out:?}");
+        let why = out.reason.expect("reason");
+        assert!(
+            why.contains("Issuing CA") && why.contains("did not send it"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_served_ca_certificate_as_the_leaf_is_invalid() {
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let out = eval(&s, &p.int_der, &[&p.leaf_der]);
+        assert!(!out.trusted);
+        assert!(
+            matches!(&out.defects[..], [Defect::LeafIsCa { subject }] if subject.contains("Issuing CA")),
+            "{:?}",
+            out.defects
+        );
+        // A self-signed gateway certificate with CA:TRUE, pinned, is not that.
+        let pinned = self_signed(&params("gateway.example.com", true), &key());
+        assert!(eval(&store(&[&pinned]), &pinned, &[]).trusted);
+    }
+
+    #[test]
+    fn intermediates_must_be_cas_allowed_to_sign_for_servers() {
+        let mut not_ca = params("Issuing CA", true);
+        not_ca.is_ca = IsCa::ExplicitNoCa;
+        let mut no_cert_sign = params("Issuing CA", true);
+        no_cert_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut client_only = params("Issuing CA", true);
+        client_only.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut with_server = params("Issuing CA", true);
+        with_server.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let mut not_yet = params("Issuing CA", true);
+        not_yet.not_before = OffsetDateTime::now_utc() + Duration::days(3);
+        type Check = fn(&Defect) -> bool;
+        let cases: Vec<(CertificateParams, Check)> = vec![
+            (not_ca, |d| matches!(d, Defect::NotCa { .. })),
+            (no_cert_sign, |d| matches!(d, Defect::NoKeyCertSign { .. })),
+            (
+                client_only,
+                |d| matches!(d, Defect::EkuExcludesServerAuth { eku, .. } if eku == &["clientAuth".to_string()]),
+            ),
+            (not_yet, |d| matches!(d, Defect::NotYetValid { .. })),
+        ];
+        for (int_params, check) in cases {
+            let p = pki_with(int_params);
+            let out = eval(&store(&[&p.root_der]), &p.leaf_der, &[&p.int_der]);
+            assert_eq!(out.failure, Some(ChainFailure::Invalid), "{out:?}");
+            assert_eq!(out.defects.len(), 1, "{:?}", out.defects);
+            assert!(check(&out.defects[0]), "{:?}", out.defects);
+            assert!(out.defects[0].subject().contains("Issuing CA"));
+        }
+        let p = pki_with(with_server);
+        assert!(eval(&store(&[&p.root_der]), &p.leaf_der, &[&p.int_der]).trusted);
+    }
+
+    #[test]
+    fn path_length_constraints_are_respected() {
+        // Root (pathLen 0) → Issuing CA → leaf: one intermediate below a root allowing none.
+        let mut root_p = params("Test Root", true);
+        root_p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let root = (root_p, key());
+        let root_der = self_signed(&root.0, &root.1);
+        let int = (params("Issuing CA", true), key());
+        let int_der = sign(&int.0, &int.1, (&root.0, &root.1));
+        let leaf = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&int.0, &int.1),
+        );
+        let out = eval(&store(&[&root_der]), &leaf, &[&int_der]);
+        assert!(
+            matches!(&out.defects[..], [Defect::PathLenExceeded { limit: 0, below: 1, subject }] if subject.contains("Test Root")),
+            "{out:?}"
+        );
+        // Directly under the root, the leaf is fine.
+        let direct = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&root.0, &root.1),
+        );
+        assert!(eval(&store(&[&root_der]), &direct, &[]).trusted);
+    }
+
+    #[test]
+    fn a_forged_signature_under_a_trusted_name_is_untrusted() {
+        let p = pki();
+        // Another key under the trusted root's name.
+        let impostor = (params("Test Root", true), key());
+        let forged = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&impostor.0, &impostor.1),
+        );
+        let out = eval(&store(&[&p.root_der]), &forged, &[]);
+        assert!(!out.trusted);
+        assert_eq!(out.failure, Some(ChainFailure::Untrusted), "{out:?}");
+    }
+
+    #[test]
+    fn an_unverifiable_signature_is_never_trusted() {
+        let p = pki();
+        // Replace the leaf's signature algorithm (outer and inner) with an unknown OID of the
+        // same length: ecdsa-with-SHA256 is 1.2.840.10045.4.3.2; make it ...4.3.9.
+        let from = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        let to = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x09];
+        let mut forged = p.leaf_der.clone();
+        let mut replaced = 0;
+        let mut i = 0;
+        while i + from.len() <= forged.len() {
+            if forged[i..i + from.len()] == from {
+                forged[i..i + from.len()].copy_from_slice(&to);
+                replaced += 1;
+            }
+            i += 1;
+        }
+        assert_eq!(
+            replaced, 2,
+            "the algorithm appears in the TBS and outside it"
+        );
+        let out = eval(&store(&[&p.root_der]), &forged, &[&p.int_der]);
+        assert!(!out.trusted, "{out:?}");
+        assert_eq!(out.failure, Some(ChainFailure::Invalid));
+        assert!(
+            matches!(&out.defects[..], [Defect::Unverifiable { algorithm, insecure: false, .. }] if algorithm == "1.2.840.10045.4.3.9"),
+            "{:?}",
+            out.defects
+        );
+    }
+
+    #[test]
+    fn a_hostile_many_candidates_chain_stays_within_the_bound() {
+        // Four keys under one name "Mesh CA"; a certificate for every ordered pair (key i,
+        // signed by key j): 12 certificates, each a valid issuer of the others, none reaching
+        // an anchor. Unbounded, the search tries about 12 + 3 × (9 + 2 × (6 + 3)) = 93
+        // candidates; the bound stops it at MAX_CANDIDATES_TRIED.
+        let keys: Vec<KeyPair> = (0..4).map(|_| key()).collect();
+        let mesh = params("Mesh CA", true);
+        let mut served = Vec::new();
+        for (i, ki) in keys.iter().enumerate() {
+            for (j, kj) in keys.iter().enumerate() {
+                if i != j {
+                    served.push(sign(&mesh, ki, (&mesh, kj)));
+                }
+            }
+        }
+        let leaf = sign(
+            &params("gateway.example.com", false),
+            &key(),
+            (&mesh, &keys[0]),
+        );
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let refs: Vec<&Vec<u8>> = served.iter().collect();
+        let started = std::time::Instant::now();
+        let out = eval(&s, &leaf, &refs);
+        let took = started.elapsed();
+        assert!(!out.trusted);
+        assert_eq!(out.candidates_tried, MAX_CANDIDATES_TRIED, "{out:?}");
+        assert_eq!(out.failure, Some(ChainFailure::Invalid));
+        assert!(
+            out.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("after trying 64 candidate issuers")),
+            "{out:?}"
+        );
+        assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        // What the server sends beyond MAX_SERVED_CERTIFICATES is not even looked at.
+        let many: Vec<&Vec<u8>> = std::iter::repeat_n(&p.int_der, 100).collect();
+        let out = eval(&s, &p.leaf_der, &many);
+        assert!(out.trusted, "{out:?}");
+        assert!(out.candidates_tried <= 2, "{out:?}");
     }
 }

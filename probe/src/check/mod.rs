@@ -453,18 +453,12 @@ fn judge_handshake(
             ),
         ));
     }
-    let outcome = ctx.trust.evaluate(leaf, &chain[1..]);
+    let outcome = ctx
+        .trust
+        .evaluate_from(leaf, &chain[1..], cert::ChainSource::Server, now);
     tls.trusted = outcome.trusted;
     tls.trust_error = outcome.reason.clone();
-    if !outcome.trusted {
-        findings.push(Finding::new(
-            FindingCode::CertUntrusted,
-            format!(
-                "the certificate chain does not reach a trusted root: {}",
-                outcome.reason.as_deref().unwrap_or("no path")
-            ),
-        ));
-    }
+    findings.extend(triage::chain_findings(&outcome, cert::ChainSource::Server));
     findings.extend(triage::certificate_findings(
         &info,
         Some(&spec.target.host),

@@ -6,7 +6,98 @@ use cemwatch_shared::{
     CertificateInfo, Expectations, Finding, FindingCode, Thumbprint, ThumbprintKind,
 };
 
-use super::cert::covers_name;
+use super::cert::{covers_name, ChainFailure, ChainSource, Defect, TrustOutcome};
+
+/// Findings about the certificate path: how it fails (`cert_untrusted`, `chain_incomplete`,
+/// one `chain_invalid` per defect, each naming the certificate), then the CEM algorithm rules
+/// applied to every certificate above the leaf (SHA-1 and MD5 signatures of intermediates,
+/// RSA keys under 2048 bits), each naming the certificate.
+pub fn chain_findings(outcome: &TrustOutcome, source: ChainSource) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let reason = outcome.reason.as_deref().unwrap_or("no path");
+    let what = match source {
+        ChainSource::Server => "the certificate chain the gateway serves",
+        ChainSource::File => "the certificate chain in the file",
+    };
+    match outcome.failure {
+        None => {}
+        Some(ChainFailure::Untrusted) => findings.push(Finding::new(
+            FindingCode::CertUntrusted,
+            format!("{what} does not reach a trusted root: {reason}"),
+        )),
+        Some(ChainFailure::Incomplete) => findings.push(Finding::new(
+            FindingCode::ChainIncomplete,
+            format!("{what} is incomplete: {reason}"),
+        )),
+        Some(ChainFailure::Invalid) => {
+            for defect in &outcome.defects {
+                match defect {
+                    // `signature_insecure` reports MD5 and MD2, on the leaf and above it.
+                    Defect::Unverifiable { insecure: true, .. } => {}
+                    Defect::LeafIsCa { subject } => findings.push(Finding::with_remedy(
+                        FindingCode::ChainInvalid,
+                        format!("{what} is invalid: {}", defect.describe()),
+                        format!(
+                            "The gateway is bound to its issuer's certificate (\"{subject}\"), or the chain is out of order: bind the gateway's own SAN certificate in Gateway Manager and IIS (the certificate issued for the gateway FQDN, with its private key), served first and followed by its intermediates."
+                        ),
+                    )),
+                    _ => findings.push(Finding::new(
+                        FindingCode::ChainInvalid,
+                        format!("{what} is invalid: {}", defect.describe()),
+                    )),
+                }
+            }
+            if outcome.defects.is_empty() {
+                findings.push(Finding::new(
+                    FindingCode::ChainInvalid,
+                    format!("{what} is invalid: {reason}"),
+                ));
+            }
+        }
+    }
+    for issuer in &outcome.issuers {
+        let role = if issuer.anchor {
+            "the root CA"
+        } else {
+            "the intermediate CA"
+        };
+        let subject = &issuer.subject;
+        if !issuer.anchor {
+            let reissue = format!(
+                "Have the issuing CA re-issue the intermediate CA certificate \"{subject}\" with SHA-256 or stronger, and serve the new one with the gateway certificate"
+            );
+            match issuer.signature_hash.as_str() {
+                "sha1" => findings.push(Finding::with_remedy(
+                    FindingCode::SignatureSha1,
+                    format!(
+                        "{role} \"{subject}\" is signed with {}",
+                        issuer.signature_algorithm
+                    ),
+                    format!("{reissue}: SHA-1 is not recommended."),
+                )),
+                "md5" | "md2" | "md4" => findings.push(Finding::with_remedy(
+                    FindingCode::SignatureInsecure,
+                    format!(
+                        "{role} \"{subject}\" is signed with {}",
+                        issuer.signature_algorithm
+                    ),
+                    format!("{reissue}: MD5 is not accepted."),
+                )),
+                _ => {}
+            }
+        }
+        if issuer.key_algorithm == "RSA" && issuer.key_bits < 2048 {
+            findings.push(Finding::with_remedy(
+                FindingCode::KeyTooSmall,
+                format!("{role} \"{subject}\" has a {}-bit RSA key", issuer.key_bits),
+                format!(
+                    "Replace {role} certificate \"{subject}\" with one whose RSA key has at least 2048 bits, and re-issue the certificates below it."
+                ),
+            ));
+        }
+    }
+    findings
+}
 
 /// Findings about a certificate itself: names, policy thumbprint, validity, EKU, signature
 /// and key. `gateway` is the name agents connect to (always required), when known.
