@@ -702,9 +702,7 @@ impl<'s, 'a> Search<'s, 'a> {
     /// Extends `path` (ending at a served certificate) towards an anchor; returns the first
     /// path whose certificates are all valid.
     fn descend(&mut self, path: &mut Vec<Node>) -> Option<Vec<Node>> {
-        let Some(&top) = path.last() else {
-            return None;
-        };
+        let &top = path.last()?;
         if path.len() > self.longest.len() {
             self.longest = path.clone();
         }
@@ -715,10 +713,10 @@ impl<'s, 'a> Search<'s, 'a> {
         let store = self.store;
         if let Some(indexes) = store.by_subject.get(&issuer) {
             for &i in indexes {
-                if !self.anchors.contains_key(&i) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.anchors.entry(i) {
                     match parse(&store.anchors[i]) {
                         Ok(c) => {
-                            self.anchors.insert(i, c);
+                            slot.insert(c);
                         }
                         Err(_) => continue,
                     }
