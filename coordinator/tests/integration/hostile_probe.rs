@@ -17,6 +17,38 @@ use crate::support::{
     token, write_config,
 };
 
+/// Connects as the enrolled probe in `state` and says `Hello` as `name`: a session as the probe
+/// would open it, for a test to send what the probe never would.
+async fn session(
+    quic: std::net::SocketAddr,
+    state: &std::path::Path,
+    name: &str,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let conn = endpoint
+        .connect_with(
+            raw_client_config(Some(identity_of(state))),
+            quic,
+            wire::SERVER_NAME,
+        )
+        .expect("connect")
+        .await
+        .expect("an enrolled probe's handshake");
+    let (mut send, recv) = conn.open_bi().await.expect("stream");
+    let hello = ToCoordinator::Hello {
+        probe: name.into(),
+        agent_version: "hostile".into(),
+        labels: Default::default(),
+    };
+    write_frame(&mut send, &hello).await.expect("hello");
+    (endpoint, conn, send, recv)
+}
+
 #[test]
 fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
     let _machine = shared();
@@ -54,24 +86,7 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
         .expect("runtime");
     // A session as the probe's own: Hello, the plan, then the report, until it is acknowledged.
     let acked = rt.block_on(async {
-        let endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        let conn = endpoint
-            .connect_with(
-                raw_client_config(Some(identity_of(&state))),
-                coord.quic,
-                wire::SERVER_NAME,
-            )
-            .expect("connect")
-            .await
-            .expect("an enrolled probe's handshake");
-        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-        let hello = ToCoordinator::Hello {
-            probe: "mallory".into(),
-            agent_version: "hostile".into(),
-            labels: Default::default(),
-        };
-        write_frame(&mut send, &hello).await.expect("hello");
+        let (endpoint, conn, mut send, mut recv) = session(coord.quic, &state, "mallory").await;
         write_frame(&mut send, &report).await.expect("report");
         let acked = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
@@ -147,24 +162,7 @@ fn renewals_out_of_turn_are_not_issued_and_counted() {
         .expect("runtime");
     // A fresh certificate (days from half-life): asking for new ones in a loop gets none.
     let frames = rt.block_on(async {
-        let endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        let conn = endpoint
-            .connect_with(
-                raw_client_config(Some(identity_of(&state))),
-                coord.quic,
-                wire::SERVER_NAME,
-            )
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-        let hello = ToCoordinator::Hello {
-            probe: "minter".into(),
-            agent_version: "hostile".into(),
-            labels: Default::default(),
-        };
-        write_frame(&mut send, &hello).await.expect("hello");
+        let (endpoint, conn, mut send, mut recv) = session(coord.quic, &state, "minter").await;
         for _ in 0..20 {
             let renew = ToCoordinator::Renew {
                 csr_der: csr_der.clone(),
