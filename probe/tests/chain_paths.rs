@@ -1,0 +1,581 @@
+//! The certificate path as Windows' chain engine and webpki check it (issue 15, part 1),
+//! against `openssl s_server` (a TLS server no cemwatch code wrote) serving what real gateways
+//! serve with `-cert_chain`: an expired intermediate, chains out of order or led by a CA
+//! certificate, a cross-signed path among extra certificates, a missing intermediate, a CA as
+//! the served certificate, an SHA-1-signed intermediate; `inspect` refusing a .pfx with an
+//! expired intermediate; and a differential test against `openssl verify` on generated chains.
+//! All on loopback; the assertions read the JSON a script would read.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cemwatch_probe::check::cert::{ChainSource, TrustStore};
+use cemwatch_probe::check::triage;
+use cemwatch_tests::peers::OpensslPeer;
+use cemwatch_tests::pki::{self, Leaf, PfxEncryption};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::CertificateDer;
+
+/// A differential case: its name, the leaf (DER), the intermediates served, and the code the
+/// probe must give (`None`: trusted).
+type Case<'a> = (&'a str, Vec<u8>, Vec<Vec<u8>>, Option<&'a str>);
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+const GW: &str = "gateway.example.com";
+const SMP: &str = "smp.example.net";
+const BIN: &str = env!("CARGO_BIN_EXE_cemwatch-probe");
+
+/// A certificate made here, with its parameters and key (to sign with it).
+struct Cert {
+    params: CertificateParams,
+    key: KeyPair,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn rsa() -> (KeyPair, String) {
+    let pem = pki::rsa_key_pem(2048).expect("RSA key");
+    (KeyPair::from_pem(&pem).expect("key"), pem)
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationName, "cemwatch chain tests");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(3650);
+    p
+}
+
+fn leaf_params() -> CertificateParams {
+    let mut p = CertificateParams::new(vec![SMP.to_string(), GW.to_string()]).expect("params");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, SMP);
+    p.distinguished_name = dn;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(365);
+    p
+}
+
+fn root(name: &str) -> Cert {
+    let params = ca_params(name);
+    let (key, key_pem) = rsa();
+    let der = params.self_signed(&key).expect("self-sign").der().to_vec();
+    Cert {
+        params,
+        key,
+        key_pem,
+        der,
+    }
+}
+
+/// A certificate with `params` signed by `by`.
+fn issue(params: CertificateParams, by: &Cert) -> Cert {
+    let (key, key_pem) = rsa();
+    let der = params
+        .signed_by(&key, &Issuer::from_params(&by.params, &by.key))
+        .expect("sign")
+        .der()
+        .to_vec();
+    Cert {
+        params,
+        key,
+        key_pem,
+        der,
+    }
+}
+
+/// The same subject and key as `cert`, signed by `by` (a cross-signed copy).
+fn cross_sign(cert: &Cert, by: &Cert) -> Vec<u8> {
+    cert.params
+        .signed_by(&cert.key, &Issuer::from_params(&by.params, &by.key))
+        .expect("cross-sign")
+        .der()
+        .to_vec()
+}
+
+/// An intermediate CA signed by `by` with SHA-1, by the `openssl` command (rcgen refuses).
+fn sha1_intermediate(name: &str, by: &Cert, dir: &Path) -> Cert {
+    let (key, key_pem) = rsa();
+    let w = |n: &str, c: &[u8]| {
+        let p = dir.join(n);
+        std::fs::write(&p, c).expect("write");
+        p.display().to_string()
+    };
+    let ca_cert = w(
+        "sha1-ca.pem",
+        pki::to_pem(&by.der, "CERTIFICATE").as_bytes(),
+    );
+    let ca_key = w("sha1-ca.key", by.key_pem.as_bytes());
+    let int_key = w("sha1-int.key", key_pem.as_bytes());
+    let ext = w(
+        "sha1-ext.cnf",
+        b"basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    let csr = dir.join("sha1-int.csr").display().to_string();
+    let out = dir.join("sha1-int.pem").display().to_string();
+    let subj = format!("/CN={name}/O=cemwatch chain tests");
+    pki::openssl(
+        &[
+            "req", "-new", "-key", &int_key, "-subj", &subj, "-out", &csr,
+        ],
+        None,
+    )
+    .expect("csr");
+    pki::openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            "77",
+            "-sha1",
+            "-days",
+            "365",
+            "-extfile",
+            &ext,
+            "-out",
+            &out,
+        ],
+        None,
+    )
+    .expect("sign with SHA-1");
+    let pem = std::fs::read_to_string(&out).expect("read");
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|c: CertificateDer<'static>| c.as_ref().to_vec())
+        .expect("pem");
+    // rcgen signs the leaf with this key under this certificate's name (the same name, in the
+    // same order and string type as `-subj` writes it).
+    let params = ca_params(name);
+    Cert {
+        params,
+        key,
+        key_pem,
+        der,
+    }
+}
+
+struct World {
+    root: Cert,
+    ca_file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = root("Chain Test Root CA");
+    let ca_file = dir.path().join("root.pem");
+    std::fs::write(&ca_file, pki::to_pem(&root.der, "CERTIFICATE")).expect("write root");
+    World { root, ca_file, dir }
+}
+
+struct Run {
+    code: i32,
+    json: Value,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn codes(&self) -> Vec<String> {
+        self.json["findings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no findings in: {}\n{}", self.stdout, self.stderr))
+            .iter()
+            .map(|f| f["code"].as_str().expect("code").to_string())
+            .collect()
+    }
+
+    fn finding(&self, code: &str) -> &Value {
+        self.json["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["code"] == code))
+            .unwrap_or_else(|| panic!("no {code} in: {}", self.stdout))
+    }
+
+    fn message(&self, code: &str) -> String {
+        self.finding(code)["message"]
+            .as_str()
+            .expect("message")
+            .to_string()
+    }
+}
+
+fn run(args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run cemwatch-probe");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// Serves `first` (with its key) and `chain` (`-cert_chain`, in this order) with `openssl
+/// s_server`, and checks it as JSON, trusting the test root.
+fn check_served(w: &World, first: &Cert, chain: &[&[u8]]) -> Run {
+    let chain_file = w
+        .dir
+        .path()
+        .join(format!("chain-{}.pem", pki::sha1_hex(first.der.as_slice())));
+    let pem: String = chain
+        .iter()
+        .map(|d| pki::to_pem(d, "CERTIFICATE"))
+        .collect();
+    std::fs::write(&chain_file, pem).expect("write chain");
+    let served = Leaf {
+        chain: vec![first.der.clone()],
+        key_pem: first.key_pem.clone(),
+    };
+    let chain_arg = chain_file.display().to_string();
+    // Security level 0: OpenSSL 3 refuses to load an SHA-1-signed CA at its default level, and
+    // serving such chains (as old gateways do) is what these tests are about.
+    let mut options = vec!["-cipher", "DEFAULT:@SECLEVEL=0"];
+    if !chain.is_empty() {
+        options.extend(["-cert_chain", chain_arg.as_str()]);
+    }
+    let peer = OpensslPeer::start(&served, &options).expect("s_server");
+    let target = format!("{GW}:{}", peer.port());
+    let resolve = format!("{GW}:*:127.0.0.1");
+    let ca = w.ca_file.display().to_string();
+    let r = run(&[
+        "check",
+        &target,
+        "--resolve",
+        &resolve,
+        "--ca-file",
+        &ca,
+        "--require-san",
+        SMP,
+        "--no-legacy-ports",
+        "--output",
+        "json",
+        "--connect-timeout",
+        "2s",
+        "--handshake-timeout",
+        "5s",
+    ]);
+    // The chain s_server sent is what the probe judged.
+    assert_eq!(
+        r.json["tls"]["chain"].as_array().map(Vec::len),
+        Some(chain.len() + 1),
+        "{}\n{}\n{}",
+        r.stdout,
+        r.stderr,
+        peer.log()
+    );
+    r
+}
+
+fn expired(mut p: CertificateParams) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::days(400);
+    p.not_after = now - Duration::days(5);
+    p
+}
+
+#[test]
+fn an_expired_intermediate_is_chain_invalid_never_chain_trusted() {
+    let w = world();
+    let int = issue(expired(ca_params("Expired Issuing CA")), &w.root);
+    let leaf = issue(leaf_params(), &int);
+    let r = check_served(&w, &leaf, &[&int.der]);
+    assert_eq!(r.codes(), vec!["chain_invalid"], "{}", r.stdout);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.json["verdict"], "fail");
+    assert_eq!(r.json["tls"]["trusted"], false);
+    let msg = r.message("chain_invalid");
+    assert!(
+        msg.contains("Expired Issuing CA") && msg.contains("expired on"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn chains_out_of_order_with_extra_certificates_are_trusted() {
+    let w = world();
+    let policy = issue(ca_params("Policy CA"), &w.root);
+    let issuing = issue(ca_params("Issuing CA"), &policy);
+    let leaf = issue(leaf_params(), &issuing);
+    let stranger = root("Unrelated CA");
+    // Root first, then the policy CA, an unrelated certificate, the issuing CA last.
+    let r = check_served(
+        &w,
+        &leaf,
+        &[&w.root.der, &policy.der, &stranger.der, &issuing.der],
+    );
+    assert_eq!(r.codes(), Vec::<String>::new(), "{}", r.stdout);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.json["tls"]["trusted"], true);
+}
+
+#[test]
+fn a_reversed_chain_led_by_the_ca_certificate_is_chain_invalid_naming_it() {
+    let w = world();
+    let issuing = issue(ca_params("Issuing CA"), &w.root);
+    let leaf = issue(leaf_params(), &issuing);
+    // The gateway bound to its issuer's certificate: the CA first, the real leaf second.
+    let r = check_served(&w, &issuing, &[&leaf.der]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(r.json["tls"]["trusted"], false);
+    let codes = r.codes();
+    assert_eq!(codes[0], "chain_invalid", "{codes:?}");
+    let f = r.finding("chain_invalid");
+    let msg = f["message"].as_str().expect("message");
+    assert!(
+        msg.contains("Issuing CA") && msg.contains("is a CA certificate"),
+        "{msg}"
+    );
+    let remedy = f["remedy"].as_str().expect("remedy");
+    assert!(
+        remedy.contains("bound to its issuer's certificate") && remedy.contains("out of order"),
+        "{remedy}"
+    );
+}
+
+#[test]
+fn a_served_leaf_that_is_a_ca_is_chain_invalid() {
+    let w = world();
+    let issuing = issue(ca_params("Issuing CA"), &w.root);
+    let mut p = leaf_params();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_leaf = issue(p, &issuing);
+    let r = check_served(&w, &ca_leaf, &[&issuing.der]);
+    assert_eq!(r.codes(), vec!["chain_invalid"], "{}", r.stdout);
+    let msg = r.message("chain_invalid");
+    assert!(msg.contains(SMP) && msg.contains("CA:TRUE"), "{msg}");
+}
+
+#[test]
+fn a_cross_signed_path_among_extra_certificates_is_found() {
+    let w = world();
+    // The trusted root cross-signs a new root that the probe does not trust.
+    let new_root = root("New Root CA");
+    let new_root_cross = cross_sign(&new_root, &w.root);
+    let issuing = issue(ca_params("Issuing CA"), &new_root);
+    let leaf = issue(leaf_params(), &issuing);
+    let stranger = root("Unrelated CA");
+    let r = check_served(
+        &w,
+        &leaf,
+        &[&issuing.der, &new_root.der, &stranger.der, &new_root_cross],
+    );
+    assert_eq!(r.codes(), Vec::<String>::new(), "{}", r.stdout);
+    assert_eq!(r.json["tls"]["trusted"], true);
+    // Without the cross-signed copy, the path ends at a root nobody trusts.
+    let r = check_served(&w, &leaf, &[&issuing.der, &new_root.der]);
+    assert_eq!(r.codes(), vec!["cert_untrusted"], "{}", r.stdout);
+    assert!(r.message("cert_untrusted").contains("New Root CA"));
+}
+
+#[test]
+fn a_missing_intermediate_is_chain_incomplete_not_an_unknown_root() {
+    let w = world();
+    let issuing = issue(ca_params("Issuing CA"), &w.root);
+    let leaf = issue(leaf_params(), &issuing);
+    let r = check_served(&w, &leaf, &[]);
+    assert_eq!(r.codes(), vec!["chain_incomplete"], "{}", r.stdout);
+    assert_eq!(r.code, 2);
+    let msg = r.message("chain_incomplete");
+    assert!(
+        msg.contains("Issuing CA") && msg.contains("did not send it"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_sha1_signed_intermediate_is_signature_sha1_naming_it() {
+    let w = world();
+    let int = sha1_intermediate("SHA-1 Issuing CA", &w.root, w.dir.path());
+    let leaf = issue(leaf_params(), &int);
+    let r = check_served(&w, &leaf, &[&int.der]);
+    assert_eq!(r.codes(), vec!["signature_sha1"], "{}", r.stdout);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json["tls"]["trusted"], true);
+    let msg = r.message("signature_sha1");
+    assert!(
+        msg.contains("SHA-1 Issuing CA") && msg.contains("sha1WithRSAEncryption"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn inspect_refuses_a_pfx_with_an_expired_intermediate() {
+    let w = world();
+    let int = issue(expired(ca_params("Expired Issuing CA")), &w.root);
+    let leaf = issue(leaf_params(), &int);
+    let pfx = pki::pfx(
+        &Leaf {
+            chain: vec![leaf.der.clone(), int.der.clone()],
+            key_pem: leaf.key_pem.clone(),
+        },
+        "",
+        PfxEncryption::Modern,
+    )
+    .expect("pfx");
+    let file = w.dir.path().join("gateway.pfx");
+    std::fs::write(&file, pfx).expect("write pfx");
+    let r = run(&[
+        "inspect",
+        &file.display().to_string(),
+        "--ca-file",
+        &w.ca_file.display().to_string(),
+        "--gateway",
+        GW,
+        "--require-san",
+        SMP,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        r.codes(),
+        vec!["chain_invalid"],
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.code, 2);
+    assert_eq!(r.json["chain_trusted"], false);
+    assert!(r.message("chain_invalid").contains("Expired Issuing CA"));
+}
+
+/// `openssl verify` of `leaf` with `untrusted` intermediates against `root`: accepted or not.
+fn openssl_verifies(dir: &Path, root: &[u8], untrusted: &[&[u8]], leaf: &[u8]) -> (bool, String) {
+    let w = |n: &str, ders: &[&[u8]]| {
+        let p = dir.join(n);
+        let pem: String = ders.iter().map(|d| pki::to_pem(d, "CERTIFICATE")).collect();
+        std::fs::write(&p, pem).expect("write");
+        p.display().to_string()
+    };
+    let root = w("v-root.pem", &[root]);
+    let leaf = w("v-leaf.pem", &[leaf]);
+    let mut cmd = Command::new("openssl");
+    cmd.args(["verify", "-CAfile", &root]);
+    if !untrusted.is_empty() {
+        cmd.args(["-untrusted", &w("v-untrusted.pem", untrusted)]);
+    }
+    let out = cmd.arg(&leaf).output().expect("openssl verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn whatever_openssl_verify_rejects_the_probe_rejects_with_the_right_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root_ca = root("Differential Root CA");
+    let mut store = TrustStore::empty();
+    store.add_der(root_ca.der.clone());
+    let stranger = root("Differential Stranger CA");
+    let mut not_ca = ca_params("Not A CA");
+    not_ca.is_ca = IsCa::ExplicitNoCa;
+    let mut no_cert_sign = ca_params("No keyCertSign CA");
+    no_cert_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let mut not_yet = ca_params("Future CA");
+    not_yet.not_before = OffsetDateTime::now_utc() + Duration::days(10);
+    let mut zero = ca_params("PathLen Zero CA");
+    zero.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+
+    // (name, leaf, intermediates served, the probe's expected code; None = trusted)
+    let mut cases: Vec<Case<'_>> = Vec::new();
+    let good = issue(ca_params("Good CA"), &root_ca);
+    cases.push((
+        "good",
+        issue(leaf_params(), &good).der,
+        vec![good.der.clone()],
+        None,
+    ));
+    let reversed_leaf = issue(leaf_params(), &good).der;
+    cases.push((
+        "unordered with a stranger",
+        reversed_leaf,
+        vec![stranger.der.clone(), root_ca.der.clone(), good.der.clone()],
+        None,
+    ));
+    let exp = issue(expired(ca_params("Expired CA")), &root_ca);
+    cases.push((
+        "expired intermediate",
+        issue(leaf_params(), &exp).der,
+        vec![exp.der.clone()],
+        Some("chain_invalid"),
+    ));
+    for (name, params) in [
+        ("not a CA", not_ca),
+        ("no keyCertSign", no_cert_sign),
+        ("not yet valid", not_yet),
+    ] {
+        let int = issue(params, &root_ca);
+        cases.push((
+            name,
+            issue(leaf_params(), &int).der,
+            vec![int.der.clone()],
+            Some("chain_invalid"),
+        ));
+    }
+    let z = issue(zero, &root_ca);
+    let below = issue(ca_params("Below PathLen Zero CA"), &z);
+    cases.push((
+        "pathLen exceeded",
+        issue(leaf_params(), &below).der,
+        vec![below.der.clone(), z.der.clone()],
+        Some("chain_invalid"),
+    ));
+    cases.push((
+        "missing intermediate",
+        issue(leaf_params(), &good).der,
+        vec![],
+        Some("chain_incomplete"),
+    ));
+    cases.push((
+        "foreign root served",
+        issue(leaf_params(), &stranger).der,
+        vec![stranger.der.clone()],
+        Some("cert_untrusted"),
+    ));
+
+    let now = OffsetDateTime::now_utc();
+    for (name, leaf, served, expected) in &cases {
+        let refs: Vec<&[u8]> = served.iter().map(Vec::as_slice).collect();
+        let (accepted, why) = openssl_verifies(dir.path(), &root_ca.der, &refs, leaf);
+        let outcome = store.evaluate_from(leaf, served, ChainSource::Server, now);
+        let codes: Vec<&str> = triage::chain_findings(&outcome, ChainSource::Server)
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect();
+        assert_eq!(
+            outcome.trusted, accepted,
+            "{name}: openssl verify says {why}; the probe: {outcome:?}"
+        );
+        match expected {
+            None => assert!(codes.is_empty(), "{name}: {codes:?}"),
+            Some(code) => assert_eq!(codes, vec![*code], "{name}: {outcome:?}"),
+        }
+    }
+}
