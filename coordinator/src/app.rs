@@ -162,11 +162,17 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         hub: hub.clone(),
         reader: store::Reader::open(&data_dir)?,
         readiness: readiness.clone(),
+        auth: http::auth::Authenticator::default(),
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(quic::serve(endpoint.clone(), hub.clone())));
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, http::router(state)).await {
+        if let Err(e) = axum::serve(
+            http,
+            http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));

@@ -3,6 +3,7 @@
 //! (`/api/v1/fleet` aggregates it, `/api/v1/agents` lists it per probe). Reads are GET; the one action, starting a
 //! `ProbeNow` round, is a POST.
 
+pub mod auth;
 mod error;
 pub mod handlers;
 
@@ -10,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{middleware, Router};
 
+pub use auth::{Access, Role};
 pub use error::ApiError;
 
 use crate::quic::Hub;
@@ -26,23 +28,41 @@ pub struct ApiState {
     pub reader: Reader,
     /// Whether the coordinator is ready.
     pub readiness: Arc<Readiness>,
+    /// Who may do what.
+    pub auth: auth::Authenticator,
 }
 
-/// The router.
+/// The router. Every route but `/live` and `/ready` names the role it needs; [`auth::authenticate`]
+/// runs first on every request and decides what the client may do.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let open = Router::new()
         .route("/live", get(|| async { "ok\n" }))
-        .route("/ready", get(handlers::ready))
-        .route("/metrics", get(handlers::metrics))
+        .route("/ready", get(handlers::ready));
+    let metrics = Router::new().route("/metrics", get(handlers::metrics));
+    let read = Router::new()
         .route("/api/v1/fleet", get(handlers::fleet))
         .route("/api/v1/checks", get(handlers::checks))
         .route("/api/v1/checks/{name}", get(handlers::check))
         .route("/api/v1/probes", get(handlers::probes))
         .route("/api/v1/agents", get(handlers::agents))
         .route("/api/v1/events", get(handlers::events))
-        .route("/api/v1/rounds", post(handlers::start_round))
-        .route("/api/v1/rounds/{id}", get(handlers::round))
+        .route("/api/v1/rounds/{id}", get(handlers::round));
+    let operate = Router::new().route("/api/v1/rounds", post(handlers::start_round));
+    open.merge(needs(Role::Metrics, metrics))
+        .merge(needs(Role::Read, read))
+        .merge(needs(Role::Operate, operate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
+}
+
+/// `routes`, each answered only for requests whose [`Access`] allows `role`.
+fn needs(role: Role, routes: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
+    routes.route_layer(middleware::from_fn(move |req, next| {
+        auth::require(role, req, next)
+    }))
 }
 
 /// What `/ready` says: no until the store is open, the fleet loaded and both listeners bound,
@@ -117,17 +137,25 @@ mod tests {
             hub,
             reader: Reader::open(dir.path()).expect("reader"),
             readiness: Arc::new(Readiness::default()),
+            auth: auth::Authenticator::default(),
         });
         Fixture { _dir: dir, state }
     }
 
     async fn call(fx: &Fixture, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .expect("request");
+        // As if from loopback, which may do everything when no users are configured.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                40000,
+            ))));
         let response = router(fx.state.clone())
             .oneshot(request)
             .await
