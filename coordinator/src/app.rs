@@ -152,30 +152,34 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.server.http_listen))?;
     let http_addr = http.local_addr()?;
-    tracing::info!("listening for http on {http_addr}");
+    let https = match &config.http.tls {
+        Some(tls) => Some(http::serve::acceptor(tls).context("cannot set up HTTPS")?),
+        None => None,
+    };
+    let http_limits = config.http.clone();
+    tracing::info!(
+        "listening for {} on {http_addr}",
+        if https.is_some() { "https" } else { "http" }
+    );
 
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let generation = Arc::new(AtomicU64::new(1));
     let hub = Arc::new(Hub::new(config_rx, generation, registry, ca, metrics));
     let readiness = Arc::new(Readiness::default());
-    let state = Arc::new(ApiState {
-        hub: hub.clone(),
-        reader: store::Reader::open(&data_dir)?,
-        readiness: readiness.clone(),
-        auth: http::auth::Authenticator::default(),
-    });
+    let state = Arc::new(ApiState::new(
+        hub.clone(),
+        store::Reader::open(&data_dir)?,
+        readiness.clone(),
+    ));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(quic::serve(endpoint.clone(), hub.clone())));
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(
-            http,
-            http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(http::serve::serve(
+        http,
+        https,
+        http::router(state),
+        http_limits,
+        hub.metrics.clone(),
+    )));
     tasks.push(tokio::spawn(watch_revocations(
         hub.clone(),
         data_dir.clone(),

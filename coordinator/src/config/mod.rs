@@ -2,6 +2,7 @@
 //! with its key and line, all validated before any port is bound. `Config::from_toml` takes a
 //! string so tests parse configurations without files.
 
+pub mod http;
 pub mod limits;
 
 use std::collections::{BTreeMap, HashSet};
@@ -46,6 +47,10 @@ pub struct Config {
     pub diagnosis: crate::model::check::Thresholds,
     /// Connection, rate and size limits (the `[limits]` table).
     pub limits: LimitsConfig,
+    /// `[http]`: who may use the HTTP surface, over what, within which limits.
+    pub http: http::HttpConfig,
+    /// `[rounds]`: how often rounds may start, and how many are kept.
+    pub rounds: http::RoundsConfig,
 }
 
 /// The `[server]` table.
@@ -141,6 +146,8 @@ struct RawConfig {
     checks: Vec<RawCheck>,
     limits: Option<RawLimits>,
     diagnosis: Option<RawDiagnosis>,
+    http: Option<http::RawHttp>,
+    rounds: Option<http::RawRounds>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,7 +235,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `FILE:LINE` of a span of the configuration text.
-type At<'a> = &'a dyn Fn(std::ops::Range<usize>) -> String;
+pub(crate) type At<'a> = &'a dyn Fn(std::ops::Range<usize>) -> String;
 
 impl RawServer {
     /// The `[server]` table validated; `base` resolves a relative `data_dir`.
@@ -413,6 +420,11 @@ impl Config {
             .diagnosis
             .map(|d| d.validate(&at, &mut problems))
             .unwrap_or_default();
+        let http = raw
+            .http
+            .unwrap_or_default()
+            .validate(base, &at, &mut problems);
+        let rounds = raw.rounds.unwrap_or_default().validate(&at, &mut problems);
         if raw.checks.is_empty() {
             problems.push(format!(
                 "{origin}: no [[check]]: add at least one, such as\n  [[check]]\n  name = \"gateway\"\n  host = \"gateway.example.com\"\n  port = 8443"
@@ -431,6 +443,8 @@ impl Config {
                 checks,
                 diagnosis,
                 limits,
+                http,
+                rounds,
             })
         } else {
             Err(ConfigError { problems })

@@ -11,40 +11,25 @@
 //! `Authorization` header, and the route's layer answers 401 (no credentials, or wrong ones) or
 //! 403 (the credentials are right but their role is not enough).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
+pub use crate::model::access::Role;
+
+use crate::config::http::{HttpConfig, HttpUser};
 use crate::http::ApiState;
-
-/// A role, each including the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Scrape `/metrics`.
-    Metrics,
-    /// Read the JSON API and the pages (and scrape).
-    Read,
-    /// Start rounds (and read, and scrape).
-    Operate,
-}
-
-impl Role {
-    /// Its name in configuration and in messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Metrics => "metrics",
-            Role::Read => "read",
-            Role::Operate => "operate",
-        }
-    }
-}
 
 /// Who made a request, as far as the coordinator could tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,9 +79,19 @@ pub async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    let access = match s.auth.access(peer, authorization).await {
+    let client_cert = req.extensions().get::<ClientCertificate>().cloned();
+    let config = s.hub.config.borrow().clone();
+    let access = match s
+        .auth
+        .access(&config.http, peer, authorization, client_cert)
+        .await
+    {
         Ok(access) => access,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            s.hub.metrics.http_refused("credentials");
+            tracing::info!(peer = ?peer, why = ?refusal, "HTTP credentials refused");
+            return refusal.into_response();
+        }
     };
     req.extensions_mut().insert(access);
     next.run(req).await
@@ -104,7 +99,7 @@ pub async fn authenticate(
 
 /// The layer of a route that needs `need`: 401 when the request carried no credentials (with
 /// `WWW-Authenticate`), 403 when its credentials do not grant enough.
-pub async fn require(need: Role, req: Request, next: Next) -> Response {
+pub async fn require(s: Arc<ApiState>, need: Role, req: Request, next: Next) -> Response {
     let access = req
         .extensions()
         .get::<Access>()
@@ -115,9 +110,11 @@ pub async fn require(need: Role, req: Request, next: Next) -> Response {
     }
     match access.principal {
         Principal::Anonymous | Principal::Loopback => {
+            s.hub.metrics.http_refused("unauthenticated");
             Refusal::Unauthenticated(need).into_response()
         }
         Principal::User(_) | Principal::ClientCertificate(_) => {
+            s.hub.metrics.http_refused("forbidden");
             Refusal::Forbidden(need, access.role).into_response()
         }
     }
@@ -169,24 +166,191 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Decides access from the configuration: for now, without users, loopback clients may
-/// operate and everything else needs a role.
-#[derive(Debug, Default)]
-pub struct Authenticator {}
+/// A TLS client certificate the listener verified against `http.client_ca`: its subject's
+/// common name (or the whole subject when it has none). Inserted by the listener into every
+/// request of that connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub String);
+
+/// How long a verified password is remembered (as a SHA-256 of user, password and hash), so
+/// that a scraper sending Basic credentials every 15 s costs one bcrypt verification per
+/// [`VERIFIED_TTL`], not one per scrape.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// Verified passwords remembered at most (32 bytes and an instant each: 48 KiB).
+pub const VERIFIED_MAX: usize = 1024;
+/// Largest `Authorization` header looked at: a user name, a password and base64's third.
+pub const MAX_AUTHORIZATION: usize = 1024;
+
+/// Decides what each request may do from the `[http]` configuration: the users' hashed
+/// passwords and tokens, the verified client certificate, and whether it comes from loopback.
+///
+/// bcrypt is slow on purpose (about 0.25 s at cost 12 in a release build); verifications run
+/// one at a time on a blocking thread, so wrong passwords sent in a loop cost at most one core
+/// and never the async workers that drive QUIC ingest; right ones are remembered.
+#[derive(Debug)]
+pub struct Authenticator {
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    bcrypt: Arc<Semaphore>,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self {
+            verified: Mutex::new(HashMap::new()),
+            bcrypt: Arc::new(Semaphore::new(1)),
+        }
+    }
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Constant-time equality of two digests.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The SHA-256 of a bearer token, as `token_sha256` holds it.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+const WRONG: &str = "unknown user or wrong password";
 
 impl Authenticator {
-    /// The access of one request from `peer`.
+    /// The access of one request from `peer` carrying `authorization` over a connection whose
+    /// client certificate (if any) was verified as `client_cert`.
     pub async fn access(
         &self,
+        http: &HttpConfig,
         peer: Option<SocketAddr>,
-        _authorization: Option<HeaderValue>,
+        authorization: Option<HeaderValue>,
+        client_cert: Option<ClientCertificate>,
     ) -> Result<Access, Refusal> {
+        let cert_role = client_cert
+            .as_ref()
+            .and_then(|_| http.tls.as_ref().and_then(|t| t.client_cert_role));
+        if let Some(value) = authorization {
+            let user = self.user(http, &value).await?;
+            return Ok(Access {
+                principal: Principal::User(user.name.clone()),
+                role: Some(user.role).max(cert_role),
+            });
+        }
+        if let Some(ClientCertificate(name)) = client_cert {
+            return Ok(Access {
+                principal: Principal::ClientCertificate(name),
+                role: cert_role,
+            });
+        }
         Ok(match peer {
-            Some(addr) if addr.ip().is_loopback() => Access {
+            Some(addr) if addr.ip().to_canonical().is_loopback() => Access {
                 principal: Principal::Loopback,
-                role: Some(Role::Operate),
+                role: http.loopback_role,
             },
             _ => Access::ANONYMOUS,
         })
+    }
+
+    /// The user an `Authorization` header proves, or why not.
+    async fn user<'a>(
+        &self,
+        http: &'a HttpConfig,
+        value: &HeaderValue,
+    ) -> Result<&'a HttpUser, Refusal> {
+        if value.len() > MAX_AUTHORIZATION {
+            return Err(Refusal::BadCredentials(
+                "the Authorization header is too long",
+            ));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| Refusal::BadCredentials("the Authorization header is not text"))?;
+        let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let digest = token_digest(rest);
+            // Every user is compared, so the time does not tell which one matched.
+            let mut found = None;
+            for u in &http.users {
+                if u.token_sha256.is_some_and(|t| same(&t, &digest)) {
+                    found = Some(u);
+                }
+            }
+            return found.ok_or(Refusal::BadCredentials("unknown token"));
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(Refusal::BadCredentials(
+                "use Basic (user and password) or Bearer (token)",
+            ));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| Refusal::BadCredentials("Basic credentials are not base64"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| Refusal::BadCredentials("Basic credentials are not UTF-8"))?;
+        let (name, password) = decoded.split_once(':').ok_or(Refusal::BadCredentials(
+            "Basic credentials are not user:password",
+        ))?;
+        let user = http
+            .users
+            .iter()
+            .find(|u| u.name == name && u.password_bcrypt.is_some());
+        // An unknown user costs a verification against a configured hash all the same, so
+        // that the time does not tell which names exist.
+        let Some(hash) = user
+            .and_then(|u| u.password_bcrypt.as_deref())
+            .or_else(|| http.users.iter().find_map(|u| u.password_bcrypt.as_deref()))
+        else {
+            return Err(Refusal::BadCredentials(WRONG));
+        };
+        let key = sha256(&[name.as_bytes(), password.as_bytes(), hash.as_bytes()]);
+        let now = Instant::now();
+        if user.is_some() {
+            let mut verified = self.verified.lock();
+            if let Some(at) = verified.get(&key) {
+                if now.duration_since(*at) < VERIFIED_TTL {
+                    return user.ok_or(Refusal::BadCredentials(WRONG));
+                }
+                verified.remove(&key);
+            }
+        }
+        let permit = self
+            .bcrypt
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Refusal::BadCredentials(WRONG))?;
+        let (password, hash_owned) = (password.to_string(), hash.to_string());
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bcrypt::verify(password, &hash_owned).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        match user {
+            Some(u) if ok => {
+                let mut verified = self.verified.lock();
+                if verified.len() >= VERIFIED_MAX {
+                    verified.retain(|_, at| now.duration_since(*at) < VERIFIED_TTL);
+                    if verified.len() >= VERIFIED_MAX {
+                        verified.clear();
+                    }
+                }
+                verified.insert(key, now);
+                Ok(u)
+            }
+            _ => Err(Refusal::BadCredentials(WRONG)),
+        }
     }
 }

@@ -6,12 +6,18 @@
 pub mod auth;
 mod error;
 pub mod handlers;
+pub mod serve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::{middleware, Json, Router};
+use tokio::sync::Semaphore;
 
 pub use auth::{Access, Role};
 pub use error::ApiError;
@@ -30,7 +36,26 @@ pub struct ApiState {
     pub readiness: Arc<Readiness>,
     /// Who may do what.
     pub auth: auth::Authenticator,
+    /// Requests being answered (`http.max_concurrent_requests` permits).
+    pub requests: Semaphore,
 }
+
+impl ApiState {
+    /// The state, sized from the configuration the hub holds now.
+    pub fn new(hub: Arc<Hub>, reader: Reader, readiness: Arc<Readiness>) -> Self {
+        let permits = hub.config.borrow().http.max_concurrent_requests;
+        Self {
+            hub,
+            reader,
+            readiness,
+            auth: auth::Authenticator::default(),
+            requests: Semaphore::new(permits),
+        }
+    }
+}
+
+/// The largest request body taken (a round request is under 200 bytes).
+pub const MAX_BODY: usize = 16 * 1024;
 
 /// The router. Every route but `/live` and `/ready` names the role it needs; [`auth::authenticate`]
 /// runs first on every request and decides what the client may do.
@@ -48,21 +73,56 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/events", get(handlers::events))
         .route("/api/v1/rounds/{id}", get(handlers::round));
     let operate = Router::new().route("/api/v1/rounds", post(handlers::start_round));
-    open.merge(needs(Role::Metrics, metrics))
-        .merge(needs(Role::Read, read))
-        .merge(needs(Role::Operate, operate))
+    open.merge(needs(&state, Role::Metrics, metrics))
+        .merge(needs(&state, Role::Read, read))
+        .merge(needs(&state, Role::Operate, operate))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), bounded))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
 /// `routes`, each answered only for requests whose [`Access`] allows `role`.
-fn needs(role: Role, routes: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
-    routes.route_layer(middleware::from_fn(move |req, next| {
-        auth::require(role, req, next)
-    }))
+fn needs(
+    state: &Arc<ApiState>,
+    role: Role,
+    routes: Router<Arc<ApiState>>,
+) -> Router<Arc<ApiState>> {
+    routes.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        move |State(s): State<Arc<ApiState>>, req: Request, next: Next| {
+            auth::require(s, role, req, next)
+        },
+    ))
+}
+
+/// At most `http.max_concurrent_requests` requests at once (one more gets 503 at once, with
+/// `Retry-After`), each answered within `http.request_timeout` (or 503).
+async fn bounded(State(s): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = s.requests.try_acquire() else {
+        s.hub.metrics.http_refused("busy");
+        return unavailable("too many requests at once (http.max_concurrent_requests)");
+    };
+    let timeout = s.hub.config.borrow().http.request_timeout;
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            s.hub.metrics.http_refused("timeout");
+            unavailable("the request took longer than http.request_timeout")
+        }
+    }
+}
+
+fn unavailable(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 /// What `/ready` says: no until the store is open, the fleet loaded and both listeners bound,
@@ -133,12 +193,11 @@ mod tests {
             ca,
             Metrics::new(),
         ));
-        let state = Arc::new(ApiState {
+        let state = Arc::new(ApiState::new(
             hub,
-            reader: Reader::open(dir.path()).expect("reader"),
-            readiness: Arc::new(Readiness::default()),
-            auth: auth::Authenticator::default(),
-        });
+            Reader::open(dir.path()).expect("reader"),
+            Arc::new(Readiness::default()),
+        ));
         Fixture { _dir: dir, state }
     }
 

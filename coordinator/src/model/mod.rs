@@ -1,5 +1,6 @@
 //! The coordinator's data model: plain types with no I/O, shared by every layer above it.
 
+pub mod access;
 pub mod check;
 pub mod diagnosis;
 pub mod event;

@@ -74,6 +74,22 @@ pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
 /// Results dropped because their check is not in the probe's plan (a hostile or confused
 /// probe cannot grow the fleet view, the metrics' label sets or the events with names of its
 /// own).
+/// HTTP connections and requests turned away, by reason (the reasons are [`HTTP_REASONS`]).
+pub const HTTP_REFUSED: &str = "cemwatch_http_refused_total";
+/// The reasons of [`HTTP_REFUSED`]: `connections` (http.max_connections), `tls` (the HTTPS
+/// handshake failed or was too slow), `busy` (http.max_concurrent_requests), `timeout`
+/// (http.request_timeout), `unauthenticated` (no credentials where a role is needed),
+/// `credentials` (wrong ones), `forbidden` (a role too weak), `round_rate` (a round too soon).
+pub const HTTP_REASONS: [&str; 8] = [
+    "connections",
+    "tls",
+    "busy",
+    "timeout",
+    "unauthenticated",
+    "credentials",
+    "forbidden",
+    "round_rate",
+];
 pub const RESULTS_DROPPED: &str = "cemwatch_results_dropped_total";
 /// Management agents per CEM `state` (`cem_connected`, `handshake_error`, `connect_timeout`,
 /// `no_cem_activity`), from the fresh probes that follow the agent's log.
@@ -109,6 +125,8 @@ pub struct Metrics {
     pub reports_throttled: IntCounter,
     /// Results dropped because their check is not in the probe's plan.
     pub results_dropped: IntCounter,
+    /// HTTP connections and requests turned away, by reason.
+    pub http_refused: IntCounterVec,
     /// Probes by state.
     pub probes: IntGaugeVec,
     /// Fresh results by check and verdict.
@@ -251,6 +269,12 @@ impl Metrics {
                 RESULTS_DROPPED,
                 "Results dropped because their check is not in the reporting probe's plan.",
             ),
+            http_refused: counter_vec(
+                &registry,
+                HTTP_REFUSED,
+                "HTTP connections and requests turned away, by reason.",
+                &["reason"],
+            ),
             probes: gauge_vec(
                 &registry,
                 PROBES,
@@ -303,7 +327,16 @@ impl Metrics {
         for reason in FRAME_REASONS {
             m.frames_rejected.with_label_values(&[reason]);
         }
+        for reason in HTTP_REASONS {
+            m.http_refused.with_label_values(&[reason]);
+        }
         m
+    }
+
+    /// Counts an HTTP connection or request turned away (`reason` is one of [`HTTP_REASONS`]).
+    pub fn http_refused(&self, reason: &'static str) {
+        debug_assert!(HTTP_REASONS.contains(&reason), "{reason}");
+        self.http_refused.with_label_values(&[reason]).inc();
     }
 
     /// Counts a connection turned away.

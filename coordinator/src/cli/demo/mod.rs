@@ -224,6 +224,8 @@ pub fn demo_config(
         },
         diagnosis: crate::model::check::Thresholds::default(),
         limits: crate::config::limits::LimitsConfig::default(),
+        http: crate::config::http::HttpConfig::default(),
+        rounds: crate::config::http::RoundsConfig::default(),
         checks: vec![
             check("gateway", GATEWAY, sim.policy_port, Labels::new()),
             check("smp-agent-site", SMP, sim.smp_agent_port, dmz.clone()),
