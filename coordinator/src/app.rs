@@ -171,19 +171,17 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         store::Reader::open(&data_dir)?,
         readiness.clone(),
     ));
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(quic::serve(endpoint.clone(), hub.clone())));
-    tasks.push(tokio::spawn(http::serve::serve(
-        http,
-        https,
-        http::router(state),
-        http_limits,
-        hub.metrics.clone(),
-    )));
-    tasks.push(tokio::spawn(watch_revocations(
-        hub.clone(),
-        data_dir.clone(),
-    )));
+    let tasks = vec![
+        tokio::spawn(quic::serve(endpoint.clone(), hub.clone())),
+        tokio::spawn(http::serve::serve(
+            http,
+            https,
+            http::router(state),
+            http_limits,
+            hub.metrics.clone(),
+        )),
+        tokio::spawn(watch_revocations(hub.clone(), data_dir.clone())),
+    ];
     // The store is open, the fleet loaded and both listeners bound, and their tasks run.
     readiness.ready();
     let running = Running {

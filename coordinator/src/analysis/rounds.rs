@@ -52,11 +52,7 @@ pub fn evaluate(round: &Round) -> RoundStatus {
         } else {
             dissenters.push(Dissenter {
                 probe: probe.clone(),
-                site: round
-                    .asked
-                    .get(probe)
-                    .and_then(|l| l.get("site").cloned())
-                    .unwrap_or_default(),
+                site: round.asked.get(probe).cloned().unwrap_or_default(),
                 codes: why,
                 thumbprint: latest.thumbprint.clone(),
                 port: latest.port,

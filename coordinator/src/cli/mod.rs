@@ -66,11 +66,90 @@ enum Command {
     /// Exits 0 when confirmed, 1 when the deadline passes or the dissent makes the quorum
     /// impossible, 3 on bad input.
     Verify(VerifyArgs),
+    /// Users of the HTTP surface: hash a password, make a bearer token (for `[[http.user]]`).
+    #[command(subcommand)]
+    Web(WebCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WebCommand {
+    /// Read a password on standard input and print its bcrypt hash for `password_bcrypt`.
+    HashPassword(HashPasswordArgs),
+    /// Make a random bearer token: the token on standard output, the `[[http.user]]` lines
+    /// (with its SHA-256, never the token) on standard error.
+    Token(WebTokenArgs),
 }
 
 #[derive(Debug, Args)]
-struct StatusArgs {
-    /// The coordinator's HTTP address.
+struct HashPasswordArgs {
+    /// bcrypt cost (each step doubles the time of every verification and of every guess).
+    #[arg(long, value_name = "N", default_value_t = 12, value_parser = clap::value_parser!(u32).range(10..=16))]
+    cost: u32,
+}
+
+#[derive(Debug, Args)]
+struct WebTokenArgs {
+    /// The user's name in `[[http.user]]`.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// Its role: metrics, read or operate.
+    #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+    role: crate::model::access::Role,
+}
+
+fn parse_role(text: &str) -> Result<crate::model::access::Role, String> {
+    match crate::model::access::Role::parse_optional(text)? {
+        Some(r) => Ok(r),
+        None => Err("a user needs a role: metrics, read or operate".into()),
+    }
+}
+
+fn web_hash_password(args: HashPasswordArgs) -> Result<u8> {
+    use std::io::BufRead as _;
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (it is echoed; pipe it in to avoid that, e.g. `read -rs P; printf %s \"$P\" | cemwatch web hash-password`):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.len() < 8 {
+        eprintln!("cemwatch web hash-password: the password is shorter than 8 characters; choose a longer one");
+        return Ok(EXIT_CONFIG);
+    }
+    // bcrypt looks at the first 72 bytes only.
+    if password.len() > 72 {
+        eprintln!("cemwatch web hash-password: bcrypt uses only the first 72 bytes of a password; choose one of at most 72");
+        return Ok(EXIT_CONFIG);
+    }
+    let hash = bcrypt::hash(password, args.cost).context("cannot hash the password")?;
+    println!("{hash}");
+    Ok(0)
+}
+
+fn web_token(args: WebTokenArgs) -> Result<u8> {
+    use ring::rand::SecureRandom as _;
+    let mut raw = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("the system's random number generator failed"))?;
+    let token = hex::encode(raw);
+    let digest = hex::encode(crate::http::auth::token_digest(&token));
+    println!("{token}");
+    eprintln!(
+        "add to the coordinator's configuration (the token itself is shown once, above; keep it in a file with mode 0600 for --credentials-file):\n[[http.user]]\nname = {:?}\nrole = \"{}\"\ntoken_sha256 = \"{digest}\"",
+        args.name,
+        args.role.as_str()
+    );
+    Ok(0)
+}
+
+/// How to reach the coordinator's HTTP API.
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// The coordinator's HTTP address (https://HOST:PORT when it serves HTTPS).
     #[arg(
         long,
         value_name = "URL",
@@ -78,6 +157,31 @@ struct StatusArgs {
         env = "CEMWATCH_API"
     )]
     api: String,
+    /// For HTTPS: the CA certificate (PEM) that issued the coordinator's HTTP certificate
+    /// (default: the platform's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A file whose first line is USER:PASSWORD or a bearer token. Without it, credentials
+    /// come from CEMWATCH_API_TOKEN, or CEMWATCH_API_USER and CEMWATCH_API_PASSWORD; never
+    /// from the command line.
+    #[arg(long, value_name = "FILE")]
+    credentials_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn options(&self) -> client::ApiOptions {
+        client::ApiOptions {
+            url: self.api.clone(),
+            ca_file: self.ca_file.clone(),
+            credentials_file: self.credentials_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -100,14 +204,8 @@ struct VerifyArgs {
     /// How long to wait for the answers.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_positive_duration)]
     timeout: Duration,
-    /// The coordinator's HTTP address.
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://127.0.0.1:9464",
-        env = "CEMWATCH_API"
-    )]
-    api: String,
+    #[command(flatten)]
+    api: ApiArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -347,12 +445,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Status(args) => runtime()?.block_on(crate::cli::status::status(
-            &args.api,
+            &args.api.options(),
             args.output == Output::Json,
         )),
+        Command::Web(WebCommand::HashPassword(args)) => web_hash_password(args),
+        Command::Web(WebCommand::Token(args)) => web_token(args),
         Command::Verify(args) => runtime()?.block_on(crate::cli::status::verify(
             crate::cli::status::VerifyOptions {
-                api: args.api,
+                api: args.api.options(),
                 check: args.check,
                 expect_thumbprint: args.expect_thumbprint,
                 expect_port: args.expect_port,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use cemwatch_shared::Severity;
@@ -15,7 +15,7 @@ use crate::analysis::agents;
 
 use cemwatch_transport::host::Paint;
 
-use crate::cli::client::Api;
+use crate::cli::client::{Api, ApiOptions, Posted};
 use crate::model::round::{RoundRequest, RoundStatus};
 use crate::model::summary::{AgentExample, AgentSummary};
 use crate::model::summary::{CheckSummary, FleetSummary};
@@ -359,8 +359,9 @@ pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
 }
 
 /// `cemwatch status`.
-pub async fn status(api_url: &str, json: bool) -> Result<u8> {
-    let api = Api::parse(api_url)?;
+pub async fn status(options: &ApiOptions, json: bool) -> Result<u8> {
+    let api = Api::new(options)?;
+    let api_url = options.url.as_str();
     let summary: FleetSummary = api.get("/api/v1/fleet").await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -397,8 +398,8 @@ pub struct Verdict {
 /// Options of `verify`.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// API address.
-    pub api: String,
+    /// How to reach the API.
+    pub api: ApiOptions,
     /// Check.
     pub check: String,
     /// Expected thumbprint.
@@ -415,13 +416,35 @@ pub struct VerifyOptions {
 
 /// `cemwatch verify`: 0 confirmed, 1 not confirmed.
 pub async fn verify(opts: VerifyOptions) -> Result<u8> {
-    let api = Api::parse(&opts.api)?;
+    let api = Api::new(&opts.api)?;
     let request = RoundRequest {
         check: opts.check.clone(),
         expect_thumbprint: opts.expect_thumbprint.clone(),
         expect_port: opts.expect_port,
     };
-    let mut status: RoundStatus = api.post("/api/v1/rounds", &request).await?;
+    // A round of this check in flight, or one started moments ago, is answered 429: wait as
+    // the coordinator says, within the deadline.
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let mut status: RoundStatus = loop {
+        match api.try_post("/api/v1/rounds", &request).await? {
+            Posted::Done(status) => break status,
+            Posted::TooSoon {
+                retry_after,
+                message,
+            } => {
+                if tokio::time::Instant::now() + retry_after > deadline {
+                    bail!(
+                        "/api/v1/rounds: {message} (past --timeout {} s)",
+                        opts.timeout.as_secs()
+                    );
+                }
+                if !opts.json {
+                    eprintln!("{message}; waiting {} s", retry_after.as_secs());
+                }
+                tokio::time::sleep(retry_after).await;
+            }
+        }
+    };
     let eligible = status.eligible;
     let needed = ((opts.quorum * eligible as f64) - 1e-9).ceil().max(1.0) as u64;
     let bar = if opts.json || !std::io::stderr().is_terminal() {

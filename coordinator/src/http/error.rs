@@ -16,6 +16,14 @@ pub enum ApiError {
     /// What the request names does not exist (a check, a round).
     #[error("{0}")]
     NotFound(String),
+    /// Too soon: a round of this check is in flight or started too recently.
+    #[error("{message}")]
+    TooSoon {
+        /// What and when to retry.
+        message: String,
+        /// Seconds, for `Retry-After`.
+        retry_after_s: u64,
+    },
     /// The store could not answer.
     #[error("the store could not answer: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -27,6 +35,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -41,6 +50,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (self.status(), Json(serde_json::json!({ "error": message }))).into_response()
+        let mut response =
+            (self.status(), Json(serde_json::json!({ "error": message }))).into_response();
+        if let ApiError::TooSoon { retry_after_s, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_s),
+            );
+        }
+        response
     }
 }

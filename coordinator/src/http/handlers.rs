@@ -19,6 +19,7 @@ use crate::model::latest::Latest;
 use crate::model::round::RoundRequest;
 use crate::model::summary::FleetSummary;
 use crate::quic::Hub;
+use crate::quic::RoundRefused;
 use crate::store::{self, now_ms};
 
 pub(crate) async fn ready(State(s): State<Arc<ApiState>>) -> Response {
@@ -219,7 +220,27 @@ pub(crate) async fn start_round(
         .start_check_round(&req.check, thumbprint, req.expect_port)
     {
         Ok(round) => Ok((StatusCode::CREATED, Json(evaluate(&round))).into_response()),
-        Err(e) => Err(ApiError::NotFound(e)),
+        Err(RoundRefused::UnknownCheck(e)) => Err(ApiError::NotFound(e)),
+        Err(RoundRefused::TooSoon {
+            retry_after,
+            previous,
+            in_flight,
+        }) => Err(ApiError::TooSoon {
+            message: if in_flight {
+                format!(
+                    "round {previous} of {:?} is still waiting for answers: follow it at /api/v1/rounds/{previous}, or ask again in {} s",
+                    req.check,
+                    retry_after.as_secs()
+                )
+            } else {
+                format!(
+                    "round {previous} of {:?} started less than rounds.min_interval ago: ask again in {} s",
+                    req.check,
+                    retry_after.as_secs()
+                )
+            },
+            retry_after_s: retry_after.as_secs().max(1),
+        }),
     }
 }
 
@@ -230,7 +251,8 @@ pub(crate) async fn round(
     match s.hub.round(id) {
         Some(round) => Ok(Json(evaluate(&round)).into_response()),
         None => Err(ApiError::NotFound(format!(
-            "no round {id} (rounds are kept in memory; the last 100)"
+            "no round {id} (rounds are kept in memory; the last {}, see rounds.keep)",
+            s.hub.config.borrow().rounds.keep
         ))),
     }
 }

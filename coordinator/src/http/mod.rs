@@ -8,6 +8,9 @@ mod error;
 pub mod handlers;
 pub mod serve;
 
+#[cfg(test)]
+mod auth_tests;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -169,14 +172,20 @@ mod tests {
 
     const CONFIG: &str = "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\nport = 8443\n";
 
-    struct Fixture {
+    pub(super) struct Fixture {
         _dir: tempfile::TempDir,
-        state: Arc<ApiState>,
+        pub(super) state: Arc<ApiState>,
     }
 
     fn fixture() -> Fixture {
+        fixture_with("")
+    }
+
+    /// The fixture with `extra` TOML (tables such as `[http]`) before the check.
+    pub(super) fn fixture_with(extra: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config::from_toml(CONFIG, "test.toml", dir.path()).expect("config");
+        let text = format!("{extra}\n{CONFIG}");
+        let config = Config::from_toml(&text, "test.toml", dir.path()).expect("config");
         let writer = Writer::start(dir.path()).expect("writer");
         let mut fleet = Fleet::default();
         let view = fleet.probes.entry("p1".into()).or_default();

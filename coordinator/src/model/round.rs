@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use cemwatch_shared::wire::Labels;
 use cemwatch_shared::Thumbprint;
 
 use crate::model::latest::Latest;
@@ -22,8 +21,9 @@ pub struct Round {
     pub expect_thumbprint: Option<Thumbprint>,
     /// The port where the listener must answer, if any.
     pub expect_port: Option<u16>,
-    /// Probes asked, with their labels.
-    pub asked: BTreeMap<String, Labels>,
+    /// Probes asked, with their site (names only: a round of 100,000 probes keeps about
+    /// 100,000 × (name + site + 48 bytes of tree node), some 8 MB, not a copy of every label).
+    pub asked: BTreeMap<String, String>,
     /// Their results in this round.
     pub results: BTreeMap<String, Latest>,
 }

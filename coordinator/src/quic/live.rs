@@ -37,6 +37,29 @@ pub(super) struct Live {
     pub(super) probe_now: mpsc::Sender<ProbeNowRequest>,
 }
 
+/// A round counts as in flight (so no other round of its check starts) until every asked
+/// probe answered or this long after its start: a probe's check takes at most its connect and
+/// handshake timeouts (15 s by default) per port, and a paced round of 100,000 probes goes out
+/// in a few seconds.
+pub const ROUND_IN_FLIGHT_MAX: Duration = Duration::from_secs(60);
+
+/// Why a round was not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoundRefused {
+    /// The check is not configured (the message lists those that are).
+    UnknownCheck(String),
+    /// A round of this check is in flight, or the last one started less than
+    /// `rounds.min_interval` ago.
+    TooSoon {
+        /// When to ask again.
+        retry_after: Duration,
+        /// The previous round of the check.
+        previous: u64,
+        /// Whether it still waits for answers.
+        in_flight: bool,
+    },
+}
+
 /// Everything connection handlers share.
 #[derive(Debug)]
 pub struct Hub {
@@ -54,6 +77,8 @@ pub struct Hub {
     pub limiter: Limiter,
     pub(super) live: Mutex<HashMap<String, Live>>,
     rounds: Mutex<std::collections::BTreeMap<u64, Round>>,
+    /// Per check: when its last round started, and its id.
+    last_round: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     /// Answers counted per round still being asked (see [`ROUND_WINDOW`]).
     round_answers: Arc<Mutex<HashMap<u64, Arc<AtomicUsize>>>>,
     pub(super) connections: AtomicUsize,
@@ -79,6 +104,7 @@ impl Hub {
             metrics,
             live: Mutex::new(HashMap::new()),
             rounds: Mutex::new(std::collections::BTreeMap::new()),
+            last_round: Mutex::new(HashMap::new()),
             round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
@@ -141,24 +167,55 @@ impl Hub {
         check: &str,
         expect_thumbprint: Option<Thumbprint>,
         expect_port: Option<u16>,
-    ) -> Result<Round, String> {
+    ) -> Result<Round, RoundRefused> {
         let config = self.config.borrow().clone();
         let Some(check_config) = config.checks.iter().find(|c| c.name == check) else {
             let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-            return Err(format!(
+            return Err(RoundRefused::UnknownCheck(format!(
                 "no check named {check:?}; the configured checks are: {}",
                 names.join(", ")
-            ));
+            )));
         };
-        let labels: HashMap<String, Labels> = self
+        // One round per check in flight, and rounds.min_interval between two starts: each
+        // round makes every eligible probe check the production gateway at once.
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.last_round.lock();
+            if let Some((at, previous)) = last.get(check) {
+                let since = now.duration_since(*at);
+                let in_flight = since < ROUND_IN_FLIGHT_MAX
+                    && self
+                        .rounds
+                        .lock()
+                        .get(previous)
+                        .is_some_and(|r| r.results.len() < r.asked.len());
+                let mut wait = config.rounds.min_interval.saturating_sub(since);
+                if in_flight {
+                    wait = wait.max(ROUND_IN_FLIGHT_MAX - since);
+                }
+                if in_flight || !wait.is_zero() {
+                    self.metrics.http_refused("round_rate");
+                    return Err(RoundRefused::TooSoon {
+                        retry_after: wait.max(Duration::from_secs(1)),
+                        previous: *previous,
+                        in_flight,
+                    });
+                }
+            }
+            // Claimed before the round starts, so two requests at once cannot both pass.
+            last.insert(check.to_string(), (now, u64::MAX));
+        }
+        let sites: HashMap<String, String> = self
             .registry
             .fleet()
             .probes
             .iter()
-            .map(|(n, v)| (n.clone(), v.labels.clone()))
+            .filter(|(_, v)| check_config.selects(&v.labels))
+            .map(|(n, v)| (n.clone(), v.labels.get("site").cloned().unwrap_or_default()))
             .collect();
-        let eligible = |name: &str| labels.get(name).is_some_and(|l| check_config.selects(l));
+        let eligible = |name: &str| sites.contains_key(name);
         let (id, asked) = self.start_round(vec![check.to_string()], eligible);
+        self.last_round.lock().insert(check.to_string(), (now, id));
         self.metrics.rounds.inc();
         let round = Round {
             id,
@@ -169,8 +226,8 @@ impl Hub {
             asked: asked
                 .into_iter()
                 .map(|n| {
-                    let l = labels.get(&n).cloned().unwrap_or_default();
-                    (n, l)
+                    let site = sites.get(&n).cloned().unwrap_or_default();
+                    (n, site)
                 })
                 .collect(),
             results: std::collections::BTreeMap::new(),
@@ -178,7 +235,7 @@ impl Hub {
         {
             let mut rounds = self.rounds.lock();
             rounds.insert(id, round.clone());
-            while rounds.len() > 100 {
+            while rounds.len() > config.rounds.keep {
                 rounds.pop_first();
             }
         }
@@ -370,7 +427,7 @@ mod tests {
             "ids start at the start time, not at 1: {first_id}"
         );
         let mut asked = std::collections::BTreeMap::new();
-        asked.insert("asked".to_string(), Labels::default());
+        asked.insert("asked".to_string(), String::new());
         hub.rounds.lock().insert(
             first_id,
             Round {

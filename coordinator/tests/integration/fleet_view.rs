@@ -200,7 +200,7 @@ fn a_rollover_shows_two_thumbprints_and_verify_names_the_dissenters() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nquic_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[check]]\nname = \"gateway\"\nhost = \"{GW}\"\nport = {port}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1m\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n",
+            "[server]\nquic_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[rounds]\nmin_interval = \"1s\"\n\n[[check]]\nname = \"gateway\"\nhost = \"{GW}\"\nport = {port}\nlegacy_ports = []\nexpect_thumbprint = \"{}\"\nrequire_san = [\"{SMP}\"]\ninterval = \"1m\"\nresolve = [\"{GW}:*:127.0.0.1\"]\n",
             new.thumbprint()
         ),
     )

@@ -71,6 +71,10 @@ http_listen = "127.0.0.1:0"
 data_dir = "data"
 stale_after = "2m"
 
+# The lab runs its rounds back to back (each waits for every answer first).
+[rounds]
+min_interval = "0s"
+
 [[check]]
 name = "gateway"
 host = "{GW}"

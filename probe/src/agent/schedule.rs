@@ -2,6 +2,7 @@
 //! interval, then with ±10% jitter so a fleet does not beat in step), with bounded concurrency,
 //! and answers `ProbeNow` rounds at once. Every result goes to the spool before anything else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -111,13 +112,33 @@ async fn round(shared: Arc<Shared>, plan: Plan, round: u64, names: Vec<String>) 
 }
 
 /// Runs the plan until `plan_rx` closes; restarts the periodic checks whenever the plan changes.
+///
+/// `ProbeNow` requests are coalesced per set of checks: while a round of those checks runs, a
+/// newer request for them waits (only the newest one: an older waiting one is dropped, its
+/// round simply not answered by this probe), and it starts when the running one ends. However
+/// often rounds are asked for, this probe runs at most one round per check at a time and keeps
+/// at most one more waiting.
 pub async fn run(
     shared: Arc<Shared>,
     mut plan_rx: watch::Receiver<Option<Plan>>,
     mut now_rx: mpsc::Receiver<(u64, Vec<String>)>,
 ) {
     let mut periodic_tasks = JoinSet::new();
-    let mut rounds = JoinSet::new();
+    let mut rounds: JoinSet<()> = JoinSet::new();
+    // The running rounds by task (so a round that panicked frees its checks too), and the
+    // newest waiting request per set of checks.
+    let mut running: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
+    let mut waiting: HashMap<Vec<String>, u64> = HashMap::new();
+    let start = |rounds: &mut JoinSet<()>,
+                 running: &mut HashMap<tokio::task::Id, Vec<String>>,
+                 plan: Plan,
+                 id: u64,
+                 names: Vec<String>| {
+        let task = rounds
+            .spawn(round(shared.clone(), plan, id, names.clone()))
+            .id();
+        running.insert(task, names);
+    };
     loop {
         periodic_tasks.abort_all();
         let current = plan_rx.borrow_and_update().clone();
@@ -137,16 +158,36 @@ pub async fn run(
                     break;
                 }
                 request = now_rx.recv() => {
-                    let Some((id, names)) = request else { return };
+                    let Some((id, mut names)) = request else { return };
+                    names.sort();
+                    names.dedup();
+                    if running.values().any(|n| *n == names) {
+                        if let Some(older) = waiting.insert(names, id) {
+                            tracing::info!(round = older, newer = id, "probe-now coalesced: a newer round of the same checks replaces it");
+                        }
+                        continue;
+                    }
                     // The newest plan, even if its change has not been handled above yet: a
                     // ProbeNow often follows a (re)connection's plan immediately.
                     let latest = plan_rx.borrow().clone();
                     match latest {
-                        Some(plan) => { rounds.spawn(round(shared.clone(), plan, id, names)); }
+                        Some(plan) => start(&mut rounds, &mut running, plan, id, names),
                         None => tracing::warn!(round = id, "probe-now before any plan: nothing to run"),
                     }
                 }
-                Some(_) = rounds.join_next(), if !rounds.is_empty() => {}
+                Some(done) = rounds.join_next_with_id(), if !rounds.is_empty() => {
+                    let task = match done {
+                        Ok((task, ())) => task,
+                        Err(e) => e.id(),
+                    };
+                    let Some(names) = running.remove(&task) else { continue };
+                    if let Some(id) = waiting.remove(&names) {
+                        let plan = plan_rx.borrow().clone();
+                        if let Some(plan) = plan {
+                            start(&mut rounds, &mut running, plan, id, names);
+                        }
+                    }
+                }
             }
         }
     }
