@@ -129,5 +129,13 @@ impl Enrolment {
 }
 
 /// The `reason` labels of `cemwatch_frames_rejected_total`: the wire codec's
-/// (`WireError::reason`) and `unexpected` for a well-formed frame out of place.
-pub const FRAME_REASONS: [&str; 5] = ["too_large", "empty", "version", "malformed", "unexpected"];
+/// (`WireError::reason`), `unexpected` for a well-formed frame out of place, and `paced` for
+/// an agent state replaced by a newer one before its turn (see `AGENT_STATE_INTERVAL`).
+pub const FRAME_REASONS: [&str; 6] = [
+    "too_large",
+    "empty",
+    "version",
+    "malformed",
+    "unexpected",
+    "paced",
+];
