@@ -61,7 +61,7 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
         &token(&config, "site=eu,vantage=internet", "mallory", "1h"),
         &state,
     );
-    let invented: Vec<String> = (0..50).map(|i| format!("invented-{i}")).collect();
+    let invented: Vec<String> = (0..5_000).map(|i| format!("invented-{i}")).collect();
     let mut results: Vec<CheckReport> = invented
         .iter()
         .map(|check| CheckReport {
@@ -108,7 +108,7 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
     eventually(
         "the dropped results counted",
         Duration::from_secs(10),
-        || (metric(coord.http, "cemwatch_results_dropped_total") == 50.0).then_some(()),
+        || (metric(coord.http, "cemwatch_results_dropped_total") == 5_000.0).then_some(()),
     )
     .expect("counted");
     // The report is committed after the count: wait for its planned result.
