@@ -152,7 +152,7 @@ impl Readiness {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The router driven in-process (`oneshot`), over a real store in a temporary directory:
     //! every route, its errors, and readiness.
 
@@ -172,9 +172,9 @@ mod tests {
 
     const CONFIG: &str = "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\nport = 8443\n";
 
-    pub(super) struct Fixture {
+    pub(crate) struct Fixture {
         _dir: tempfile::TempDir,
-        pub(super) state: Arc<ApiState>,
+        pub(crate) state: Arc<ApiState>,
     }
 
     fn fixture() -> Fixture {
@@ -182,12 +182,12 @@ mod tests {
     }
 
     /// The fixture with `extra` TOML (tables such as `[http]`) before the check.
-    pub(super) fn fixture_with(extra: &str) -> Fixture {
+    pub(crate) fn fixture_with(extra: &str) -> Fixture {
         fixture_of(extra, &["p1"])
     }
 
     /// A fixture whose fleet holds the connected probes `names` (site lyon).
-    pub(super) fn fixture_of(extra: &str, names: &[&str]) -> Fixture {
+    pub(crate) fn fixture_of(extra: &str, names: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!("{extra}\n{CONFIG}");
         let config = Config::from_toml(&text, "test.toml", dir.path()).expect("config");
