@@ -60,6 +60,14 @@ pub enum RoundRefused {
     },
 }
 
+/// Encoded bytes of received frames all connections together may hold decoded and not yet
+/// committed: what bounds the memory of frames in flight whatever every peer sends. Decoded, a
+/// report of many results takes up to about six times its encoded size (measured by
+/// `hostile_probe::a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe`:
+/// 2 MiB of queued 1 MiB reports raised the coordinator's peak RSS by about 110 MiB, commit
+/// included), so 32 MiB here is about 200 MiB at worst.
+pub const QUEUED_BYTES_ALL: usize = 32 << 20;
+
 /// Everything connection handlers share.
 #[derive(Debug)]
 pub struct Hub {
@@ -85,7 +93,7 @@ pub struct Hub {
     /// Connections past their handshake without a client certificate.
     pub(super) unauthenticated: AtomicUsize,
     /// Encoded bytes of received frames not yet handled, all sessions together
-    /// ([`crate::quic::session::QUEUED_BYTES_ALL`] permits).
+    /// ([`QUEUED_BYTES_ALL`] permits).
     pub(super) queued_bytes: Arc<tokio::sync::Semaphore>,
     pub(super) next_id: AtomicUsize,
     next_round: AtomicU64,
@@ -113,9 +121,7 @@ impl Hub {
             round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
             unauthenticated: AtomicUsize::new(0),
-            queued_bytes: Arc::new(tokio::sync::Semaphore::new(
-                crate::quic::session::QUEUED_BYTES_ALL,
-            )),
+            queued_bytes: Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES_ALL)),
             next_id: AtomicUsize::new(1),
             // Round ids start at the coordinator's start time in Unix ms, so they never repeat
             // across restarts (a coordinator makes far fewer than one round per millisecond).

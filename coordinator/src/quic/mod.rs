@@ -18,5 +18,6 @@ pub use accept::{serve, MAX_HANDSHAKES_IN_FLIGHT, MAX_HANDSHAKES_WAITING, MAX_HA
 pub use error::QuicError;
 pub use handshake::adopt_on_hello;
 pub use handshake::UNAUTHENTICATED_DEADLINE;
+pub use live::QUEUED_BYTES_ALL;
 pub use live::{Hub, RoundRefused, ROUND_IN_FLIGHT_MAX, ROUND_STALL, ROUND_WINDOW};
-pub use session::{AGENT_STATE_INTERVAL, QUEUED_BYTES_ALL, QUEUED_BYTES_PER_CONNECTION};
+pub use session::{AGENT_STATE_INTERVAL, QUEUED_BYTES_PER_CONNECTION};

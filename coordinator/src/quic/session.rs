@@ -25,14 +25,6 @@ use crate::telemetry::Refusal;
 /// it the session stops reading its stream, and QUIC flow control holds the probe back.
 pub const QUEUED_BYTES_PER_CONNECTION: usize = 2 << 20;
 
-/// Encoded bytes of received frames all connections together may hold decoded and not yet
-/// committed: what bounds the memory of frames in flight whatever every peer sends. Decoded, a
-/// report of many results takes up to about six times its encoded size (measured by
-/// `hostile_probe::a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe`:
-/// 2 MiB of queued 1 MiB reports raised the coordinator's peak RSS by about 110 MiB, commit
-/// included), so 32 MiB here is about 200 MiB at worst.
-pub const QUEUED_BYTES_ALL: usize = 32 << 20;
-
 /// At most one agent state a probe sends is recorded per this interval (each one is a write to
 /// the store); a newer one arriving sooner replaces the one waiting, which is recorded when the
 /// interval has passed: only the latest state matters.

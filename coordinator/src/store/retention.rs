@@ -53,11 +53,13 @@ pub fn prune_step(conn: &mut Connection, cutoff_ms: i64, max_size: u64) -> Resul
             "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1 ORDER BY id LIMIT ?2)",
         )?
         .execute(params![cutoff_ms, PRUNE_CHUNK])? as u64;
-    if reports > 0 {
-        crate::store::writer::bump(&tx, "reports_pruned", reports as i64)?;
-    }
-    if events > 0 {
-        crate::store::writer::bump(&tx, "events_pruned", events as i64)?;
+    for (name, n) in [("reports_pruned", reports), ("events_pruned", events)] {
+        if n > 0 {
+            tx.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+            )?
+            .execute(params![name, n as i64])?;
+        }
     }
     tx.commit()?;
     Ok(Pruned {
