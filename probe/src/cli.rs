@@ -175,6 +175,9 @@ struct RunArgs {
     agent_log_pattern: Vec<String>,
     #[command(flatten)]
     client_cert: ClientCertArgs,
+    /// Do not fetch the CRLs of the certificate path in the checks (the revocation stage).
+    #[arg(long)]
+    no_revocation: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -237,6 +240,10 @@ struct CheckArgs {
     /// Do not try legacy ports.
     #[arg(long, conflicts_with = "legacy_port")]
     no_legacy_ports: bool,
+    /// Do not fetch the CRLs of the certificate path (the revocation stage: at most 5 s, over
+    /// plain HTTP from here, as agents that check revocation do).
+    #[arg(long)]
+    no_revocation: bool,
     /// The thumbprint registered in the CEM Settings policy (SHA-1, or a SHA-256 fingerprint).
     #[arg(long, value_name = "HEX", value_parser = parse_thumbprint)]
     expect_thumbprint: Option<Thumbprint>,
@@ -456,6 +463,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     let client_identity = args.client_cert.load()?;
     let mut config = crate::agent::AgentConfig::new(args.state_dir.clone(), Arc::new(trust));
     config.client_identity = client_identity;
+    config.revocation = !args.no_revocation;
     config.coordinators = args.coordinators.clone();
     config.overrides = args.resolve.clone();
     config.spool_limits.max_reports = args.spool_max_reports.max(1);
@@ -632,6 +640,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
     ctx.connect_timeout = args.connect_timeout;
     ctx.handshake_timeout = args.handshake_timeout;
     ctx.client_identity = client_identity;
+    ctx.revocation = !args.no_revocation;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

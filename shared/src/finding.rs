@@ -204,6 +204,18 @@ finding_codes! {
     TlsLegacy = "tls_legacy", Warn,
         "the gateway speaks only legacy TLS: agents connect; modern clients and hardened agents will not",
         "Enable TLS 1.2 with ECDHE key exchange and AES-GCM cipher suites on the Internet Gateway server (SChannel protocols and cipher suite order), then restart it: agents connect today, but modern clients and agents hardened to TLS 1.2 with forward secrecy will not.";
+    /// A certificate of the path is listed on its issuer's CRL.
+    CertRevoked = "cert_revoked", Fail,
+        "a certificate on the chain is revoked",
+        "Agents that check revocation reject the gateway: issue a new gateway certificate (or have the CA issue a new intermediate, when the revoked one is a CA), import the .pfx into Gateway Manager and IIS on every gateway node, and put its thumbprint in the CEM Settings policy.";
+    /// No CRL of a certificate on the path could be fetched from the probe's vantage.
+    RevocationUnreachable = "revocation_unreachable", Warn,
+        "the revocation information cannot be reached from the internet",
+        "Agents that check revocation cannot connect from the internet: publish the CA's CRLs (and its certificates) at an HTTP URL reachable from the internet (a CDP/AIA location on a web server in the DMZ, added to the CA's extensions before issuing), or re-issue the gateway certificate from a CA that does; LDAP and file locations serve only the internal network.";
+    /// The CRL a distribution point serves is past its nextUpdate.
+    RevocationStale = "revocation_stale", Warn,
+        "the CRL is out of date",
+        "Publish a current CRL: the CA's CRL is past its next update, and agents that check revocation treat it as unavailable. Check that the CA publishes CRLs on schedule (certutil -CRL on the CA) and that the copy at the distribution point is refreshed.";
 }
 
 impl fmt::Display for FindingCode {
@@ -226,6 +238,13 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The same finding at another severity: `chain_incomplete` is a warning when the probe
+    /// completed the path from the certificate's AIA URL, as Windows agents do.
+    pub fn at(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
     /// A finding with the code's default remedy.
     pub fn new(code: FindingCode, message: impl Into<String>) -> Self {
         Self {
@@ -280,6 +299,8 @@ mod tests {
             NotPfx,
             ClientCertExpiring,
             TlsLegacy,
+            RevocationUnreachable,
+            RevocationStale,
         ] {
             assert_eq!(code.severity(), Severity::Warn, "{code}");
         }
@@ -288,8 +309,8 @@ mod tests {
             .filter(|c| c.severity() == Severity::Warn)
             .count();
         assert_eq!(
-            warn, 5,
-            "only cert_expiring, signature_sha1, not_pfx, client_cert_expiring and tls_legacy are warnings"
+            warn, 7,
+            "only cert_expiring, signature_sha1, not_pfx, client_cert_expiring, tls_legacy, revocation_unreachable and revocation_stale are warnings"
         );
         for code in [
             PfxNoPrivateKey,
@@ -299,6 +320,7 @@ mod tests {
             HandshakeKeyMismatch,
             ClientCertRejected,
             ClientCertExpired,
+            CertRevoked,
         ] {
             assert_eq!(code.severity(), Severity::Fail, "{code}");
         }

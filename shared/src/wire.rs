@@ -22,8 +22,9 @@ use crate::model::{CheckResult, Expectations, Target};
 /// The protocol version carried by every frame. 2: `Plan` carries `reconnect_spread_ms`.
 /// 3: the TLS facts of a report carry the client-certificate request, the agent certificate
 /// presented and whether a legacy ClientHello read the certificate (and there are five new
-/// finding codes).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// finding codes). 4: three finding codes of the revocation stage (`cert_revoked`,
+/// `revocation_unreachable`, `revocation_stale`).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The ALPN protocol id of probe ↔ coordinator connections.
 pub const ALPN: &[u8] = b"cemwatch/1";
 /// The TLS server name probes use for the coordinator: trust is pinned to the coordinator's

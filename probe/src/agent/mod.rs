@@ -54,6 +54,8 @@ pub struct AgentConfig {
     /// The agent certificate checks present when a gateway asks for a client certificate
     /// (`run --client-cert`); it stays on the endpoint, never in a plan.
     pub client_identity: Option<Arc<crate::check::ClientIdentity>>,
+    /// Whether checks fetch the CRLs of the path (`run --no-revocation` turns it off).
+    pub revocation: bool,
 }
 
 impl AgentConfig {
@@ -70,6 +72,7 @@ impl AgentConfig {
             overrides: Vec::new(),
             agent_log: None,
             client_identity: None,
+            revocation: true,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Shared {
     pub overrides: Vec<crate::check::ResolveOverride>,
     /// The agent certificate checks present when asked for one.
     pub client_identity: Option<Arc<crate::check::ClientIdentity>>,
+    /// Whether checks fetch the CRLs of the path.
+    pub revocation: bool,
     /// Counters.
     pub stats: AgentStats,
     /// The management agent's CEM state, when an agent log is followed (`None` until the first
@@ -150,6 +155,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         check_slots: Semaphore::new(config.max_concurrent_checks.max(1)),
         overrides: config.overrides.clone(),
         client_identity: config.client_identity.clone(),
+        revocation: config.revocation,
         stats: AgentStats::default(),
         agent_state: watch::Sender::new(None),
         agent_state_refused: AtomicBool::new(false),

@@ -42,6 +42,7 @@ pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport
     let mut ctx = CheckContext::new(shared.trust.clone());
     ctx.overrides = shared.overrides.clone();
     ctx.client_identity = shared.client_identity.clone();
+    ctx.revocation = shared.revocation;
     ctx.overrides.extend(planned
         .resolve
         .iter()

@@ -477,6 +477,9 @@ pub struct TrustOutcome {
     pub path: Vec<String>,
     /// Candidate issuers tried (signature verifications), at most [`MAX_CANDIDATES_TRIED`].
     pub candidates_tried: usize,
+    /// The certificates of the chosen path (or of the longest partial path), leaf first, as
+    /// DER: what the AIA and revocation stages look into.
+    pub path_der: Vec<Vec<u8>>,
 }
 
 impl TrustOutcome {
@@ -489,6 +492,7 @@ impl TrustOutcome {
             issuers: Vec::new(),
             path: Vec::new(),
             candidates_tried: 0,
+            path_der: Vec::new(),
         }
     }
 }
@@ -636,6 +640,7 @@ impl TrustStore {
                 issuers: Vec::new(),
                 path: vec![leaf_cert.subject().to_string()],
                 candidates_tried: 0,
+                path_der: vec![leaf.to_vec()],
             };
         }
         let mut served: Vec<X509Certificate<'_>> = vec![leaf_cert];
@@ -970,6 +975,10 @@ impl<'s, 'a> Search<'s, 'a> {
             issuers: self.issuers(path),
             path: self.subjects(path),
             candidates_tried: self.tried,
+            path_der: path
+                .iter()
+                .map(|&n| self.cert(n).as_ref().to_vec())
+                .collect(),
         };
         if let Some(path) = found {
             return result(true, None, None, Vec::new(), &path);

@@ -8,6 +8,29 @@ use cemwatch_shared::{DnsResult, DnsSource};
 
 pub use cemwatch_shared::model::ResolveOverride;
 
+/// The addresses of `host` for `port` without asking a resolver: an address literal or an
+/// override; `None` when the system resolver must answer.
+pub fn without_resolver(
+    host: &str,
+    port: u16,
+    overrides: &[ResolveOverride],
+) -> Option<Vec<SocketAddr>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(vec![SocketAddr::new(ip, port)]);
+    }
+    let wanted = host.trim_end_matches('.').to_ascii_lowercase();
+    overrides
+        .iter()
+        .find(|o| o.host == wanted && o.port.is_none_or(|p| p == port))
+        .map(|o| {
+            o.addresses
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect()
+        })
+}
+
 /// Resolves `host` for `port`: address literal, override, or system resolver.
 pub async fn resolve(
     host: &str,

@@ -4,10 +4,13 @@
 //! triage, with legacy-port detection when the expected port fails. Every stage records its
 //! timing and its raw facts in the [`CheckResult`].
 
+pub mod aia;
 pub mod cert;
 pub mod dns;
+pub mod fetch;
 pub mod hello;
 pub mod identity;
+pub mod revocation;
 pub mod tcp;
 pub mod tls;
 pub mod triage;
@@ -54,6 +57,8 @@ pub struct CheckContext {
     pub dns_timeout: Duration,
     /// The agent certificate to present when a gateway asks for a client certificate.
     pub client_identity: Option<Arc<ClientIdentity>>,
+    /// Whether to fetch and check the CRLs of the path (`--no-revocation` turns it off).
+    pub revocation: bool,
 }
 
 impl CheckContext {
@@ -67,6 +72,7 @@ impl CheckContext {
             handshake_timeout: Duration::from_secs(10),
             dns_timeout: Duration::from_secs(5),
             client_identity: None,
+            revocation: true,
         }
     }
 }
@@ -179,7 +185,7 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
                 _ => None,
             };
             durations.tls_ms = ms(tls_start.elapsed());
-            let stage = judge_handshake(&hs, legacy.as_ref(), spec, ctx, now);
+            let stage = judge_handshake(&hs, legacy.as_ref(), spec, ctx, now).await;
             let mut tls = stage.tls;
             tls.duration_ms = durations.tls_ms;
             expected_port_works = stage.reached;
@@ -300,7 +306,7 @@ fn dn_text(der: &[u8]) -> String {
 
 /// Builds the TLS stage result from the handshake (and the legacy ClientHello, when one was
 /// sent), analyses the leaf and judges it.
-fn judge_handshake(
+async fn judge_handshake(
     hs: &tls::Handshake,
     legacy: Option<&Result<hello::ServerFlight, hello::HelloError>>,
     spec: &CheckSpec,
@@ -453,12 +459,50 @@ fn judge_handshake(
             ),
         ));
     }
-    let outcome = ctx
+    let mut outcome = ctx
         .trust
         .evaluate_from(leaf, &chain[1..], cert::ChainSource::Server, now);
+    let overrides = ctx.overrides.clone();
+    let resolve = move |host: &str, port: u16| dns::without_resolver(host, port, &overrides);
+    let mut fetched = Vec::new();
+    if outcome.failure == Some(cert::ChainFailure::Incomplete) {
+        let completion = aia::complete(&ctx.trust, leaf, &chain[1..], outcome, now, &resolve).await;
+        outcome = completion.outcome;
+        fetched = completion.fetched;
+    }
     tls.trusted = outcome.trusted;
     tls.trust_error = outcome.reason.clone();
-    findings.extend(triage::chain_findings(&outcome, cert::ChainSource::Server));
+    if outcome.trusted && !fetched.is_empty() {
+        findings.push(triage::completed_from_aia(&outcome, &fetched));
+    } else {
+        let mut chain_findings = triage::chain_findings(&outcome, cert::ChainSource::Server);
+        if fetched.is_empty() && outcome.failure == Some(cert::ChainFailure::Incomplete) {
+            for f in chain_findings
+                .iter_mut()
+                .filter(|f| f.code == FindingCode::ChainIncomplete)
+            {
+                f.message.push_str(
+                    "; the certificate names no AIA caIssuers URL, so no client can fetch the missing issuer",
+                );
+            }
+        }
+        if !fetched.is_empty() {
+            for f in chain_findings
+                .iter_mut()
+                .filter(|f| f.code == FindingCode::ChainIncomplete)
+            {
+                f.message.push_str(&format!(
+                    "; the probe followed the AIA caIssuers URL as Windows agents do, without completing the path: {}",
+                    aia::describe(&fetched)
+                ));
+            }
+        }
+        findings.extend(chain_findings);
+    }
+    if outcome.trusted && ctx.revocation {
+        let checked = revocation::check(&outcome.path_der, now, &resolve).await;
+        findings.extend(triage::revocation_findings(&checked));
+    }
     findings.extend(triage::certificate_findings(
         &info,
         Some(&spec.target.host),

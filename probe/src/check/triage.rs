@@ -6,7 +6,78 @@ use cemwatch_shared::{
     CertificateInfo, Expectations, Finding, FindingCode, Thumbprint, ThumbprintKind,
 };
 
+use super::aia::{describe, Fetched};
 use super::cert::{covers_name, ChainFailure, ChainSource, Defect, TrustOutcome};
+use super::revocation::{Checked, Status};
+
+/// The gateway serves an incomplete chain that the probe completed from the AIA caIssuers
+/// URL, as Windows agents do: a warning (`chain_incomplete` at warn), since other clients, and
+/// agents that cannot reach the URL, fail.
+pub fn completed_from_aia(outcome: &TrustOutcome, fetched: &[Fetched]) -> Finding {
+    let missing: Vec<&str> = fetched
+        .iter()
+        .filter_map(|f| f.outcome.as_ref().ok().map(String::as_str))
+        .collect();
+    Finding::with_remedy(
+        FindingCode::ChainIncomplete,
+        format!(
+            "the gateway does not send the intermediate CA certificate {}; the probe fetched it from the certificate's AIA caIssuers URL, as Windows agents do, and the path is then trusted ({}): agents that cannot reach that URL, and other clients, fail",
+            missing
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            describe(fetched)
+        ),
+        format!(
+            "Serve the intermediate CA certificates with the gateway certificate (export the .pfx with \"Include all certificates in the certification path if possible\" and import it into Gateway Manager and IIS), so that no agent depends on fetching them; the path found: {}.",
+            outcome.path.join(" <- ")
+        ),
+    )
+    .at(cemwatch_shared::Severity::Warn)
+}
+
+/// Findings of the revocation stage: `cert_revoked` per revoked certificate, one
+/// `revocation_stale` per certificate whose only CRL is out of date, one
+/// `revocation_unreachable` per certificate whose CRLs could not be had from here.
+pub fn revocation_findings(checked: &[Checked]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for c in checked {
+        let subject = &c.subject;
+        match &c.status {
+            Status::Good { .. } => {}
+            Status::Revoked { url, since, reason } => out.push(Finding::new(
+                FindingCode::CertRevoked,
+                format!(
+                    "\"{subject}\" (serial {}) is revoked since {since}{} according to its issuer's CRL at {url}",
+                    c.serial,
+                    reason
+                        .as_deref()
+                        .map(|r| format!(" (reason: {r})"))
+                        .unwrap_or_default()
+                ),
+            )),
+            Status::Stale { url, next_update } => out.push(Finding::new(
+                FindingCode::RevocationStale,
+                format!(
+                    "the CRL for \"{subject}\" at {url} is past its next update ({next_update}): agents that check revocation treat it as unavailable"
+                ),
+            )),
+            Status::Unreachable { tried } => out.push(Finding::new(
+                FindingCode::RevocationUnreachable,
+                format!(
+                    "no CRL for \"{subject}\" could be had from here, so agents that check revocation cannot connect from the internet: {}",
+                    tried
+                        .iter()
+                        .map(|(url, why)| format!("{url}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )),
+        }
+    }
+    out
+}
 
 /// Findings about the certificate path: how it fails (`cert_untrusted`, `chain_incomplete`,
 /// one `chain_invalid` per defect, each naming the certificate), then the CEM algorithm rules
