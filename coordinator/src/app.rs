@@ -42,6 +42,9 @@ pub struct Running {
     pub hub: Arc<Hub>,
     /// Push a new configuration.
     pub config_tx: watch::Sender<Arc<Config>>,
+    /// What the status pages get from the program running the coordinator (`cemwatch demo`
+    /// sets its scenario switch here).
+    pub pages: Arc<crate::http::pages::PageExtras>,
     readiness: Arc<Readiness>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
@@ -171,6 +174,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         store::Reader::open(&data_dir)?,
         readiness.clone(),
     ));
+    let pages = state.pages.clone();
     let tasks = vec![
         tokio::spawn(quic::serve(endpoint.clone(), hub.clone())),
         tokio::spawn(http::serve::serve(
@@ -192,6 +196,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         readiness,
         endpoint,
         tasks,
+        pages,
     };
     if let Some(path) = config_path {
         let hub = running.hub.clone();
