@@ -53,7 +53,7 @@ pub struct Running {
 impl Running {
     /// Applies a new configuration: probes get new plans.
     pub fn apply(&self, config: Config) {
-        let generation = apply(&self.hub, &self.config_tx, config);
+        let generation = apply_config(&self.hub, &self.config_tx, config);
         tracing::info!(generation, "configuration applied");
     }
 
@@ -242,7 +242,7 @@ async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
 
 /// Makes a new configuration current: the one place it takes effect, for a reload of the file
 /// and for [`Running::apply`] alike. Returns the new generation (probes get new plans).
-fn apply(hub: &Hub, tx: &watch::Sender<Arc<Config>>, config: Config) -> u64 {
+pub fn apply_config(hub: &Hub, tx: &watch::Sender<Arc<Config>>, config: Config) -> u64 {
     hub.registry
         .set_adopt_unknown(config.server.trust_shared_ca_probes);
     let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -294,7 +294,7 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 if *old == new {
                     continue;
                 }
-                let generation = apply(&hub, &tx, new);
+                let generation = apply_config(&hub, &tx, new);
                 tracing::info!(
                     why,
                     generation,
