@@ -19,5 +19,6 @@ mod flood;
 mod hostile_probe;
 mod http_surface;
 mod lab;
+mod pages;
 mod real_gateway;
 mod unauthenticated;

@@ -45,7 +45,7 @@ pub enum Scenario {
     ListenerOnLegacyPort,
     /// The certificate expires in 12 days.
     CertExpiring,
-    /// The root CA was never distributed to one site (branch-lyon).
+    /// The gateway's certificate comes from a new root CA that never reached one site (branch-lyon).
     UntrustedRoot,
     /// The bound certificate lacks the SMP name.
     SanMissing,

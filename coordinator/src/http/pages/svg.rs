@@ -141,7 +141,6 @@ pub(crate) fn timeline(check: &str, t: &Timeline) -> Markup {
         "{} transitions in the last {span}; now {} ok, {} warn, {} fail",
         t.transitions, now.ok, now.warn, now.fail
     );
-    let id = format!("tl-{}", super::slug(check));
     let mut rects: Vec<(&str, u32, u32, u32, u32)> = Vec::new();
     for (i, b) in t.buckets.iter().enumerate() {
         let x = i as u32 * bar;
@@ -162,9 +161,9 @@ pub(crate) fn timeline(check: &str, t: &Timeline) -> Markup {
     }
     html! {
         figure.picture {
-            svg.timeline role="img" aria-labelledby=(format!("{id}-t {id}-d")) viewBox=(format!("0 0 {W} {}", H + 16)) width="100%" {
-                title id=(format!("{id}-t")) { (Text(&title)) }
-                desc id=(format!("{id}-d")) { (Text(&desc)) }
+            svg.timeline role="img" aria-label=(title) viewBox=(format!("0 0 {W} {}", H + 16)) width="100%" {
+                title { (Text(&title)) }
+                desc { (Text(&desc)) }
                 @for (class, x, y, w, h) in &rects {
                     rect class=(class) x=(x) y=(y) width=(w) height=(h) {}
                 }
@@ -183,7 +182,6 @@ pub(crate) fn certificates(c: &CheckSummary, now_ms: i64) -> Markup {
     if total == 0 {
         return html! { p.muted { "No probe has seen a certificate yet." } };
     }
-    let id = format!("certs-{}", super::slug(&c.check));
     let mut x = 0u32;
     let mut segments: Vec<(String, u32, u32)> = Vec::new();
     for (i, cert) in c.certificates.iter().enumerate() {
@@ -208,9 +206,9 @@ pub(crate) fn certificates(c: &CheckSummary, now_ms: i64) -> Markup {
         .collect();
     html! {
         figure.picture {
-            svg.share role="img" aria-labelledby=(format!("{id}-t {id}-d")) viewBox=(format!("0 0 {W} 24")) width="100%" {
-                title id=(format!("{id}-t")) { "Share of probes per certificate" }
-                desc id=(format!("{id}-d")) { (Text(&desc.join("; "))) }
+            svg.share role="img" aria-label="Share of probes per certificate" viewBox=(format!("0 0 {W} 24")) width="100%" {
+                title { "Share of probes per certificate" }
+                desc { (Text(&desc.join("; "))) }
                 @for (class, x, w) in &segments {
                     rect class=(class) x=(x) y="0" width=(w) height="24" {}
                 }
@@ -253,16 +251,15 @@ pub(crate) fn site_grid(c: &CheckSummary) -> Markup {
     let label = 160u32;
     let cell = 80u32;
     let height = row * (sites.len() as u32 + 1);
-    let id = format!("grid-{}", super::slug(&c.check));
     let desc: Vec<String> = sites
         .iter()
         .map(|(s, v)| format!("{s}: {} ok, {} warn, {} fail", v.ok, v.warn, v.fail))
         .collect();
     html! {
         figure.picture {
-            svg.grid role="img" aria-labelledby=(format!("{id}-t {id}-d")) viewBox=(format!("0 0 {} {height}", label + 3 * cell)) width="100%" {
-                title id=(format!("{id}-t")) { "Results per site and verdict" }
-                desc id=(format!("{id}-d")) { (Text(&desc.join("; "))) }
+            svg.grid role="img" aria-label="Results per site and verdict" viewBox=(format!("0 0 {} {height}", label + 3 * cell)) width="100%" {
+                title { "Results per site and verdict" }
+                desc { (Text(&desc.join("; "))) }
                 @for (j, v) in VERDICTS.iter().enumerate() {
                     text.head x=(label + j as u32 * cell + cell / 2) y="15" text-anchor="middle" { (v.as_str()) }
                 }

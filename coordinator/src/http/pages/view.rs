@@ -192,7 +192,7 @@ fn round_control(c: &CheckSummary, cx: &Context) -> Markup {
                 input type="hidden" name="check" value=(c.check);
                 div.field {
                     label for=(format!("tp-{id}")) { "Thumbprint every probe must see (optional)" }
-                    input id=(format!("tp-{id}")) name="expect_thumbprint" type="text" inputmode="text" autocomplete="off" spellcheck="false" placeholder="SHA-1 as in the CEM policy";
+                    input id=(format!("tp-{id}")) name="expect_thumbprint" type="text" autocomplete="off" spellcheck="false" placeholder="SHA-1 as in the CEM policy";
                 }
                 div.field {
                     label for=(format!("port-{id}")) { "Port (optional)" }
@@ -230,7 +230,6 @@ fn demo_panel(cx: &Context) -> Markup {
                     button type="submit" { "Switch" }
                 }
             }
-            @for note in demo.notes() { p.note { (Text(&note)) } }
         }
     }
 }
@@ -263,7 +262,7 @@ pub(crate) fn fleet(
                 (round_control(c, cx))
             }
         }
-        (agents(&s.agents, s.probes.connected + s.probes.disconnected))
+        (agents(&s.agents, s.probes.connected + s.probes.disconnected, cx))
         section aria-labelledby="events-h" {
             h2 id="events-h" { "Last events" }
             (event_table(events, cx.now_ms))
@@ -278,7 +277,7 @@ pub(crate) fn fleet(
     layout(&format!("Fleet: {}", worst.as_str()), cx, true, body)
 }
 
-fn agents(a: &AgentSummary, fresh: u64) -> Markup {
+fn agents(a: &AgentSummary, fresh: u64, cx: &Context) -> Markup {
     let rows: [(&str, u64, Severity, &str); 4] = [
         ("cem_connected", a.state("cem_connected"), Severity::Ok, ""),
         (
@@ -303,6 +302,9 @@ fn agents(a: &AgentSummary, fresh: u64) -> Markup {
     html! {
         section.agents aria-labelledby="agents-h" {
             h2 id="agents-h" { "Management agents' own CEM state" }
+            @if let Some(demo) = &cx.demo {
+                @for note in demo.notes() { p.note data-demo-note { (Text(&note)) } }
+            }
             @if a.reporting == 0 {
                 p.muted { "No probe reports its management agent's CEM state (run probes on managed endpoints with --agent-log)." }
             } @else {
