@@ -185,6 +185,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             hub.metrics.clone(),
         )),
         tokio::spawn(watch_revocations(hub.clone(), data_dir.clone())),
+        tokio::spawn(prune_store(hub.clone())),
     ];
     // The store is open, the fleet loaded and both listeners bound, and their tasks run.
     readiness.ready();
@@ -207,6 +208,46 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         return Ok(running);
     }
     Ok(running)
+}
+
+/// How often retention looks for something to prune.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Retention (`[store] keep`, `max_size`): every [`PRUNE_EVERY`], pruning steps until nothing
+/// is left to prune, each a short job of the store's writer queued behind waiting reports,
+/// with a pause between steps so that ingest always comes first.
+async fn prune_store(hub: Arc<Hub>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        loop {
+            let store = hub.config.borrow().store;
+            match hub.registry.prune_store(store.keep, store.max_size).await {
+                Ok(p) => {
+                    failing = false;
+                    hub.metrics
+                        .store_pruned
+                        .with_label_values(&["reports"])
+                        .inc_by(p.reports);
+                    hub.metrics
+                        .store_pruned
+                        .with_label_values(&["events"])
+                        .inc_by(p.events);
+                    if !p.more {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "cannot prune the store; retrying in 10 s");
+                        failing = true;
+                    }
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Picks up revocations made with `cemwatch probe revoke` (another process) and closes the

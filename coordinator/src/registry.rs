@@ -91,6 +91,15 @@ impl Registry {
         }
     }
 
+    /// One pruning step of the store ([`crate::store::retention`]).
+    pub async fn prune_store(
+        &self,
+        keep: std::time::Duration,
+        max_size: u64,
+    ) -> crate::store::Result<crate::store::retention::Pruned> {
+        self.writer.prune(keep, max_size).await
+    }
+
     /// Who is known and revoked (a short read: the verifier, the session re-check).
     pub fn auth(&self) -> RwLockReadGuard<'_, AuthState> {
         self.auth.read()

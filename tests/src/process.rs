@@ -179,13 +179,36 @@ pub fn http_post_json(addr: SocketAddr, path: &str, json: &str) -> Result<(u16, 
     http(addr, "POST", path, json)
 }
 
+/// A plain HTTP/1.1 request on loopback with extra header lines (`name: value`, each
+/// without its line end); returns (status, body).
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Result<(u16, String)> {
+    http_headers(addr, method, path, headers, body)
+}
+
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    http_headers(addr, method, path, &[], body)
+}
+
+fn http_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut raw = Vec::new();

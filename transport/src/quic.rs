@@ -32,6 +32,16 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// The connection receive window of a peer the coordinator has not authenticated: its first
+/// frame (`Enroll` or `Hello`, at most [`crate::protocol::MAX_FIRST_FRAME`]) and room for its
+/// framing and acknowledgements.
+pub const UNAUTHENTICATED_WINDOW: u32 = (crate::protocol::MAX_FIRST_FRAME + 16 * 1024) as u32;
+
+/// The connection receive window of an authenticated session: the largest frame and room.
+pub fn session_window() -> quinn::VarInt {
+    quinn::VarInt::from_u32(wire::MAX_FRAME as u32 + 64 * 1024)
+}
+
 /// Transport settings for the coordinator's side of probe connections: no datagrams, the
 /// probes' windows, but a probe may open only the one stream the protocol uses (quinn-proto sets up state for
 /// every stream a peer may open, whether it is used or not), the coordinator sends no
@@ -43,6 +53,10 @@ pub fn transport_config() -> quinn::TransportConfig {
 /// batch (measured: 4 KiB less memory per connection).
 pub fn server_transport_config() -> quinn::TransportConfig {
     let mut t = transport_config();
+    // Until the coordinator knows the peer holds one of its certificates, the connection may
+    // carry only its first frame: a peer without one (enrolment) can make it buffer at most
+    // this. An authenticated connection is given the full window ([`session_window`]).
+    t.receive_window(UNAUTHENTICATED_WINDOW.into());
     t.max_concurrent_bidi_streams(1u8.into());
     // The protocol has no datagrams. quinn's default would advertise them and buffer up to
     // 1.25 MB of unread datagrams per connection (nothing reads them); off, a peer that sends one

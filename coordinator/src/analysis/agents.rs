@@ -288,24 +288,29 @@ pub struct AgentEntry {
     pub thumbprint_mismatch: Vec<String>,
 }
 
-/// Every probe (revoked ones excluded) that sent its agent's state, by name; `condition`, when
-/// given, keeps only that condition.
+/// The probes (revoked ones excluded) that sent their agent's state, by name, after `after`,
+/// at most `limit` (and whether more follow); `condition`, when given, keeps only that condition.
 pub fn entries(
     probes: &Probes,
     config: &Config,
     now_ms: i64,
     condition: Option<&str>,
-) -> Vec<AgentEntry> {
+    after: Option<&str>,
+    limit: usize,
+) -> (Vec<AgentEntry>, bool) {
     let stale_after = config.server.stale_after;
-    let mut out: Vec<AgentEntry> = probes
-        .iter()
-        .filter(|(_, v)| !v.revoked)
+    let matching = probes.iter().filter(|(_, v)| {
+        !v.revoked
+            && v.agent
+                .as_ref()
+                .is_some_and(|a| condition.is_none_or(|want| want == a.state.condition.as_str()))
+    });
+    let (page, more) = crate::model::page::by_name(matching, after, limit);
+    let out: Vec<AgentEntry> = page
+        .into_iter()
         .filter_map(|(name, v)| {
             let agent = v.agent.as_ref()?;
             let c = &agent.state.condition;
-            if condition.is_some_and(|want| want != c.as_str()) {
-                return None;
-            }
             let state = v.state(now_ms, stale_after);
             let fresh = state != ProbeState::Stale;
             let checks = checks_for(c, &config.checks);
@@ -338,8 +343,7 @@ pub fn entries(
             })
         })
         .collect();
-    out.sort_by(|a, b| a.probe.cmp(&b.probe));
-    out
+    (out, more)
 }
 
 #[cfg(test)]
@@ -603,7 +607,8 @@ mod tests {
         let s = summarize(&fleet.probes, &config, NOW);
         assert_eq!(s.reporting, 2, "fresh and new");
         assert_eq!(s.checks[0].port_mismatch, 2);
-        let listed = entries(&fleet.probes, &config, NOW, None);
+        let (listed, more) = entries(&fleet.probes, &config, NOW, None, None, 1000);
+        assert!(!more);
         let current: Vec<(&str, bool, &str)> = listed
             .iter()
             .map(|e| (e.probe.as_str(), e.current, e.probe_state.as_str()))
@@ -619,9 +624,27 @@ mod tests {
             "revoked probes are not listed"
         );
         assert_eq!(listed[0].port_mismatch, vec!["gateway".to_string()]);
-        assert!(entries(&fleet.probes, &config, NOW, Some("cem_connected")).is_empty());
+        assert!(entries(
+            &fleet.probes,
+            &config,
+            NOW,
+            Some("cem_connected"),
+            None,
+            1000
+        )
+        .0
+        .is_empty());
         assert_eq!(
-            entries(&fleet.probes, &config, NOW, Some("connect_timeout")).len(),
+            entries(
+                &fleet.probes,
+                &config,
+                NOW,
+                Some("connect_timeout"),
+                None,
+                1000
+            )
+            .0
+            .len(),
             4
         );
     }

@@ -15,6 +15,11 @@
 //! token_sha256 = "…"               # `cemwatch web token` prints a token and this line
 //!
 //! [[http.user]]
+//! name = "prometheus-compose"
+//! role = "metrics"
+//! token_file = "/run/secrets/prometheus-token"  # or: the token in a file shared with the client
+//!
+//! [[http.user]]
 //! name = "ops"
 //! role = "operate"
 //! password_bcrypt = "$2b$12$…"     # `cemwatch web hash-password` reads a password, prints this
@@ -126,6 +131,33 @@ struct RawUser {
     role: Spanned<String>,
     password_bcrypt: Option<Spanned<String>>,
     token_sha256: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+}
+
+/// A bearer token kept in a file (shared with the client that sends it, e.g. Prometheus'
+/// `credentials_file` or a Kubernetes Secret): read once per configuration load, only its
+/// SHA-256 kept. Between 16 and 4096 visible ASCII characters, surrounding white space ignored.
+pub fn read_token_file(path: &Path) -> Result<[u8; 32], String> {
+    let text = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}; create it with `cemwatch web token --name NAME --role ROLE > {}` (mode 0600, readable by the coordinator and by the client that sends it)",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let token = std::str::from_utf8(&text)
+        .map(str::trim)
+        .map_err(|_| format!("{}: not text; a token is visible ASCII", path.display()))?;
+    if token.len() < 16 || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{}: a token is 16 to 4096 visible ASCII characters on one line (this file holds {} bytes); make one with `cemwatch web token`",
+            path.display(),
+            token.len()
+        ));
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    Ok(out)
 }
 
 fn resolve(base: &Path, p: PathBuf) -> PathBuf {
@@ -293,9 +325,28 @@ impl RawHttp {
                     }
                 }
             });
-            if u.password_bcrypt.is_none() && u.token_sha256.is_none() {
+            let token_sha256 = match (&u.token_file, token_sha256) {
+                (Some(f), None) if u.token_sha256.is_none() => {
+                    match read_token_file(&resolve(base, f.get_ref().clone())) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            problems.push(format!("{}: {key}.token_file: {e}", at(f.span())));
+                            None
+                        }
+                    }
+                }
+                (Some(f), _) => {
+                    problems.push(format!(
+                        "{}: {key}: token_sha256 or token_file, not both",
+                        at(f.span())
+                    ));
+                    None
+                }
+                (None, t) => t,
+            };
+            if u.password_bcrypt.is_none() && u.token_sha256.is_none() && u.token_file.is_none() {
                 problems.push(format!(
-                    "{}: {key}: give password_bcrypt, token_sha256 or both",
+                    "{}: {key}: give password_bcrypt, token_sha256 or token_file (a password and a token may go together)",
                     at(u.name.span())
                 ));
             }

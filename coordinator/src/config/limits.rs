@@ -52,7 +52,15 @@ pub struct LimitsConfig {
     /// Reconnections per second the coordinator takes after it restarts: probes spread their
     /// return over (connected probes / this) seconds, at least 10 s and at most 10 min.
     pub reconnects_per_second: u32,
+    /// Connections without a client certificate (enrolments) open at once, past their
+    /// handshake; beyond it one is closed at once. They also count in `max_connections`.
+    pub max_unauthenticated: usize,
 }
+
+/// Default of [`LimitsConfig::max_unauthenticated`]: enrolments are rare (one per new probe)
+/// and take one round trip, so 64 at once serve a mass roll-out, while 64 × the unauthenticated
+/// window (80 KiB) is 5 MiB at worst.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -67,6 +75,7 @@ impl Default for LimitsConfig {
             reports_per_second: 20.0,
             report_burst: 200,
             reconnects_per_second: 1_000,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
         }
     }
 }
@@ -85,6 +94,7 @@ pub(crate) struct RawLimits {
     reports_per_second: Option<Spanned<f64>>,
     report_burst: Option<Spanned<u32>>,
     reconnects_per_second: Option<Spanned<u32>>,
+    max_unauthenticated: Option<Spanned<u32>>,
 }
 
 impl RawLimits {
@@ -174,6 +184,12 @@ impl RawLimits {
             d.reconnects_per_second,
             problems,
         );
+        let max_unauthenticated = count(
+            self.max_unauthenticated,
+            "max_unauthenticated",
+            d.max_unauthenticated as u32,
+            problems,
+        ) as usize;
         let idle_timeout = match self.idle_timeout {
             Some(v) => {
                 let t = v.get_ref().0;
@@ -211,6 +227,7 @@ impl RawLimits {
             reports_per_second,
             report_burst,
             reconnects_per_second,
+            max_unauthenticated,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod limits;
+pub mod store;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct Config {
     pub http: http::HttpConfig,
     /// `[rounds]`: how often rounds may start, and how many are kept.
     pub rounds: http::RoundsConfig,
+    /// `[store]`: how long reports and events are kept, how large the store may grow.
+    pub store: store::StoreConfig,
 }
 
 /// The `[server]` table.
@@ -148,6 +151,7 @@ struct RawConfig {
     diagnosis: Option<RawDiagnosis>,
     http: Option<http::RawHttp>,
     rounds: Option<http::RawRounds>,
+    store: Option<store::RawStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +429,7 @@ impl Config {
             .unwrap_or_default()
             .validate(base, &at, &mut problems);
         let rounds = raw.rounds.unwrap_or_default().validate(&at, &mut problems);
+        let store = raw.store.unwrap_or_default().validate(&at, &mut problems);
         if raw.checks.is_empty() {
             problems.push(format!(
                 "{origin}: no [[check]]: add at least one, such as\n  [[check]]\n  name = \"gateway\"\n  host = \"gateway.example.com\"\n  port = 8443"
@@ -445,6 +450,7 @@ impl Config {
                 limits,
                 http,
                 rounds,
+                store,
             })
         } else {
             Err(ConfigError { problems })

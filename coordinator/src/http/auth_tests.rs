@@ -320,8 +320,71 @@ async fn users_are_validated_with_the_line_and_what_to_do() {
         "http.user[0].password_bcrypt: not a bcrypt hash",
         "cemwatch web hash-password",
         "http.user[1].token_sha256: 64 hexadecimal digits",
-        "http.user[2]: give password_bcrypt, token_sha256 or both",
+        "http.user[2]: give password_bcrypt, token_sha256 or token_file",
     ] {
         assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
     }
+}
+
+#[tokio::test]
+async fn a_token_file_is_hashed_at_load_and_bad_files_are_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("prom.token"), format!("{TOKEN_METRICS}\n")).expect("write");
+    let text = "[http]\nloopback_role = \"none\"\n\n[[http.user]]\nname = \"prometheus\"\nrole = \"metrics\"\ntoken_file = \"prom.token\"\n\n[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\n";
+    let config = crate::config::Config::from_toml(text, "c.toml", dir.path()).expect("valid");
+    assert_eq!(
+        config.http.users[0].token_sha256,
+        Some(auth::token_digest(TOKEN_METRICS)),
+        "the file's token, trailing newline ignored"
+    );
+    let fx = fixture_with(
+        &text
+            .replace(
+                "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\n",
+                "",
+            )
+            .replace(
+                "prom.token",
+                &dir.path().join("prom.token").display().to_string(),
+            ),
+    );
+    let bearer = format!("Bearer {TOKEN_METRICS}");
+    let (status, _, _) = send(&fx, REMOTE, "GET", "/metrics", Some(&bearer), String::new()).await;
+    assert_eq!(status, StatusCode::OK, "the token in the file scrapes");
+    let (status, _, _) = send(
+        &fx,
+        REMOTE,
+        "GET",
+        "/api/v1/fleet",
+        Some(&bearer),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "and is a metrics token only");
+
+    std::fs::write(dir.path().join("short.token"), "abc").expect("write");
+    for (file, expected) in [
+        ("missing.token", "cannot read"),
+        ("short.token", "16 to 4096 visible ASCII characters"),
+    ] {
+        let err = crate::config::Config::from_toml(
+            &text.replace("prom.token", file),
+            "c.toml",
+            dir.path(),
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(
+            err.contains("http.user[0].token_file") && err.contains(expected),
+            "{expected:?} missing from:\n{err}"
+        );
+    }
+    let both = text.replace("token_file", "token_sha256 = \"00\"\ntoken_file");
+    let err = crate::config::Config::from_toml(&both, "c.toml", dir.path())
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        err.contains("token_sha256 or token_file, not both"),
+        "{err}"
+    );
 }

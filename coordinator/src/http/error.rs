@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The store could not answer.
     #[error("the store could not answer: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Something inside the coordinator failed (logged in full; the client learns no more).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -40,7 +43,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -50,6 +53,10 @@ impl IntoResponse for ApiError {
         let message = match &self {
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "an API request failed in the store");
+                "internal error: the coordinator's log says more".to_string()
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "an API request failed");
                 "internal error: the coordinator's log says more".to_string()
             }
             other => other.to_string(),

@@ -16,6 +16,7 @@ use crate::analysis::rounds::evaluate;
 use crate::http::{ApiError, ApiState};
 use crate::model::event::EventQuery;
 use crate::model::latest::Latest;
+use crate::model::page;
 use crate::model::round::{RoundRequest, RoundStatus};
 use crate::model::summary::FleetSummary;
 use crate::quic::Hub;
@@ -87,14 +88,17 @@ pub struct CheckDetail {
     /// The summary.
     #[serde(flatten)]
     pub summary: crate::model::summary::CheckSummary,
-    /// Every fresh result.
+    /// The fresh results, by probe name: a page of them (`?after=&limit=`, a `Link` header
+    /// to the next; the summary always covers every probe).
     pub probes: Vec<ProbeResult>,
 }
 
 pub(crate) async fn check(
     State(s): State<Arc<ApiState>>,
     Path(name): Path<String>,
+    Query(q): Query<ProbeQuery>,
 ) -> Result<Response, ApiError> {
+    let limit = page::limit(q.limit).map_err(ApiError::BadRequest)?;
     let config = s.hub.config.borrow().clone();
     let Some(check) = config.checks.iter().find(|c| c.name == name) else {
         return Err(ApiError::NotFound(format!(
@@ -104,8 +108,18 @@ pub(crate) async fn check(
     let now = now_ms();
     let fleet = s.hub.registry.fleet();
     let summary = fleet.check_summary(&config, check, now);
-    let probes = fleet
+    let mut observations: Vec<_> = fleet
         .observations(&name, now, config.server.stale_after)
+        .into_iter()
+        .filter(|o| q.after.as_deref().is_none_or(|a| o.probe > a))
+        .collect();
+    let more = observations.len() > limit;
+    if more {
+        observations.select_nth_unstable_by(limit, |a, b| a.probe.cmp(b.probe));
+        observations.truncate(limit);
+    }
+    observations.sort_unstable_by(|a, b| a.probe.cmp(b.probe));
+    let probes: Vec<ProbeResult> = observations
         .into_iter()
         .map(|o| ProbeResult {
             probe: o.probe.to_string(),
@@ -114,7 +128,19 @@ pub(crate) async fn check(
             latest: o.latest.clone(),
         })
         .collect();
-    Ok(Json(CheckDetail { summary, probes }).into_response())
+    drop(fleet);
+    let next = more
+        .then(|| {
+            probes.last().map(|p| {
+                format!(
+                    "/api/v1/checks/{}?after={}&limit={limit}",
+                    urlencode(&name),
+                    urlencode(&p.probe)
+                )
+            })
+        })
+        .flatten();
+    Ok(paged(CheckDetail { summary, probes }, next))
 }
 
 /// A probe in the API.
@@ -134,16 +160,42 @@ pub struct ProbeEntry {
     pub latest: BTreeMap<String, Latest>,
 }
 
-pub(crate) async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntry>> {
+/// A page of `/api/v1/probes`.
+#[derive(Debug, Deserialize)]
+pub struct ProbeQuery {
+    /// Only probes whose name comes after this one (the last name of the previous page).
+    pub after: Option<String>,
+    /// At most this many (default 1,000, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// `items` as JSON, with a `Link: <…>; rel="next"` header when more follow (`next` is the
+/// query of the next page).
+fn paged<T: Serialize>(items: T, next: Option<String>) -> Response {
+    let mut response = Json(items).into_response();
+    if let Some(next) = next {
+        if let Ok(v) = header::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+pub(crate) async fn probes(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<ProbeQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page::limit(q.limit).map_err(ApiError::BadRequest)?;
     let stale_after = s.hub.config.borrow().server.stale_after;
     let now = now_ms();
-    let mut out: Vec<ProbeEntry> = s
-        .hub
-        .registry
-        .fleet()
-        .probes
-        .iter()
-        .filter(|(_, v)| !v.revoked)
+    let fleet = s.hub.registry.fleet();
+    let (page, more) = page::by_name(
+        fleet.probes.iter().filter(|(_, v)| !v.revoked),
+        q.after.as_deref(),
+        limit,
+    );
+    let out: Vec<ProbeEntry> = page
+        .into_iter()
         .map(|(name, v)| ProbeEntry {
             name: name.clone(),
             labels: v.labels.clone(),
@@ -153,8 +205,14 @@ pub(crate) async fn probes(State(s): State<Arc<ApiState>>) -> Json<Vec<ProbeEntr
             latest: v.latest.clone(),
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(out)
+    drop(fleet);
+    let next = more
+        .then(|| {
+            out.last()
+                .map(|p| format!("/api/v1/probes?after={}&limit={limit}", urlencode(&p.name)))
+        })
+        .flatten();
+    Ok(paged(out, next))
 }
 
 /// Filters of `/api/v1/agents`.
@@ -163,6 +221,10 @@ pub struct AgentQuery {
     /// Only agents in this condition (`cem_connected`, `handshake_error`, `connect_timeout`,
     /// `no_cem_activity`).
     pub condition: Option<String>,
+    /// Only probes whose name comes after this one (the last of the previous page).
+    pub after: Option<String>,
+    /// At most this many (default 1,000, at most 10,000).
+    pub limit: Option<usize>,
 }
 
 pub(crate) async fn agents(
@@ -177,26 +239,88 @@ pub(crate) async fn agents(
             )));
         }
     }
+    let limit = page::limit(q.limit).map_err(ApiError::BadRequest)?;
     let config = s.hub.config.borrow().clone();
     let now = now_ms();
-    let entries = crate::analysis::agents::entries(
+    let (entries, more) = crate::analysis::agents::entries(
         &s.hub.registry.fleet().probes,
         &config,
         now,
         q.condition.as_deref(),
+        q.after.as_deref(),
+        limit,
     );
-    Ok(Json(entries).into_response())
+    let next = more
+        .then(|| {
+            entries.last().map(|e| {
+                format!(
+                    "/api/v1/agents?after={}&limit={limit}{}",
+                    urlencode(&e.probe),
+                    q.condition
+                        .as_deref()
+                        .map(|c| format!("&condition={c}"))
+                        .unwrap_or_default()
+                )
+            })
+        })
+        .flatten();
+    Ok(paged(entries, next))
 }
 
+/// `text` for a query string (probe names are letters, digits, `-`, `_` and `.`; anything
+/// else is escaped anyway).
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Verdict transitions. The query runs on a blocking thread (never on the async workers that
+/// also drive QUIC ingest), through an index for each filter; a full page links to the next
+/// (`before_id`).
 pub(crate) async fn events(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<EventQuery>,
 ) -> Result<Response, ApiError> {
-    let events = s
-        .reader
-        .with(|db| store::read::events(db, &q))
-        .map_err(ApiError::Store)?;
-    Ok(Json(events).into_response())
+    if let Some(l) = q.limit {
+        if !(1..=1000).contains(&l) {
+            return Err(ApiError::BadRequest(format!(
+                "limit: {l} is out of range; ask for 1 to 1000 events a page (default 100) and follow the Link header (before_id) for older ones"
+            )));
+        }
+    }
+    let limit = q.limit.unwrap_or(100) as usize;
+    let state = s.clone();
+    let (q, events) = tokio::task::spawn_blocking(move || {
+        let events = state.reader.with(|db| store::read::events(db, &q));
+        (q, events)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the events query stopped: {e}")))?;
+    let events = events.map_err(ApiError::Store)?;
+    let next = (events.len() == limit)
+        .then(|| events.last())
+        .flatten()
+        .map(|last| {
+            let mut next = format!("/api/v1/events?before_id={}&limit={limit}", last.id);
+            for (key, value) in [("check", &q.check), ("probe", &q.probe)] {
+                if let Some(v) = value {
+                    next.push_str(&format!("&{key}={}", urlencode(v)));
+                }
+            }
+            for (key, value) in [("since_ms", q.since_ms), ("until_ms", q.until_ms)] {
+                if let Some(v) = value {
+                    next.push_str(&format!("&{key}={v}"));
+                }
+            }
+            next
+        });
+    Ok(paged(events, next))
 }
 
 pub(crate) async fn start_round(

@@ -212,20 +212,32 @@ mod tests {
 
     /// The fixture with `extra` TOML (tables such as `[http]`) before the check.
     pub(super) fn fixture_with(extra: &str) -> Fixture {
-        fixture_fleet(extra, |_| {})
+        fixture_of(extra, &["p1"])
     }
 
-    /// The fixture with `extra` TOML, and its fleet changed by `edit` before the router sees it.
-    pub(super) fn fixture_fleet(extra: &str, edit: impl FnOnce(&mut Fleet)) -> Fixture {
+    /// A fixture whose fleet holds the connected probes `names` (site lyon).
+    pub(super) fn fixture_of(extra: &str, names: &[&str]) -> Fixture {
+        fixture_fleet(extra, names, |_| {})
+    }
+
+    /// The fixture with `extra` TOML and the probes `names`, its fleet changed by `edit` before
+    /// the router sees it.
+    pub(super) fn fixture_fleet(
+        extra: &str,
+        names: &[&str],
+        edit: impl FnOnce(&mut Fleet),
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!("{extra}\n{CONFIG}");
         let config = Config::from_toml(&text, "test.toml", dir.path()).expect("config");
         let writer = Writer::start(dir.path()).expect("writer");
         let mut fleet = Fleet::default();
-        let view = fleet.probes.entry("p1".into()).or_default();
-        view.labels.insert("site".into(), "lyon".into());
-        view.connected = true;
-        view.last_seen_ms = crate::store::now_ms();
+        for name in names {
+            let view = fleet.probes.entry((*name).into()).or_default();
+            view.labels.insert("site".into(), "lyon".into());
+            view.connected = true;
+            view.last_seen_ms = crate::store::now_ms();
+        }
         edit(&mut fleet);
         let registry = Arc::new(Registry::new(fleet, AuthState::default(), writer));
         let ca = Arc::new(CoordinatorCa::load_or_create(dir.path(), &[]).expect("ca"));
@@ -401,6 +413,63 @@ mod tests {
             get(&fx, "/api/v1/events?limit=lots").await.0,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[tokio::test]
+    async fn lists_come_in_bounded_pages_linked_to_the_next() {
+        let names: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let fx = fixture_of("", &refs);
+        let mut seen = Vec::new();
+        let mut uri = "/api/v1/probes?limit=10".to_string();
+        loop {
+            let mut request = Request::builder()
+                .uri(&uri)
+                .body(Body::empty())
+                .expect("request");
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+            ));
+            let response = router(fx.state.clone())
+                .oneshot(request)
+                .await
+                .expect("call");
+            assert_eq!(response.status(), StatusCode::OK);
+            let link = response
+                .headers()
+                .get(header::LINK)
+                .map(|v| v.to_str().expect("ascii").to_string());
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let page: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("json");
+            assert!(page.len() <= 10);
+            seen.extend(
+                page.iter()
+                    .map(|p| p["name"].as_str().expect("name").to_string()),
+            );
+            match link {
+                Some(l) => {
+                    uri = l
+                        .strip_prefix('<')
+                        .and_then(|l| l.split_once(">; rel=\"next\""))
+                        .map(|(u, _)| u.to_string())
+                        .expect("a next link");
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, names, "every probe once, in order, over three pages");
+        for bad in [
+            "/api/v1/probes?limit=0",
+            "/api/v1/probes?limit=10001",
+            "/api/v1/agents?limit=0",
+            "/api/v1/events?limit=1001",
+        ] {
+            let (status, body) = get(&fx, bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(body.contains("limit:"), "{bad}: {body}");
+        }
     }
 
     #[tokio::test]

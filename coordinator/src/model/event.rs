@@ -15,6 +15,8 @@ pub struct EventQuery {
     pub probe: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
     pub limit: Option<u32>,
+    /// Only events older than this one (its id): the next page after a full one.
+    pub before_id: Option<i64>,
 }
 
 /// A verdict transition.

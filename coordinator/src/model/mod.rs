@@ -5,6 +5,7 @@ pub mod check;
 pub mod diagnosis;
 pub mod event;
 pub mod latest;
+pub mod page;
 pub mod probe;
 pub mod round;
 pub mod summary;

@@ -19,6 +19,35 @@ use crate::telemetry::Refusal;
 use cemwatch_transport::x509::name_and_expiry;
 use rustls::pki_types::CertificateDer;
 
+/// How long a peer without a client certificate has to open its stream and send its first
+/// frame (an `Enroll` is about 1 KiB, sent right after the handshake).
+pub const UNAUTHENTICATED_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Counts a connection without a client certificate while it lives.
+struct UnauthenticatedGuard<'a> {
+    hub: &'a Hub,
+    /// Such connections open, this one included, when it entered.
+    count: usize,
+}
+
+impl<'a> UnauthenticatedGuard<'a> {
+    fn enter(hub: &'a Hub) -> Self {
+        let count = hub
+            .unauthenticated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        Self { hub, count }
+    }
+}
+
+impl Drop for UnauthenticatedGuard<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .unauthenticated
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
     let identity = conn
         .peer_identity()
@@ -27,22 +56,60 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                 .ok()
         })
         .and_then(|chain| chain.first().and_then(|c| name_and_expiry(c.as_ref())));
-    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
-        .await
-        .map_err(|_| QuicError::Timeout("no stream opened within 10 s"))??;
-    let first = match tokio::time::timeout(
-        Duration::from_secs(10),
-        read_frame_max::<ToCoordinator>(&mut recv, cemwatch_transport::protocol::MAX_FIRST_FRAME),
-    )
-    .await
-    {
-        Err(_) => return Err(QuicError::Timeout("no first frame within 10 s")),
-        Ok(Err(e)) => {
+    // A peer with one of our certificates gets the session's window and 10 s for its first
+    // frame; one without (enrolment) keeps the small window, must send its frame within
+    // UNAUTHENTICATED_DEADLINE, and is one of at most `max_unauthenticated`.
+    let _unauthenticated = match identity {
+        Some(_) => {
+            conn.set_receive_window(cemwatch_transport::quic::session_window());
+            None
+        }
+        None => {
+            let cap = hub.config.borrow().limits.max_unauthenticated;
+            let guard = UnauthenticatedGuard::enter(hub);
+            if guard.count > cap {
+                hub.metrics.refused(Refusal::Unauthenticated);
+                conn.close(
+                    CloseCode::Refused.varint(),
+                    b"too many enrolments at once; retry later",
+                );
+                return Err(QuicError::Timeout("too many unauthenticated connections"));
+            }
+            Some(guard)
+        }
+    };
+    let deadline = if identity.is_some() {
+        Duration::from_secs(10)
+    } else {
+        UNAUTHENTICATED_DEADLINE
+    };
+    let first = tokio::time::timeout(deadline, async {
+        let (send, mut recv) = conn.accept_bi().await?;
+        let first = read_frame_max::<ToCoordinator>(
+            &mut recv,
+            cemwatch_transport::protocol::MAX_FIRST_FRAME,
+        )
+        .await;
+        Ok::<_, QuicError>((send, recv, first))
+    })
+    .await;
+    let (mut send, recv, first) = match first {
+        Err(_) => {
+            if identity.is_none() {
+                hub.metrics.refused(Refusal::FirstFrameTimeout);
+                conn.close(CloseCode::Protocol.varint(), b"no first frame in time");
+            }
+            return Err(QuicError::Timeout("no stream and first frame in time"));
+        }
+        Ok(r) => r?,
+    };
+    let first = match first {
+        Err(e) => {
             reject_frame(hub, &conn, &e);
             return Err(e.into());
         }
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Ok(Some(frame))) => frame,
+        Ok(None) => return Ok(()),
+        Ok(Some(frame)) => frame,
     };
     match (identity, first) {
         (

@@ -82,6 +82,8 @@ pub struct Hub {
     /// Answers counted per round still being asked (see [`ROUND_WINDOW`]).
     round_answers: Arc<Mutex<HashMap<u64, Arc<AtomicUsize>>>>,
     pub(super) connections: AtomicUsize,
+    /// Connections past their handshake without a client certificate.
+    pub(super) unauthenticated: AtomicUsize,
     pub(super) next_id: AtomicUsize,
     next_round: AtomicU64,
 }
@@ -107,6 +109,7 @@ impl Hub {
             last_round: Mutex::new(HashMap::new()),
             round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
+            unauthenticated: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
             // Round ids start at the coordinator's start time in Unix ms, so they never repeat
             // across restarts (a coordinator makes far fewer than one round per millisecond).

@@ -17,4 +17,5 @@ pub mod verifier;
 pub use accept::{serve, MAX_HANDSHAKES_IN_FLIGHT, MAX_HANDSHAKES_WAITING, MAX_HANDSHAKE_WAIT};
 pub use error::QuicError;
 pub use handshake::adopt_on_hello;
+pub use handshake::UNAUTHENTICATED_DEADLINE;
 pub use live::{Hub, RoundRefused, ROUND_IN_FLIGHT_MAX, ROUND_STALL, ROUND_WINDOW};

@@ -10,6 +10,7 @@ mod error;
 pub mod ledger;
 mod probes;
 pub mod read;
+pub mod retention;
 mod schema;
 mod writer;
 
@@ -280,6 +281,84 @@ mod ledger_tests {
                 result,
             }],
         }
+    }
+
+    /// Retention deletes old reports and events but never a latest result's report nor one
+    /// after the last checkpoint; a pruned report resent is still a duplicate; the fleet
+    /// loads the same afterwards; a store over max_size loses its oldest reports first.
+    #[tokio::test]
+    async fn retention_prunes_old_reports_and_keeps_what_the_fleet_and_replay_need() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = open(dir.path()).expect("open");
+            insert_probe(&db, "p1", &Labels::new(), 1, "01", i64::MAX, "test").expect("probe");
+        }
+        let writer = Writer::start(dir.path()).expect("writer");
+        for seq in 1..=50u64 {
+            let verdict = if seq % 10 == 0 { "fail" } else { "ok" };
+            writer
+                .report("p1", report(seq, verdict, seq))
+                .await
+                .expect("stored");
+        }
+        // The writer falls idle and checkpoints.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let latest_before = read::load_probes(&open(dir.path()).expect("open")).expect("fleet");
+        // Everything is older than a cutoff in the future.
+        let pruned = writer
+            .exec(|db| retention::prune_step(db, i64::MAX, u64::MAX))
+            .await
+            .expect("prune");
+        assert_eq!(pruned.reports, 49, "all but the latest result's report");
+        assert!(
+            pruned.events >= 9,
+            "the verdict transitions went too: {pruned:?}"
+        );
+        assert!(!pruned.more);
+        // Reports after the last checkpoint are not touched.
+        writer
+            .report("p1", report(51, "ok", 51))
+            .await
+            .expect("stored");
+        let pruned = writer
+            .exec(|db| retention::prune_step(db, i64::MAX, u64::MAX))
+            .await
+            .expect("prune");
+        assert_eq!(pruned.reports, 0, "report 51 is after the checkpoint");
+        // A pruned report resent is a duplicate, not a new result.
+        assert_eq!(
+            writer.report("p1", report(7, "ok", 7)).await.expect("ok"),
+            Ingested::Duplicate
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let db = open(dir.path()).expect("open");
+        assert_eq!(counter(&db, "reports_pruned").expect("counter"), 49);
+        let after = read::load_probes(&db).expect("fleet");
+        assert_eq!(
+            after["p1"].latest["gateway"].seq, 51,
+            "the fleet still loads with its latest result"
+        );
+        assert!(latest_before["p1"].latest.contains_key("gateway"));
+
+        // Over max_size, age does not matter: with a cutoff in the past nothing is old, but a
+        // limit below the store's size takes every eligible report.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for seq in 52..=60u64 {
+            writer
+                .report("p1", report(seq, "ok", seq))
+                .await
+                .expect("stored");
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let pruned = writer
+            .exec(|db| retention::prune_step(db, 0, 1))
+            .await
+            .expect("prune");
+        assert_eq!(
+            pruned.reports, 10,
+            "50 to 59: every report but the latest one (60)"
+        );
+        assert_eq!(pruned.events, 0, "events go by age only");
     }
 
     /// A crash between commits and the checkpoint: everything after the last checkpoint is

@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS events (
     codes TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE INDEX IF NOT EXISTS events_check ON events (check_name, id);
+CREATE INDEX IF NOT EXISTS latest_report ON latest (report_id);
+CREATE INDEX IF NOT EXISTS events_probe ON events (probe, id);
 CREATE INDEX IF NOT EXISTS probes_revoked ON probes (name) WHERE revoked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,

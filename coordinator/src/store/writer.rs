@@ -207,6 +207,18 @@ impl Writer {
             .await
     }
 
+    /// One pruning step ([`crate::store::retention::prune_step`]): reports and events older
+    /// than `keep`, and the oldest reports while the store holds more than `max_size` bytes.
+    pub async fn prune(
+        &self,
+        keep: std::time::Duration,
+        max_size: u64,
+    ) -> Result<crate::store::retention::Pruned> {
+        let cutoff = now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
+        self.exec(move |db| crate::store::retention::prune_step(db, cutoff, max_size))
+            .await
+    }
+
     /// Runs `f` on the writer's connection, in order with reports.
     pub(super) async fn exec<T: Send + 'static>(
         &self,

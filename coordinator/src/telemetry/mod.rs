@@ -74,6 +74,8 @@ pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
 /// Results dropped because their check is not in the probe's plan (a hostile or confused
 /// probe cannot grow the fleet view, the metrics' label sets or the events with names of its
 /// own).
+/// Reports and events deleted by retention (`[store] keep`, `max_size`), by `what`.
+pub const STORE_PRUNED: &str = "cemwatch_store_pruned_total";
 /// HTTP connections and requests turned away, by reason (the reasons are [`HTTP_REASONS`]).
 pub const HTTP_REFUSED: &str = "cemwatch_http_refused_total";
 /// The reasons of [`HTTP_REFUSED`]: `connections` (http.max_connections), `tls` (the HTTPS
@@ -127,6 +129,8 @@ pub struct Metrics {
     pub results_dropped: IntCounter,
     /// HTTP connections and requests turned away, by reason.
     pub http_refused: IntCounterVec,
+    /// Rows deleted by retention, by `what` (`reports`, `events`).
+    pub store_pruned: IntCounterVec,
     /// Probes by state.
     pub probes: IntGaugeVec,
     /// Fresh results by check and verdict.
@@ -275,6 +279,12 @@ impl Metrics {
                 "HTTP connections and requests turned away, by reason.",
                 &["reason"],
             ),
+            store_pruned: counter_vec(
+                &registry,
+                STORE_PRUNED,
+                "Reports and events deleted by retention ([store] keep and max_size).",
+                &["what"],
+            ),
             probes: gauge_vec(
                 &registry,
                 PROBES,
@@ -329,6 +339,9 @@ impl Metrics {
         }
         for reason in HTTP_REASONS {
             m.http_refused.with_label_values(&[reason]);
+        }
+        for what in ["reports", "events"] {
+            m.store_pruned.with_label_values(&[what]);
         }
         m
     }

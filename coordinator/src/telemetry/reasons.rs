@@ -29,11 +29,15 @@ pub enum Refusal {
     ReportRate,
     /// Too many attempts were already waiting for a handshake slot.
     Busy,
+    /// Too many connections without a client certificate at once (`max_unauthenticated`).
+    Unauthenticated,
+    /// A connection without a client certificate sent no first frame in time.
+    FirstFrameTimeout,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::NoCertificate,
         Refusal::EnrolmentRefused,
         Refusal::Expired,
@@ -46,6 +50,8 @@ impl Refusal {
         Refusal::RateLimited,
         Refusal::ReportRate,
         Refusal::Busy,
+        Refusal::Unauthenticated,
+        Refusal::FirstFrameTimeout,
     ];
 
     /// The `reason` label.
@@ -63,6 +69,8 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::ReportRate => "report_rate",
             Refusal::Busy => "busy",
+            Refusal::Unauthenticated => "unauthenticated_limit",
+            Refusal::FirstFrameTimeout => "first_frame_timeout",
         }
     }
 }

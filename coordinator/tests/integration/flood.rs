@@ -209,44 +209,6 @@ async fn report_flood(quic: SocketAddr, identity: Identity) -> (u64, String) {
     out
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return -1;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Report latencies (ms from production on the probe to commit) of the real probes between
-/// `from` and `to` (Unix ms, commit time), sorted; and the reports per probe.
-fn latencies(lab: &Lab, from: i64, to: i64) -> (Vec<i64>, Vec<(String, i64)>) {
-    let db = store(lab);
-    let mut stmt = db
-        .prepare(
-            "SELECT r.received_at - s.produced_at FROM reports r JOIN results s ON r.probe = s.probe AND r.seq = s.seq \
-             WHERE r.probe IN ('p1', 'p2', 'p3') AND r.received_at BETWEEN ?1 AND ?2",
-        )
-        .expect("prepare");
-    let mut all: Vec<i64> = stmt
-        .query_map([from, to], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    all.sort_unstable();
-    let per_probe = ["p1", "p2", "p3"]
-        .iter()
-        .map(|p| {
-            let n = count(
-                &db,
-                "SELECT COUNT(*) FROM reports WHERE probe = ?1 AND received_at BETWEEN ?2 AND ?3",
-                rusqlite::params![p, from, to],
-            );
-            (p.to_string(), n)
-        })
-        .collect();
-    (all, per_probe)
-}
-
 #[test]
 fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
     // Latency and memory under a flood: no other process test runs meanwhile (each binary ran

@@ -17,6 +17,7 @@ mod fleet;
 mod fleet_view;
 mod flood;
 mod hostile_probe;
+mod http_hammer;
 mod http_surface;
 mod lab;
 mod pages;

@@ -232,6 +232,7 @@ pub fn demo_config(
         limits: crate::config::limits::LimitsConfig::default(),
         http: crate::config::http::HttpConfig::default(),
         rounds: crate::config::http::RoundsConfig::default(),
+        store: crate::config::store::StoreConfig::default(),
         checks: vec![
             check("gateway", GATEWAY, sim.policy_port, Labels::new()),
             check("smp-agent-site", SMP, sim.smp_agent_port, dmz.clone()),

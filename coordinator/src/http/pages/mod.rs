@@ -173,6 +173,10 @@ impl IntoResponse for PageError {
                 tracing::error!(error = %e, "a page failed in the store");
                 "internal error: the coordinator's log says more".to_string()
             }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "a page failed");
+                "internal error: the coordinator's log says more".to_string()
+            }
             other => other.to_string(),
         };
         let (back, back_label) = match &self.0 {
@@ -191,28 +195,45 @@ impl IntoResponse for PageError {
 
 type PageResult = Result<Response, PageError>;
 
-fn last_events(s: &ApiState, q: &EventQuery) -> Result<Vec<crate::model::event::Event>, ApiError> {
-    s.reader
-        .with(|db| store::read::events(db, q))
+/// Events matching `q`, read on a blocking thread as `/api/v1/events` does.
+async fn last_events(
+    s: &Arc<ApiState>,
+    q: EventQuery,
+) -> Result<Vec<crate::model::event::Event>, ApiError> {
+    let state = s.clone();
+    tokio::task::spawn_blocking(move || state.reader.with(|db| store::read::events(db, &q)))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the events query stopped: {e}")))?
         .map_err(ApiError::Store)
 }
 
+/// Events of no particular check or probe, newest first.
+fn newest(limit: u32) -> EventQuery {
+    EventQuery {
+        since_ms: None,
+        until_ms: None,
+        check: None,
+        probe: None,
+        before_id: None,
+        limit: Some(limit),
+    }
+}
+
 /// The events a check's timeline is rebuilt from (the last six hours, at most 1000).
-fn timeline_of(
-    s: &ApiState,
+async fn timeline_of(
+    s: &Arc<ApiState>,
     check: &crate::model::summary::CheckSummary,
     now: i64,
 ) -> Result<svg::Timeline, ApiError> {
     let events = last_events(
         s,
-        &EventQuery {
+        EventQuery {
             since_ms: Some(now - svg::MAX_WINDOW_MS),
-            until_ms: None,
             check: Some(check.check.clone()),
-            probe: None,
-            limit: Some(1000),
+            ..newest(1000)
         },
-    )?;
+    )
+    .await?;
     let config = s.hub.config.borrow().clone();
     let fleet = s.hub.registry.fleet();
     let current: Vec<(String, Severity)> = fleet
@@ -235,18 +256,9 @@ pub(crate) async fn fleet(
     let fleet = summary(&s.hub);
     let mut timelines = Vec::new();
     for c in &fleet.checks {
-        timelines.push(timeline_of(&s, c, cx.now_ms)?);
+        timelines.push(timeline_of(&s, c, cx.now_ms).await?);
     }
-    let events = last_events(
-        &s,
-        &EventQuery {
-            since_ms: None,
-            until_ms: None,
-            check: None,
-            probe: None,
-            limit: Some(10),
-        },
-    )?;
+    let events = last_events(&s, newest(10)).await?;
     Ok(html(
         StatusCode::OK,
         view::fleet(&cx, &fleet, &timelines, &events),
@@ -393,10 +405,20 @@ pub(crate) async fn check(
         "tls_ms" => rows.sort_by(|a, b| b.latest.tls_ms.total_cmp(&a.latest.tls_ms)),
         _ => rows.sort_by(|a, b| a.probe.cmp(&b.probe)),
     }
-    let timeline = timeline_of(&s, &summary, cx.now_ms)?;
+    let shown = rows.len();
+    rows.truncate(ROWS_PER_PAGE);
+    let timeline = timeline_of(&s, &summary, cx.now_ms).await?;
     Ok(html(
         StatusCode::OK,
-        view::check(&cx, &summary, &timeline, &rows, total, &vantages, &filter),
+        view::check(
+            &cx,
+            &summary,
+            &timeline,
+            &rows,
+            (shown, total),
+            &vantages,
+            &filter,
+        ),
     ))
 }
 
@@ -405,14 +427,24 @@ pub(crate) async fn probes(
     State(s): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> PageResult {
     let cx = context(&s, &access, &headers);
+    let q = query::<ProbePage>(&uri)?;
+    let limit = match q.limit {
+        None => PROBES_PER_PAGE,
+        Some(n) => crate::model::page::limit(Some(n)).map_err(ApiError::BadRequest)?,
+    };
     let stale_after = s.hub.config.borrow().server.stale_after;
     let fleet = s.hub.registry.fleet();
-    let mut list: Vec<view::ProbeLine> = fleet
-        .probes
-        .iter()
-        .filter(|(_, v)| !v.revoked)
+    let total = fleet.probes.values().filter(|v| !v.revoked).count();
+    let (page, more) = crate::model::page::by_name(
+        fleet.probes.iter().filter(|(_, v)| !v.revoked),
+        q.after.as_deref(),
+        limit,
+    );
+    let list: Vec<view::ProbeLine> = page
+        .into_iter()
         .map(|(name, v)| view::ProbeLine {
             name: name.clone(),
             state: v.state(cx.now_ms, stale_after),
@@ -420,8 +452,28 @@ pub(crate) async fn probes(
         })
         .collect();
     drop(fleet);
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(html(StatusCode::OK, view::probes(&cx, &list)))
+    let next = more
+        .then(|| list.last())
+        .flatten()
+        .map(|last| format!("/probes?after={}&limit={limit}", slug(&last.name)));
+    Ok(html(
+        StatusCode::OK,
+        view::probes(&cx, &list, total, next.as_deref()),
+    ))
+}
+
+/// Probes a page of `/probes` lists unless asked otherwise.
+pub const PROBES_PER_PAGE: usize = 500;
+
+/// The rows of a check's page at most (the filters narrow them).
+pub const ROWS_PER_PAGE: usize = 500;
+
+/// Paging of `/probes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbePage {
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 /// `GET /probes/NAME`.
@@ -443,21 +495,21 @@ pub(crate) async fn probe(
             state: v.state(cx.now_ms, config.server.stale_after),
             view: v.clone(),
         };
-        let agent = crate::analysis::agents::entries(&fleet.probes, &config, cx.now_ms, None)
+        let one: crate::model::probe::Probes = [(name.clone(), v.clone())].into_iter().collect();
+        let agent = crate::analysis::agents::entries(&one, &config, cx.now_ms, None, None, 1)
+            .0
             .into_iter()
-            .find(|e| e.probe == name);
+            .next();
         (line, agent)
     };
     let events = last_events(
         &s,
-        &EventQuery {
-            since_ms: None,
-            until_ms: None,
-            check: None,
+        EventQuery {
             probe: Some(name.clone()),
-            limit: Some(10),
+            ..newest(10)
         },
-    )?;
+    )
+    .await?;
     Ok(html(
         StatusCode::OK,
         view::probe(&cx, &line, agent.as_ref(), &events),

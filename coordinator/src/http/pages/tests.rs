@@ -139,7 +139,7 @@ fn assert_page(status: StatusCode, headers: &HeaderMap, body: &str, want: Status
 
 #[tokio::test]
 async fn the_fleet_page_shows_each_check_s_diagnosis_remedy_and_counts() {
-    let fx = fixture_fleet(POLICY, failing);
+    let fx = fixture_fleet(POLICY, &["p1"], failing);
     let (status, headers, body) = page(&fx, "/").await;
     assert_page(status, &headers, &body, StatusCode::OK);
     let summary = summary(&fx.state.hub);
@@ -173,7 +173,7 @@ async fn the_fleet_page_shows_each_check_s_diagnosis_remedy_and_counts() {
 
 #[tokio::test]
 async fn probe_supplied_text_is_escaped_and_stripped_of_control_characters() {
-    let fx = fixture_fleet("", |fleet| {
+    let fx = fixture_fleet("", &["p1"], |fleet| {
         failing(fleet);
         let v = fleet.probes.get_mut("lyon-0").expect("probe");
         v.agent_version = Some("<script>alert(1)</script>\u{7}\u{1b}[31m".into());
@@ -192,7 +192,7 @@ async fn probe_supplied_text_is_escaped_and_stripped_of_control_characters() {
 
 #[tokio::test]
 async fn the_check_page_filters_and_sorts_its_probes_and_refuses_bad_filters() {
-    let fx = fixture_fleet("", |fleet| {
+    let fx = fixture_fleet("", &["p1"], |fleet| {
         failing(fleet);
         let v = fleet.probes.get_mut("oslo-4").expect("probe");
         v.latest.insert("gateway".into(), latest(Severity::Ok, &[]));
@@ -243,7 +243,7 @@ async fn the_check_page_filters_and_sorts_its_probes_and_refuses_bad_filters() {
 
 #[tokio::test]
 async fn unknown_checks_probes_rounds_and_pages_are_404_pages_that_link_back() {
-    let fx = fixture_fleet("", failing);
+    let fx = fixture_fleet("", &["p1"], failing);
     for (uri, says, back) in [
         (
             "/checks/nope",
@@ -279,7 +279,7 @@ async fn unknown_checks_probes_rounds_and_pages_are_404_pages_that_link_back() {
 
 #[tokio::test]
 async fn the_probe_pages_show_state_contact_labels_version_results_and_findings() {
-    let fx = fixture_fleet("", failing);
+    let fx = fixture_fleet("", &["p1"], failing);
     let (status, headers, body) = page(&fx, "/probes").await;
     assert_page(status, &headers, &body, StatusCode::OK);
     assert!(body.contains("data-count=\"6\""), "{body}");
@@ -295,11 +295,30 @@ async fn the_probe_pages_show_state_contact_labels_version_results_and_findings(
     let remedy = maud::html! { (FindingCode::ThumbprintMismatch.remedy()) }.into_string();
     assert!(body.contains(&remedy), "{body}");
     assert!(body.contains("does not report the CEM state"), "{body}");
+
+    // Paged by name, as the API's list is.
+    let (_, _, body) = page(&fx, "/probes?limit=2").await;
+    assert!(body.contains("2 on this page"), "{body}");
+    assert!(
+        body.contains("href=\"/probes?after=lyon-1&amp;limit=2\""),
+        "{body}"
+    );
+    let (_, _, body) = page(&fx, "/probes?after=lyon-1&limit=2").await;
+    assert!(
+        body.contains("/probes/oslo-4\"") && body.contains("/probes/oslo-5\""),
+        "{body}"
+    );
+    assert!(!body.contains("/probes/lyon-0\""), "{body}");
+    let (_, _, body) = page(&fx, "/probes?after=paris-3").await;
+    assert!(!body.contains("rel=\"next\""), "the last page: {body}");
+    let (status, _, body) = page(&fx, "/probes?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("limit: 0 is out of range"), "{body}");
 }
 
 #[tokio::test]
 async fn assets_are_served_here_with_their_types() {
-    let fx = fixture_fleet("", |_| {});
+    let fx = fixture_fleet("", &["p1"], |_| {});
     let (status, headers, body) = page(&fx, "/assets/cemwatch.css").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -322,7 +341,7 @@ async fn assets_are_served_here_with_their_types() {
 
 #[tokio::test]
 async fn a_reader_is_shown_the_verify_command_and_an_operator_the_round_form() {
-    let reader = fixture_fleet("[http]\nloopback_role = \"read\"\n", failing);
+    let reader = fixture_fleet("[http]\nloopback_role = \"read\"\n", &["p1"], failing);
     let (_, _, body) = page(&reader, "/").await;
     assert!(
         body.contains("cemwatch verify --api http://127.0.0.1:9464 --check gateway"),
@@ -347,7 +366,7 @@ async fn a_reader_is_shown_the_verify_command_and_an_operator_the_round_form() {
         "the form needs operate, as the API does"
     );
 
-    let operator = fixture_fleet("", failing);
+    let operator = fixture_fleet("", &["p1"], failing);
     let (_, _, body) = page(&operator, "/").await;
     assert!(body.contains("action=\"/api/v1/rounds\""), "{body}");
     assert!(body.contains("<label for=\"tp-gateway\">"), "{body}");
@@ -356,7 +375,7 @@ async fn a_reader_is_shown_the_verify_command_and_an_operator_the_round_form() {
 
 #[tokio::test]
 async fn the_round_form_starts_a_round_from_this_origin_only() {
-    let fx = fixture_fleet("", failing);
+    let fx = fixture_fleet("", &["p1"], failing);
     let form =
         |origin: Option<&'static str>, fetch_site: Option<&'static str>, body: &'static str| {
             let fx = &fx;
@@ -461,7 +480,7 @@ impl DemoControl for FakeDemo {
 
 #[tokio::test]
 async fn the_demo_switch_exists_only_in_the_demo_and_switches_the_scenario() {
-    let fx = fixture_fleet("", failing);
+    let fx = fixture_fleet("", &["p1"], failing);
     let post = |body: &'static str| {
         let fx = &fx;
         async move {
@@ -517,7 +536,7 @@ async fn the_demo_switch_exists_only_in_the_demo_and_switches_the_scenario() {
 
 #[tokio::test]
 async fn the_timeline_is_rebuilt_from_the_store_s_events() {
-    let fx = fixture_fleet("", failing);
+    let fx = fixture_fleet("", &["p1"], failing);
     let db = crate::store::open(fx.dir.path()).expect("store");
     let now = now_ms();
     for (i, probe) in ["lyon-0", "lyon-1", "paris-2"].iter().enumerate() {

@@ -374,7 +374,7 @@ pub(crate) fn check(
     c: &CheckSummary,
     t: &Timeline,
     rows: &[Row],
-    total: usize,
+    (matching, total): (usize, usize),
     vantages: &BTreeMap<String, VerdictCounts>,
     filter: &Filter,
 ) -> Markup {
@@ -485,7 +485,10 @@ pub(crate) fn check(
                 }
                 button type="submit" { "Show" }
             }
-            p data-shown=(rows.len()) { (rows.len()) " of " (total) " probes with a fresh result." }
+            p data-shown=(matching) {
+                (matching) " of " (total) " probes with a fresh result."
+                @if rows.len() < matching { " The first " (rows.len()) " are listed: filter by verdict, site or finding to see the others." }
+            }
             div.scroll {
                 table.probes {
                     thead {
@@ -528,11 +531,15 @@ fn short(thumbprint: &str) -> String {
 }
 
 /// `/probes`.
-pub(crate) fn probes(cx: &Context, list: &[ProbeLine]) -> Markup {
+pub(crate) fn probes(cx: &Context, list: &[ProbeLine], total: usize, next: Option<&str>) -> Markup {
     let body = html! {
         p.crumbs { a href="/" { "Fleet" } " › Probes" }
         h1 { "Probes" }
-        p data-count=(list.len()) { (list.len()) " probes enrolled (revoked probes are not listed)." }
+        p data-count=(total) {
+            (total) " probes enrolled (revoked probes are not listed)"
+            @if list.len() < total { "; " (list.len()) " on this page" }
+            "."
+        }
         div.scroll {
             table.probes {
                 thead {
@@ -559,6 +566,7 @@ pub(crate) fn probes(cx: &Context, list: &[ProbeLine]) -> Markup {
                 }
             }
         }
+        @if let Some(next) = next { p { a rel="next" href=(next) { "Next page" } } }
     };
     layout("Probes", cx, true, body)
 }

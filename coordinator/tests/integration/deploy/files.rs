@@ -72,6 +72,65 @@ fn config(text: &str, origin: &str) -> Config {
         .unwrap_or_else(|e| panic!("{origin}: the example configuration is refused:\n{e}"))
 }
 
+/// The secrets `deploy/compose/init-secrets` makes (with this build's `cemwatch` for the
+/// bcrypt hash), in a temporary directory. Run twice: the second run keeps every file.
+pub(super) fn init_secrets() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        let out = Command::new(deploy().join("compose").join("init-secrets"))
+            .arg(dir.path())
+            .env("CEMWATCH", COORDINATOR)
+            .output()
+            .expect("run init-secrets");
+        assert!(
+            out.status.success(),
+            "init-secrets: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = run();
+    assert!(first.contains("made in"), "{first}");
+    let before: Vec<String> = ["prometheus-token", "operator-token", "prometheus-web.yml"]
+        .iter()
+        .map(|f| read(&dir.path().join(f)))
+        .collect();
+    let second = run();
+    assert!(second.contains("nothing changed"), "{second}");
+    for (i, f) in ["prometheus-token", "operator-token", "prometheus-web.yml"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(read(&dir.path().join(f)), before[i], "{f} kept");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path())
+        .expect("dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the secrets directory is its owner's only");
+    dir
+}
+
+/// `text` with the secrets' mount point (`from`, ending in /) moved to `secrets`.
+pub(super) fn secrets_at(text: &str, from: &str, secrets: &Path) -> String {
+    text.replace(from, &format!("{}/", secrets.display()))
+}
+
+/// The user of `config` whose token is the one in `file`.
+fn user_with_token<'a>(
+    config: &'a Config,
+    file: &Path,
+) -> &'a cemwatch_coordinator::config::http::HttpUser {
+    let digest = cemwatch_coordinator::http::auth::token_digest(read(file).trim());
+    config
+        .http
+        .users
+        .iter()
+        .find(|u| u.token_sha256 == Some(digest))
+        .unwrap_or_else(|| panic!("no [[http.user]] has the token in {}", file.display()))
+}
+
 /// What `--flag VALUE` is in an argument list.
 fn arg_after(args: &[String], flag: &str) -> String {
     args.iter()
@@ -389,7 +448,42 @@ fn the_compose_stack_agrees_with_itself_and_the_code() {
         .iter()
         .find(|(_, t)| *t == config_path)
         .unwrap_or_else(|| panic!("the configuration {config_path} is mounted: {vols:?}"));
-    let c = config(&read(&dir.join(source)), "deploy/compose/cemwatch.toml");
+    let secrets = init_secrets();
+    let c = config(
+        &secrets_at(&read(&dir.join(source)), "/run/secrets/", secrets.path()),
+        "deploy/compose/cemwatch.toml",
+    );
+    assert_eq!(
+        c.http.loopback_role, None,
+        "in a container nothing comes from loopback: loopback_role = \"none\""
+    );
+
+    // Secrets: every one a service uses is declared, made by init-secrets, and mounted where
+    // its consumer reads it.
+    let declared = compose["secrets"].as_hash().expect("top-level secrets");
+    for (name, decl) in declared {
+        let name = s(name, "secret");
+        let file = s(&decl["file"], "secrets.file");
+        assert_eq!(file, format!("./secrets/{name}"), "{name}");
+        assert!(
+            secrets.path().join(name).is_file(),
+            "init-secrets makes {name}"
+        );
+    }
+    let uses = |svc: &str| -> Vec<String> {
+        let list = strings(&service(&compose, svc)["secrets"], "service secrets");
+        for n in &list {
+            assert!(
+                declared.contains_key(&Yaml::String(n.clone())),
+                "{svc}: {n} declared"
+            );
+        }
+        list
+    };
+    let coordinator_secrets = uses("coordinator");
+    let operator = user_with_token(&c, &secrets.path().join("operator-token"));
+    assert_eq!(operator.role.as_str(), "operate");
+    assert!(coordinator_secrets.contains(&"operator-token".to_string()));
     assert!(
         vols.iter()
             .any(|(_, t)| Path::new(t) == c.server.data_dir.as_path()),
@@ -453,6 +547,37 @@ fn the_compose_stack_agrees_with_itself_and_the_code() {
         targets,
         vec![format!("coordinator:{}", c.server.http_listen.port())]
     );
+    assert_eq!(
+        s(&scrape["authorization"]["type"], "authorization.type"),
+        "Bearer"
+    );
+    let credentials = s(
+        &scrape["authorization"]["credentials_file"],
+        "authorization.credentials_file",
+    );
+    let token = credentials
+        .strip_prefix("/run/secrets/")
+        .expect("a compose secret");
+    assert!(
+        uses("prometheus").contains(&token.to_string())
+            && coordinator_secrets.contains(&token.to_string()),
+        "Prometheus and the coordinator both mount {token}"
+    );
+    let scraper = user_with_token(&c, &secrets.path().join(token));
+    assert_eq!(
+        scraper.role.as_str(),
+        "metrics",
+        "Prometheus may scrape only"
+    );
+    let web = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--web.config.file=/run/secrets/"))
+        .expect("Prometheus asks for credentials (--web.config.file)");
+    assert!(uses("prometheus").contains(&web.to_string()));
+    assert!(
+        !args.iter().any(|a| a == "--web.enable-lifecycle"),
+        "no /-/quit for whoever holds a password"
+    );
     let mut fleet_rules = 0;
     for glob in strings(&p["rule_files"], "rule_files") {
         let (parent, pattern) = glob.rsplit_once('/').expect("absolute glob");
@@ -488,6 +613,33 @@ fn the_compose_stack_agrees_with_itself_and_the_code() {
     assert_eq!(s(&ds["type"], "type"), "prometheus");
     let url = s(&ds["url"], "url");
     assert_eq!(url, "http://prometheus:9090", "the prometheus service");
+    assert_eq!(
+        ds["basicAuth"].as_bool(),
+        Some(true),
+        "Grafana authenticates"
+    );
+    let user = s(&ds["basicAuthUser"], "basicAuthUser");
+    let password = s(
+        &ds["secureJsonData"]["basicAuthPassword"],
+        "secureJsonData.basicAuthPassword",
+    );
+    let password = password
+        .strip_prefix("$__file{/run/secrets/")
+        .and_then(|p| p.strip_suffix('}'))
+        .expect("the password from a mounted secret");
+    let graf_secrets = uses("grafana");
+    assert!(graf_secrets.contains(&password.to_string()));
+    let web_yml = yaml1(&secrets.path().join(web));
+    let hash = s(&web_yml["basic_auth_users"][user], "basic_auth_users");
+    assert!(
+        bcrypt::verify(read(&secrets.path().join(password)).trim(), hash).expect("bcrypt"),
+        "Prometheus' web configuration admits Grafana's password"
+    );
+    let admin = s(
+        &graf["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"],
+        "GF_SECURITY_ADMIN_PASSWORD__FILE",
+    );
+    assert!(graf_secrets.contains(&admin.trim_start_matches("/run/secrets/").to_string()));
     let dash = yaml1(&prov.join("dashboards").join("cemwatch.yaml"));
     let provider = &list(&dash["providers"], "providers")[0];
     let path = s(&provider["options"]["path"], "options.path");
@@ -558,10 +710,16 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
     assert_eq!(listed, manifests, "kustomization.yaml resources");
 
     let cm = get("ConfigMap/cemwatch-config");
+    let secrets = init_secrets();
     let c = config(
-        s(&cm["data"]["cemwatch.toml"], "data"),
+        &secrets_at(
+            s(&cm["data"]["cemwatch.toml"], "data"),
+            "/etc/cemwatch-secrets/",
+            secrets.path(),
+        ),
         "deploy/kubernetes/configmap.yaml",
     );
+    assert_eq!(c.http.loopback_role, None, "loopback_role = \"none\"");
     let sts = get("StatefulSet/cemwatch");
     let pod = &sts["spec"]["template"];
     let container = &list(&pod["spec"]["containers"], "containers")[0];
@@ -615,6 +773,83 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
         .expect("name")]
     .as_str()
     .is_some());
+    // The HTTP tokens: the Secret cemwatch-http, mounted where the users' token_file point,
+    // not optional; the metrics user's token is the key the ServiceMonitor sends.
+    let token_volume = list(&pod["spec"]["volumes"], "volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"].as_str() == Some("cemwatch-http"))
+        .expect("a volume from the Secret cemwatch-http");
+    assert_ne!(token_volume["secret"]["optional"].as_bool(), Some(true));
+    assert_eq!(
+        mounts[s(&token_volume["name"], "name")],
+        "/etc/cemwatch-secrets"
+    );
+    assert!(
+        !docs.keys().any(|k| k.starts_with("Secret/")),
+        "no token is shipped in the repository"
+    );
+    let sm_auth = &get("ServiceMonitor/cemwatch")["spec"]["endpoints"][0]["authorization"];
+    assert_eq!(
+        s(&sm_auth["credentials"]["name"], "credentials.name"),
+        "cemwatch-http"
+    );
+    let key = s(&sm_auth["credentials"]["key"], "credentials.key");
+    assert_eq!(
+        user_with_token(&c, &secrets.path().join(key)).role.as_str(),
+        "metrics"
+    );
+    assert_eq!(
+        user_with_token(&c, &secrets.path().join("operator-token"))
+            .role
+            .as_str(),
+        "operate"
+    );
+
+    // The NetworkPolicy: selects the pod; QUIC from anywhere; HTTP only from named peers.
+    let np = get("NetworkPolicy/cemwatch-coordinator");
+    assert!(labels_match(
+        &np["spec"]["podSelector"]["matchLabels"],
+        &pod["metadata"]["labels"]
+    ));
+    assert_eq!(
+        strings(&np["spec"]["policyTypes"], "policyTypes"),
+        ["Ingress"]
+    );
+    let mut admitted = BTreeMap::new();
+    for rule in list(&np["spec"]["ingress"], "ingress") {
+        let from = rule["from"].as_vec().map(Vec::len).unwrap_or(0);
+        for p in list(&rule["ports"], "ports") {
+            admitted.insert(
+                (
+                    int(&p["port"], "port") as u16,
+                    s(&p["protocol"], "protocol").to_string(),
+                ),
+                from,
+            );
+        }
+    }
+    assert_eq!(
+        admitted.get(&(c.server.quic_listen.port(), "UDP".into())),
+        Some(&0),
+        "probes reach QUIC from anywhere: {admitted:?}"
+    );
+    assert!(
+        admitted
+            .get(&(c.server.http_listen.port(), "TCP".into()))
+            .is_some_and(|from| *from > 0),
+        "HTTP only from the peers named: {admitted:?}"
+    );
+    for rule in list(&np["spec"]["ingress"], "ingress") {
+        for peer in rule["from"].as_vec().map(Vec::as_slice).unwrap_or(&[]) {
+            assert!(
+                peer["podSelector"]["matchLabels"]
+                    .as_hash()
+                    .is_some_and(|h| !h.is_empty()),
+                "every HTTP peer is selected by pod labels: {peer:?}"
+            );
+        }
+    }
+
     let claim = &list(&sts["spec"]["volumeClaimTemplates"], "volumeClaimTemplates")[0];
     assert_eq!(
         Path::new(&mounts[s(&claim["metadata"]["name"], "name")]),
@@ -873,11 +1108,39 @@ fn promtool_accepts_the_prometheus_files() {
     };
     let rules = run(&["check", "rules", "cemwatch-fleet.rules.yml"], &dir);
     assert!(rules.contains("SUCCESS: 4 rules found"), "{rules}");
-    run(&["check", "config", "prometheus.yml"], &dir);
-    run(
-        &["check", "config", "prometheus.yml"],
-        &deploy().join("compose"),
-    );
+    // promtool wants the scrape's token file to exist: each configuration is checked in a
+    // copy whose credentials_file names a token made here (and the rules beside it).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").expect("token");
+    std::fs::copy(
+        dir.join("cemwatch-fleet.rules.yml"),
+        tmp.path().join("cemwatch-fleet.rules.yml"),
+    )
+    .expect("copy rules");
+    for source in [
+        dir.join("prometheus.yml"),
+        deploy().join("compose/prometheus.yml"),
+    ] {
+        let text = read(&source);
+        let files: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("credentials_file:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "{}: scrapes with a token file",
+            source.display()
+        );
+        std::fs::write(
+            tmp.path().join("prometheus.yml"),
+            text.replace(files[0], &token.display().to_string()),
+        )
+        .expect("write");
+        run(&["check", "config", "prometheus.yml"], tmp.path());
+    }
     println!("promtool: the fleet recording rules and both Prometheus configurations are valid");
 }
 
@@ -918,21 +1181,37 @@ fn the_coordinator_serves_what_the_manifests_probe_and_scrape() {
     paths.dedup();
 
     let tmp = tempfile::tempdir().expect("tempdir");
-    let text = docs["ConfigMap/cemwatch-config"]["data"]["cemwatch.toml"]
-        .as_str()
-        .expect("config")
-        .to_string();
+    let secrets = init_secrets();
+    let text = secrets_at(
+        docs["ConfigMap/cemwatch-config"]["data"]["cemwatch.toml"]
+            .as_str()
+            .expect("config"),
+        "/etc/cemwatch-secrets/",
+        secrets.path(),
+    );
     let path = tmp.path().join("cemwatch.toml");
     std::fs::write(&path, local_copy_of(&text, &tmp.path().join("data"))).expect("write");
     let mut coord = start_coordinator("coordinator", &path);
     let http: SocketAddr = coord.http;
+    let token = read(&secrets.path().join("prometheus-token"));
     for p in &paths {
         let (status, body) = http_get(http, p).expect("GET");
-        assert_eq!(status, 200, "{p}: {body}");
         if p == "/metrics" {
+            assert_eq!(
+                status, 401,
+                "{p} asks for the metrics token, even from loopback: {body}"
+            );
+            let (status, body) =
+                super::secured::get(http, p, Some(&format!("Bearer {}", token.trim())));
+            assert_eq!(status, 200, "{p} with the token: {body}");
             assert!(body.contains("cemwatch_probes"), "{body}");
+        } else {
+            assert_eq!(status, 200, "{p} stays open for the kubelet: {body}");
         }
     }
-    println!("the coordinator answers 200 on {}", paths.join(", "));
+    println!(
+        "the coordinator answers on {} (/metrics with the metrics token)",
+        paths.join(", ")
+    );
     coord.proc.terminate(std::time::Duration::from_secs(10));
 }

@@ -8,3 +8,4 @@
 mod dashboards;
 mod files;
 mod scale_out;
+mod secured;

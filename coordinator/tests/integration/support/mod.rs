@@ -33,7 +33,7 @@ pub(crate) use http::{get_json, get_json_status, metric, metric_or_zero, scrape,
 pub(crate) use paths::{probe_bin, COORDINATOR};
 pub(crate) use processes::{enroll, enroll_ok, run_probe, start_coordinator, token, Coordinator};
 pub(crate) use quic::{attempt, identity_of, raw_client_config, Identity, Outcome};
-pub(crate) use store::{count, rss_kib, store};
+pub(crate) use store::{count, latencies, percentile, rss_kib, store};
 
 /// The gateway's name in the lab's certificates and checks.
 pub(crate) const GW: &str = "gateway.example.com";

@@ -35,13 +35,19 @@ impl Prometheus {
         targets: &[SocketAddr],
         rules: &[PathBuf],
     ) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n{}scrape_configs:\n  - job_name: cemwatch\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
             rules.iter().map(|r| format!("  - '{}'\n", r.display())).collect::<String>(),
             targets.join(", ")
         );
+        Self::start_config(binary, &config, None)
+    }
+
+    /// Starts `binary` with `config` as its prometheus.yml and, when given, `web_config` as
+    /// its `--web.config.file` (TLS, users).
+    pub(crate) fn start_config(binary: &Path, config: &str, web_config: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write");
         // Prometheus cannot listen on port 0: take a port that was free a moment ago.
@@ -58,6 +64,9 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={addr}"))
             .current_dir(dir.path());
+        if let Some(web) = web_config {
+            cmd.arg(format!("--web.config.file={}", web.display()));
+        }
         let mut proc = Proc::spawn("prometheus", cmd).expect("spawn prometheus");
         proc.wait_for(
             "Server is ready to receive web requests",
