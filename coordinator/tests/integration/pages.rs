@@ -10,6 +10,7 @@
 //! Without `chromium` or `tidy` the test says that it skips, unless `CEMWATCH_REQUIRE_BROWSER=1`
 //! (`.ci/run` sets it), which makes their absence a failure. `CEMWATCH_UPDATE_SCREENSHOTS=1`
 //! also copies the healthy and the thumbprint-mismatch screenshots to `docs/` for the README.
+//! The demo's own output is tested too: the address first, the fleet once, then one line a change.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -587,4 +588,117 @@ async fn every_demo_scenario_in_a_real_browser() {
 fn get_probe(http: SocketAddr) -> String {
     let probes = try_get_json(http, "/api/v1/probes").expect("probes");
     probes[0]["name"].as_str().expect("a probe").to_string()
+}
+
+/// `cemwatch demo` as a newcomer runs it: the page's address is the first line, the fleet is
+/// printed once it has settled, and afterwards each change is one line (here a scenario switched
+/// from the page), never the whole status again on a timer.
+#[test]
+fn the_demo_prints_the_address_first_then_one_line_per_change() {
+    let _machine = crate::support::shared();
+    let mut child = Command::new(crate::support::COORDINATOR)
+        .args([
+            "demo",
+            "--probes",
+            "4",
+            "--interval",
+            "60s",
+            "--duration",
+            "90s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cemwatch demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let until = |needle: &str, within: Duration, seen: &mut Vec<String>| -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?} within {within:?}; the demo printed:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    };
+    let first = until("", WAIT, &mut seen);
+    let addr: SocketAddr = first
+        .strip_prefix("open http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the first line is the page's address: {first:?}"));
+    until("changes from now on", Duration::from_secs(60), &mut seen);
+    let statuses = seen
+        .iter()
+        .filter(|l| l.starts_with("cemwatch status"))
+        .count();
+    assert_eq!(
+        statuses,
+        1,
+        "the fleet printed once it settled:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("gateway  ") && l.contains("healthy")),
+        "{}",
+        seen.join("\n")
+    );
+    let from = seen.len();
+
+    let switched = post_form(addr, "/demo/scenario", "scenario=gateway-down");
+    assert_eq!(switched.status, 303, "{}", switched.body);
+    until("scenario healthy -> gateway-down", WAIT, &mut seen);
+    until("gateway: healthy -> gateway_down", WAIT, &mut seen);
+    // Ten seconds more: two of the old five-second reprints would have come by now.
+    let quiet_until = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = rx.recv_timeout(quiet_until.saturating_duration_since(Instant::now())) {
+        seen.push(line);
+    }
+    let after = &seen[from..];
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.starts_with("cemwatch status") || l.starts_with("probes:")),
+        "the status is not reprinted:\n{}",
+        after.join("\n")
+    );
+    let changes: Vec<&String> = after.iter().filter(|l| !l.is_empty()).collect();
+    assert!(
+        changes
+            .iter()
+            .all(|l| l.len() > 10 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':'),
+        "each change is one time-stamped line:\n{}",
+        after.join("\n")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "the demo printed {} lines, {} after settling:\n{}",
+        seen.len(),
+        after.len(),
+        after.join("\n")
+    );
 }
