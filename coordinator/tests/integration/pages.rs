@@ -5,7 +5,8 @@
 //! no request of the page leaving its origin (and the page is sent with `default-src 'self'`);
 //! the page and everything it loads stay under a weight budget; `tidy` finds no error or warning;
 //! and basic accessibility holds (language, one `h1` and no skipped heading level, a label for
-//! every form control, each verdict written as a word, each picture named).
+//! every form control, each verdict written as a word, each picture named); with its script the
+//! page refreshes itself in place.
 //!
 //! Without `chromium` or `tidy` the test says that it skips, unless `CEMWATCH_REQUIRE_BROWSER=1`
 //! (`.ci/run` sets it), which makes their absence a failure. `CEMWATCH_UPDATE_SCREENSHOTS=1`
@@ -332,6 +333,21 @@ impl Browser {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The DOM after `seconds` of the page's own (virtual) time: its script has refreshed it.
+    fn dom_after(&self, url: &str, seconds: u32) -> String {
+        let out = self.run(&[
+            format!("--virtual-time-budget={}", seconds * 1000),
+            "--dump-dom".into(),
+            url.into(),
+        ]);
+        assert!(
+            out.status.success(),
+            "chromium --dump-dom {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A screenshot at `width` × `height`.
     fn screenshot(&self, url: &str, (width, height): (u32, u32), path: &Path) {
         let _ = std::fs::remove_file(path);
@@ -523,6 +539,10 @@ async fn every_demo_scenario_in_a_real_browser() {
             assert!(dom.contains(&counts), "{name}: {counts}");
             assert!(dom.contains("data-probes=\"10 0 0\""), "{name}: ten probes connected");
             assert_accessible(&format!("{name}: /"), &dom);
+            // With JavaScript the page follows the fleet in place (every 5 s): twice in 11 s.
+            let later = browser.dom_after(&format!("{origin}/"), 11);
+            assert!(later.contains("data-refreshed=\"2\""), "{name}: refreshed in place: {later}");
+            assert!(later.contains(&format!("data-diagnosis=\"{expected}\"")), "{name}: {later}");
 
             for (size, suffix) in [((1280, 900), "desktop"), ((390, 844), "phone")] {
                 let path = shots.join(format!("{name}-{suffix}.png"));

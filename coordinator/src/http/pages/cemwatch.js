@@ -4,6 +4,7 @@
 (function () {
   "use strict";
   var seconds = Number(document.body.getAttribute("data-refresh") || "0");
+  var refreshed = 0;
   if (!(seconds > 0) || !window.fetch || !window.DOMParser) return;
   function busy() {
     var a = document.activeElement;
@@ -20,6 +21,7 @@
           document.getElementById("main").replaceWith(main);
           document.title = next.title;
           document.body.setAttribute("data-refresh", next.body.getAttribute("data-refresh") || "0");
+          document.body.setAttribute("data-refreshed", String(++refreshed));
         }
       })
       .catch(function () {})

@@ -58,7 +58,7 @@ fn layout(title: &str, cx: &Context, refresh: bool, body: Markup) -> Markup {
                         @if cx.demo.is_some() { span.tag.demo { "demo" } }
                     }
                 }
-                main id="main" { (body) }
+                main id="main" data-rendered=(cx.now_ms) { (body) }
                 footer {
                     p {
                         "Rendered " (when(cx.now_ms)) ". "
