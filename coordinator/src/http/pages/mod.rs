@@ -382,7 +382,15 @@ pub(crate) async fn check(
     };
     let total = rows.len();
     let mut vantages: BTreeMap<String, crate::model::summary::VerdictCounts> = BTreeMap::new();
+    let mut seen_by: view::SeenBy = BTreeMap::new();
     for r in &rows {
+        if let Some(t) = &r.latest.thumbprint {
+            *seen_by
+                .entry(t.clone())
+                .or_default()
+                .entry(r.site.clone())
+                .or_insert(0) += 1;
+        }
         let v = vantages.entry(r.vantage.clone()).or_default();
         match r.latest.verdict {
             Severity::Ok => v.ok += 1,
@@ -416,7 +424,7 @@ pub(crate) async fn check(
             &timeline,
             &rows,
             (shown, total),
-            &vantages,
+            (&vantages, &seen_by),
             &filter,
         ),
     ))

@@ -30,6 +30,9 @@ pub(crate) struct Row {
     pub(crate) latest: Latest,
 }
 
+/// Per certificate (thumbprint), the sites whose probes see it and how many.
+pub(crate) type SeenBy = BTreeMap<String, BTreeMap<String, u64>>;
+
 /// One probe in the probes' pages.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeLine {
@@ -375,7 +378,7 @@ pub(crate) fn check(
     t: &Timeline,
     rows: &[Row],
     (matching, total): (usize, usize),
-    vantages: &BTreeMap<String, VerdictCounts>,
+    (vantages, seen_by): (&BTreeMap<String, VerdictCounts>, &SeenBy),
     filter: &Filter,
 ) -> Markup {
     let sort_link = |col: &str| {
@@ -429,6 +432,26 @@ pub(crate) fn check(
         section aria-labelledby="certs-h" {
             h2 id="certs-h" { "Certificates seen" }
             (svg::certificates(c, cx.now_ms))
+            @if !seen_by.is_empty() {
+                h3 { "Who sees which certificate" }
+                table {
+                    thead { tr { th scope="col" { "certificate" } th scope="col" { "sites (probes)" } } }
+                    tbody {
+                        @for (thumbprint, sites) in seen_by {
+                            tr {
+                                td.mono { (Text(thumbprint)) }
+                                td {
+                                    @for (i, (site, n)) in sites.iter().enumerate() {
+                                        @if i > 0 { ", " }
+                                        a href=(format!("/checks/{}?site={}", slug(&c.check), slug(site))) { (Text(if site.is_empty() { "(no site)" } else { site })) }
+                                        " (" (n) ")"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         @if !c.codes.is_empty() {
             section aria-labelledby="codes-h" {
