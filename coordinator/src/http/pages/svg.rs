@@ -75,6 +75,8 @@ impl Timeline {
             list.sort_by_key(|e| (e.at_ms, e.id));
         }
         let transitions = by_probe.values().map(Vec::len).sum();
+        let now: std::collections::HashMap<&str, Severity> =
+            current.iter().map(|(p, v)| (*p, *v)).collect();
         let mut out = vec![VerdictCounts::default(); buckets];
         for (i, counts) in out.iter_mut().enumerate() {
             let at = start_ms + span * (i as i64 + 1) / buckets as i64;
@@ -88,7 +90,7 @@ impl Timeline {
                 };
                 // A probe whose results stopped counting (stale, revoked) drops out now.
                 let verdict = if i + 1 == buckets {
-                    current.iter().find(|(p, _)| p == probe).map(|(_, v)| *v)
+                    now.get(probe).copied()
                 } else {
                     verdict
                 };

@@ -577,7 +577,7 @@ pub(crate) fn probes(cx: &Context, list: &[ProbeLine], total: usize, next: Optio
                             td { a href=(format!("/probes/{}", slug(&p.name))) { (Text(&p.name)) } }
                             td { (state_tag(p.state)) }
                             td { (ago(cx.now_ms, p.view.last_seen_ms)) }
-                            td.mono { (labels(&p.view)) }
+                            td.mono { (Text(&labels(&p.view))) }
                             td { (Text(p.view.agent_version.as_deref().unwrap_or("?"))) }
                             td {
                                 @for (check, l) in &p.view.latest {
