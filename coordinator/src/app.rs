@@ -122,11 +122,13 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         probes: store::read::load_probes(&db).context("cannot load the fleet from the store")?,
     };
     let (known, revoked) = store::auth_sets(&db)?;
+    let keys = store::probe_keys(&db)?;
     drop(db);
     let auth = AuthState {
         known,
         revoked,
         adopt_unknown: config.server.trust_shared_ca_probes,
+        keys,
     };
     let registry = Arc::new(Registry::new(fleet, auth, writer));
     let metrics = Metrics::new();

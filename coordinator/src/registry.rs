@@ -28,6 +28,10 @@ pub struct AuthState {
     pub revoked: HashSet<String>,
     /// Accept unknown probes with a valid certificate of this CA (`trust_shared_ca_probes`).
     pub adopt_unknown: bool,
+    /// The key each probe is bound to (SHA-256 of its public key), recorded at enrolment or on
+    /// its first `Hello`: a certificate for the same name with another key (an enrolment under
+    /// that name at another coordinator sharing the CA) is refused.
+    pub keys: std::collections::HashMap<String, [u8; 32]>,
 }
 
 impl AuthState {
@@ -89,6 +93,20 @@ impl Registry {
             fleet: RwLock::new(fleet),
             writer,
         }
+    }
+
+    /// Whether probe `name` may use `key`: binds it when the probe has no key yet (or at
+    /// enrolment, `replace`), and answers whether the probe's key is `key`. A known binding is
+    /// answered from memory; only a new one is written.
+    pub async fn bind_key(&self, name: &str, key: [u8; 32], replace: bool) -> Result<bool> {
+        if !replace {
+            if let Some(bound) = self.auth.read().keys.get(name) {
+                return Ok(*bound == key);
+            }
+        }
+        let bound = self.writer.bind_key(name.to_string(), key, replace).await?;
+        self.auth.write().keys.insert(name.to_string(), bound);
+        Ok(bound == key)
     }
 
     /// One pruning step of the store ([`crate::store::retention`]).

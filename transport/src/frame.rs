@@ -59,7 +59,19 @@ pub async fn read_frame_max<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     limit: usize,
 ) -> Result<Option<T>, TransportError> {
-    const CHUNK: usize = 64 * 1024;
+    match read_prefix(recv, limit).await? {
+        None => Ok(None),
+        Some(len) => read_payload(recv, len).await.map(Some),
+    }
+}
+
+/// Reads a frame's length prefix and checks it against `limit` (capped at `MAX_FRAME`): the
+/// payload's length, or `None` when the peer finished the stream between frames. A reader that
+/// must budget memory does so between this and [`read_payload`].
+pub async fn read_prefix(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<usize>, TransportError> {
     let mut prefix = [0u8; PREFIX_LEN];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -67,7 +79,15 @@ pub async fn read_frame_max<T: DeserializeOwned>(
         Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(TransportError::Truncated),
         Err(quinn::ReadExactError::ReadError(e)) => return Err(TransportError::Read(e)),
     }
-    let len = wire::payload_len_max(prefix, limit)?;
+    Ok(Some(wire::payload_len_max(prefix, limit)?))
+}
+
+/// Reads and decodes a payload of `len` bytes (what [`read_prefix`] returned).
+pub async fn read_payload<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<T, TransportError> {
+    const CHUNK: usize = 64 * 1024;
     let mut payload = Vec::with_capacity(len.min(CHUNK));
     while payload.len() < len {
         let want = (len - payload.len()).min(CHUNK);
@@ -77,5 +97,5 @@ pub async fn read_frame_max<T: DeserializeOwned>(
             Err(e) => return Err(TransportError::Read(e)),
         }
     }
-    Ok(Some(wire::decode(&payload)?))
+    Ok(wire::decode(&payload)?)
 }

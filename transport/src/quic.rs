@@ -32,14 +32,18 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
-/// The connection receive window of a peer the coordinator has not authenticated: its first
-/// frame (`Enroll` or `Hello`, at most [`crate::protocol::MAX_FIRST_FRAME`]) and room for its
-/// framing and acknowledgements.
-pub const UNAUTHENTICATED_WINDOW: u32 = (crate::protocol::MAX_FIRST_FRAME + 16 * 1024) as u32;
+/// The connection receive window of a peer the coordinator has not authenticated: unread
+/// data it may leave at the coordinator (its first frame, an `Enroll` of about 1 KiB, flows
+/// through as it is read).
+pub const UNAUTHENTICATED_WINDOW: u32 = 16 * 1024;
 
-/// The connection receive window of an authenticated session: the largest frame and room.
+/// The receive window of an authenticated session, per stream and per connection: unread data
+/// a probe may leave at the coordinator. With every one of 10,000 connections full, 625 MiB.
+pub const SESSION_WINDOW: u32 = 64 * 1024;
+
+/// [`SESSION_WINDOW`] as quinn takes it.
 pub fn session_window() -> quinn::VarInt {
-    quinn::VarInt::from_u32(wire::MAX_FRAME as u32 + 64 * 1024)
+    quinn::VarInt::from_u32(SESSION_WINDOW)
 }
 
 /// Transport settings for the coordinator's side of probe connections: no datagrams, the
@@ -53,9 +57,12 @@ pub fn session_window() -> quinn::VarInt {
 /// batch (measured: 4 KiB less memory per connection).
 pub fn server_transport_config() -> quinn::TransportConfig {
     let mut t = transport_config();
-    // Until the coordinator knows the peer holds one of its certificates, the connection may
-    // carry only its first frame: a peer without one (enrolment) can make it buffer at most
-    // this. An authenticated connection is given the full window ([`session_window`]).
+    // Until the coordinator knows the peer holds one of its certificates, a peer without one
+    // (enrolment) can make it buffer at most UNAUTHENTICATED_WINDOW of unread data; an
+    // authenticated connection is given SESSION_WINDOW ([`session_window`]). Flow control
+    // windows bound what waits unread, not a frame's size: a 1 MiB report flows through a
+    // 64 KiB window as the coordinator reads it (into the budgets of `quic::session`).
+    t.stream_receive_window(SESSION_WINDOW.into());
     t.receive_window(UNAUTHENTICATED_WINDOW.into());
     t.max_concurrent_bidi_streams(1u8.into());
     // The protocol has no datagrams. quinn's default would advertise them and buffer up to

@@ -70,6 +70,13 @@ pub fn past_half_life(der: &[u8], now: i64) -> bool {
     now >= from + (to - from) / 2
 }
 
+/// The SHA-256 of a certificate's SubjectPublicKeyInfo: its key, whatever certificate carries
+/// it (a probe keeps its key through renewals). `None` for bytes that are no certificate.
+pub fn key_sha256(der: &[u8]) -> Option<[u8; 32]> {
+    let cert = parse(der).ok()?;
+    Some(sha256(cert.public_key().raw))
+}
+
 /// The common name of a certificate (a probe's name).
 pub fn common_name(der: &[u8]) -> Option<String> {
     name_and_expiry(der).map(|(name, _)| name)

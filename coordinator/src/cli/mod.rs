@@ -490,6 +490,16 @@ fn parse_probe_name(text: &str) -> Result<String, String> {
 }
 
 fn token_create(args: TokenCreateArgs) -> Result<u8> {
+    if let Some(path) = &args.store.config {
+        let config = Config::read(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if config.server.trust_shared_ca_probes && args.name.is_none() {
+            eprintln!(
+                "cemwatch token create: {} sets trust_shared_ca_probes: a probe's name is its identity at every coordinator sharing the CA, so a token must fix it; give --name NAME (unique across those coordinators)",
+                path.display()
+            );
+            return Ok(EXIT_CONFIG);
+        }
+    }
     let data_dir = args.store.data_dir()?;
     let ca_pem = data_dir.join("ca").join("ca.pem");
     if !ca_pem.exists() {

@@ -77,6 +77,11 @@ pub(super) async fn enrol(
         .await;
     match outcome {
         Ok(Ok((grant, cert))) => {
+            // The probe is its key from now on: a certificate for its name with another key
+            // (an enrolment under the same name elsewhere) will be refused here.
+            if let Some(key) = cemwatch_transport::x509::key_sha256(&cert.der) {
+                hub.registry.bind_key(&grant.name, key, true).await?;
+            }
             hub.metrics.enrolment(Enrolment::Enrolled);
             tracing::info!(probe = %grant.name, "probe enrolled");
             write_frame(

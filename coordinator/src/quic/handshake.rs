@@ -169,6 +169,31 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                 ))
                 .await;
             }
+            let key = conn
+                .peer_identity()
+                .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .and_then(|chain| cemwatch_transport::x509::key_sha256(chain.first()?.as_ref()));
+            let Some(key) = key else {
+                return Box::pin(refuse(
+                    hub,
+                    &conn,
+                    &mut send,
+                    Refusal::BadCertificate,
+                    "the client certificate cannot be read".into(),
+                ))
+                .await;
+            };
+            if !hub.registry.bind_key(&name, key, false).await? {
+                tracing::warn!(probe = %name, remote = %conn.remote_address(), "a certificate for this probe's name with another key: refused (an enrolment under its name elsewhere?)");
+                return Box::pin(refuse(
+                    hub,
+                    &conn,
+                    &mut send,
+                    Refusal::KeyMismatch,
+                    format!("this certificate's key is not the one probe {name:?} enrolled with; probe names must be unique across coordinators sharing a CA"),
+                ))
+                .await;
+            }
             Box::pin(crate::quic::adopt_on_hello(
                 hub,
                 &conn,

@@ -84,6 +84,9 @@ pub struct Hub {
     pub(super) connections: AtomicUsize,
     /// Connections past their handshake without a client certificate.
     pub(super) unauthenticated: AtomicUsize,
+    /// Encoded bytes of received frames not yet handled, all sessions together
+    /// ([`crate::quic::session::QUEUED_BYTES_ALL`] permits).
+    pub(super) queued_bytes: Arc<tokio::sync::Semaphore>,
     pub(super) next_id: AtomicUsize,
     next_round: AtomicU64,
 }
@@ -110,6 +113,9 @@ impl Hub {
             round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
             unauthenticated: AtomicUsize::new(0),
+            queued_bytes: Arc::new(tokio::sync::Semaphore::new(
+                crate::quic::session::QUEUED_BYTES_ALL,
+            )),
             next_id: AtomicUsize::new(1),
             // Round ids start at the coordinator's start time in Unix ms, so they never repeat
             // across restarts (a coordinator makes far fewer than one round per millisecond).

@@ -19,3 +19,4 @@ pub use error::QuicError;
 pub use handshake::adopt_on_hello;
 pub use handshake::UNAUTHENTICATED_DEADLINE;
 pub use live::{Hub, RoundRefused, ROUND_IN_FLIGHT_MAX, ROUND_STALL, ROUND_WINDOW};
+pub use session::{AGENT_STATE_INTERVAL, QUEUED_BYTES_ALL, QUEUED_BYTES_PER_CONNECTION};

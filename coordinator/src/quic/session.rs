@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
-use cemwatch_transport::frame::{read_frame_max, write_frame, TransportError};
+use cemwatch_transport::frame::{read_payload, read_prefix, write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 use cemwatch_transport::x509::past_half_life;
 
@@ -19,6 +19,60 @@ use crate::quic::refusal::reject_frame;
 use crate::store;
 use crate::store::Ingested;
 use crate::telemetry::Refusal;
+
+/// Encoded bytes of received frames one connection may hold decoded and not yet committed (a
+/// probe that follows the protocol sends at most 64 unacknowledged reports of a few KiB). Past
+/// it the session stops reading its stream, and QUIC flow control holds the probe back.
+pub const QUEUED_BYTES_PER_CONNECTION: usize = 2 << 20;
+
+/// Encoded bytes of received frames all connections together may hold decoded and not yet
+/// committed: what bounds the memory of frames in flight whatever every peer sends. Decoded, a
+/// report of many results takes up to about six times its encoded size (measured by
+/// `hostile_probe::a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe`:
+/// 2 MiB of queued 1 MiB reports raised the coordinator's peak RSS by about 110 MiB, commit
+/// included), so 32 MiB here is about 200 MiB at worst.
+pub const QUEUED_BYTES_ALL: usize = 32 << 20;
+
+/// At most one agent state a probe sends is recorded per this interval (each one is a write to
+/// the store); a newer one arriving sooner replaces the one waiting, which is recorded when the
+/// interval has passed: only the latest state matters.
+pub const AGENT_STATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The memory a received frame holds until it is handled: its share of the connection's and of
+/// the coordinator's budget.
+struct Budget {
+    _connection: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Reads one frame within the budgets: the length first, then permits for that many bytes from
+/// the connection's and the coordinator's budget (waiting while they are spent, which stops
+/// reading and so lets flow control push back), then the payload.
+async fn read_budgeted(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+    connection: &Arc<tokio::sync::Semaphore>,
+    all: &Arc<tokio::sync::Semaphore>,
+) -> std::result::Result<Option<(ToCoordinator, Budget)>, TransportError> {
+    let Some(len) = read_prefix(recv, max_frame).await? else {
+        return Ok(None);
+    };
+    let permits = len.clamp(1, QUEUED_BYTES_PER_CONNECTION) as u32;
+    let (Ok(c), Ok(a)) = (
+        connection.clone().acquire_many_owned(permits).await,
+        all.clone().acquire_many_owned(permits).await,
+    ) else {
+        return Ok(None);
+    };
+    let frame = read_payload::<ToCoordinator>(recv, len).await?;
+    Ok(Some((
+        frame,
+        Budget {
+            _connection: c,
+            _all: a,
+        },
+    )))
+}
 
 pub(super) async fn session(
     hub: &Arc<Hub>,
@@ -151,11 +205,14 @@ pub(super) async fn session_loop(
     // Frames are read by their own task so that a partly read frame is never lost to select!.
     // Frames travel boxed: the channel keeps a block of 32 slots per connection for as long as
     // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
-    let (frame_tx, mut frame_rx) = mpsc::channel::<Box<Result<ToCoordinator, TransportError>>>(64);
+    let (frame_tx, mut frame_rx) =
+        mpsc::channel::<Box<std::result::Result<(ToCoordinator, Budget), TransportError>>>(8);
     let max_frame = hub.config.borrow().limits.max_frame_bytes;
+    let budget = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES_PER_CONNECTION));
+    let all = hub.queued_bytes.clone();
     let reader_fut = async move {
         loop {
-            match read_frame_max::<ToCoordinator>(&mut recv, max_frame).await {
+            match read_budgeted(&mut recv, max_frame, &budget, &all).await {
                 Ok(Some(frame)) => {
                     if frame_tx.send(Box::new(Ok(frame))).await.is_err() {
                         return;
@@ -174,6 +231,9 @@ pub(super) async fn session_loop(
     let mut renewed = false;
     let mut commits: JoinSet<(u64, Result<Ingested, crate::store::StoreError>, Report)> =
         JoinSet::new();
+    // Agent states: when the last was recorded, and the newest one waiting for its turn.
+    let mut agent_recorded: Option<tokio::time::Instant> = None;
+    let mut agent_waiting: Option<AgentCemState> = None;
     let outcome = loop {
         tokio::select! {
             frame = frame_rx.recv() => match frame.map(|f| *f) {
@@ -182,7 +242,7 @@ pub(super) async fn session_loop(
                     reject_frame(hub, conn, &e);
                     break Err(e.into());
                 }
-                Some(Ok(ToCoordinator::Report(mut report))) => {
+                Some(Ok((ToCoordinator::Report(mut report), budget))) => {
                     // Only results of checks in this probe's plan are kept: check names become
                     // fleet-view keys, metric labels and event rows, so a probe must not choose
                     // them. The report itself is still committed (its seq acknowledged).
@@ -224,14 +284,26 @@ pub(super) async fn session_loop(
                         }
                         let seq = report.seq;
                         let (outcome, report) = registry.report(&probe, report).await;
+                        // The frame's bytes are spent until it is committed.
+                        drop(budget);
                         (seq, outcome, report)
                     });
                 }
                 // Rare messages are handled in boxed futures: the session's task is as large as
                 // its largest state, kept for every connection for as long as it lives.
-                Some(Ok(ToCoordinator::Renew { csr_der })) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
-                Some(Ok(ToCoordinator::AgentState(state))) => Box::pin(record_agent_state(hub, name, state)).await,
-                Some(Ok(other)) => {
+                Some(Ok((ToCoordinator::Renew { csr_der }, _))) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
+                Some(Ok((ToCoordinator::AgentState(state), _))) => {
+                    let due = agent_recorded.is_none_or(|at| at.elapsed() >= AGENT_STATE_INTERVAL);
+                    if due {
+                        agent_recorded = Some(tokio::time::Instant::now());
+                        Box::pin(record_agent_state(hub, name, state)).await;
+                    } else {
+                        if agent_waiting.replace(state).is_some() {
+                            hub.metrics.frame_rejected("paced");
+                        }
+                    }
+                }
+                Some(Ok((other, _))) => {
                     hub.metrics.frame_rejected("unexpected");
                     let reason = format!("unexpected message in a session: {}", match other {
                         ToCoordinator::Hello { .. } => "Hello",
@@ -266,6 +338,12 @@ pub(super) async fn session_loop(
                         // Not acknowledged: the probe keeps it and sends it again.
                         tracing::error!(probe = name, seq, error = %format!("{e:#}"), "report not committed");
                     }
+                }
+            },
+            _ = tokio::time::sleep_until(agent_recorded.map_or_else(tokio::time::Instant::now, |at| at + AGENT_STATE_INTERVAL)), if agent_waiting.is_some() => {
+                if let Some(state) = agent_waiting.take() {
+                    agent_recorded = Some(tokio::time::Instant::now());
+                    Box::pin(record_agent_state(hub, name, state)).await;
                 }
             },
             changed = config_rx.changed() => {

@@ -18,8 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::{Result, StoreError};
 pub use probes::{
-    adopt, agent_states, auth_sets, counter, create_token, enrol, insert_probe, list_probes, probe,
-    revoke, revoke_unseen, save_agent_state, set_certificate, Grant, ProbeRow, TokenRefusal,
+    adopt, agent_states, auth_sets, bind_key, counter, create_token, enrol, insert_probe,
+    list_probes, probe, probe_keys, revoke, revoke_unseen, save_agent_state, set_certificate,
+    Grant, ProbeRow, TokenRefusal,
 };
 pub use schema::{db_path, open, SCHEMA_VERSION};
 pub use writer::{

@@ -121,6 +121,39 @@ pub fn set_certificate(conn: &Connection, name: &str, serial: &str, not_after: i
     Ok(())
 }
 
+/// The key each probe is bound to (the SHA-256 of its certificate's public key).
+pub fn probe_keys(conn: &Connection) -> Result<std::collections::HashMap<String, [u8; 32]>> {
+    let mut out = std::collections::HashMap::new();
+    let mut stmt = conn.prepare("SELECT name, key_sha256 FROM probe_keys")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let key: Vec<u8> = row.get(1)?;
+        if let Ok(k) = <[u8; 32]>::try_from(key.as_slice()) {
+            out.insert(name, k);
+        }
+    }
+    Ok(out)
+}
+
+/// Binds probe `name` to `key`: at enrolment (`replace`, the new key is the probe's), or on a
+/// probe's first `Hello` when none is recorded (a probe enrolled before keys were recorded, or
+/// at another coordinator sharing the CA). Returns the key the probe is bound to afterwards.
+pub fn bind_key(conn: &Connection, name: &str, key: &[u8; 32], replace: bool) -> Result<[u8; 32]> {
+    let sql = if replace {
+        "INSERT INTO probe_keys (name, key_sha256) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET key_sha256 = ?2"
+    } else {
+        "INSERT OR IGNORE INTO probe_keys (name, key_sha256) VALUES (?1, ?2)"
+    };
+    conn.execute(sql, params![name, key.as_slice()])?;
+    let bound: Vec<u8> = conn.query_row(
+        "SELECT key_sha256 FROM probe_keys WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )?;
+    Ok(<[u8; 32]>::try_from(bound.as_slice()).unwrap_or([0; 32]))
+}
+
 /// Names of known and of revoked probes.
 pub fn auth_sets(conn: &Connection) -> Result<(HashSet<String>, HashSet<String>)> {
     let mut known = HashSet::new();

@@ -207,6 +207,12 @@ impl Writer {
             .await
     }
 
+    /// Binds a probe to its key ([`bind_key`](crate::store::bind_key)); the key bound after.
+    pub async fn bind_key(&self, name: String, key: [u8; 32], replace: bool) -> Result<[u8; 32]> {
+        self.exec(move |db| crate::store::bind_key(db, &name, &key, replace))
+            .await
+    }
+
     /// One pruning step ([`crate::store::retention::prune_step`]): reports and events older
     /// than `keep`, and the oldest reports while the store holds more than `max_size` bytes.
     pub async fn prune(

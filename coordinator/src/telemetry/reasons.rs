@@ -33,11 +33,13 @@ pub enum Refusal {
     Unauthenticated,
     /// A connection without a client certificate sent no first frame in time.
     FirstFrameTimeout,
+    /// A certificate for a known probe's name carries another key than the probe's.
+    KeyMismatch,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::NoCertificate,
         Refusal::EnrolmentRefused,
         Refusal::Expired,
@@ -52,6 +54,7 @@ impl Refusal {
         Refusal::Busy,
         Refusal::Unauthenticated,
         Refusal::FirstFrameTimeout,
+        Refusal::KeyMismatch,
     ];
 
     /// The `reason` label.
@@ -71,6 +74,7 @@ impl Refusal {
             Refusal::Busy => "busy",
             Refusal::Unauthenticated => "unauthenticated_limit",
             Refusal::FirstFrameTimeout => "first_frame_timeout",
+            Refusal::KeyMismatch => "key_mismatch",
         }
     }
 }
@@ -125,5 +129,13 @@ impl Enrolment {
 }
 
 /// The `reason` labels of `cemwatch_frames_rejected_total`: the wire codec's
-/// (`WireError::reason`) and `unexpected` for a well-formed frame out of place.
-pub const FRAME_REASONS: [&str; 5] = ["too_large", "empty", "version", "malformed", "unexpected"];
+/// (`WireError::reason`), `unexpected` for a well-formed frame out of place, and `paced` for
+/// an agent state replaced by a newer one before its turn (see `AGENT_STATE_INTERVAL`).
+pub const FRAME_REASONS: [&str; 6] = [
+    "too_large",
+    "empty",
+    "version",
+    "malformed",
+    "unexpected",
+    "paced",
+];

@@ -204,3 +204,184 @@ fn renewals_out_of_turn_are_not_issued_and_counted() {
         "each counted"
     );
 }
+
+/// One enrolled probe sends 5,000 agent states as fast as it can, then full-size reports
+/// (about 1 MiB each) without waiting for acknowledgements, for 10 s, while a real probe
+/// reports once a second: the agent states are paced (at most one recorded per 2 s, the rest
+/// counted), the reports queue within the coordinator's byte budgets (its memory stays
+/// bounded), and the real probe's report latency stays what it was.
+#[test]
+fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
+    use cemwatch_shared::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let _machine = crate::support::alone();
+    let lab = lab();
+    let config = write_config(
+        &lab,
+        "[limits]\nreports_per_second = 5\nreport_burst = 10\n",
+    );
+    let coord = start_coordinator("coordinator", &config);
+    let pid = coord.proc.pid();
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    for name in ["p1", "p2", "p3"] {
+        let state = lab.dir.path().join(name);
+        enroll_ok(coord.quic, &token(&config, "site=eu", name, "1h"), &state);
+    }
+    let _real: Vec<_> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|n| crate::support::run_probe(n, &lab.dir.path().join(n), &lab.ca_file, &[]))
+        .collect();
+    let mallory = lab.dir.path().join("mallory");
+    enroll_ok(
+        coord.quic,
+        &token(&config, "site=eu", "mallory", "1h"),
+        &mallory,
+    );
+    eventually("the real probes report", Duration::from_secs(60), || {
+        let n = crate::support::count(
+            &crate::support::store(&lab),
+            "SELECT COUNT(DISTINCT probe) FROM reports WHERE probe IN ('p1', 'p2', 'p3')",
+            [],
+        );
+        (n == 3).then_some(())
+    })
+    .expect("reporting");
+    let calm_from = now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    let calm_to = now_ms();
+    let rss_before = crate::support::rss_kib(pid).expect("rss");
+
+    // Just under 1 MiB (the frame limit): 5,800 results of the gateway check.
+    let big = |seq: u64| {
+        ToCoordinator::Report(Report {
+            seq,
+            round: None,
+            results: (0..5_800)
+                .map(|_| CheckReport {
+                    check: "gateway".into(),
+                    produced_at_ms: 1,
+                    result: ok_result(),
+                })
+                .collect(),
+        })
+    };
+    let size = wire::encode(&big(1)).expect("encode").len();
+    let flood_from = now_ms();
+    let started = Instant::now();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while started.elapsed() < Duration::from_secs(11) {
+            peak = peak.max(crate::support::rss_kib(pid).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peak
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (states_sent, reports_sent, ended) = rt.block_on(async {
+        let (_endpoint, conn, mut send, mut recv) = session(coord.quic, &mallory, "mallory").await;
+        // Drain what the coordinator says (plan, acks) so its sends never block.
+        tokio::spawn(
+            async move { while let Ok(Some(_)) = read_frame::<ToProbe>(&mut recv).await {} },
+        );
+        let mut states = 0u64;
+        for i in 0..5_000u64 {
+            let state = AgentCemState {
+                condition: AgentCondition::ConnectTimeout {
+                    gateway: Some("gateway.example.com".into()),
+                    port: Some(443),
+                    attempts: i as u32,
+                },
+                since_ms: 1_700_000_000_000 + i,
+                since_source: SinceSource::Logged,
+                line: Some(format!("WARN Connection timeout {i}")),
+                log: AgentLogStatus::Following,
+            };
+            if write_frame(&mut send, &ToCoordinator::AgentState(state))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            states += 1;
+        }
+        let mut reports = 0u64;
+        let mut seq = 1;
+        let ended = loop {
+            if started.elapsed() > Duration::from_secs(10) {
+                break "still open after 10 s".to_string();
+            }
+            match tokio::time::timeout(Duration::from_secs(2), write_frame(&mut send, &big(seq)))
+                .await
+            {
+                Ok(Ok(())) => {
+                    reports += 1;
+                    seq += 1;
+                }
+                Ok(Err(e)) => break format!("closed: {e}"),
+                Err(_) => {} // flow control holds it back: keep trying until the time is up
+            }
+        };
+        conn.close(0u32.into(), b"done");
+        (states, reports, ended)
+    });
+    let flood_to = now_ms();
+    let rss_peak = sampler.join().expect("sampler");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (calm, _) = crate::support::latencies(&lab, calm_from, calm_to);
+    let (during, per_probe) = crate::support::latencies(&lab, flood_from, flood_to);
+    let paced = metric(
+        coord.http,
+        "cemwatch_frames_rejected_total{reason=\"paced\"}",
+    );
+    let stored = crate::support::count(
+        &crate::support::store(&lab),
+        "SELECT COUNT(*) FROM reports WHERE probe = 'mallory'",
+        [],
+    );
+    let p = crate::support::percentile;
+    println!(
+        "\nmallory sent {states_sent} agent states ({paced} paced, not written) and {reports_sent} reports of {} KiB in 10 s ({stored} stored; {ended})",
+        size / 1024
+    );
+    println!(
+        "  real probes' report latency: before p50={} ms p99={} ms (n={}); during p50={} ms p99={} ms (n={}); reports during {per_probe:?}",
+        p(&calm, 0.5),
+        p(&calm, 0.99),
+        calm.len(),
+        p(&during, 0.5),
+        p(&during, 0.99),
+        during.len()
+    );
+    println!(
+        "  coordinator VmRSS: before={} MiB peak={} MiB",
+        rss_before / 1024,
+        rss_peak / 1024
+    );
+    assert!(size > 512 * 1024, "full-size reports: {size} bytes");
+    assert_eq!(states_sent, 5_000);
+    assert!(
+        paced >= 4_990.0,
+        "at most one agent state per 2 s was written: {paced} of 5000 paced"
+    );
+    for (probe, n) in &per_probe {
+        assert!(*n >= 3, "{probe} reported only {n} times during the flood");
+    }
+    assert!(
+        p(&during, 0.99) < 5_000,
+        "p99 latency of the real probes: {during:?}"
+    );
+    assert!(
+        rss_peak < rss_before + 400 * 1024,
+        "VmRSS grew from {rss_before} KiB to {rss_peak} KiB"
+    );
+}

@@ -267,3 +267,87 @@ fn shared_ca_probes_are_refused_until_allowed_and_revocation_reaches_unseen_prob
     assert_eq!(connected(b.http), vec!["p1"]);
     drop(a);
 }
+
+/// With `trust_shared_ca_probes`, a probe's identity is its name *and* its key: a token holder
+/// at coordinator `b` who enrols under the name of a probe of `a` gets a certificate of the
+/// shared CA for that name, and `a` refuses it (`key_mismatch`) while the real probe keeps its
+/// session. Tokens must fix the name when the setting is on.
+#[test]
+fn a_name_enrolled_at_another_coordinator_cannot_impersonate_a_probe() {
+    let _machine = crate::support::shared();
+    let lab = lab();
+    let (a, a_config, b, b_config) = pair(&lab, true);
+
+    let victim_state = lab.dir.path().join("victim");
+    enroll_ok(
+        a.quic,
+        &token(&a_config, "site=eu-west", "victim", "1h"),
+        &victim_state,
+    );
+    let _victim = run_probe("victim", &victim_state, &lab.ca_file, &[a.quic]);
+    eventually("the victim reports to a", WAIT, || {
+        (connected(a.http) == vec!["victim"]).then_some(())
+    })
+    .expect("connected");
+
+    // b does not know "victim": its token holder enrols under that name there.
+    let impostor_state = lab.dir.path().join("impostor");
+    enroll_ok(
+        b.quic,
+        &token(&b_config, "site=elsewhere", "victim", "1h"),
+        &impostor_state,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = rt.block_on(async {
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        crate::support::attempt(
+            &endpoint,
+            a.quic,
+            Some(crate::support::identity_of(&impostor_state)),
+            "victim",
+            cemwatch_shared::wire::ToCoordinator::Report(cemwatch_shared::wire::Report {
+                seq: 999_999,
+                round: None,
+                results: vec![],
+            }),
+        )
+        .await
+    });
+    println!("an enrolment under \"victim\" at b, presented at a: {outcome:?}");
+    assert!(
+        matches!(&outcome, crate::support::Outcome::Refused(r) if r.contains("not the one probe \"victim\" enrolled with")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        metric_or_zero(
+            a.http,
+            "cemwatch_connections_refused_total{reason=\"key_mismatch\"}"
+        ),
+        1.0
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        connected(a.http),
+        vec!["victim"],
+        "the real probe keeps its session"
+    );
+    let stored = crate::support::count(
+        &rusqlite::Connection::open_with_flags(
+            lab.dir.path().join("a/data/cemwatch.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("store"),
+        "SELECT COUNT(*) FROM reports WHERE seq = 999999",
+        [],
+    );
+    assert_eq!(stored, 0, "nothing of the impostor reached a's store");
+
+    // With the setting on, a token without a name is refused with what to do.
+    let (code, _, err) = admin(&["token", "create", "--labels", "site=x"], &b_config);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("give --name NAME"), "{err}");
+}
