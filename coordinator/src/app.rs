@@ -257,28 +257,37 @@ async fn prune_store(hub: Arc<Hub>) {
 async fn watch_revocations(hub: Arc<Hub>, data_dir: PathBuf) {
     let Ok(db) = store::open(&data_dir) else {
         tracing::error!("cannot open the store to watch revocations");
+        hub.metrics.revocations_unreadable.set(1);
         return;
     };
     let mut failing = false;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match store::read::revoked(&db) {
-            Ok(revoked) => {
-                if failing {
-                    tracing::info!("revocations are readable again");
-                    failing = false;
-                }
-                for name in hub.registry.revocations(revoked) {
-                    tracing::info!(probe = %name, "probe revoked: its connection is closed");
-                    hub.disconnect(&name, "this probe was revoked");
-                }
+        revocation_tick(&hub, &db, &mut failing);
+    }
+}
+
+/// One look at the revocations: closes the connections of probes newly revoked; a store it
+/// cannot read is logged once and shown in `cemwatch_revocations_unreadable` until it can.
+fn revocation_tick(hub: &Hub, db: &rusqlite::Connection, failing: &mut bool) {
+    match store::read::revoked(db) {
+        Ok(revoked) => {
+            if *failing {
+                tracing::info!("revocations are readable again");
+                *failing = false;
             }
-            Err(e) => {
-                if !failing {
-                    tracing::error!(error = %e, "cannot read revocations from the store: revoked probes stay connected until it can");
-                    failing = true;
-                }
+            hub.metrics.revocations_unreadable.set(0);
+            for name in hub.registry.revocations(revoked) {
+                tracing::info!(probe = %name, "probe revoked: its connection is closed");
+                hub.disconnect(&name, "this probe was revoked");
             }
+        }
+        Err(e) => {
+            if !*failing {
+                tracing::error!(error = %e, "cannot read revocations from the store: revoked probes stay connected until it can");
+                *failing = true;
+            }
+            hub.metrics.revocations_unreadable.set(1);
         }
     }
 }
@@ -351,5 +360,27 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_store_shows_in_the_revocation_metric_until_it_reads_again() {
+        let fx = crate::http::tests::fixture_with("");
+        let hub = &fx.state.hub;
+        let db = rusqlite::Connection::open_in_memory().expect("db");
+        let mut failing = false;
+        // No probes table: the query fails.
+        revocation_tick(hub, &db, &mut failing);
+        assert!(failing);
+        assert_eq!(hub.metrics.revocations_unreadable.get(), 1);
+        db.execute_batch("CREATE TABLE probes (name TEXT PRIMARY KEY, revoked_at INTEGER)")
+            .expect("table");
+        revocation_tick(hub, &db, &mut failing);
+        assert!(!failing);
+        assert_eq!(hub.metrics.revocations_unreadable.get(), 0);
     }
 }

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod finding;
 pub mod model;
 pub mod name;
+pub mod printable;
 pub mod thumbprint;
 pub mod token;
 pub mod wire;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
+use cemwatch_shared::printable::printable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -309,15 +310,21 @@ impl Api {
         Ok(raw)
     }
 
+    /// The answer's JSON, every string in it made printable first: names, labels, log lines
+    /// and certificate fields come from probes and gateways, and reach a terminal from here.
     fn decode<T: DeserializeOwned>(status: u16, body: &[u8], what: &str) -> Result<T> {
         if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+            let message = printable(&message);
             bail!("{what}: the coordinator answered {status}: {message}");
         }
-        serde_json::from_slice(body)
+        let mut value: serde_json::Value = serde_json::from_slice(body)
+            .with_context(|| format!("{what}: the coordinator's answer is not JSON"))?;
+        printable_json(&mut value);
+        serde_json::from_value(value)
             .with_context(|| format!("{what}: the coordinator's answer is not the expected JSON"))
     }
 
@@ -395,6 +402,35 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// Every string in a JSON document (keys included) made [`printable`].
+pub fn printable_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    use std::borrow::Cow;
+    match value {
+        Value::String(s) => {
+            if let Cow::Owned(clean) = printable(s) {
+                *s = clean;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(printable_json),
+        Value::Object(map) => {
+            let dirty: Vec<String> = map
+                .keys()
+                .filter(|k| matches!(printable(k), Cow::Owned(_)))
+                .cloned()
+                .collect();
+            for k in dirty {
+                let k: String = k;
+                if let Some(v) = map.remove(&k) {
+                    map.insert(printable(&k).into_owned(), v);
+                }
+            }
+            map.values_mut().for_each(printable_json);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +466,22 @@ mod tests {
         assert_eq!(authorization("abc123").expect("ok"), "Bearer abc123");
         assert!(authorization("").is_err());
         assert!(authorization("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn every_string_of_an_answer_is_made_printable() {
+        let mut v = serde_json::json!({
+            "name\x1b]0;owned\x07": ["ok", "\x1b[31mred", {"cn": "CN=gw\r\nfake line"}],
+            "n": 3
+        });
+        printable_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"name]0;owned": ["ok", "[31mred", {"cn": "CN=gwfake line"}], "n": 3})
+        );
+        let clean: Vec<String> =
+            Api::decode(200, br#"["\u001b[2Jprobe-1"]"#, "/api/v1/x").expect("decoded");
+        assert_eq!(clean, vec!["[2Jprobe-1".to_string()]);
     }
 
     #[test]

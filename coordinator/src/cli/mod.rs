@@ -553,8 +553,13 @@ fn probe_list(args: ProbeListArgs) -> Result<u8> {
                 "NAME", "LABELS", "STATE", "LAST SEEN"
             );
             for p in probes {
-                let labels: Vec<String> =
-                    p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                // Labels of a probe adopted from another coordinator are the probe's word.
+                use cemwatch_shared::printable::printable;
+                let labels: Vec<String> = p
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", printable(k), printable(v)))
+                    .collect();
                 let state = if p.revoked_at.is_some() {
                     "revoked"
                 } else {

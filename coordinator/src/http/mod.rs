@@ -181,7 +181,7 @@ impl Readiness {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The router driven in-process (`oneshot`), over a real store in a temporary directory:
     //! every route, its errors, and readiness.
 
@@ -201,9 +201,9 @@ mod tests {
 
     const CONFIG: &str = "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\nport = 8443\n";
 
-    pub(super) struct Fixture {
-        pub(super) dir: tempfile::TempDir,
-        pub(super) state: Arc<ApiState>,
+    pub(crate) struct Fixture {
+        pub(crate) dir: tempfile::TempDir,
+        pub(crate) state: Arc<ApiState>,
     }
 
     fn fixture() -> Fixture {
@@ -211,18 +211,18 @@ mod tests {
     }
 
     /// The fixture with `extra` TOML (tables such as `[http]`) before the check.
-    pub(super) fn fixture_with(extra: &str) -> Fixture {
+    pub(crate) fn fixture_with(extra: &str) -> Fixture {
         fixture_of(extra, &["p1"])
     }
 
     /// A fixture whose fleet holds the connected probes `names` (site lyon).
-    pub(super) fn fixture_of(extra: &str, names: &[&str]) -> Fixture {
+    pub(crate) fn fixture_of(extra: &str, names: &[&str]) -> Fixture {
         fixture_fleet(extra, names, |_| {})
     }
 
     /// The fixture with `extra` TOML and the probes `names`, its fleet changed by `edit` before
     /// the router sees it.
-    pub(super) fn fixture_fleet(
+    pub(crate) fn fixture_fleet(
         extra: &str,
         names: &[&str],
         edit: impl FnOnce(&mut Fleet),

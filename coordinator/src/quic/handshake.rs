@@ -263,9 +263,17 @@ pub async fn adopt_on_hello(
         .ok_or_else(|| {
             QuicError::Refused(format!("probe {name:?} presented no readable certificate"))
         })?;
+    // The labels and version of an adopted probe are its own word: kept printable, so that
+    // nothing it sends can repaint an operator's terminal or a page.
+    use cemwatch_shared::printable::printable;
+    let labels: Labels = labels
+        .iter()
+        .map(|(k, v)| (printable(k).into_owned(), printable(v).into_owned()))
+        .collect();
+    let agent_version = printable(agent_version);
     let recorded = hub
         .registry
-        .adopt(name, labels, agent_version, serial, not_after)
+        .adopt(name, &labels, &agent_version, serial, not_after)
         .await?;
     if recorded {
         tracing::info!(

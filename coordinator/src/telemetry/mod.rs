@@ -74,6 +74,9 @@ pub const REPORTS_THROTTLED: &str = "cemwatch_reports_throttled_total";
 /// Results dropped because their check is not in the probe's plan (a hostile or confused
 /// probe cannot grow the fleet view, the metrics' label sets or the events with names of its
 /// own).
+/// 1 while the revocation watcher cannot read the store (revoked probes then stay connected
+/// until it can), 0 otherwise.
+pub const REVOCATIONS_UNREADABLE: &str = "cemwatch_revocations_unreadable";
 /// Reports and events deleted by retention (`[store] keep`, `max_size`), by `what`.
 pub const STORE_PRUNED: &str = "cemwatch_store_pruned_total";
 /// HTTP connections and requests turned away, by reason (the reasons are [`HTTP_REASONS`]).
@@ -131,6 +134,8 @@ pub struct Metrics {
     pub http_refused: IntCounterVec,
     /// Rows deleted by retention, by `what` (`reports`, `events`).
     pub store_pruned: IntCounterVec,
+    /// Whether the revocation watcher cannot read the store.
+    pub revocations_unreadable: prometheus::IntGauge,
     /// Probes by state.
     pub probes: IntGaugeVec,
     /// Fresh results by check and verdict.
@@ -279,6 +284,15 @@ impl Metrics {
                 "HTTP connections and requests turned away, by reason.",
                 &["reason"],
             ),
+            revocations_unreadable: {
+                let g = prometheus::IntGauge::new(
+                    REVOCATIONS_UNREADABLE,
+                    "1 while the revocation watcher cannot read the store (revoked probes stay connected until it can).",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             store_pruned: counter_vec(
                 &registry,
                 STORE_PRUNED,

@@ -1,7 +1,9 @@
 //! What one enrolled probe (a stolen key, a hostile local administrator) can do to the
-//! coordinator (issue 18, first part): results for checks outside its plan are dropped and
-//! counted, so it cannot grow the fleet view, the metrics' label sets or the events with names
-//! of its own; its report is still committed and acknowledged.
+//! coordinator (issue 18): results for 5,000 checks outside its plan are dropped and counted, so
+//! it cannot grow the fleet view, the metrics' label sets or the events with names of its own
+//! (its report is still committed and acknowledged); 5,000 renewals out of turn mint no
+//! certificate; 5,000 agent states and full-size reports sent without waiting leave other
+//! probes' latency and the coordinator's memory bounded.
 
 use std::time::Duration;
 
@@ -61,7 +63,7 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
         &token(&config, "site=eu,vantage=internet", "mallory", "1h"),
         &state,
     );
-    let invented: Vec<String> = (0..50).map(|i| format!("invented-{i}")).collect();
+    let invented: Vec<String> = (0..5_000).map(|i| format!("invented-{i}")).collect();
     let mut results: Vec<CheckReport> = invented
         .iter()
         .map(|check| CheckReport {
@@ -108,7 +110,7 @@ fn results_for_checks_outside_the_plan_are_dropped_and_counted() {
     eventually(
         "the dropped results counted",
         Duration::from_secs(10),
-        || (metric(coord.http, "cemwatch_results_dropped_total") == 50.0).then_some(()),
+        || (metric(coord.http, "cemwatch_results_dropped_total") == 5_000.0).then_some(()),
     )
     .expect("counted");
     // The report is committed after the count: wait for its planned result.
@@ -163,7 +165,7 @@ fn renewals_out_of_turn_are_not_issued_and_counted() {
     // A fresh certificate (days from half-life): asking for new ones in a loop gets none.
     let frames = rt.block_on(async {
         let (endpoint, conn, mut send, mut recv) = session(coord.quic, &state, "minter").await;
-        for _ in 0..20 {
+        for _ in 0..5_000 {
             let renew = ToCoordinator::Renew {
                 csr_der: csr_der.clone(),
             };
@@ -200,8 +202,8 @@ fn renewals_out_of_turn_are_not_issued_and_counted() {
     );
     assert_eq!(
         metric(coord.http, unexpected) - before,
-        20.0,
-        "each counted"
+        5_000.0,
+        "each of the 5,000 counted"
     );
 }
 

@@ -1215,3 +1215,82 @@ fn the_coordinator_serves_what_the_manifests_probe_and_scrape() {
     );
     coord.proc.terminate(std::time::Duration::from_secs(10));
 }
+
+/// `deploy/container/pin-images` rewrites every base and third-party image to TAG@DIGEST with
+/// what the registry tool answers (here a stand-in `skopeo` on the PATH: this machine reaches no
+/// registry), leaves the project's own images alone, and is idempotent.
+#[test]
+fn pin_images_pins_every_base_and_service_image_by_digest() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("deploy");
+    for sub in ["container", "compose"] {
+        std::fs::create_dir_all(copy.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(deploy().join(sub)).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, copy.join(sub).join(path.file_name().expect("name")))
+                    .expect("copy");
+            }
+        }
+    }
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let skopeo = bin.join("skopeo");
+    // A digest derived from the image name, so each image gets its own.
+    std::fs::write(
+        &skopeo,
+        "#!/bin/sh\nprintf 'sha256:%s\\n' \"$(printf %s \"$3\" | sha256sum | cut -c1-64)\"\n",
+    )
+    .expect("fake skopeo");
+    std::fs::set_permissions(&skopeo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = || {
+        let out = Command::new(deploy().join("container").join("pin-images"))
+            .arg(&copy)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .expect("pin-images");
+        assert!(
+            out.status.success(),
+            "pin-images: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = run();
+    let digest = |text: &str| text.contains("@sha256:") && !text.contains("@sha256:\n");
+    for file in ["coordinator.Containerfile", "probe.Containerfile"] {
+        let text = read(&copy.join("container").join(file));
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("ARG ") && l.contains("_IMAGE="))
+        {
+            assert!(digest(line), "{file}: {line}");
+        }
+    }
+    let compose = read(&copy.join("compose").join("compose.yaml"));
+    for line in compose
+        .lines()
+        .filter(|l| l.trim_start().starts_with("image: "))
+    {
+        if line.contains("docker.io/") {
+            assert!(digest(line), "compose.yaml: {line}");
+        } else {
+            assert!(
+                !line.contains("@sha256:"),
+                "our own images stay by tag: {line}"
+            );
+        }
+    }
+    let second = run();
+    assert!(first.contains("pinned 6 image(s)"), "{first}");
+    assert!(second.contains("pinned 0 image(s)"), "idempotent: {second}");
+    println!("pin-images: {}", first.lines().last().unwrap_or(""));
+}
