@@ -217,7 +217,12 @@ async fn the_check_page_filters_and_sorts_its_probes_and_refuses_bad_filters() {
         body.contains("/probes/oslo-5") && !body.contains("/probes/oslo-4\""),
         "{body}"
     );
+    assert!(
+        body.contains("aria-sort=\"ascending\"><a href=\"/checks/gateway?sort=probe&amp;verdict=fail&amp;site=oslo\""),
+        "{body}"
+    );
     let (_, _, body) = page(&fx, "/checks/gateway?code=thumbprint_mismatch&sort=verdict").await;
+    assert!(body.contains("aria-sort=\"descending\"><a href=\"/checks/gateway?sort=verdict&amp;code=thumbprint_mismatch\""), "{body}");
     assert!(body.contains("data-shown=\"5\""), "{body}");
     let (_, _, body) = page(&fx, "/checks/gateway?verdict=&code=&site=&sort=").await;
     assert!(

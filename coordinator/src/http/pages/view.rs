@@ -400,7 +400,11 @@ pub(crate) fn check(
     };
     let header = |col: &'static str, label: &'static str| {
         html! {
-            th scope="col" aria-sort=(if filter.sort == col { "descending" } else { "none" }) {
+            th scope="col" aria-sort=(match (filter.sort == col, col) {
+                (false, _) => "none",
+                (true, "probe" | "site") => "ascending",
+                (true, _) => "descending",
+            }) {
                 a href=(sort_link(col)) { (label) }
             }
         }
