@@ -42,6 +42,9 @@ pub struct Running {
     pub hub: Arc<Hub>,
     /// Push a new configuration.
     pub config_tx: watch::Sender<Arc<Config>>,
+    /// What the status pages get from the program running the coordinator (`cemwatch demo`
+    /// sets its scenario switch here).
+    pub pages: Arc<crate::http::pages::PageExtras>,
     readiness: Arc<Readiness>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
@@ -50,7 +53,7 @@ pub struct Running {
 impl Running {
     /// Applies a new configuration: probes get new plans.
     pub fn apply(&self, config: Config) {
-        let generation = apply(&self.hub, &self.config_tx, config);
+        let generation = apply_config(&self.hub, &self.config_tx, config);
         tracing::info!(generation, "configuration applied");
     }
 
@@ -173,6 +176,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         store::Reader::open(&data_dir)?,
         readiness.clone(),
     ));
+    let pages = state.pages.clone();
     let tasks = vec![
         tokio::spawn(quic::serve(endpoint.clone(), hub.clone())),
         tokio::spawn(http::serve::serve(
@@ -195,6 +199,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         readiness,
         endpoint,
         tasks,
+        pages,
     };
     if let Some(path) = config_path {
         let hub = running.hub.clone();
@@ -289,7 +294,7 @@ fn revocation_tick(hub: &Hub, db: &rusqlite::Connection, failing: &mut bool) {
 
 /// Makes a new configuration current: the one place it takes effect, for a reload of the file
 /// and for [`Running::apply`] alike. Returns the new generation (probes get new plans).
-fn apply(hub: &Hub, tx: &watch::Sender<Arc<Config>>, config: Config) -> u64 {
+pub fn apply_config(hub: &Hub, tx: &watch::Sender<Arc<Config>>, config: Config) -> u64 {
     hub.registry
         .set_adopt_unknown(config.server.trust_shared_ca_probes);
     let generation = hub.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -341,7 +346,7 @@ async fn watch_config(path: PathBuf, hub: Arc<Hub>, tx: watch::Sender<Arc<Config
                 if *old == new {
                     continue;
                 }
-                let generation = apply(&hub, &tx, new);
+                let generation = apply_config(&hub, &tx, new);
                 tracing::info!(
                     why,
                     generation,

@@ -2,7 +2,6 @@
 //! the management agents' own CEM state), and the post-change verification that asks every
 //! eligible probe to check now and waits for a quorum.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -17,39 +16,14 @@ use cemwatch_transport::host::Paint;
 
 use crate::cli::client::{Api, ApiOptions, Posted};
 use crate::model::round::{RoundRequest, RoundStatus};
+use crate::model::summary::FleetSummary;
 use crate::model::summary::{AgentExample, AgentSummary};
-use crate::model::summary::{CheckSummary, FleetSummary};
 
 /// Exit code of `verify` and `status` on bad input.
 pub const EXIT_BAD_INPUT: u8 = 3;
 
 fn days_left(not_after: i64) -> i64 {
-    (not_after - crate::store::now_ms() / 1000).div_euclid(86_400)
-}
-
-fn render_ports(c: &CheckSummary) -> String {
-    let side = |t: &BTreeMap<u16, BTreeMap<String, u64>>| {
-        t.iter()
-            .map(|(port, states)| {
-                let s: Vec<String> = states.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                format!("{port} {}", s.join("/"))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let listener = c
-        .ports
-        .listener_port
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "not found".into());
-    let mut line = format!("policy {} · listener {listener}", c.ports.policy_port);
-    if !c.ports.internet.is_empty() {
-        line.push_str(&format!(" · internet: {}", side(&c.ports.internet)));
-    }
-    if !c.ports.dmz.is_empty() {
-        line.push_str(&format!(" · dmz: {}", side(&c.ports.dmz)));
-    }
-    line
+    crate::model::summary::days_left(not_after, crate::store::now_ms())
 }
 
 /// A duration in a few characters (`45s`, `12m`, `3h`, `2d`).
@@ -326,17 +300,11 @@ pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
                 r * 100.0
             ));
         }
-        o.push_str(&format!("  ports         {}\n", render_ports(c)));
-        let mut worst: Vec<(&String, &crate::model::summary::VerdictCounts)> = c
-            .sites
-            .iter()
-            .filter(|(_, v)| v.fail + v.warn > 0)
-            .collect();
-        worst.sort_by_key(|(_, v)| std::cmp::Reverse(v.fail * 1000 + v.warn));
+        o.push_str(&format!("  ports         {}\n", c.ports_line()));
+        let worst = c.worst_sites(5);
         if !worst.is_empty() {
             let list: Vec<String> = worst
                 .iter()
-                .take(5)
                 .map(|(site, v)| {
                     format!(
                         "{site} {} fail/{} warn of {}",

@@ -13,6 +13,9 @@ pub enum ApiError {
     /// The request is malformed (the message says which field and why).
     #[error("{0}")]
     BadRequest(String),
+    /// The request is refused whatever its credentials (a form posted from another site).
+    #[error("{0}")]
+    Forbidden(String),
     /// What the request names does not exist (a check, a round).
     #[error("{0}")]
     NotFound(String),
@@ -37,6 +40,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -17,7 +17,7 @@ use crate::http::{ApiError, ApiState};
 use crate::model::event::EventQuery;
 use crate::model::latest::Latest;
 use crate::model::page;
-use crate::model::round::RoundRequest;
+use crate::model::round::{RoundRequest, RoundStatus};
 use crate::model::summary::FleetSummary;
 use crate::quic::Hub;
 use crate::quic::RoundRefused;
@@ -327,6 +327,13 @@ pub(crate) async fn start_round(
     State(s): State<Arc<ApiState>>,
     Json(req): Json<RoundRequest>,
 ) -> Result<Response, ApiError> {
+    let round = begin_round(&s, &req)?;
+    Ok((StatusCode::CREATED, Json(round)).into_response())
+}
+
+/// Starts a round of `req.check`: the one path of `POST /api/v1/rounds`, as JSON or as the
+/// page's form.
+pub fn begin_round(s: &ApiState, req: &RoundRequest) -> Result<RoundStatus, ApiError> {
     let thumbprint = match req
         .expect_thumbprint
         .as_deref()
@@ -343,7 +350,7 @@ pub(crate) async fn start_round(
         .hub
         .start_check_round(&req.check, thumbprint, req.expect_port)
     {
-        Ok(round) => Ok((StatusCode::CREATED, Json(evaluate(&round))).into_response()),
+        Ok(round) => Ok(evaluate(&round)),
         Err(RoundRefused::UnknownCheck(e)) => Err(ApiError::NotFound(e)),
         Err(RoundRefused::TooSoon {
             retry_after,

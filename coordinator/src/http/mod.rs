@@ -6,6 +6,7 @@
 pub mod auth;
 mod error;
 pub mod handlers;
+pub mod pages;
 pub mod serve;
 
 #[cfg(test)]
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub auth: auth::Authenticator,
     /// Requests being answered (`http.max_concurrent_requests` permits).
     pub requests: Semaphore,
+    /// What the pages get from the program running the coordinator (the demo's controls).
+    pub pages: Arc<pages::PageExtras>,
 }
 
 impl ApiState {
@@ -53,6 +56,7 @@ impl ApiState {
             readiness,
             auth: auth::Authenticator::default(),
             requests: Semaphore::new(permits),
+            pages: Arc::default(),
         }
     }
 }
@@ -74,11 +78,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/probes", get(handlers::probes))
         .route("/api/v1/agents", get(handlers::agents))
         .route("/api/v1/events", get(handlers::events))
-        .route("/api/v1/rounds/{id}", get(handlers::round));
-    let operate = Router::new().route("/api/v1/rounds", post(handlers::start_round));
+        .route("/api/v1/rounds/{id}", get(handlers::round))
+        .route("/", get(pages::fleet))
+        .route("/checks/{name}", get(pages::check))
+        .route("/probes", get(pages::probes))
+        .route("/probes/{name}", get(pages::probe))
+        .route("/rounds/{id}", get(pages::round))
+        .route("/assets/{file}", get(pages::asset));
+    let operate = Router::new()
+        .route("/api/v1/rounds", post(start_round))
+        .route("/demo/scenario", post(pages::switch_scenario));
     open.merge(needs(&state, Role::Metrics, metrics))
         .merge(needs(&state, Role::Read, read))
         .merge(needs(&state, Role::Operate, operate))
+        .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -86,6 +99,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// `POST /api/v1/rounds`: JSON from the API's clients, or the status page's form (answered
+/// with a redirect to the round's page).
+async fn start_round(State(s): State<Arc<ApiState>>, req: Request) -> Response {
+    if pages::is_form(req.headers()) {
+        return pages::start_round_form(s, req).await;
+    }
+    match <Json<crate::model::round::RoundRequest> as axum::extract::FromRequest<_>>::from_request(
+        req, &s,
+    )
+    .await
+    {
+        Ok(body) => handlers::start_round(State(s), body).await.into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// `routes`, each answered only for requests whose [`Access`] allows `role`.
@@ -173,7 +202,7 @@ pub(crate) mod tests {
     const CONFIG: &str = "[[check]]\nname = \"gateway\"\nhost = \"gw.example.com\"\nport = 8443\n";
 
     pub(crate) struct Fixture {
-        _dir: tempfile::TempDir,
+        pub(crate) dir: tempfile::TempDir,
         pub(crate) state: Arc<ApiState>,
     }
 
@@ -188,6 +217,16 @@ pub(crate) mod tests {
 
     /// A fixture whose fleet holds the connected probes `names` (site lyon).
     pub(crate) fn fixture_of(extra: &str, names: &[&str]) -> Fixture {
+        fixture_fleet(extra, names, |_| {})
+    }
+
+    /// The fixture with `extra` TOML and the probes `names`, its fleet changed by `edit` before
+    /// the router sees it.
+    pub(crate) fn fixture_fleet(
+        extra: &str,
+        names: &[&str],
+        edit: impl FnOnce(&mut Fleet),
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!("{extra}\n{CONFIG}");
         let config = Config::from_toml(&text, "test.toml", dir.path()).expect("config");
@@ -199,6 +238,7 @@ pub(crate) mod tests {
             view.connected = true;
             view.last_seen_ms = crate::store::now_ms();
         }
+        edit(&mut fleet);
         let registry = Arc::new(Registry::new(fleet, AuthState::default(), writer));
         let ca = Arc::new(CoordinatorCa::load_or_create(dir.path(), &[]).expect("ca"));
         let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config));
@@ -214,10 +254,15 @@ pub(crate) mod tests {
             Reader::open(dir.path()).expect("reader"),
             Arc::new(Readiness::default()),
         ));
-        Fixture { _dir: dir, state }
+        Fixture { dir, state }
     }
 
-    async fn call(fx: &Fixture, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+    pub(super) async fn call(
+        fx: &Fixture,
+        method: &str,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)

@@ -97,6 +97,67 @@ pub struct CheckSummary {
     pub probe_verdicts: Vec<(String, Severity)>,
 }
 
+impl CheckSummary {
+    /// The port-consistency line, as `status` and the page show it: `policy 8443 · listener
+    /// 8443 · internet: 8443 connected 20 · dmz: 8443 connected 2`.
+    pub fn ports_line(&self) -> String {
+        let side = |t: &BTreeMap<u16, BTreeMap<String, u64>>| {
+            t.iter()
+                .map(|(port, states)| {
+                    let s: Vec<String> = states.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    format!("{port} {}", s.join("/"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let listener = self
+            .ports
+            .listener_port
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "not found".into());
+        let mut line = format!("policy {} · listener {listener}", self.ports.policy_port);
+        if !self.ports.internet.is_empty() {
+            line.push_str(&format!(" · internet: {}", side(&self.ports.internet)));
+        }
+        if !self.ports.dmz.is_empty() {
+            line.push_str(&format!(" · dmz: {}", side(&self.ports.dmz)));
+        }
+        line
+    }
+
+    /// The sites with failures or warnings, worst first (failures, then warnings), at most `n`.
+    pub fn worst_sites(&self, n: usize) -> Vec<(&str, &VerdictCounts)> {
+        let mut worst: Vec<(&str, &VerdictCounts)> = self
+            .sites
+            .iter()
+            .filter(|(_, v)| v.fail + v.warn > 0)
+            .map(|(s, v)| (s.as_str(), v))
+            .collect();
+        worst.sort_by_key(|(_, v)| std::cmp::Reverse((v.fail, v.warn)));
+        worst.truncate(n);
+        worst
+    }
+
+    /// Whether `thumbprint` is the one in the CEM policy (`None`: the check names none).
+    pub fn is_policy(&self, thumbprint: &str) -> Option<bool> {
+        self.policy_thumbprint
+            .as_deref()
+            .map(|p| p.eq_ignore_ascii_case(thumbprint))
+    }
+}
+
+impl VerdictCounts {
+    /// Results counted.
+    pub fn total(&self) -> u64 {
+        self.ok + self.warn + self.fail
+    }
+}
+
+/// Whole days until `not_after` (Unix seconds) at `now_ms`, negative once expired.
+pub fn days_left(not_after: i64, now_ms: i64) -> i64 {
+    (not_after - now_ms / 1000).div_euclid(86_400)
+}
+
 /// The fleet at a glance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetSummary {

@@ -80,7 +80,7 @@ async fn the_demo_shows_the_fleets_agent_cem_state_everywhere() {
     demo.first_round(PROBES + 2).await;
     let http = demo.coordinator.http_addr;
     let policy_port = demo.gateway.policy_port;
-    let policy_thumbprint = demo.gateway.policy_thumbprint.clone();
+    let policy_thumbprint = demo.gateway.policy_thumbprint();
     assert_ne!(policy_port, OLD_PORT);
     assert_ne!(policy_thumbprint, OLD_THUMBPRINT);
 

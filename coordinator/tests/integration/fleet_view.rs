@@ -16,40 +16,15 @@ use serde_json::Value;
 
 use crate::support::tools::promtool_check;
 use crate::support::{
-    enroll_ok, probe_bin, scrape, start_coordinator, token, try_get_json, COORDINATOR, GW, SMP,
-    WAIT,
+    enroll_ok, probe_bin, scrape, start_coordinator, token, try_get_json, COORDINATOR, GW,
+    SCENARIOS, SMP, WAIT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_demo_scenario_leads_to_its_diagnosis() {
     let _machine = crate::support::shared();
-    let cases = [
-        (Scenario::Healthy, "healthy", vec![]),
-        (
-            Scenario::ThumbprintMismatch,
-            "cert_problem:thumbprint_mismatch",
-            vec![],
-        ),
-        (
-            Scenario::ListenerOnLegacyPort,
-            "listener_on_legacy_port",
-            vec![],
-        ),
-        (Scenario::CertExpiring, "cert_problem:cert_expiring", vec![]),
-        (
-            Scenario::UntrustedRoot,
-            "cert_problem:cert_untrusted",
-            vec!["branch-lyon"],
-        ),
-        (
-            Scenario::SanMissing,
-            "cert_problem:cert_san_missing",
-            vec![],
-        ),
-        (Scenario::GatewayDown, "gateway_down", vec![]),
-    ];
     let mut promtool_done = false;
-    for (scenario, expected, sites) in cases {
+    for (scenario, expected, sites) in SCENARIOS {
         let opts = DemoOptions {
             scenario,
             probes: 4,
@@ -80,7 +55,7 @@ async fn every_demo_scenario_leads_to_its_diagnosis() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(named, sites, "{scenario:?}");
+        assert_eq!(named, sites.to_vec(), "{scenario:?}");
         assert!(!check["detail"]["summary"].as_str().unwrap_or("").is_empty());
         if expected != "healthy" {
             assert!(

@@ -20,5 +20,6 @@ mod hostile_probe;
 mod http_hammer;
 mod http_surface;
 mod lab;
+mod pages;
 mod real_gateway;
 mod unauthenticated;

@@ -4,11 +4,13 @@
 //! simulator into one of the guide's failure modes. Most internet probes also follow a sample
 //! `Agent.log` of the management agent on their endpoint ([`demo_agent`]), so the fleet's agent
 //! CEM state shows too: every state, agents on the wrong port and agents with a stale
-//! thumbprint.
+//! thumbprint. The scenario can be switched live from the status page (the Demo panel), and the
+//! terminal shows one line per change instead of the whole status on a timer.
 
 pub mod gateway;
 pub mod keys;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use crate::store;
 use gateway::{GatewaySim, GATEWAY, SMP};
 
 /// The simulator's failure modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
 pub enum Scenario {
     /// Everything right.
     Healthy,
@@ -43,7 +45,7 @@ pub enum Scenario {
     ListenerOnLegacyPort,
     /// The certificate expires in 12 days.
     CertExpiring,
-    /// The root CA was never distributed to one site (branch-lyon).
+    /// The gateway's certificate comes from a new root CA that never reached one site (branch-lyon).
     UntrustedRoot,
     /// The bound certificate lacks the SMP name.
     SanMissing,
@@ -106,10 +108,11 @@ pub fn write_agent_log(
     minutes_ago: i64,
 ) -> Result<PathBuf> {
     let at = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
+    let policy = sim.policy_thumbprint();
     let (state, port) = match agent {
         DemoAgent::Connected => (
             SampleState::Connected {
-                thumbprint: Some(&sim.policy_thumbprint),
+                thumbprint: Some(&policy),
             },
             sim.policy_port,
         ),
@@ -151,7 +154,9 @@ pub struct Demo {
     /// The coordinator.
     pub coordinator: Running,
     /// The simulator.
-    pub gateway: GatewaySim,
+    pub gateway: Arc<GatewaySim>,
+    /// The scenario switch (the page's Demo panel uses the same).
+    pub controls: Arc<Controls>,
     /// Stops the probes.
     stop: watch::Sender<bool>,
     probes: Vec<tokio::task::JoinHandle<()>>,
@@ -175,6 +180,7 @@ pub fn demo_config(
     http: SocketAddr,
     interval: Duration,
 ) -> Config {
+    let policy = sim.policy_thumbprint();
     let check = |name: &str, host: &str, port: u16, select: Labels| CheckConfig {
         name: name.into(),
         host: host.into(),
@@ -185,7 +191,7 @@ pub fn demo_config(
             vec![]
         },
         expect_thumbprint: cemwatch_shared::Thumbprint::parse(if host == GATEWAY {
-            &sim.policy_thumbprint
+            &policy
         } else {
             &sim.smp_thumbprint
         })
@@ -241,7 +247,7 @@ impl Demo {
         let dir = tempfile::Builder::new()
             .prefix("cemwatch-demo-")
             .tempdir()?;
-        let gateway = GatewaySim::start(opts.scenario).await?;
+        let gateway = Arc::new(GatewaySim::start(opts.scenario).await?);
         let config = demo_config(
             &gateway,
             dir.path().join("coordinator"),
@@ -251,6 +257,8 @@ impl Demo {
         let coordinator = server::start(config, None).await?;
         let demo_ca = dir.path().join("demo-root-ca.pem");
         std::fs::write(&demo_ca, &gateway.ca_pem)?;
+        let new_root = dir.path().join("demo-new-root-ca.pem");
+        std::fs::write(&new_root, &gateway.new_root_pem)?;
 
         let mut fleet: Vec<(String, Labels, Option<DemoAgent>)> = (0..opts.probes)
             .map(|i| {
@@ -270,6 +278,7 @@ impl Demo {
         let pin = coordinator.hub.ca.pin();
         let quic = coordinator.quic_addr.to_string();
         let mut probes = Vec::new();
+        let mut agent_logs = Vec::new();
         for (i, (name, labels, agent)) in fleet.into_iter().enumerate() {
             let (id, secret) =
                 store::create_token(&db, &labels, Some(&name), Duration::from_secs(600))?;
@@ -283,17 +292,18 @@ impl Demo {
                 .await
                 .with_context(|| format!("demo probe {name} could not enrol"))?;
             let mut trust = TrustStore::empty();
+            trust.add_file(&demo_ca)?;
+            // The new root CA never reached branch-lyon (Scenario::UntrustedRoot).
             let site = labels.get("site").cloned().unwrap_or_default();
-            if !(opts.scenario == Scenario::UntrustedRoot && site == "branch-lyon") {
-                trust.add_file(&demo_ca)?;
+            if site != "branch-lyon" {
+                trust.add_file(&new_root)?;
             }
             let agent_log = match agent {
-                Some(agent) => Some(AgentLogConfig::new(write_agent_log(
-                    &state_dir,
-                    agent,
-                    &gateway,
-                    1 + i as i64,
-                )?)),
+                Some(agent) => {
+                    let log = write_agent_log(&state_dir, agent, &gateway, 1 + i as i64)?;
+                    agent_logs.push((state_dir.clone(), agent, 1 + i as i64));
+                    Some(AgentLogConfig::new(log))
+                }
                 None => None,
             };
             let mut config = AgentConfig::new(state_dir, Arc::new(trust));
@@ -306,13 +316,48 @@ impl Demo {
                 }
             }));
         }
+        let controls = Arc::new(Controls {
+            gateway: gateway.clone(),
+            hub: coordinator.hub.clone(),
+            config_tx: coordinator.config_tx.clone(),
+            agent_logs,
+            internet_probes: opts.probes,
+        });
+        let _ = coordinator.pages.demo.set(controls.clone());
         Ok(Self {
             coordinator,
             gateway,
+            controls,
             stop,
             probes,
             dir,
         })
+    }
+
+    /// Puts the simulator into `scenario` (as the page's Demo panel does).
+    pub fn switch(&self, scenario: Scenario) -> Result<()> {
+        self.controls.switch_to(scenario)
+    }
+
+    /// Waits until the fleet has settled: every check has results and no diagnosis has changed
+    /// for two seconds (at most `within`).
+    pub async fn settle(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = Snapshot::of(self);
+        let mut since = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = Snapshot::of(self);
+            if now.diagnoses != last.diagnoses {
+                since = tokio::time::Instant::now();
+                last = now;
+                continue;
+            }
+            let complete = now.diagnoses.values().all(|(d, _)| d != "no_data");
+            if complete && since.elapsed() >= Duration::from_secs(2) {
+                return;
+            }
+        }
     }
 
     /// Waits until every probe is connected, then asks them all to check at once, so the first
@@ -347,38 +392,188 @@ pub fn render_summary(running: &Running) -> String {
     )
 }
 
-/// Runs the demo until Ctrl-C (or the duration), printing the fleet every few seconds.
+/// A scenario's name as `--scenario` spells it.
+pub fn scenario_name(s: Scenario) -> String {
+    s.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The demo's scenario switch: the simulator, the policy thumbprint in the configuration, the
+/// sample agent logs (their "validated" thumbprint follows the policy), then a round so the
+/// fleet shows the change within seconds.
+#[derive(Debug)]
+pub struct Controls {
+    gateway: Arc<GatewaySim>,
+    hub: Arc<crate::quic::Hub>,
+    config_tx: watch::Sender<Arc<Config>>,
+    agent_logs: Vec<(PathBuf, DemoAgent, i64)>,
+    internet_probes: usize,
+}
+
+impl Controls {
+    /// Switches to `scenario`.
+    pub fn switch_to(&self, scenario: Scenario) -> Result<()> {
+        self.gateway.set_scenario(scenario);
+        let mut config = (**self.hub.config.borrow()).clone();
+        let policy = cemwatch_shared::Thumbprint::parse(&self.gateway.policy_thumbprint())
+            .map_err(|e| anyhow::anyhow!("the demo's policy thumbprint: {e}"))?;
+        for check in config.checks.iter_mut().filter(|c| c.host == GATEWAY) {
+            check.expect_thumbprint = Some(policy.clone());
+        }
+        server::apply_config(&self.hub, &self.config_tx, config);
+        for (dir, agent, minutes) in &self.agent_logs {
+            write_agent_log(dir, *agent, &self.gateway, *minutes)?;
+        }
+        // The probes get their new plans first (the policy thumbprint), then check at once.
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            hub.start_round(Vec::new(), |_| true);
+        });
+        Ok(())
+    }
+
+    /// Where the agents' states come from, in words.
+    pub fn agents_note(&self) -> String {
+        let following = (0..self.internet_probes)
+            .filter(|i| demo_agent(*i).is_some())
+            .count();
+        format!(
+            "The management agents' CEM states are samples: {following} of the {} internet probes follow an Agent.log that the demo wrote, \
+             each with one state in turn (connected; connection timeouts on port {OLD_PORT}, an outdated policy port; connected with the old thumbprint {OLD_THUMBPRINT}; \
+             SSL handshake errors; no CEM activity; connected without a logged thumbprint). So even the healthy scenario shows agents in error states: they do not come from the gateway.",
+            self.internet_probes
+        )
+    }
+}
+
+impl crate::http::pages::DemoControl for Controls {
+    fn scenarios(&self) -> Vec<(String, String)> {
+        Scenario::value_variants()
+            .iter()
+            .filter_map(|s| s.to_possible_value())
+            .map(|v| {
+                (
+                    v.get_name().to_string(),
+                    v.get_help().map(|h| h.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn current(&self) -> String {
+        scenario_name(self.gateway.scenario())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        vec![self.agents_note()]
+    }
+
+    fn switch(&self, scenario: &str) -> Result<(), String> {
+        let s = Scenario::from_str(scenario, false).map_err(|_| {
+            format!(
+                "{scenario:?} is not a scenario; use one of {}",
+                Scenario::value_variants()
+                    .iter()
+                    .map(|s| scenario_name(*s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        self.switch_to(s).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// What the terminal follows: the scenario, each check's diagnosis, the connected probes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The simulator's scenario.
+    pub scenario: Scenario,
+    /// Per check: its diagnosis label and summary.
+    pub diagnoses: BTreeMap<String, (String, String)>,
+    /// Connected probes.
+    pub connected: BTreeSet<String>,
+}
+
+impl Snapshot {
+    /// The demo now.
+    pub fn of(demo: &Demo) -> Self {
+        let s = crate::http::handlers::summary(&demo.coordinator.hub);
+        Self {
+            scenario: demo.gateway.scenario(),
+            diagnoses: s
+                .checks
+                .into_iter()
+                .map(|c| (c.check, (c.diagnosis, c.detail.summary)))
+                .collect(),
+            connected: demo.coordinator.hub.connected().into_iter().collect(),
+        }
+    }
+
+    /// One line per change from `self` to `next`.
+    pub fn changes(&self, next: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.scenario != next.scenario {
+            out.push(format!(
+                "scenario {} -> {}",
+                scenario_name(self.scenario),
+                scenario_name(next.scenario)
+            ));
+        }
+        for (check, (label, summary)) in &next.diagnoses {
+            match self.diagnoses.get(check) {
+                Some((before, _)) if before == label => {}
+                Some((before, _)) => out.push(format!("{check}: {before} -> {label}: {summary}")),
+                None => out.push(format!("{check}: {label}: {summary}")),
+            }
+        }
+        for p in next.connected.difference(&self.connected) {
+            out.push(format!("probe {p} joined"));
+        }
+        for p in self.connected.difference(&next.connected) {
+            out.push(format!("probe {p} left"));
+        }
+        out
+    }
+}
+
+/// Runs the demo until Ctrl-C (or the duration): the page's address first, the fleet once it
+/// has settled, then one line per change.
 pub async fn run(opts: DemoOptions) -> Result<()> {
     let demo = Demo::start(&opts).await?;
     let http = demo.coordinator.http_addr;
+    println!("open http://{http}/");
     println!(
-        "cemwatch demo: scenario {:?}, {} probes",
-        opts.scenario,
+        "cemwatch demo: scenario {}, {} probes (switch scenarios live on the page)",
+        scenario_name(opts.scenario),
         opts.probes + 2
     );
     println!(
         "  gateway simulator  {GATEWAY} -> 127.0.0.1:{} (policy port; legacy port {})",
         demo.gateway.policy_port, demo.gateway.legacy_port
     );
-    println!("  policy thumbprint  {}", demo.gateway.policy_thumbprint);
     println!("  metrics            http://{http}/metrics");
     println!("  fleet API          http://{http}/api/v1/fleet");
-    println!("  probes API         http://{http}/api/v1/probes");
-    println!("  agents API         http://{http}/api/v1/agents");
-    println!(
-        "  agent logs         {} probes follow a sample Agent.log (every state; some on port {OLD_PORT}, some with the old thumbprint {OLD_THUMBPRINT})",
-        (0..opts.probes).filter(|i| demo_agent(*i).is_some()).count()
-    );
     println!("  data directory     {}", demo.dir.path().display());
+    println!("  agent logs         {}", demo.controls.agents_note());
     println!();
     demo.first_round(opts.probes + 2).await;
+    demo.settle(Duration::from_secs(20)).await;
+    println!("{}", render_summary(&demo.coordinator));
+    println!("changes from now on, one line each (Ctrl-C to stop):");
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.tick().await;
+    let mut last = Snapshot::of(&demo);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                println!("{}", render_summary(&demo.coordinator));
+                let now = Snapshot::of(&demo);
+                let at = time::OffsetDateTime::now_utc();
+                for line in last.changes(&now) {
+                    println!("{:02}:{:02}:{:02}  {line}", at.hour(), at.minute(), at.second());
+                }
+                last = now;
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     break;
                 }
@@ -388,4 +583,48 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     }
     demo.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(scenario: Scenario, gateway: &str, connected: &[&str]) -> Snapshot {
+        Snapshot {
+            scenario,
+            diagnoses: [(
+                "gateway".to_string(),
+                (gateway.to_string(), format!("{gateway} summary")),
+            )]
+            .into_iter()
+            .collect(),
+            connected: connected.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_change_is_one_line_and_no_change_is_none() {
+        let a = snapshot(Scenario::Healthy, "healthy", &["p1", "p2"]);
+        assert!(a.changes(&a).is_empty());
+        let b = snapshot(Scenario::GatewayDown, "gateway_down", &["p2", "p3"]);
+        assert_eq!(
+            a.changes(&b),
+            vec![
+                "scenario healthy -> gateway-down",
+                "gateway: healthy -> gateway_down: gateway_down summary",
+                "probe p3 joined",
+                "probe p1 left",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_scenario_has_a_name_and_words_for_the_page() {
+        for s in Scenario::value_variants() {
+            let v = s.to_possible_value().expect("value");
+            assert!(!v.get_name().is_empty());
+            assert!(v.get_help().is_some(), "{s:?} says what it simulates");
+            assert_eq!(Scenario::from_str(v.get_name(), false).ok(), Some(*s));
+        }
+    }
 }

@@ -26,6 +26,8 @@ pub(crate) mod tools;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use cemwatch_coordinator::cli::demo::Scenario;
+
 pub(crate) use fixtures::{lab, write_config, Lab};
 pub(crate) use http::{get_json, get_json_status, metric, metric_or_zero, scrape, try_get_json};
 pub(crate) use paths::{probe_bin, COORDINATOR};
@@ -37,6 +39,30 @@ pub(crate) use store::{count, latencies, percentile, rss_kib, store};
 pub(crate) const GW: &str = "gateway.example.com";
 /// The SMP's name, the other SAN of the lab's certificates.
 pub(crate) const SMP: &str = "smp.example.net";
+/// Every demo scenario with the diagnosis of the `gateway` check it leads to and the sites
+/// that diagnosis names: the one table the fleet-view and the browser tests read.
+pub(crate) const SCENARIOS: [(Scenario, &str, &[&str]); 7] = [
+    (Scenario::Healthy, "healthy", &[]),
+    (
+        Scenario::ThumbprintMismatch,
+        "cert_problem:thumbprint_mismatch",
+        &[],
+    ),
+    (
+        Scenario::ListenerOnLegacyPort,
+        "listener_on_legacy_port",
+        &[],
+    ),
+    (Scenario::CertExpiring, "cert_problem:cert_expiring", &[]),
+    (
+        Scenario::UntrustedRoot,
+        "cert_problem:cert_untrusted",
+        &["branch-lyon"],
+    ),
+    (Scenario::SanMissing, "cert_problem:cert_san_missing", &[]),
+    (Scenario::GatewayDown, "gateway_down", &[]),
+];
+
 /// How long a test waits for something that should happen within seconds.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
