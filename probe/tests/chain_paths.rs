@@ -238,6 +238,11 @@ fn run(args: &[&str]) -> Run {
 /// Serves `first` (with its key) and `chain` (`-cert_chain`, in this order) with `openssl
 /// s_server`, and checks it as JSON, trusting the test root.
 fn check_served(w: &World, first: &Cert, chain: &[&[u8]]) -> Run {
+    check_served_with(w, first, chain, &[])
+}
+
+/// [`check_served`] with more arguments for `check`.
+fn check_served_with(w: &World, first: &Cert, chain: &[&[u8]], extra: &[&str]) -> Run {
     let chain_file = w
         .dir
         .path()
@@ -262,7 +267,7 @@ fn check_served(w: &World, first: &Cert, chain: &[&[u8]]) -> Run {
     let target = format!("{GW}:{}", peer.port());
     let resolve = format!("{GW}:*:127.0.0.1");
     let ca = w.ca_file.display().to_string();
-    let r = run(&[
+    let mut args = vec![
         "check",
         &target,
         "--resolve",
@@ -278,7 +283,9 @@ fn check_served(w: &World, first: &Cert, chain: &[&[u8]]) -> Run {
         "2s",
         "--handshake-timeout",
         "5s",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args);
     // The chain s_server sent is what the probe judged.
     assert_eq!(
         r.json["tls"]["chain"].as_array().map(Vec::len),
@@ -578,4 +585,221 @@ fn whatever_openssl_verify_rejects_the_probe_rejects_with_the_right_code() {
             Some(code) => assert_eq!(codes, vec![*code], "{name}: {outcome:?}"),
         }
     }
+}
+
+/// The DER length octets of `n`.
+fn der_len(n: usize) -> Vec<u8> {
+    match n {
+        0..=0x7f => vec![n as u8],
+        0x80..=0xff => vec![0x81, n as u8],
+        _ => vec![0x82, (n >> 8) as u8, n as u8],
+    }
+}
+
+/// An Authority Information Access extension with one caIssuers URL.
+fn aia_ca_issuers(url: &str) -> rcgen::CustomExtension {
+    let mut uri = vec![0x86];
+    uri.extend(der_len(url.len()));
+    uri.extend(url.as_bytes());
+    // id-ad-caIssuers 1.3.6.1.5.5.7.48.2
+    let mut desc = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    desc.extend(uri);
+    let mut access = vec![0x30];
+    access.extend(der_len(desc.len()));
+    access.extend(desc);
+    let mut seq = vec![0x30];
+    seq.extend(der_len(access.len()));
+    seq.extend(access);
+    rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], seq)
+}
+
+#[test]
+fn a_missing_intermediate_fetched_from_its_aia_url_is_a_warning_naming_it() {
+    let w = world();
+    let site = w.dir.path().join("pki");
+    std::fs::create_dir_all(&site).expect("mkdir");
+    let http = cemwatch_tests::peers::HttpFiles::start(&site).expect("http.server");
+    let issuing = issue(ca_params("AIA Issuing CA"), &w.root);
+    std::fs::write(site.join("issuing.crt"), &issuing.der).expect("publish");
+    let mut p = leaf_params();
+    p.custom_extensions = vec![aia_ca_issuers(&http.url("issuing.crt"))];
+    let leaf = issue(p, &issuing);
+    let r = check_served(&w, &leaf, &[]);
+    assert_eq!(r.codes(), vec!["chain_incomplete"], "{}", r.stdout);
+    assert_eq!(r.finding("chain_incomplete")["severity"], "warn");
+    assert_eq!(r.json["verdict"], "warn");
+    assert_eq!(
+        r.code, 1,
+        "a warning, not a failure: Windows agents fetch it too"
+    );
+    let msg = r.message("chain_incomplete");
+    assert!(
+        msg.contains("AIA Issuing CA") && msg.contains(&http.url("issuing.crt")),
+        "{msg}"
+    );
+
+    // The URL dead (404): the chain stays incomplete, a failure, naming what the URL gave.
+    let mut p = leaf_params();
+    p.custom_extensions = vec![aia_ca_issuers(&http.url("gone.crt"))];
+    let leaf = issue(p, &issuing);
+    let r = check_served(&w, &leaf, &[]);
+    assert_eq!(r.codes(), vec!["chain_incomplete"], "{}", r.stdout);
+    assert_eq!(r.code, 2);
+    let msg = r.message("chain_incomplete");
+    assert!(msg.contains("gone.crt") && msg.contains("404"), "{msg}");
+}
+
+/// A CA run by `openssl ca` (index, CRL numbers), publishing its CRL where `http` serves.
+struct OpensslCa {
+    config: PathBuf,
+    dir: PathBuf,
+}
+
+impl OpensslCa {
+    fn new(dir: &Path, ca: &Cert) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        std::fs::write(dir.join("ca.pem"), pki::to_pem(&ca.der, "CERTIFICATE")).expect("ca");
+        std::fs::write(dir.join("ca.key"), &ca.key_pem).expect("key");
+        std::fs::write(dir.join("index.txt"), "").expect("index");
+        std::fs::write(dir.join("crlnumber"), "1000\n").expect("crlnumber");
+        let config = dir.join("openssl.cnf");
+        std::fs::write(
+            &config,
+            format!(
+                "[ca]\ndefault_ca = test\n[test]\ndir = {}\ndatabase = $dir/index.txt\ncrlnumber = $dir/crlnumber\ncertificate = $dir/ca.pem\nprivate_key = $dir/ca.key\ndefault_md = sha256\ndefault_crl_days = 7\n",
+                dir.display()
+            ),
+        )
+        .expect("config");
+        Self {
+            config,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ca(&self, args: &[&str]) {
+        let config = self.config.display().to_string();
+        let mut all = vec!["ca", "-config", config.as_str(), "-batch"];
+        all.extend_from_slice(args);
+        pki::openssl(&all, None).unwrap_or_else(|e| panic!("openssl {all:?}: {e}"));
+    }
+
+    fn revoke(&self, cert: &Cert, reason: &str) {
+        let path = self
+            .dir
+            .join(format!("revoke-{}.pem", pki::sha1_hex(&cert.der)));
+        std::fs::write(&path, pki::to_pem(&cert.der, "CERTIFICATE")).expect("write");
+        self.ca(&[
+            "-revoke",
+            &path.display().to_string(),
+            "-crl_reason",
+            reason,
+        ]);
+    }
+
+    /// Writes the CRL, DER, to `out`, due again in `seconds` (or the default 7 days).
+    fn publish(&self, out: &Path, seconds: Option<u32>) {
+        let pem = self.dir.join("crl.pem").display().to_string();
+        let secs = seconds.map(|s| s.to_string());
+        let mut args = vec!["-gencrl", "-out", pem.as_str()];
+        if let Some(s) = &secs {
+            args.extend(["-crlsec", s.as_str()]);
+        }
+        self.ca(&args);
+        let out = out.display().to_string();
+        pki::openssl(&["crl", "-in", &pem, "-outform", "DER", "-out", &out], None)
+            .expect("crl to DER");
+    }
+}
+
+/// A leaf of `by` whose CRL distribution point is `url`.
+fn leaf_with_crl(by: &Cert, url: &str) -> Cert {
+    let mut p = leaf_params();
+    p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+        uris: vec![url.to_string()],
+    }];
+    issue(p, by)
+}
+
+#[test]
+fn revocation_as_agents_on_the_internet_meet_it() {
+    let w = world();
+    let site = w.dir.path().join("pki");
+    std::fs::create_dir_all(&site).expect("mkdir");
+    let http = cemwatch_tests::peers::HttpFiles::start(&site).expect("http.server");
+    let ca = OpensslCa::new(&w.dir.path().join("ca"), &w.root);
+    let crl = http.url("root.crl");
+    let revoked = leaf_with_crl(&w.root, &crl);
+    let good = leaf_with_crl(&w.root, &crl);
+    ca.revoke(&revoked, "keyCompromise");
+    ca.publish(&site.join("root.crl"), None);
+
+    let r = check_served(&w, &revoked, &[]);
+    assert_eq!(r.codes(), vec!["cert_revoked"], "{}", r.stdout);
+    assert_eq!(r.code, 2);
+    let msg = r.message("cert_revoked");
+    assert!(
+        msg.contains("Key Compromise")
+            || msg.contains("keyCompromise")
+            || msg.contains("KeyCompromise"),
+        "{msg}"
+    );
+    assert!(msg.contains(&crl), "{msg}");
+
+    let r = check_served(&w, &good, &[]);
+    assert!(
+        r.codes().is_empty(),
+        "a current CRL without it: {}",
+        r.stdout
+    );
+    assert_eq!(r.code, 0);
+
+    let r = check_served_with(&w, &revoked, &[], &["--no-revocation"]);
+    assert!(r.codes().is_empty(), "--no-revocation: {}", r.stdout);
+
+    // Published on LDAP only (as internal CAs do), or at a dead URL: unreachable, a warning.
+    let ldap = leaf_with_crl(
+        &w.root,
+        "ldap:///CN=Root,CN=CDP,CN=Public Key Services?certificateRevocationList",
+    );
+    let r = check_served(&w, &ldap, &[]);
+    assert_eq!(r.codes(), vec!["revocation_unreachable"], "{}", r.stdout);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.message("revocation_unreachable").contains("LDAP"),
+        "{}",
+        r.stdout
+    );
+    let dead_port = cemwatch_tests::server::free_port().expect("port");
+    let dead_url = format!("http://127.0.0.1:{dead_port}/root.crl");
+    let dead = leaf_with_crl(&w.root, &dead_url);
+    let r = check_served(&w, &dead, &[]);
+    assert_eq!(r.codes(), vec!["revocation_unreachable"], "{}", r.stdout);
+    assert!(
+        r.message("revocation_unreachable").contains(&dead_url),
+        "{}",
+        r.stdout
+    );
+
+    // A CRL past its next update.
+    let stale_url = http.url("stale.crl");
+    let stale_leaf = leaf_with_crl(&w.root, &stale_url);
+    ca.publish(&site.join("stale.crl"), Some(1));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let r = check_served(&w, &stale_leaf, &[]);
+    assert_eq!(r.codes(), vec!["revocation_stale"], "{}", r.stdout);
+    assert_eq!(r.code, 1);
+
+    // A CRL signed by another key (a forged one) does not count.
+    let other = root("Chain Test Root CA");
+    let forged_ca = OpensslCa::new(&w.dir.path().join("forged"), &other);
+    forged_ca.publish(&site.join("root.crl"), None);
+    let r = check_served(&w, &revoked, &[]);
+    assert_eq!(r.codes(), vec!["revocation_unreachable"], "{}", r.stdout);
+    assert!(
+        r.message("revocation_unreachable")
+            .contains("does not verify"),
+        "{}",
+        r.stdout
+    );
 }

@@ -309,3 +309,45 @@ impl Drop for HangUp {
         let _ = self.child.wait();
     }
 }
+
+/// Python's `http.server` serving a directory on loopback: where a CA publishes its
+/// certificates (AIA caIssuers) and CRLs (distribution points), as a web server no cemwatch
+/// code wrote. Killed on drop.
+#[derive(Debug)]
+pub struct HttpFiles {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl HttpFiles {
+    /// Serves `dir` (files put there later are served too).
+    pub fn start(dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run `python3 -m http.server`: install python3")?;
+        let peer = Self { addr, child };
+        wait_connectable(addr, Duration::from_secs(10))?;
+        Ok(peer)
+    }
+
+    /// The URL of `name` in the served directory.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
+}
+
+impl Drop for HttpFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
