@@ -303,6 +303,10 @@ struct InspectArgs {
     /// Warn when the certificate has fewer days left than this.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_DAYS_LEFT)]
     min_days_left: u32,
+    /// Also fetch the CRLs of the file's certificate path from here (over plain HTTP, at most
+    /// 5 s), as agents on the internet will: a revoked certificate, or CRLs they cannot reach.
+    #[arg(long)]
+    revocation: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -579,14 +583,20 @@ fn run_inspect(args: InspectArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(|g| g.trim().trim_end_matches('.'))
         .filter(|g| !g.is_empty());
-    let result = inspect::inspect(
-        &shown,
-        &contents,
-        &trust,
-        gateway,
-        &expectations,
-        OffsetDateTime::now_utc(),
-    )?;
+    let now = OffsetDateTime::now_utc();
+    let mut result = inspect::inspect(&shown, &contents, &trust, gateway, &expectations, now)?;
+    if args.revocation && !result.path_der.is_empty() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let checked = runtime.block_on(check::revocation::check(
+            &result.path_der,
+            now,
+            &|_: &str, _: u16| None,
+        ));
+        result.add_findings(check::triage::revocation_findings(&checked));
+    }
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {

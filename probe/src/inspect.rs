@@ -73,9 +73,18 @@ pub struct InspectResult {
     pub findings: Vec<Finding>,
     /// The worst severity among the findings.
     pub verdict: Severity,
+    /// The trusted path, leaf first, as DER (for the revocation stage; not shown).
+    #[serde(skip)]
+    pub path_der: Vec<Vec<u8>>,
 }
 
 impl InspectResult {
+    /// Adds findings (of a later stage) and takes the verdict again.
+    pub fn add_findings(&mut self, more: Vec<Finding>) {
+        self.findings.extend(more);
+        self.verdict = verdict(&self.findings);
+    }
+
     /// Whether a finding with this code is present.
     pub fn has(&self, code: FindingCode) -> bool {
         self.findings.iter().any(|f| f.code == code)
@@ -274,6 +283,11 @@ pub fn inspect(
         min_days_left: expectations.min_days_left,
         verdict: verdict(&findings),
         findings,
+        path_der: if outcome.trusted {
+            outcome.path_der
+        } else {
+            Vec::new()
+        },
     })
 }
 

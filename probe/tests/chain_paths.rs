@@ -757,6 +757,48 @@ fn revocation_as_agents_on_the_internet_meet_it() {
     let r = check_served_with(&w, &revoked, &[], &["--no-revocation"]);
     assert!(r.codes().is_empty(), "--no-revocation: {}", r.stdout);
 
+    // `inspect --revocation` refuses the revoked certificate's .pfx before it is imported.
+    let pfx = pki::pfx(
+        &Leaf {
+            chain: vec![revoked.der.clone()],
+            key_pem: revoked.key_pem.clone(),
+        },
+        "",
+        PfxEncryption::Modern,
+    )
+    .expect("pfx");
+    let file = w.dir.path().join("revoked.pfx");
+    std::fs::write(&file, pfx).expect("write pfx");
+    let inspect = |extra: &[&str]| {
+        let path = file.display().to_string();
+        let ca = w.ca_file.display().to_string();
+        let mut args = vec![
+            "inspect",
+            &path,
+            "--ca-file",
+            &ca,
+            "--gateway",
+            GW,
+            "--require-san",
+            SMP,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let r = inspect(&["--revocation"]);
+    assert_eq!(
+        r.codes(),
+        vec!["cert_revoked"],
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.code, 2);
+    let r = inspect(&[]);
+    assert!(r.codes().is_empty(), "without --revocation: {}", r.stdout);
+
     // Published on LDAP only (as internal CAs do), or at a dead URL: unreachable, a warning.
     let ldap = leaf_with_crl(
         &w.root,
