@@ -57,10 +57,11 @@ impl Kind {
 /// Certificate codes a `cert_problem` can name: the served certificate's defects, and what the
 /// TLS stage says about a gateway that answers (its key not proven, legacy TLS only, the
 /// agent certificate refused or expiring).
-pub const CERT_CODES: [FindingCode; 19] = [
+pub const CERT_CODES: [FindingCode; 22] = [
     FindingCode::CertUntrusted,
     FindingCode::ChainIncomplete,
     FindingCode::ChainInvalid,
+    FindingCode::CertRevoked,
     FindingCode::CertNameMismatch,
     FindingCode::CertSanMissing,
     FindingCode::ThumbprintMismatch,
@@ -77,6 +78,8 @@ pub const CERT_CODES: [FindingCode; 19] = [
     FindingCode::ClientCertExpired,
     FindingCode::ClientCertExpiring,
     FindingCode::TlsLegacy,
+    FindingCode::RevocationUnreachable,
+    FindingCode::RevocationStale,
 ];
 
 impl Kind {
