@@ -598,18 +598,28 @@ fn der_len(n: usize) -> Vec<u8> {
 
 /// An Authority Information Access extension with one caIssuers URL.
 fn aia_ca_issuers(url: &str) -> rcgen::CustomExtension {
-    let mut uri = vec![0x86];
-    uri.extend(der_len(url.len()));
-    uri.extend(url.as_bytes());
-    // id-ad-caIssuers 1.3.6.1.5.5.7.48.2
-    let mut desc = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
-    desc.extend(uri);
-    let mut access = vec![0x30];
-    access.extend(der_len(desc.len()));
-    access.extend(desc);
+    aia(&[(2, url)])
+}
+
+/// An Authority Information Access extension: (method, URL) pairs, the method the last arc of
+/// id-ad (1: OCSP, 2: caIssuers).
+fn aia(entries: &[(u8, &str)]) -> rcgen::CustomExtension {
+    let mut all = Vec::new();
+    for (method, url) in entries {
+        let mut uri = vec![0x86];
+        uri.extend(der_len(url.len()));
+        uri.extend(url.as_bytes());
+        let mut desc = vec![
+            0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, *method,
+        ];
+        desc.extend(uri);
+        all.push(0x30);
+        all.extend(der_len(desc.len()));
+        all.extend(desc);
+    }
     let mut seq = vec![0x30];
-    seq.extend(der_len(access.len()));
-    seq.extend(access);
+    seq.extend(der_len(all.len()));
+    seq.extend(all);
     rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], seq)
 }
 
@@ -841,6 +851,104 @@ fn revocation_as_agents_on_the_internet_meet_it() {
     assert!(
         r.message("revocation_unreachable")
             .contains("does not verify"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// `openssl ocsp` answering for the CA in `ca` on a free loopback port; killed on drop.
+struct OcspResponder {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OcspResponder {
+    fn start(ca: &OpensslCa, port: u16) -> Self {
+        let d = |n: &str| ca.dir.join(n).display().to_string();
+        let log = ca.dir.join("ocsp.log");
+        let child = Command::new("openssl")
+            .args([
+                "ocsp",
+                "-index",
+                &d("index.txt"),
+                "-port",
+                &port.to_string(),
+                "-rsigner",
+                &d("ca.pem"),
+                "-rkey",
+                &d("ca.key"),
+                "-CA",
+                &d("ca.pem"),
+                "-ignore_err",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("openssl ocsp");
+        // Not by connecting: openssl ocsp serves one connection at a time and waits on one
+        // that sends nothing. Its log says when it listens.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("waiting for OCSP client connections")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl ocsp did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for OcspResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ocsp_is_asked_as_windows_asks_it_against_an_openssl_responder() {
+    let w = world();
+    let ca = OpensslCa::new(&w.dir.path().join("ca"), &w.root);
+    let port = cemwatch_tests::server::free_port().expect("port");
+    let url = format!("http://127.0.0.1:{port}/");
+    let with_ocsp = || {
+        let mut p = leaf_params();
+        p.custom_extensions = vec![aia(&[(1, &url)])];
+        issue(p, &w.root)
+    };
+    let revoked = with_ocsp();
+    let good = with_ocsp();
+    let stranger = with_ocsp();
+    ca.revoke(&revoked, "superseded");
+    let good_pem = ca.dir.join("good.pem");
+    std::fs::write(&good_pem, pki::to_pem(&good.der, "CERTIFICATE")).expect("write");
+    ca.ca(&["-valid", &good_pem.display().to_string()]);
+    // The responder reads the CA's index when it starts.
+    let responder = OcspResponder::start(&ca, port);
+    assert_eq!(responder.url(), url);
+    let r = check_served(&w, &revoked, &[]);
+    assert_eq!(r.codes(), vec!["cert_revoked"], "{}", r.stdout);
+    let msg = r.message("cert_revoked");
+    assert!(
+        msg.contains("OCSP responder") && msg.contains("superseded"),
+        "{msg}"
+    );
+    let r = check_served(&w, &good, &[]);
+    assert!(r.codes().is_empty(), "good by OCSP: {}", r.stdout);
+    let r = check_served(&w, &stranger, &[]);
+    assert_eq!(r.codes(), vec!["revocation_unreachable"], "{}", r.stdout);
+    assert!(
+        r.message("revocation_unreachable")
+            .contains("does not know"),
         "{}",
         r.stdout
     );

@@ -106,8 +106,28 @@ pub async fn get(
     timeout: Duration,
     resolve: &(dyn Fn(&str, u16) -> Option<Vec<std::net::SocketAddr>> + Sync),
 ) -> Result<Vec<u8>, FetchError> {
+    request(url, None, timeout, resolve).await
+}
+
+/// POSTs `body` of `content_type` to `url` (an OCSP request), as [`get`] otherwise.
+pub async fn post(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+    resolve: &(dyn Fn(&str, u16) -> Option<Vec<std::net::SocketAddr>> + Sync),
+) -> Result<Vec<u8>, FetchError> {
+    request(url, Some((content_type, body)), timeout, resolve).await
+}
+
+async fn request(
+    url: &str,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+    resolve: &(dyn Fn(&str, u16) -> Option<Vec<std::net::SocketAddr>> + Sync),
+) -> Result<Vec<u8>, FetchError> {
     let parsed = parse_url(url)?;
-    match tokio::time::timeout(timeout, exchange(&parsed, resolve)).await {
+    match tokio::time::timeout(timeout, exchange(&parsed, body, resolve)).await {
         Ok(r) => r,
         Err(_) => Err(FetchError(format!(
             "no complete answer within {} ms",
@@ -118,6 +138,7 @@ pub async fn get(
 
 async fn exchange(
     url: &HttpUrl,
+    body: Option<(&str, &[u8])>,
     resolve: &(dyn Fn(&str, u16) -> Option<Vec<std::net::SocketAddr>> + Sync),
 ) -> Result<Vec<u8>, FetchError> {
     let addrs: Vec<std::net::SocketAddr> = match resolve(&url.host, url.port) {
@@ -144,21 +165,66 @@ async fn exchange(
     } else {
         url.host.clone()
     };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cemwatch-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path
-    );
+    let mut request = match body {
+        None => format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cemwatch-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            url.path
+        )
+        .into_bytes(),
+        Some((content_type, data)) => format!(
+            "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cemwatch-probe\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            url.path,
+            data.len()
+        )
+        .into_bytes(),
+    };
+    if let Some((_, data)) = body {
+        request.extend_from_slice(data);
+    }
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request)
         .await
         .map_err(|e| FetchError(format!("cannot send the request: {e}")))?;
+    // Read until the server closes, or until the answer is complete by its own framing:
+    // some servers (openssl ocsp) keep the connection open after answering.
     let mut raw = Vec::new();
-    let mut limited = (&mut stream).take((MAX_HEAD + MAX_BODY + 1) as u64);
-    limited
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| FetchError(format!("the answer broke off: {e}")))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| FetchError(format!("the answer broke off: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if raw.len() > MAX_HEAD + MAX_BODY {
+            return Err(FetchError(format!(
+                "the answer is larger than {} MiB",
+                MAX_BODY >> 20
+            )));
+        }
+        if complete(&raw) {
+            break;
+        }
+    }
     parse_response(&raw)
+}
+
+/// Whether `raw` holds a whole answer by its framing (Content-Length, or the last chunk).
+fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| body.len() >= len)
 }
 
 /// The body of a complete HTTP/1.x answer in `raw`; refuses anything but 200, and bodies over
@@ -266,6 +332,21 @@ mod tests {
             let e = parse_url(url).expect_err(url);
             assert!(e.0.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn an_answer_is_complete_by_its_length_or_its_last_chunk() {
+        assert!(!complete(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nab"));
+        assert!(complete(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nabcd"
+        ));
+        assert!(!complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"
+        ));
+        assert!(complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+        ));
+        assert!(!complete(b"HTTP/1.0 200 OK\r\n\r\nuntil the server closes"));
     }
 
     #[test]

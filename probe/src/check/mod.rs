@@ -10,6 +10,7 @@ pub mod dns;
 pub mod fetch;
 pub mod hello;
 pub mod identity;
+pub mod ocsp;
 pub mod revocation;
 pub mod tcp;
 pub mod tls;

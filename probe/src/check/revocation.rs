@@ -1,8 +1,9 @@
 //! Revocation as an agent on the internet meets it: for the leaf and each intermediate of the
-//! trusted path, the CRL distribution points are fetched from the probe's vantage (plain HTTP;
-//! LDAP and file URLs, common with internal CAs, are unreachable from the internet), each
-//! CRL's signature verified with its issuer's key, its freshness checked (nextUpdate) and the
-//! certificate's serial looked up. Bounded: at most [`MAX_URLS_PER_CERT`] URLs per certificate
+//! trusted path, the OCSP responder its AIA names is asked first (as Windows does), then the
+//! CRL distribution points are fetched, from the probe's vantage (plain HTTP; LDAP and file
+//! URLs, common with internal CAs, are unreachable from the internet); each answer's signature
+//! verified with its issuer's key, its freshness checked (nextUpdate) and the certificate's
+//! serial looked up. Bounded: at most [`MAX_URLS_PER_CERT`] URLs per certificate
 //! and [`MAX_FETCHES`] in all, each within [`FETCH_TIMEOUT`], the stage within
 //! [`STAGE_TIMEOUT`]; `--no-revocation` turns it off.
 
@@ -48,23 +49,23 @@ pub fn crl_urls(cert: &X509Certificate<'_>) -> Vec<String> {
 /// What the stage found for one certificate of the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
-    /// A valid, current CRL of its issuer does not list it.
+    /// A valid, current CRL of its issuer does not list it, or its OCSP responder says good.
     Good {
-        /// The CRL's URL.
+        /// The CRL's or the responder's URL.
         url: String,
     },
-    /// Its issuer's CRL lists it.
+    /// Its issuer's CRL lists it, or its OCSP responder says revoked.
     Revoked {
-        /// The CRL's URL.
+        /// What said so: `its issuer's CRL at URL` or `the OCSP responder at URL`.
         url: String,
         /// Since when (RFC 3339).
         since: String,
         /// The reason given, if any (`keyCompromise`, `superseded`...).
         reason: Option<String>,
     },
-    /// The only CRL it got is past its nextUpdate (the listing may be out of date).
+    /// The only CRL (or OCSP answer) it got is past its nextUpdate.
     Stale {
-        /// The CRL's URL.
+        /// The CRL's or the responder's URL.
         url: String,
         /// Its nextUpdate (RFC 3339).
         next_update: String,
@@ -136,7 +137,7 @@ fn judge(
         .find(|r| r.raw_serial() == cert.raw_serial())
     {
         return Ok(Status::Revoked {
-            url: url.to_string(),
+            url: format!("its issuer's CRL at {url}"),
             since: rfc3339(revoked.revocation_date.timestamp()),
             reason: revoked.reason_code().map(|(_, r)| format!("{r}")),
         });
@@ -168,14 +169,51 @@ pub async fn check(
         let (Ok(cert), Ok(issuer)) = (parse(&pair[0]), parse(&pair[1])) else {
             continue;
         };
+        let ocsp = super::aia::ocsp_urls(&pair[0]);
         let urls = crl_urls(&cert);
-        if urls.is_empty() {
+        if urls.is_empty() && ocsp.is_empty() {
             continue;
         }
         let mut tried = Vec::new();
         let mut status = None;
         let mut stale = None;
+        // The OCSP responder first, as Windows asks it before the CRL.
+        if let Some(url) = ocsp.first() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if fetches < MAX_FETCHES && !left.is_zero() {
+                fetches += 1;
+                match super::ocsp::ask(url, &cert, &issuer, FETCH_TIMEOUT.min(left), resolve).await
+                {
+                    Ok(super::ocsp::Answer::Good { next_update })
+                        if next_update.is_some_and(|n| n < now.unix_timestamp()) =>
+                    {
+                        stale = Some(Status::Stale {
+                            url: url.clone(),
+                            next_update: rfc3339(next_update.unwrap_or_default()),
+                        });
+                    }
+                    Ok(super::ocsp::Answer::Good { .. }) => {
+                        status = Some(Status::Good { url: url.clone() })
+                    }
+                    Ok(super::ocsp::Answer::Revoked { since, reason }) => {
+                        status = Some(Status::Revoked {
+                            url: format!("the OCSP responder at {url}"),
+                            since: rfc3339(since),
+                            reason,
+                        })
+                    }
+                    Ok(super::ocsp::Answer::Unknown) => tried.push((
+                        url.clone(),
+                        "the OCSP responder does not know the certificate".to_string(),
+                    )),
+                    Err(e) => tried.push((url.clone(), e)),
+                }
+            }
+        }
         for url in urls.into_iter().take(MAX_URLS_PER_CERT) {
+            if status.is_some() {
+                break;
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if fetches >= MAX_FETCHES || left.is_zero() {
                 tried.push((url, "not tried: the stage's bounds were reached".into()));

@@ -49,7 +49,7 @@ pub fn revocation_findings(checked: &[Checked]) -> Vec<Finding> {
             Status::Revoked { url, since, reason } => out.push(Finding::new(
                 FindingCode::CertRevoked,
                 format!(
-                    "\"{subject}\" (serial {}) is revoked since {since}{} according to its issuer's CRL at {url}",
+                    "\"{subject}\" (serial {}) is revoked since {since}{} according to {url}",
                     c.serial,
                     reason
                         .as_deref()
@@ -60,13 +60,13 @@ pub fn revocation_findings(checked: &[Checked]) -> Vec<Finding> {
             Status::Stale { url, next_update } => out.push(Finding::new(
                 FindingCode::RevocationStale,
                 format!(
-                    "the CRL for \"{subject}\" at {url} is past its next update ({next_update}): agents that check revocation treat it as unavailable"
+                    "the revocation answer for \"{subject}\" from {url} is past its next update ({next_update}): agents that check revocation treat it as unavailable"
                 ),
             )),
             Status::Unreachable { tried } => out.push(Finding::new(
                 FindingCode::RevocationUnreachable,
                 format!(
-                    "no CRL for \"{subject}\" could be had from here, so agents that check revocation cannot connect from the internet: {}",
+                    "no revocation answer for \"{subject}\" (OCSP or CRL) could be had from here, so agents that check revocation cannot connect from the internet: {}",
                     tried
                         .iter()
                         .map(|(url, why)| format!("{url}: {why}"))
