@@ -79,10 +79,16 @@ fn spec(port: u16) -> CheckSpec {
 
 /// Runs `count` checks of `127.0.0.1:port` in this process and measures them
 /// (`cemwatch-bench probe-loop`).
-pub fn probe_loop(port: u16, ca_file: &Path, count: usize) -> Result<LoopFigures> {
+pub fn probe_loop(
+    port: u16,
+    ca_file: &Path,
+    count: usize,
+    revocation: bool,
+) -> Result<LoopFigures> {
     let mut trust = TrustStore::platform();
     trust.add_file(ca_file)?;
     let mut ctx = CheckContext::new(Arc::new(trust));
+    ctx.revocation = revocation;
     ctx.overrides = vec![format!("{GATEWAY}:{port}:127.0.0.1")
         .parse::<ResolveOverride>()
         .map_err(anyhow::Error::msg)?];
@@ -126,23 +132,39 @@ pub struct Gateways {
     pub tls12: TlsServer,
     /// The test root (PEM file).
     pub ca_file: PathBuf,
+    /// Serves the root's CRL, which the leaf names as its distribution point (so the
+    /// revocation stage has a real CRL to fetch, verify and look into).
+    pub crl_server: cemwatch_tests::peers::HttpFiles,
 }
 
-/// Starts the two local gateways (RSA-2048 leaf from an RSA-2048 test root).
+/// Starts the two local gateways (RSA-2048 leaf from an RSA-2048 test root, naming the root's
+/// CRL, served by python's http.server on loopback).
 pub fn gateways(dir: &Path) -> Result<Gateways> {
     let root = Ca::root("Bench Root CA")?;
     let ca_file = root.write_pem(dir)?;
-    let leaf = root.issue(&LeafSpec::good(&[GATEWAY]))?;
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki)?;
+    std::fs::write(pki.join("root.crl"), root.crl_der()?)?;
+    let crl_server = cemwatch_tests::peers::HttpFiles::start(&pki)?;
+    let mut spec = LeafSpec::good(&[GATEWAY]);
+    spec.crl_url = Some(crl_server.url("root.crl"));
+    let leaf = root.issue(&spec)?;
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     Ok(Gateways {
         tls13: TlsServer::start_on(any, &leaf, Versions::Tls13)?,
         tls12: TlsServer::start_on(any, &leaf, Versions::Tls12)?,
         ca_file,
+        crl_server,
     })
 }
 
 /// Runs `probe-loop` as a pinned child process.
-pub fn measure_probe(opts: &FootprintOptions, port: u16, ca_file: &Path) -> Result<LoopFigures> {
+pub fn measure_probe(
+    opts: &FootprintOptions,
+    port: u16,
+    ca_file: &Path,
+    revocation: bool,
+) -> Result<LoopFigures> {
     let exe = std::env::current_exe()?;
     let mut cmd = if opts.pin {
         let mut c = Command::new("taskset");
@@ -161,6 +183,7 @@ pub fn measure_probe(opts: &FootprintOptions, port: u16, ca_file: &Path) -> Resu
         ])
         .arg("--ca-file")
         .arg(ca_file)
+        .args((!revocation).then_some("--no-revocation"))
         .output()
         .context("probe-loop")?;
     if !out.status.success() {
@@ -452,7 +475,8 @@ pub fn run(opts: &FootprintOptions, dir: &Path, gw: &Gateways) -> Result<()> {
     println!("  | TLS | checker | CPU ms/check | checks/s | RSS MiB | peak RSS MiB | ok |");
     println!("  |---|---|---:|---:|---:|---:|---:|");
     for (label, server) in [("1.3", &gw.tls13), ("1.2", &gw.tls12)] {
-        let p = measure_probe(opts, server.port(), &gw.ca_file)?;
+        let p = measure_probe(opts, server.port(), &gw.ca_file, true)?;
+        let off = measure_probe(opts, server.port(), &gw.ca_file, false)?;
         let line = |who: &str, f: &LoopFigures| {
             println!(
                 "  | {label} | {who} | {:.3} | {:.0} | {:.1} | {:.1} | {}/{} |",
@@ -464,14 +488,26 @@ pub fn run(opts: &FootprintOptions, dir: &Path, gw: &Gateways) -> Result<()> {
                 f.checks
             )
         };
-        line("cemwatch-probe (run_check)", &p);
+        line(
+            "cemwatch-probe (run_check, revocation on: one CRL fetched and verified)",
+            &p,
+        );
+        line("cemwatch-probe (run_check, --no-revocation)", &off);
+        let per = |f: &LoopFigures| f.cpu_s * 1000.0 / f.checks.max(1) as f64;
+        println!(
+            "  |   | revocation stage | {:.3} ms/check ({:.2} of the check) | | | | |",
+            per(&p) - per(&off),
+            (per(&p) - per(&off)) / per(&p).max(1e-12)
+        );
         if let Some(bb) = &blackbox {
             let b = measure_blackbox(bb, server.port(), opts.checks)?;
             line("blackbox_exporter", &b);
+            // blackbox_exporter checks no revocation: the like-for-like ratio is without it.
+            let p = &off;
             let per = |f: &LoopFigures| f.cpu_s / f.checks.max(1) as f64;
             println!(
-                "  |   | ratio probe / blackbox | {:.2} (target at most 0.30) | {:.2} | {:.2} | {:.2} | |",
-                per(&p) / per(&b).max(1e-12),
+                "  |   | ratio probe (--no-revocation) / blackbox | {:.2} (target at most 0.30) | {:.2} | {:.2} | {:.2} | |",
+                per(p) / per(&b).max(1e-12),
                 (p.checks as f64 / p.wall_s.max(1e-9)) / (b.checks as f64 / b.wall_s.max(1e-9)).max(1e-12),
                 p.rss_kib as f64 / b.rss_kib.max(1) as f64,
                 p.hwm_kib as f64 / b.hwm_kib.max(1) as f64,

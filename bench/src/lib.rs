@@ -127,6 +127,8 @@ enum Internal {
         ca_file: PathBuf,
         #[arg(long)]
         count: usize,
+        #[arg(long)]
+        no_revocation: bool,
     },
 }
 
@@ -169,8 +171,9 @@ pub fn run(cli: Cli) -> Result<()> {
             port,
             ca_file,
             count,
+            no_revocation,
         }) => {
-            let figures = footprint::probe_loop(port, &ca_file, count)?;
+            let figures = footprint::probe_loop(port, &ca_file, count, !no_revocation)?;
             println!("{}", serde_json::to_string(&figures)?);
             return Ok(());
         }
@@ -235,7 +238,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .prefix("cemwatch-bench-")
         .tempdir()?;
     let gw = footprint::gateways(work.path())?;
-    let sample = footprint::probe_loop(gw.tls13.port(), &gw.ca_file, 1)?
+    let sample = footprint::probe_loop(gw.tls13.port(), &gw.ca_file, 1, true)?
         .sample
         .context("no sample check result")?;
 

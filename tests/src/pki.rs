@@ -163,6 +163,20 @@ impl Ca {
         Ok(path)
     }
 
+    /// An empty CRL of this CA (DER), current for a week.
+    pub fn crl_der(&self) -> Result<Vec<u8>> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+
     /// Issues a leaf certificate with rcgen.
     pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf> {
         let mut params = CertificateParams::new(spec.sans.clone())?;
@@ -178,6 +192,11 @@ impl Ca {
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         params.use_authority_key_identifier_extension = true;
+        if let Some(url) = &spec.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -319,6 +338,8 @@ pub struct LeafSpec {
     pub key: KeyKind,
     /// Whether the server sends the intermediates with the leaf.
     pub send_intermediates: bool,
+    /// A CRL distribution point URL, when the leaf names one.
+    pub crl_url: Option<String>,
 }
 
 impl LeafSpec {
@@ -333,6 +354,7 @@ impl LeafSpec {
             eku: Eku::ServerAuth,
             key: KeyKind::Rsa2048,
             send_intermediates: true,
+            crl_url: None,
         }
     }
 }
