@@ -243,6 +243,17 @@ fn check_served(w: &World, first: &Cert, chain: &[&[u8]]) -> Run {
 
 /// [`check_served`] with more arguments for `check`.
 fn check_served_with(w: &World, first: &Cert, chain: &[&[u8]], extra: &[&str]) -> Run {
+    check_served_by(w, first, chain, &[], extra)
+}
+
+/// [`check_served_with`] with more options for `s_server`.
+fn check_served_by(
+    w: &World,
+    first: &Cert,
+    chain: &[&[u8]],
+    server: &[&str],
+    extra: &[&str],
+) -> Run {
     let chain_file = w
         .dir
         .path()
@@ -263,6 +274,7 @@ fn check_served_with(w: &World, first: &Cert, chain: &[&[u8]], extra: &[&str]) -
     if !chain.is_empty() {
         options.extend(["-cert_chain", chain_arg.as_str()]);
     }
+    options.extend_from_slice(server);
     let peer = OpensslPeer::start(&served, &options).expect("s_server");
     let target = format!("{GW}:{}", peer.port());
     let resolve = format!("{GW}:*:127.0.0.1");
@@ -952,4 +964,83 @@ fn ocsp_is_asked_as_windows_asks_it_against_an_openssl_responder() {
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn an_ocsp_response_stapled_by_the_gateway_is_judged_and_reported() {
+    let w = world();
+    let ca = OpensslCa::new(&w.dir.path().join("ca"), &w.root);
+    let revoked = issue(leaf_params(), &w.root);
+    let good = issue(leaf_params(), &w.root);
+    ca.revoke(&revoked, "keyCompromise");
+    let good_pem = ca.dir.join("good.pem");
+    std::fs::write(&good_pem, pki::to_pem(&good.der, "CERTIFICATE")).expect("write");
+    ca.ca(&["-valid", &good_pem.display().to_string()]);
+    let d = |n: &str| ca.dir.join(n).display().to_string();
+    // The response s_server staples: made by `openssl ocsp` from a request for the leaf.
+    let staple = |leaf: &Cert, name: &str| {
+        let pem = d(&format!("{name}.pem"));
+        std::fs::write(&pem, pki::to_pem(&leaf.der, "CERTIFICATE")).expect("write");
+        let req = d(&format!("{name}.req"));
+        let resp = d(&format!("{name}.resp"));
+        pki::openssl(
+            &[
+                "ocsp",
+                "-issuer",
+                &d("ca.pem"),
+                "-cert",
+                &pem,
+                "-reqout",
+                &req,
+                "-no_nonce",
+            ],
+            None,
+        )
+        .expect("ocsp request");
+        pki::openssl(
+            &[
+                "ocsp",
+                "-index",
+                &d("index.txt"),
+                "-rsigner",
+                &d("ca.pem"),
+                "-rkey",
+                &d("ca.key"),
+                "-CA",
+                &d("ca.pem"),
+                "-reqin",
+                &req,
+                "-respout",
+                &resp,
+            ],
+            None,
+        )
+        .expect("ocsp response");
+        resp
+    };
+    let resp = staple(&revoked, "revoked");
+    let r = check_served_by(&w, &revoked, &[], &["-status_file", &resp], &[]);
+    assert_eq!(r.json["tls"]["ocsp_stapled"], "revoked", "{}", r.stdout);
+    assert_eq!(r.codes(), vec!["cert_revoked"], "{}", r.stdout);
+    assert!(
+        r.message("cert_revoked").contains("staples"),
+        "{}",
+        r.stdout
+    );
+    let resp = staple(&good, "good");
+    let r = check_served_by(&w, &good, &[], &["-status_file", &resp], &[]);
+    assert_eq!(r.json["tls"]["ocsp_stapled"], "good", "{}", r.stdout);
+    assert!(r.codes().is_empty(), "{}", r.stdout);
+    // A staple for another certificate is not taken.
+    let r = check_served_by(&w, &revoked, &[], &["-status_file", &resp], &[]);
+    assert!(
+        r.json["tls"]["ocsp_stapled"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("invalid")),
+        "{}",
+        r.stdout
+    );
+    // Without a staple the field is absent.
+    let r = check_served(&w, &good, &[]);
+    assert!(r.json["tls"]["ocsp_stapled"].is_null(), "{}", r.stdout);
 }

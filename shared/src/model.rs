@@ -185,6 +185,11 @@ pub struct TlsResult {
     /// the server chose.
     #[serde(default)]
     pub legacy_hello: bool,
+    /// What the OCSP response the server stapled to the handshake says of its certificate:
+    /// `good`, `revoked`, `unknown`, or why it was not taken (`invalid: ...`); `None` when
+    /// the server stapled none.
+    #[serde(default)]
+    pub ocsp_stapled: Option<String>,
 }
 
 /// What the served (leaf) certificate is.

@@ -170,6 +170,7 @@ fn tls() -> impl Strategy<Value = TlsResult> {
                 acceptable_client_cas,
                 client_certificate,
                 legacy_hello,
+                ocsp_stapled: None,
             },
         )
 }

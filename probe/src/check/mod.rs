@@ -159,6 +159,7 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
                 acceptable_client_cas: Vec::new(),
                 client_certificate: None,
                 legacy_hello: false,
+                ocsp_stapled: None,
             });
         }
         None => findings.push(tcp_finding(&spec.target, &tcp, ctx.connect_timeout)),
@@ -356,6 +357,7 @@ async fn judge_handshake(
             None
         },
         legacy_hello: flight.is_some(),
+        ocsp_stapled: None,
     };
     let agent_cert = || {
         ctx.client_identity
@@ -500,8 +502,51 @@ async fn judge_handshake(
         }
         findings.extend(chain_findings);
     }
+    // An OCSP response stapled to the handshake: judged like a fetched one (its signature by
+    // the leaf's issuer, the leaf's CertID); a good one spares fetching the leaf's own.
+    let mut leaf_answered = false;
+    if !captured.ocsp_staple.is_empty() {
+        let judged = match (
+            outcome.path_der.get(1).map(|d| cert::parse(d)),
+            cert::parse(leaf),
+        ) {
+            (Some(Ok(issuer)), Ok(leaf_cert)) => {
+                ocsp::judge(&captured.ocsp_staple, &leaf_cert, &issuer)
+            }
+            _ => Err("the leaf's issuer is not known, so it cannot be verified".into()),
+        };
+        tls.ocsp_stapled = Some(match &judged {
+            Ok(ocsp::Answer::Good { .. }) => "good".into(),
+            Ok(ocsp::Answer::Revoked { .. }) => "revoked".into(),
+            Ok(ocsp::Answer::Unknown) => "unknown".into(),
+            Err(e) => format!("invalid: {e}"),
+        });
+        if outcome.trusted && ctx.revocation {
+            match judged {
+                Ok(ocsp::Answer::Good { next_update })
+                    if next_update.is_none_or(|n| n >= now.unix_timestamp()) =>
+                {
+                    leaf_answered = true;
+                }
+                Ok(ocsp::Answer::Revoked { since, reason }) => {
+                    leaf_answered = true;
+                    findings.extend(triage::revocation_findings(&[revocation::Checked {
+                        subject: info.subject.clone(),
+                        serial: info.serial.clone(),
+                        status: revocation::Status::Revoked {
+                            url: "the OCSP response the gateway staples to its handshake".into(),
+                            since: revocation::rfc3339(since),
+                            reason,
+                        },
+                    }]));
+                }
+                _ => {}
+            }
+        }
+    }
     if outcome.trusted && ctx.revocation {
-        let checked = revocation::check(&outcome.path_der, now, &resolve).await;
+        let skip = usize::from(leaf_answered);
+        let checked = revocation::check(&outcome.path_der[skip..], now, &resolve).await;
         findings.extend(triage::revocation_findings(&checked));
     }
     findings.extend(triage::certificate_findings(

@@ -88,7 +88,8 @@ pub struct Checked {
     pub status: Status,
 }
 
-fn rfc3339(t: i64) -> String {
+/// Unix seconds as RFC 3339 (the number itself when out of range).
+pub fn rfc3339(t: i64) -> String {
     OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|t| {

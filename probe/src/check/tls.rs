@@ -77,6 +77,8 @@ pub struct Captured {
     pub truncated: bool,
     /// The server asked for a client certificate.
     pub client_cert_request: Option<ClientCertRequest>,
+    /// The OCSP response the server stapled (at most 64 KiB kept), if any.
+    pub ocsp_staple: Vec<u8>,
 }
 
 /// Keeps at most [`MAX_CHAIN_CERTS`] certificates and [`MAX_CHAIN_BYTES`] of `certs` in
@@ -120,10 +122,13 @@ impl ServerCertVerifier for CapturingVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Ok(mut c) = self.captured.lock() {
+            if ocsp_response.len() <= 64 * 1024 {
+                c.ocsp_staple = ocsp_response.to_vec();
+            }
             keep_chain(
                 &mut c,
                 std::iter::once(end_entity)
