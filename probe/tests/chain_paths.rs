@@ -3,7 +3,10 @@
 //! serve with `-cert_chain`: an expired intermediate, chains out of order or led by a CA
 //! certificate, a cross-signed path among extra certificates, a missing intermediate, a CA as
 //! the served certificate, an SHA-1-signed intermediate; `inspect` refusing a .pfx with an
-//! expired intermediate; and a differential test against `openssl verify` on generated chains.
+//! expired intermediate; a differential test against `openssl verify` on generated chains; the
+//! AIA and revocation stages against python's http.server, `openssl ca` CRLs, an `openssl ocsp`
+//! responder and `s_server -status_file` staples; and an internal CA behind a perimeter in a
+//! network namespace (nftables).
 //! All on loopback; the assertions read the JSON a script would read.
 
 use std::path::{Path, PathBuf};
@@ -1043,4 +1046,177 @@ fn an_ocsp_response_stapled_by_the_gateway_is_judged_and_reported() {
     // Without a staple the field is absent.
     let r = check_served(&w, &good, &[]);
     assert!(r.json["tls"]["ocsp_stapled"].is_null(), "{}", r.stdout);
+}
+
+/// Kills a child process on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// In a network namespace, as an internal CA is seen from the internet: the gateway
+/// (`openssl s_server`) is reachable, the CA's web server publishes its certificate and CRL on
+/// port 80, which the perimeter (nftables) drops, and a copy on port 8080 that it lets through.
+/// A leaf whose CRL is only behind the perimeter is `revocation_unreachable`, naming the URL and
+/// the timeout; a missing intermediate whose caIssuers URL is behind it stays
+/// `chain_incomplete`, a failure; the same published on 8080 completes and checks.
+#[test]
+fn an_internal_ca_behind_the_perimeter_in_a_namespace() {
+    let test = "an_internal_ca_behind_the_perimeter_in_a_namespace";
+    if cemwatch_tests::netns::skip_unless_available(test) {
+        return;
+    }
+    let w = world();
+    let ns = cemwatch_tests::netns::Netns::create("pki").expect("netns");
+    ns.nft(
+        "table inet perimeter {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    tcp dport 80 drop\n  }\n}\n",
+    )
+    .expect("nft");
+    let site = w.dir.path().join("pki");
+    std::fs::create_dir_all(&site).expect("mkdir");
+    let site_arg = site.display().to_string();
+    let mut servers = Vec::new();
+    for port in ["80", "8080"] {
+        servers.push(Child(
+            ns.command(&[
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                &site_arg,
+                port,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("http.server in the namespace"),
+        ));
+    }
+    let ca = OpensslCa::new(&w.dir.path().join("ca"), &w.root);
+    ca.publish(&site.join("root.crl"), None);
+    let issuing = issue(ca_params("Internal Issuing CA"), &w.root);
+    std::fs::write(site.join("issuing.crt"), &issuing.der).expect("publish");
+    let behind = leaf_with_crl(&w.root, "http://127.0.0.1:80/root.crl");
+    let open = leaf_with_crl(&w.root, "http://127.0.0.1:8080/root.crl");
+    let aia_leaf = |port: u16| {
+        let mut p = leaf_params();
+        p.custom_extensions = vec![aia_ca_issuers(&format!(
+            "http://127.0.0.1:{port}/issuing.crt"
+        ))];
+        issue(p, &issuing)
+    };
+    let (aia_behind, aia_open) = (aia_leaf(80), aia_leaf(8080));
+    // The open web server answers before the checks start.
+    let fetched = (0..100).any(|_| {
+        let ok = ns
+            .command(&[
+                "python3",
+                "-c",
+                "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/root.crl', timeout=1)",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(
+        fetched,
+        "http.server on 8080 in the namespace did not answer"
+    );
+
+    let check_in_ns = |leaf: &Cert, port: &str| -> Run {
+        let chain = w.dir.path().join(format!("ns-{port}.pem"));
+        let key = w.dir.path().join(format!("ns-{port}.key"));
+        std::fs::write(&chain, pki::to_pem(&leaf.der, "CERTIFICATE")).expect("write");
+        std::fs::write(&key, &leaf.key_pem).expect("write");
+        let accept = format!("127.0.0.1:{port}");
+        let (c, k) = (chain.display().to_string(), key.display().to_string());
+        let _server = Child(
+            ns.command(&[
+                "openssl", "s_server", "-accept", &accept, "-cert", &c, "-key", &k, "-www",
+                "-quiet",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s_server in the namespace"),
+        );
+        let target = format!("{GW}:{port}");
+        let resolve = format!("{GW}:*:127.0.0.1");
+        let ca_file = w.ca_file.display().to_string();
+        let mut last = None;
+        // s_server and http.server need a moment to listen.
+        for _ in 0..50 {
+            let out = ns
+                .command(&[
+                    BIN,
+                    "check",
+                    &target,
+                    "--resolve",
+                    &resolve,
+                    "--ca-file",
+                    &ca_file,
+                    "--require-san",
+                    SMP,
+                    "--no-legacy-ports",
+                    "--output",
+                    "json",
+                    "--connect-timeout",
+                    "2s",
+                    "--handshake-timeout",
+                    "5s",
+                ])
+                .output()
+                .expect("cemwatch-probe in the namespace");
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            let json: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+            let up = json["tls"]["chain"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty());
+            last = Some(Run {
+                code: out.status.code().unwrap_or(-1),
+                json,
+                stdout,
+                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            });
+            if up {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        last.expect("ran")
+    };
+
+    let r = check_in_ns(&open, "9443");
+    assert!(r.codes().is_empty(), "the open CRL: {}", r.stdout);
+    let r = check_in_ns(&behind, "9444");
+    assert_eq!(r.codes(), vec!["revocation_unreachable"], "{}", r.stdout);
+    let msg = r.message("revocation_unreachable");
+    assert!(
+        msg.contains("http://127.0.0.1:80/root.crl") && msg.contains("within 3000 ms"),
+        "{msg}"
+    );
+    assert_eq!(r.code, 1);
+    let r = check_in_ns(&aia_open, "9445");
+    assert_eq!(r.codes(), vec!["chain_incomplete"], "{}", r.stdout);
+    assert_eq!(r.code, 1, "fetched from 8080: a warning");
+    let r = check_in_ns(&aia_behind, "9446");
+    assert_eq!(r.codes(), vec!["chain_incomplete"], "{}", r.stdout);
+    assert_eq!(r.code, 2, "behind the perimeter: a failure");
+    assert!(
+        r.message("chain_incomplete").contains("issuing.crt"),
+        "{}",
+        r.stdout
+    );
+    drop(servers);
 }
