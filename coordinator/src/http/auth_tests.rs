@@ -388,3 +388,64 @@ async fn a_token_file_is_hashed_at_load_and_bad_files_are_named() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_browser_refused_a_page_gets_a_page_and_the_api_stays_json() {
+    let fx = fixture_with(&users());
+    let get = |uri: &'static str, accept: &'static str, auth: Option<String>| {
+        let state = fx.state.clone();
+        async move {
+            let mut builder = Request::builder().uri(uri).header(header::ACCEPT, accept);
+            if let Some(a) = auth {
+                builder = builder.header(header::AUTHORIZATION, a);
+            }
+            let mut request = builder.body(Body::empty()).expect("request");
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(REMOTE)));
+            let response = router(state).oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, headers, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let html = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+    let (status, headers, body) = get("/", html, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/html"));
+    assert!(
+        headers.contains_key(header::WWW_AUTHENTICATE),
+        "the browser asks for a login"
+    );
+    assert!(
+        body.contains("needs the read role") && body.contains("<html"),
+        "{body}"
+    );
+    let (status, _, body) = get("/", html, Some(format!("Bearer {TOKEN_METRICS}"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body.contains("<html") && body.contains("grant metrics"),
+        "{body}"
+    );
+    // The API answers JSON whatever the client accepts; so does a page asked for without HTML.
+    let (status, headers, body) = get("/api/v1/fleet", html, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/json"),
+        "{body}"
+    );
+    let (_, headers, _) = get("/", "application/json", None).await;
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii")
+        .starts_with("application/json"));
+}

@@ -96,6 +96,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(middleware::from_fn(html_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -118,6 +119,33 @@ async fn start_round(State(s): State<Arc<ApiState>>, req: Request) -> Response {
 }
 
 /// `routes`, each answered only for requests whose [`Access`] allows `role`.
+/// A browser asking for a page (not the API, not `/metrics`) that is refused gets the refusal
+/// as a page with the same status and challenge, not JSON.
+async fn html_refusals(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let wants_html = !path.starts_with("/api/")
+        && path != "/metrics"
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    let response = next.run(req).await;
+    let status = response.status();
+    if !wants_html || !(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN) {
+        return response;
+    }
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "refused".into());
+    pages::refusal(status, &message, &headers)
+}
+
 fn needs(
     state: &Arc<ApiState>,
     role: Role,

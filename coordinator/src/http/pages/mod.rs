@@ -700,6 +700,28 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     response
 }
 
+/// A refusal (401, 403) as a page, for a browser asking for a page: what it needs and how to
+/// give it, and a way back; `headers` (the challenge) are kept.
+pub(crate) fn refusal(status: StatusCode, message: &str, headers: &HeaderMap) -> Response {
+    let mut response = html(
+        status,
+        view::error(
+            status,
+            &format!(
+                "{message}. In a browser: give a user's name and password when asked; the coordinator's operator makes them with `cemwatch web hash-password`."
+            ),
+            "/",
+            "the fleet",
+        ),
+    );
+    if let Some(v) = headers.get(header::WWW_AUTHENTICATE) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, v.clone());
+    }
+    response
+}
+
 /// Any other path: the 404 page for a browser, JSON under `/api/`.
 pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     let path = uri.path();
