@@ -135,15 +135,8 @@ pub const MAX_GATEWAY_LEN: usize = 253;
 /// (escape sequences, bells, carriage returns; a tab becomes a space): what a probe sends ends up on an operator's
 /// terminal and in a page, where those would repaint or hide what is shown.
 fn truncate(text: &mut String, max: usize) {
-    if text.chars().any(char::is_control) {
-        *text = text
-            .chars()
-            .filter_map(|c| match c {
-                '\t' => Some(' '),
-                c if c.is_control() => None,
-                c => Some(c),
-            })
-            .collect();
+    if let std::borrow::Cow::Owned(clean) = crate::printable::printable(text) {
+        *text = clean;
     }
     if text.len() > max {
         let mut end = max;

@@ -171,31 +171,17 @@ pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option
 
 /// A plain HTTP/1.1 GET on loopback; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    http(addr, "GET", path, "")
+    http_with(addr, "GET", path, &[], "")
 }
 
 /// A plain HTTP/1.1 POST of a JSON body on loopback; returns (status, body).
 pub fn http_post_json(addr: SocketAddr, path: &str, json: &str) -> Result<(u16, String)> {
-    http(addr, "POST", path, json)
+    http_with(addr, "POST", path, &[], json)
 }
 
 /// A plain HTTP/1.1 request on loopback with extra header lines (`name: value`, each
 /// without its line end); returns (status, body).
 pub fn http_with(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: &str,
-) -> Result<(u16, String)> {
-    http_headers(addr, method, path, headers, body)
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    http_headers(addr, method, path, &[], body)
-}
-
-fn http_headers(
     addr: SocketAddr,
     method: &str,
     path: &str,

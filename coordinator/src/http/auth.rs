@@ -120,6 +120,10 @@ pub async fn require(s: Arc<ApiState>, need: Role, req: Request, next: Next) -> 
     }
 }
 
+/// What a refusal said, carried on its response for a layer that answers browsers with a page.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -156,6 +160,7 @@ impl IntoResponse for Refusal {
             ),
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        response.extensions_mut().insert(Refused(message));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

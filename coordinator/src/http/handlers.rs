@@ -108,20 +108,17 @@ pub(crate) async fn check(
     let now = now_ms();
     let fleet = s.hub.registry.fleet();
     let summary = fleet.check_summary(&config, check, now);
-    let mut observations: Vec<_> = fleet
-        .observations(&name, now, config.server.stale_after)
-        .into_iter()
-        .filter(|o| q.after.as_deref().is_none_or(|a| o.probe > a))
-        .collect();
-    let more = observations.len() > limit;
-    if more {
-        observations.select_nth_unstable_by(limit, |a, b| a.probe.cmp(b.probe));
-        observations.truncate(limit);
-    }
-    observations.sort_unstable_by(|a, b| a.probe.cmp(b.probe));
+    let (observations, more) = page::by_name(
+        fleet
+            .observations(&name, now, config.server.stale_after)
+            .into_iter()
+            .map(|o| (o.probe, o)),
+        q.after.as_deref(),
+        limit,
+    );
     let probes: Vec<ProbeResult> = observations
         .into_iter()
-        .map(|o| ProbeResult {
+        .map(|(_, o)| ProbeResult {
             probe: o.probe.to_string(),
             site: o.site.to_string(),
             vantage: o.vantage.to_string(),

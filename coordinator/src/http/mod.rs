@@ -131,19 +131,12 @@ async fn html_refusals(req: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"));
     let response = next.run(req).await;
-    let status = response.status();
-    if !wants_html || !(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN) {
-        return response;
+    match response.extensions().get::<auth::Refused>() {
+        Some(auth::Refused(message)) if wants_html => {
+            pages::refusal(response.status(), message, response.headers())
+        }
+        _ => response,
     }
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 16 * 1024)
-        .await
-        .unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "refused".into());
-    pages::refusal(status, &message, &headers)
 }
 
 fn needs(

@@ -23,20 +23,21 @@ pub fn limit(asked: Option<usize>) -> Result<usize, String> {
 /// The page of `items` (keyed by name) whose names come after `after`, in name order, at most
 /// `limit` long; and whether more follow. Costs one pass over the names and a sort of the
 /// page, not of everything.
-pub fn by_name<'a, V>(
-    items: impl Iterator<Item = (&'a String, V)>,
+pub fn by_name<K: AsRef<str>, V>(
+    items: impl Iterator<Item = (K, V)>,
     after: Option<&str>,
     limit: usize,
-) -> (Vec<(&'a String, V)>, bool) {
-    let mut page: Vec<(&'a String, V)> = items
-        .filter(|(name, _)| after.is_none_or(|a| name.as_str() > a))
+) -> (Vec<(K, V)>, bool) {
+    let mut page: Vec<(K, V)> = items
+        .filter(|(name, _)| after.is_none_or(|a| name.as_ref() > a))
         .collect();
     let more = page.len() > limit;
+    let order = |a: &(K, V), b: &(K, V)| a.0.as_ref().cmp(b.0.as_ref());
     if more {
-        page.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+        page.select_nth_unstable_by(limit, order);
         page.truncate(limit);
     }
-    page.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    page.sort_unstable_by(order);
     (page, more)
 }
 

@@ -323,6 +323,15 @@ pub fn insert_probe(
     Ok(())
 }
 
+/// Adds `by` to a persistent counter, in `tx`.
+pub(crate) fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+    )?
+    .execute(params![name, by])?;
+    Ok(())
+}
+
 /// A persistent counter's value.
 pub fn counter(conn: &Connection, name: &str) -> Result<i64> {
     Ok(conn

@@ -55,10 +55,7 @@ pub fn prune_step(conn: &mut Connection, cutoff_ms: i64, max_size: u64) -> Resul
         .execute(params![cutoff_ms, PRUNE_CHUNK])? as u64;
     for (name, n) in [("reports_pruned", reports), ("events_pruned", events)] {
         if n > 0 {
-            tx.prepare_cached(
-                "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
-            )?
-            .execute(params![name, n as i64])?;
+            crate::store::probes::bump(&tx, name, n as i64)?;
         }
     }
     tx.commit()?;

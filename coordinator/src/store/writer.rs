@@ -14,7 +14,9 @@ use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
 
 use crate::store::ledger::{Entry, Ledger};
-use crate::store::probes::{adopt, enrol, save_agent_state, set_certificate, Grant, TokenRefusal};
+use crate::store::probes::{
+    adopt, bump, enrol, save_agent_state, set_certificate, Grant, TokenRefusal,
+};
 use crate::store::schema::open;
 use crate::store::{now_ms, Result, StoreError};
 
@@ -385,16 +387,6 @@ pub(crate) fn flush(conn: &mut Connection, ledger: &mut Ledger, batch: &mut Batc
             }
         }
     }
-}
-
-pub(crate) fn bump(tx: &rusqlite::Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
-    )?
-    .execute(
-        params![name, by],
-    )?;
-    Ok(())
 }
 
 /// One report: a duplicate is known from the ledger; a new one is one row appended to

@@ -73,15 +73,17 @@ pub struct PageExtras {
     pub demo: OnceLock<Arc<dyn DemoControl>>,
 }
 
-/// Text that came from outside (a probe, an agent's log, a request): control characters are
-/// dropped, then the template engine escapes it.
+/// Text that came from outside (a probe, an agent's log, a request): made printable (control
+/// characters dropped, a tab a space), then the template engine escapes it.
 #[derive(Debug, Clone, Copy)]
 pub struct Text<'a>(pub &'a str);
 
 impl Render for Text<'_> {
     fn render_to(&self, buffer: &mut String) {
-        let clean: String = self.0.chars().filter(|c| !c.is_control()).collect();
-        clean.as_str().render_to(buffer);
+        // Allocates only for text that has control characters.
+        cemwatch_shared::printable::printable(self.0)
+            .as_ref()
+            .render_to(buffer);
     }
 }
 
