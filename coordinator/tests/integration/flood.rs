@@ -10,10 +10,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cemwatch_shared::wire::{self, Report, ToCoordinator};
-use cemwatch_tests::process::eventually;
 
 use crate::support::*;
 
@@ -32,13 +31,6 @@ const SOURCE: &str = "127.0.0.2";
 const HOSTILE_SOURCE: &str = "127.0.0.3";
 
 const LIMITS: &str = "[limits]\nmax_connections = 1000\nnew_connections_per_second = 5\nnew_connections_burst = 20\naddress_validation = \"auto\"\nretry_above_per_second = 50\nreports_per_second = 20\nreport_burst = 40\n";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -219,53 +211,22 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
     let coord = start_coordinator("coordinator", &config);
     let pid = coord.proc.pid();
 
-    let mut probes = Vec::new();
-    for name in ["p1", "p2", "p3"] {
-        let state = lab.dir.path().join(name);
-        enroll_ok(
-            coord.quic,
-            &token(&config, "site=eu-west", name, "1h"),
-            &state,
-        );
-        probes.push(run_probe(name, &state, &lab.ca_file, &[]));
-    }
+    let probes = reporting::start(&lab, &coord, &config, "site=eu-west");
     let hostile_state = lab.dir.path().join("hostile");
     enroll_ok(
         coord.quic,
         &token(&config, "site=elsewhere", "hostile", "1h"),
         &hostile_state,
     );
-    eventually("three probes reporting", WAIT, || {
-        let db = store(&lab);
-        let n = count(
-            &db,
-            "SELECT COUNT(DISTINCT probe) FROM reports WHERE probe IN ('p1', 'p2', 'p3')",
-            [],
-        );
-        (n == 3).then_some(())
-    })
-    .expect("reporting");
-    let calm_from = now_ms();
-    std::thread::sleep(Duration::from_secs(4));
-    let calm_to = now_ms();
+    let calm = reporting::calm();
     let rss_before = rss_kib(pid).expect("rss");
 
     // The flood.
     let tally = Arc::new(Tally::default());
-    let flood_from = now_ms();
+    let flood_from = reporting::now_ms();
     let started = Instant::now();
     let deadline = started + FLOOD;
-    let sampler = {
-        let stop = deadline + Duration::from_secs(1);
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while Instant::now() < stop {
-                peak = peak.max(rss_kib(pid).unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            peak
-        })
-    };
+    let sampler = reporting::peak_rss(pid, deadline + Duration::from_secs(1));
     let garbage = {
         let quic = coord.quic;
         std::thread::spawn(move || garbage_flood(quic, started))
@@ -283,13 +244,12 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
     });
     let datagrams = garbage.join().expect("garbage thread");
     let flood_took = started.elapsed();
-    let flood_to = now_ms();
+    let flood_to = reporting::now_ms();
     let rss_peak = sampler.join().expect("sampler");
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = rss_kib(pid).expect("rss after");
 
-    let (calm, _) = latencies(&lab, calm_from, calm_to);
-    let (during, per_probe) = latencies(&lab, flood_from, flood_to);
+    let latency = reporting::Latency::measure(&lab, calm, (flood_from, flood_to));
     let m = |s: &str| metric(coord.http, s);
     let rate_limited = m("cemwatch_connections_refused_total{reason=\"rate_limited\"}");
     let report_rate = m("cemwatch_connections_refused_total{reason=\"report_rate\"}");
@@ -323,15 +283,7 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
     println!(
         "  coordinator counters: rate_limited={rate_limited} quic_retries={retries} frames_rejected={frames} reports_throttled={throttled} report_rate_closes={report_rate}"
     );
-    println!(
-        "  real probes' report latency: before p50={} ms p99={} ms (n={}); during p50={} ms p99={} ms (n={}); reports during the flood {per_probe:?}",
-        percentile(&calm, 0.5),
-        percentile(&calm, 0.99),
-        calm.len(),
-        percentile(&during, 0.5),
-        percentile(&during, 0.99),
-        during.len()
-    );
+    println!("{}", latency.line());
     println!(
         "  coordinator VmRSS: before={} MiB peak during={} MiB after={} MiB",
         rss_before / 1024,
@@ -359,17 +311,7 @@ fn real_probes_keep_reporting_through_a_flood_and_memory_stays_bounded() {
         "the hostile probe did not get everything in: {hostile_stored} of {pushed}"
     );
     // The real probes kept reporting, in time.
-    let secs = flood_took.as_secs() as i64;
-    for (probe, n) in &per_probe {
-        assert!(
-            *n >= secs / 3,
-            "{probe} reported only {n} times in {secs} s of flood"
-        );
-    }
-    assert!(
-        percentile(&during, 0.99) < 5_000,
-        "p99 latency during the flood: {during:?}"
-    );
+    latency.assert_kept_reporting(flood_took.as_secs() as i64, "flood");
     // Memory stayed bounded (generously: the flood holds at most 1000 connections).
     assert!(
         rss_peak < rss_before + 256 * 1024,

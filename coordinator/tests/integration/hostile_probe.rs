@@ -214,8 +214,9 @@ fn renewals_out_of_turn_are_not_issued_and_counted() {
 /// bounded), and the real probe's report latency stays what it was.
 #[test]
 fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
+    use crate::support::reporting::{self, now_ms};
     use cemwatch_shared::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    use std::time::Instant;
     let _machine = crate::support::alone();
     let lab = lab();
     let config = write_config(
@@ -224,38 +225,14 @@ fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
     );
     let coord = start_coordinator("coordinator", &config);
     let pid = coord.proc.pid();
-    let now_ms = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    };
-    for name in ["p1", "p2", "p3"] {
-        let state = lab.dir.path().join(name);
-        enroll_ok(coord.quic, &token(&config, "site=eu", name, "1h"), &state);
-    }
-    let _real: Vec<_> = ["p1", "p2", "p3"]
-        .iter()
-        .map(|n| crate::support::run_probe(n, &lab.dir.path().join(n), &lab.ca_file, &[]))
-        .collect();
+    let _real = reporting::start(&lab, &coord, &config, "site=eu");
     let mallory = lab.dir.path().join("mallory");
     enroll_ok(
         coord.quic,
         &token(&config, "site=eu", "mallory", "1h"),
         &mallory,
     );
-    eventually("the real probes report", Duration::from_secs(60), || {
-        let n = crate::support::count(
-            &crate::support::store(&lab),
-            "SELECT COUNT(DISTINCT probe) FROM reports WHERE probe IN ('p1', 'p2', 'p3')",
-            [],
-        );
-        (n == 3).then_some(())
-    })
-    .expect("reporting");
-    let calm_from = now_ms();
-    std::thread::sleep(Duration::from_secs(4));
-    let calm_to = now_ms();
+    let calm = reporting::calm();
     let rss_before = crate::support::rss_kib(pid).expect("rss");
 
     // Just under 1 MiB (the frame limit): 5,800 results of the gateway check.
@@ -275,14 +252,7 @@ fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
     let size = wire::encode(&big(1)).expect("encode").len();
     let flood_from = now_ms();
     let started = Instant::now();
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0;
-        while started.elapsed() < Duration::from_secs(11) {
-            peak = peak.max(crate::support::rss_kib(pid).unwrap_or(0));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        peak
-    });
+    let sampler = reporting::peak_rss(pid, started + Duration::from_secs(11));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -339,8 +309,7 @@ fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
     let rss_peak = sampler.join().expect("sampler");
     std::thread::sleep(Duration::from_secs(2));
 
-    let (calm, _) = crate::support::latencies(&lab, calm_from, calm_to);
-    let (during, per_probe) = crate::support::latencies(&lab, flood_from, flood_to);
+    let latency = reporting::Latency::measure(&lab, calm, (flood_from, flood_to));
     let paced = metric(
         coord.http,
         "cemwatch_frames_rejected_total{reason=\"paced\"}",
@@ -350,20 +319,11 @@ fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
         "SELECT COUNT(*) FROM reports WHERE probe = 'mallory'",
         [],
     );
-    let p = crate::support::percentile;
     println!(
         "\nmallory sent {states_sent} agent states ({paced} paced, not written) and {reports_sent} reports of {} KiB in 10 s ({stored} stored; {ended})",
         size / 1024
     );
-    println!(
-        "  real probes' report latency: before p50={} ms p99={} ms (n={}); during p50={} ms p99={} ms (n={}); reports during {per_probe:?}",
-        p(&calm, 0.5),
-        p(&calm, 0.99),
-        calm.len(),
-        p(&during, 0.5),
-        p(&during, 0.99),
-        during.len()
-    );
+    println!("{}", latency.line());
     println!(
         "  coordinator VmRSS: before={} MiB peak={} MiB",
         rss_before / 1024,
@@ -375,13 +335,7 @@ fn a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe() {
         paced >= 4_990.0,
         "at most one agent state per 2 s was written: {paced} of 5000 paced"
     );
-    for (probe, n) in &per_probe {
-        assert!(*n >= 3, "{probe} reported only {n} times during the flood");
-    }
-    assert!(
-        p(&during, 0.99) < 5_000,
-        "p99 latency of the real probes: {during:?}"
-    );
+    latency.assert_kept_reporting(10, "the hostile probe's flood");
     assert!(
         rss_peak < rss_before + 400 * 1024,
         "VmRSS grew from {rss_before} KiB to {rss_peak} KiB"

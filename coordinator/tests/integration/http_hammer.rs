@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
-use cemwatch_tests::process::{eventually, http_with};
+use cemwatch_tests::process::http_with;
 
 use crate::support::*;
 
@@ -19,13 +19,6 @@ const READERS: usize = 16;
 const GUESSERS: usize = 8;
 const EVENTS: i64 = 200_000;
 const TOKEN: &str = "hammer-reader-token-0123456789";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 #[test]
 fn probes_report_in_time_while_the_http_side_is_hammered() {
@@ -63,28 +56,8 @@ fn probes_report_in_time_while_the_http_side_is_hammered() {
         tx.commit().expect("commit");
     }
 
-    let mut probes = Vec::new();
-    for name in ["p1", "p2", "p3"] {
-        let state = lab.dir.path().join(name);
-        enroll_ok(
-            coord.quic,
-            &token(&config, "site=eu-west", name, "1h"),
-            &state,
-        );
-        probes.push(run_probe(name, &state, &lab.ca_file, &[]));
-    }
-    eventually("three probes reporting", Duration::from_secs(60), || {
-        let n = count(
-            &store(&lab),
-            "SELECT COUNT(DISTINCT probe) FROM reports WHERE probe IN ('p1', 'p2', 'p3')",
-            [],
-        );
-        (n == 3).then_some(())
-    })
-    .expect("reporting");
-    let calm_from = now_ms();
-    std::thread::sleep(Duration::from_secs(4));
-    let calm_to = now_ms();
+    let probes = reporting::start(&lab, &coord, &config, "site=eu-west");
+    let calm = reporting::calm();
 
     let stop = Arc::new(AtomicBool::new(false));
     let statuses: Arc<Mutex<BTreeMap<(String, u16), u64>>> = Arc::default();
@@ -103,7 +76,7 @@ fn probes_report_in_time_while_the_http_side_is_hammered() {
         "/metrics",
         "/api/v1/fleet",
     ];
-    let hammer_from = now_ms();
+    let hammer_from = reporting::now_ms();
     let mut clients = Vec::new();
     for i in 0..READERS + GUESSERS {
         let (stop, statuses, http) = (stop.clone(), statuses.clone(), coord.http);
@@ -137,10 +110,9 @@ fn probes_report_in_time_while_the_http_side_is_hammered() {
     for c in clients {
         c.join().expect("client");
     }
-    let hammer_to = now_ms();
+    let hammer_to = reporting::now_ms();
 
-    let (calm, _) = latencies(&lab, calm_from, calm_to);
-    let (during, per_probe) = latencies(&lab, hammer_from, hammer_to);
+    let latency = reporting::Latency::measure(&lab, calm, (hammer_from, hammer_to));
     let statuses = statuses.lock().expect("lock").clone();
     let answered: u64 = statuses
         .iter()
@@ -157,15 +129,7 @@ fn probes_report_in_time_while_the_http_side_is_hammered() {
         HAMMER.as_secs()
     );
     println!("  HTTP answers by (client, status): {statuses:?}");
-    println!(
-        "  real probes' report latency: before p50={} ms p99={} ms (n={}); during p50={} ms p99={} ms (n={}); reports during {per_probe:?}",
-        percentile(&calm, 0.5),
-        percentile(&calm, 0.99),
-        calm.len(),
-        percentile(&during, 0.5),
-        percentile(&during, 0.99),
-        during.len()
-    );
+    println!("{}", latency.line());
 
     assert!(answered >= 100, "the readers were answered: {statuses:?}");
     assert!(
@@ -176,16 +140,6 @@ fn probes_report_in_time_while_the_http_side_is_hammered() {
         !statuses.keys().any(|(k, s)| k == "guesser" && *s == 200),
         "no wrong password got in"
     );
-    let secs = HAMMER.as_secs() as i64;
-    for (probe, n) in &per_probe {
-        assert!(
-            *n >= secs / 3,
-            "{probe} reported only {n} times in {secs} s of HTTP hammering"
-        );
-    }
-    assert!(
-        percentile(&during, 0.99) < 5_000,
-        "p99 report latency while HTTP was hammered: {during:?}"
-    );
+    latency.assert_kept_reporting(HAMMER.as_secs() as i64, "HTTP hammering");
     drop(probes);
 }

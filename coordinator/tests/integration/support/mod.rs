@@ -6,6 +6,7 @@
 //! - [`http`]: JSON and `/metrics` from the API;
 //! - [`quic`]: raw QUIC clients with any identity;
 //! - [`store`]: the store and the probes' spools read directly;
+//! - [`reporting`]: three real probes and their report latency under a test's load;
 //! - [`tools`]: tools that may be missing (skipped with a message, or required in CI);
 //! - [`prometheus`]: a real Prometheus on loopback.
 //!
@@ -20,6 +21,7 @@ pub(crate) mod paths;
 pub(crate) mod processes;
 pub(crate) mod prometheus;
 pub(crate) mod quic;
+pub(crate) mod reporting;
 pub(crate) mod store;
 pub(crate) mod tools;
 
@@ -33,7 +35,7 @@ pub(crate) use http::{get_json, get_json_status, metric, metric_or_zero, scrape,
 pub(crate) use paths::{probe_bin, COORDINATOR};
 pub(crate) use processes::{enroll, enroll_ok, run_probe, start_coordinator, token, Coordinator};
 pub(crate) use quic::{attempt, identity_of, raw_client_config, Identity, Outcome};
-pub(crate) use store::{count, latencies, percentile, rss_kib, store};
+pub(crate) use store::{count, rss_kib, store};
 
 /// The gateway's name in the lab's certificates and checks.
 pub(crate) const GW: &str = "gateway.example.com";
