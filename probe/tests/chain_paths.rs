@@ -225,10 +225,16 @@ impl Run {
 }
 
 fn run(args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run cemwatch-probe");
+    judged(
+        Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("run cemwatch-probe"),
+    )
+}
+
+/// What a `cemwatch-probe` run printed, its JSON read.
+fn judged(out: std::process::Output) -> Run {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -236,6 +242,31 @@ fn run(args: &[&str]) -> Run {
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
+}
+
+/// `check` of the gateway at `port` on loopback as JSON, trusting the test root, with the
+/// timeouts of these tests.
+fn check_args(w: &World, port: u16) -> Vec<String> {
+    [
+        "check",
+        &format!("{GW}:{port}"),
+        "--resolve",
+        &format!("{GW}:*:127.0.0.1"),
+        "--ca-file",
+        &w.ca_file.display().to_string(),
+        "--require-san",
+        SMP,
+        "--no-legacy-ports",
+        "--output",
+        "json",
+        "--connect-timeout",
+        "2s",
+        "--handshake-timeout",
+        "5s",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
 }
 
 /// Serves `first` (with its key) and `chain` (`-cert_chain`, in this order) with `openssl
@@ -279,27 +310,9 @@ fn check_served_by(
     }
     options.extend_from_slice(server);
     let peer = OpensslPeer::start(&served, &options).expect("s_server");
-    let target = format!("{GW}:{}", peer.port());
-    let resolve = format!("{GW}:*:127.0.0.1");
-    let ca = w.ca_file.display().to_string();
-    let mut args = vec![
-        "check",
-        &target,
-        "--resolve",
-        &resolve,
-        "--ca-file",
-        &ca,
-        "--require-san",
-        SMP,
-        "--no-legacy-ports",
-        "--output",
-        "json",
-        "--connect-timeout",
-        "2s",
-        "--handshake-timeout",
-        "5s",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = check_args(w, peer.port());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = run(&args);
     // The chain s_server sent is what the probe judged.
     assert_eq!(
@@ -1151,44 +1164,20 @@ fn an_internal_ca_behind_the_perimeter_in_a_namespace() {
             .spawn()
             .expect("s_server in the namespace"),
         );
-        let target = format!("{GW}:{port}");
-        let resolve = format!("{GW}:*:127.0.0.1");
-        let ca_file = w.ca_file.display().to_string();
+        let args = check_args(&w, port.parse().expect("port"));
         let mut last = None;
         // s_server and http.server need a moment to listen.
         for _ in 0..50 {
-            let out = ns
-                .command(&[
-                    BIN,
-                    "check",
-                    &target,
-                    "--resolve",
-                    &resolve,
-                    "--ca-file",
-                    &ca_file,
-                    "--require-san",
-                    SMP,
-                    "--no-legacy-ports",
-                    "--output",
-                    "json",
-                    "--connect-timeout",
-                    "2s",
-                    "--handshake-timeout",
-                    "5s",
-                ])
-                .output()
-                .expect("cemwatch-probe in the namespace");
-            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-            let json: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-            let up = json["tls"]["chain"]
+            let run = judged(
+                ns.command(&[BIN])
+                    .args(&args)
+                    .output()
+                    .expect("cemwatch-probe in the namespace"),
+            );
+            let up = run.json["tls"]["chain"]
                 .as_array()
                 .is_some_and(|c| !c.is_empty());
-            last = Some(Run {
-                code: out.status.code().unwrap_or(-1),
-                json,
-                stdout,
-                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-            });
+            last = Some(run);
             if up {
                 break;
             }
