@@ -44,31 +44,11 @@ async fn send(
     authorization: Option<&str>,
     body: String,
 ) -> (StatusCode, axum::http::HeaderMap, String) {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
+    let mut headers = vec![("content-type", "application/json")];
     if let Some(a) = authorization {
-        builder = builder.header(header::AUTHORIZATION, a);
+        headers.push(("authorization", a));
     }
-    let mut request = builder.body(Body::from(body)).expect("request");
-    request
-        .extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(from)));
-    let response = router(fx.state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+    crate::http::tests::exchange(fx, SocketAddr::from(from), method, uri, &headers, &body).await
 }
 
 async fn status_of(
@@ -393,23 +373,15 @@ async fn a_token_file_is_hashed_at_load_and_bad_files_are_named() {
 async fn a_browser_refused_a_page_gets_a_page_and_the_api_stays_json() {
     let fx = fixture_with(&users());
     let get = |uri: &'static str, accept: &'static str, auth: Option<String>| {
-        let state = fx.state.clone();
+        let fx = &fx;
         async move {
-            let mut builder = Request::builder().uri(uri).header(header::ACCEPT, accept);
-            if let Some(a) = auth {
-                builder = builder.header(header::AUTHORIZATION, a);
+            let auth = auth.unwrap_or_default();
+            let mut headers = vec![("accept", accept)];
+            if !auth.is_empty() {
+                headers.push(("authorization", auth.as_str()));
             }
-            let mut request = builder.body(Body::empty()).expect("request");
-            request
-                .extensions_mut()
-                .insert(ConnectInfo(SocketAddr::from(REMOTE)));
-            let response = router(state).oneshot(request).await.expect("infallible");
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            crate::http::tests::exchange(fx, SocketAddr::from(REMOTE), "GET", uri, &headers, "")
                 .await
-                .expect("body");
-            (status, headers, String::from_utf8_lossy(&body).into_owned())
         }
     };
     let html = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";

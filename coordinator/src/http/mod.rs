@@ -278,34 +278,51 @@ pub(crate) mod tests {
         Fixture { dir, state }
     }
 
+    /// One request through the router from `from`, with `headers`: status, headers, body.
+    pub(crate) async fn exchange(
+        fx: &Fixture,
+        from: std::net::SocketAddr,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut request = builder.body(Body::from(body.to_string())).expect("request");
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(from));
+        let response = router(fx.state.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    /// A JSON request as if from loopback, which may do everything when no users are
+    /// configured.
     pub(super) async fn call(
         fx: &Fixture,
         method: &str,
         uri: &str,
         body: &str,
     ) -> (StatusCode, String) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        // As if from loopback, which may do everything when no users are configured.
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                40000,
-            ))));
-        let response = router(fx.state.clone())
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+        let headers = [("content-type", "application/json")];
+        let (status, _, body) = exchange(fx, from, method, uri, &headers, body).await;
+        (status, body)
     }
 
     async fn get(fx: &Fixture, uri: &str) -> (StatusCode, String) {
@@ -444,26 +461,13 @@ pub(crate) mod tests {
         let mut seen = Vec::new();
         let mut uri = "/api/v1/probes?limit=10".to_string();
         loop {
-            let mut request = Request::builder()
-                .uri(&uri)
-                .body(Body::empty())
-                .expect("request");
-            request.extensions_mut().insert(axum::extract::ConnectInfo(
-                std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
-            ));
-            let response = router(fx.state.clone())
-                .oneshot(request)
-                .await
-                .expect("call");
-            assert_eq!(response.status(), StatusCode::OK);
-            let link = response
-                .headers()
+            let from = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+            let (status, headers, body) = exchange(&fx, from, "GET", &uri, &[], "").await;
+            assert_eq!(status, StatusCode::OK);
+            let link = headers
                 .get(header::LINK)
                 .map(|v| v.to_str().expect("ascii").to_string());
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .expect("body");
-            let page: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("json");
+            let page: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
             assert!(page.len() <= 10);
             seen.extend(
                 page.iter()

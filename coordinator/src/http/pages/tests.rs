@@ -5,16 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, Request, StatusCode};
-use tower::ServiceExt;
+use axum::http::{header, HeaderMap, StatusCode};
 
 use cemwatch_shared::{FindingCode, Severity, TcpState};
 
 use super::*;
 use crate::analysis::fleet::Fleet;
-use crate::http::router;
 use crate::http::tests::{fixture_fleet, Fixture};
 use crate::model::latest::Latest;
 
@@ -67,28 +63,8 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, HeaderMap, String) {
-    let mut builder = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let mut request = builder.body(Body::from(body.to_string())).expect("request");
-    request
-        .extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-    let response = router(fx.state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
-        .await
-        .expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+    let from = SocketAddr::from(([127, 0, 0, 1], 40000));
+    crate::http::tests::exchange(fx, from, method, uri, headers, body).await
 }
 
 async fn page(fx: &Fixture, uri: &str) -> (StatusCode, HeaderMap, String) {
