@@ -61,11 +61,12 @@ pub enum RoundRefused {
 }
 
 /// Encoded bytes of received frames all connections together may hold decoded and not yet
-/// committed: what bounds the memory of frames in flight whatever every peer sends. Decoded, a
-/// report of many results takes up to about six times its encoded size (measured by
-/// `hostile_probe::a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe`:
-/// 2 MiB of queued 1 MiB reports raised the coordinator's peak RSS by about 110 MiB, commit
-/// included), so 32 MiB here is about 200 MiB at worst.
+/// committed: what bounds the memory of frames in flight whatever every peer sends. The budget
+/// counts encoded bytes; a decoded report is larger by a factor not measured separately (the
+/// README's worst-case table assumes six). What was measured:
+/// `hostile_probe::a_probe_flooding_agent_states_and_full_size_reports_harms_no_other_probe`
+/// saw the peak RSS rise by about 110 MiB with one connection's 2 MiB budget full of 1 MiB
+/// reports, decoding, the commit's JSON, SQLite's cache and the allocator together.
 pub const QUEUED_BYTES_ALL: usize = 32 << 20;
 
 /// Everything connection handlers share.
