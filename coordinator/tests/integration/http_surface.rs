@@ -380,30 +380,20 @@ fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
         !without.contains("HTTP/1.1 200"),
         "no client certificate, no answer: {without}"
     );
-    let with = s_client(
-        &openssl,
-        https,
-        &pki.ca,
-        &[
-            "-cert",
-            pki.client_cert.to_str().expect("utf-8"),
-            "-key",
-            pki.client_key.to_str().expect("utf-8"),
-        ],
-        get,
-    );
+    let identity = [
+        "-cert",
+        pki.client_cert.to_str().expect("utf-8"),
+        "-key",
+        pki.client_key.to_str().expect("utf-8"),
+    ];
+    let with = s_client(&openssl, https, &pki.ca, &identity, get);
     assert!(with.contains("HTTP/1.1 200"), "{with}");
     // The certificate's role is read: no rounds.
     let with = s_client(
         &openssl,
         https,
         &pki.ca,
-        &[
-            "-cert",
-            pki.client_cert.to_str().expect("utf-8"),
-            "-key",
-            pki.client_key.to_str().expect("utf-8"),
-        ],
+        &identity,
         "POST /api/v1/rounds HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 19\r\nConnection: close\r\n\r\n{\"check\":\"gateway\"}",
     );
     assert!(with.contains("HTTP/1.1 403"), "{with}");
