@@ -102,6 +102,31 @@ impl ClientCertArgs {
     }
 }
 
+/// Which addresses of the gateway's name are checked.
+#[derive(Debug, Args)]
+struct AddressArgs {
+    /// Check the name's IPv4 addresses (A records), its IPv6 addresses (AAAA), or both.
+    #[arg(long, value_name = "any|ipv4|ipv6", default_value = "any", value_parser = parse_family)]
+    address_family: cemwatch_shared::AddressFamily,
+    /// Check at most this many addresses of the name (all at once); the rest are named as
+    /// skipped.
+    #[arg(long, value_name = "N", default_value_t = cemwatch_shared::model::DEFAULT_MAX_ADDRESSES, value_parser = parse_max_addresses)]
+    max_addresses: usize,
+}
+
+fn parse_max_addresses(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of addresses from 1 to 64 (each address checked holds a connection open during the check)"
+        )),
+    }
+}
+
+fn parse_family(text: &str) -> Result<cemwatch_shared::AddressFamily, String> {
+    text.parse()
+}
+
 #[derive(Debug, Args)]
 struct EnrollArgs {
     /// The coordinator's QUIC address.
@@ -146,9 +171,11 @@ struct RunArgs {
     #[arg(long = "ca-file", value_name = "PEM")]
     ca_file: Vec<PathBuf>,
     /// Use ADDR for HOST:PORT in the checks instead of DNS, before the plan's own overrides, as
-    /// curl's --resolve (repeatable).
+    /// curl's --resolve (repeatable; ADDR,ADDR,... for a name with several addresses).
     #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
     resolve: Vec<ResolveOverride>,
+    #[command(flatten)]
+    addresses: AddressArgs,
     /// Most reports kept while the coordinator is unreachable; the oldest are dropped, and
     /// counted, beyond it.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -254,9 +281,12 @@ struct CheckArgs {
     /// A PEM file of CA certificates to trust besides the platform store (repeatable).
     #[arg(long = "ca-file", value_name = "PEM")]
     ca_file: Vec<PathBuf>,
-    /// Use ADDR for HOST:PORT instead of DNS, as curl's --resolve (repeatable).
+    /// Use ADDR for HOST:PORT instead of DNS, as curl's --resolve (repeatable; ADDR,ADDR,...
+    /// for a name with several addresses: each is checked).
     #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
     resolve: Vec<ResolveOverride>,
+    #[command(flatten)]
+    addresses: AddressArgs,
     /// Warn when the certificate has fewer days left than this.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_DAYS_LEFT)]
     min_days_left: u32,
@@ -470,6 +500,8 @@ fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     config.revocation = !args.no_revocation;
     config.coordinators = args.coordinators.clone();
     config.overrides = args.resolve.clone();
+    config.address_family = args.addresses.address_family;
+    config.max_addresses = args.addresses.max_addresses;
     config.spool_limits.max_reports = args.spool_max_reports.max(1);
     if agent_log.is_some() && local_offset.is_err() {
         tracing::warn!("cannot tell this system's UTC offset: agent log timestamps without one are read as UTC");
@@ -647,6 +679,8 @@ fn run_check(args: CheckArgs) -> anyhow::Result<u8> {
     };
     let mut ctx = CheckContext::new(Arc::new(trust));
     ctx.overrides = args.resolve.clone();
+    ctx.address_family = args.addresses.address_family;
+    ctx.max_addresses = args.addresses.max_addresses;
     ctx.connect_timeout = args.connect_timeout;
     ctx.handshake_timeout = args.handshake_timeout;
     ctx.client_identity = client_identity;

@@ -5,7 +5,10 @@
 
 use std::fmt::Write as _;
 
-use cemwatch_shared::{CertificateInfo, CheckResult, DnsSource, Finding, FindingCode, TcpState};
+use cemwatch_shared::{
+    AddressResult, CertificateInfo, CheckResult, DnsSource, Finding, FindingCode, LegacyPortResult,
+    TcpResult, TcpState, TlsResult,
+};
 
 use cemwatch_transport::host::Paint;
 
@@ -54,25 +57,114 @@ pub(crate) fn table(r: &CheckResult, color: bool) -> String {
         r.dns.duration_ms,
     );
 
+    if r.addresses.len() > 1 && !r.addresses_agree() {
+        for a in &r.addresses {
+            let _ = writeln!(
+                o,
+                "  {}  {} {}",
+                p.bold(&pad("NODE", 6)),
+                p.severity(a.verdict, &pad(a.verdict.as_str(), 9)),
+                p.bold(&a.address)
+            );
+            node(
+                &mut o,
+                &p,
+                &Node::of_address(a),
+                r.expectations.min_days_left,
+            );
+        }
+    } else {
+        node(&mut o, &p, &Node::of_check(r), r.expectations.min_days_left);
+    }
+    for s in &r.skipped_addresses {
+        let _ = writeln!(
+            o,
+            "  {}  {} {} ({})",
+            p.bold(&pad("NODE", 6)),
+            p.dim(&pad("skipped", 9)),
+            s.address,
+            s.reason
+        );
+    }
+
+    findings(
+        &mut o,
+        &p,
+        &r.findings,
+        "No findings: agents can reach and validate this gateway.",
+    );
+    let _ = writeln!(o);
+    let verdict = r.verdict.as_str().to_uppercase();
+    let _ = writeln!(
+        o,
+        "VERDICT  {}  {}",
+        p.severity(r.verdict, &p.bold(&verdict)),
+        p.dim(&format!(
+            "({:.1} ms, exit {})",
+            r.durations.total_ms,
+            r.verdict.exit_code()
+        ))
+    );
+    o
+}
+
+/// What one block of the table describes: the check's first address when every address
+/// answered alike, or one address of several that did not.
+struct Node<'a> {
+    tcp: &'a TcpResult,
+    tls: Option<&'a TlsResult>,
+    certificate: Option<&'a CertificateInfo>,
+    legacy_ports: &'a [LegacyPortResult],
+    findings: &'a [Finding],
+}
+
+impl<'a> Node<'a> {
+    fn of_check(r: &'a CheckResult) -> Self {
+        Self {
+            tcp: &r.tcp,
+            tls: r.tls.as_ref(),
+            certificate: r.certificate.as_ref(),
+            legacy_ports: &r.legacy_ports,
+            findings: &r.findings,
+        }
+    }
+
+    fn of_address(a: &'a AddressResult) -> Self {
+        Self {
+            tcp: &a.tcp,
+            tls: a.tls.as_ref(),
+            certificate: a.certificate.as_ref(),
+            legacy_ports: &a.legacy_ports,
+            findings: &a.findings,
+        }
+    }
+
+    fn has(&self, code: FindingCode) -> bool {
+        self.findings.iter().any(|f| f.code == code)
+    }
+}
+
+/// The TCP, TLS, certificate and legacy-port lines of one block.
+fn node(o: &mut String, p: &Paint, n: &Node<'_>, min_days_left: u32) {
     // TCP
-    if r.tcp.state != TcpState::NotAttempted {
-        let s = r.tcp.state.as_str();
-        let state = if r.tcp.state == TcpState::Open {
+    if n.tcp.state != TcpState::NotAttempted {
+        let s = n.tcp.state.as_str();
+        let state = if n.tcp.state == TcpState::Open {
             p.good(&pad(s, 9))
         } else {
             p.bad(&pad(s, 9))
         };
-        let mut detail = r.tcp.address.clone().unwrap_or_default();
-        if let Some(e) = &r.tcp.error {
+        let mut detail = n.tcp.address.clone().unwrap_or_default();
+        if let Some(e) = &n.tcp.error {
             let _ = write!(detail, " ({e})");
         }
-        stage(&mut o, &p, "TCP", &state, &detail, r.tcp.duration_ms);
+        stage(o, p, "TCP", &state, &detail, n.tcp.duration_ms);
     }
 
     // TLS
-    if let Some(tls) = &r.tls {
+    if let Some(tls) = n.tls {
         let refused =
-            r.has(FindingCode::TlsHandshakeFailed) || r.has(FindingCode::ClientCertRejected);
+            n.has(FindingCode::TlsHandshakeFailed) || n.has(FindingCode::ClientCertRejected);
         let state = if refused {
             p.bad(&pad("fail", 9))
         } else if tls.legacy_hello {
@@ -107,14 +199,7 @@ pub(crate) fn table(r: &CheckResult, color: bool) -> String {
         } else if let Some(e) = &tls.error {
             parts.push(e.clone());
         }
-        stage(
-            &mut o,
-            &p,
-            "TLS",
-            &state,
-            &parts.join(", "),
-            tls.duration_ms,
-        );
+        stage(o, p, "TLS", &state, &parts.join(", "), tls.duration_ms);
         if tls.client_certificate_requested {
             let cas = if tls.acceptable_client_cas.is_empty() {
                 "any CA".to_string()
@@ -122,7 +207,7 @@ pub(crate) fn table(r: &CheckResult, color: bool) -> String {
                 tls.acceptable_client_cas.join("; ")
             };
             let presented = match &tls.client_certificate {
-                Some(c) if r.has(FindingCode::ClientCertRejected) => {
+                Some(c) if n.has(FindingCode::ClientCertRejected) => {
                     format!("presented {}: {}", c, p.bad("refused"))
                 }
                 Some(c) => format!("presented {c}"),
@@ -138,12 +223,23 @@ pub(crate) fn table(r: &CheckResult, color: bool) -> String {
     }
 
     // Certificate
-    if let Some(c) = &r.certificate {
-        certificate(&mut o, &p, c, r.expectations.min_days_left, true);
+    if let Some(c) = n.certificate {
+        certificate(o, p, c, min_days_left, true);
+        // The issuer chain as served: what one person at one site compares with what the
+        // gateway serves (a TLS-inspecting proxy shows its own CA here).
+        if let Some(tls) = n.tls.filter(|t| t.chain.len() > 1) {
+            let _ = writeln!(
+                o,
+                "  {}  {} {}",
+                pad("", 6),
+                p.dim(&pad("chain", 11)),
+                tls.chain.join(" < ")
+            );
+        }
     }
 
     // Legacy ports
-    for l in &r.legacy_ports {
+    for l in n.legacy_ports {
         let what = if l.gateway_listener {
             p.bad(&format!(
                 "the gateway listens here (TLS, certificate {})",
@@ -164,26 +260,6 @@ pub(crate) fn table(r: &CheckResult, color: bool) -> String {
             pad(&l.port.to_string(), 9)
         );
     }
-
-    findings(
-        &mut o,
-        &p,
-        &r.findings,
-        "No findings: agents can reach and validate this gateway.",
-    );
-    let _ = writeln!(o);
-    let verdict = r.verdict.as_str().to_uppercase();
-    let _ = writeln!(
-        o,
-        "VERDICT  {}  {}",
-        p.severity(r.verdict, &p.bold(&verdict)),
-        p.dim(&format!(
-            "({:.1} ms, exit {})",
-            r.durations.total_ms,
-            r.verdict.exit_code()
-        ))
-    );
-    o
 }
 
 fn stage(o: &mut String, p: &Paint, name: &str, state: &str, detail: &str, ms: f64) {

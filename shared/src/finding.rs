@@ -235,6 +235,11 @@ pub struct Finding {
     pub message: String,
     /// What to do.
     pub remedy: String,
+    /// The address of the gateway's name this finding was seen at, when the name's addresses
+    /// disagree (one node serving another certificate, one node down); `None` when every
+    /// address checked shows it, or the name has one address.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl Finding {
@@ -252,6 +257,7 @@ impl Finding {
             severity: code.severity(),
             message: message.into(),
             remedy: code.remedy().to_string(),
+            address: None,
         }
     }
 
@@ -262,6 +268,7 @@ impl Finding {
             severity: code.severity(),
             message: message.into(),
             remedy,
+            address: None,
         }
     }
 }

@@ -18,8 +18,8 @@ pub mod wire;
 pub use agent_state::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
 pub use finding::{Finding, FindingCode, Severity};
 pub use model::{
-    CertificateInfo, CheckResult, DnsResult, DnsSource, Durations, Expectations, LegacyPortResult,
-    Target, TcpResult, TcpState, TlsResult,
+    AddressFamily, AddressResult, CertificateInfo, CheckResult, DnsResult, DnsSource, Durations,
+    Expectations, LegacyPortResult, SkippedAddress, Target, TcpResult, TcpState, TlsResult,
 };
 pub use name::ProbeName;
 pub use thumbprint::{Thumbprint, ThumbprintError, ThumbprintKind};

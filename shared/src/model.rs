@@ -304,9 +304,148 @@ pub struct CheckResult {
     pub legacy_ports: Vec<LegacyPortResult>,
     /// Time spent per stage.
     pub durations: Durations,
+    /// What each address of the name answered, in the order DNS gave them (the top-level
+    /// `tcp`, `tls`, `certificate` and `legacy_ports` are the first address's, so scripts
+    /// written for one address keep working); empty when nothing resolved.
+    #[serde(default)]
+    pub addresses: Vec<AddressResult>,
+    /// Addresses of the name that were not checked, and why (the address family asked for,
+    /// or past the cap on addresses checked).
+    #[serde(default)]
+    pub skipped_addresses: Vec<SkippedAddress>,
 }
 
+/// What one address of the gateway's name answered: the stages a single-address check has,
+/// with that address's findings and verdict. A gateway name with several A/AAAA records (several
+/// Internet Gateway nodes, load balancer members, IPv4 beside IPv6) has one per address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddressResult {
+    /// The IP address, as text.
+    pub address: String,
+    /// The worst severity of this address's findings.
+    pub verdict: Severity,
+    /// What is wrong at this address.
+    pub findings: Vec<Finding>,
+    /// TCP stage on the expected port.
+    pub tcp: TcpResult,
+    /// TLS stage, when TCP connected.
+    #[serde(default)]
+    pub tls: Option<TlsResult>,
+    /// The certificate this address serves.
+    #[serde(default)]
+    pub certificate: Option<CertificateInfo>,
+    /// Legacy ports tried at this address because the expected port failed there.
+    #[serde(default)]
+    pub legacy_ports: Vec<LegacyPortResult>,
+    /// Time spent per stage at this address (`dns_ms` is the name's, shared).
+    pub durations: Durations,
+}
+
+impl AddressResult {
+    /// Whether a finding with this code is present at this address.
+    pub fn has(&self, code: crate::finding::FindingCode) -> bool {
+        self.findings.iter().any(|f| f.code == code)
+    }
+
+    /// What makes two addresses answer alike: the findings (their codes, severities and
+    /// messages with the address itself taken out), the TCP outcome and the certificate.
+    pub fn same_answer(&self, other: &AddressResult) -> bool {
+        let keys = |a: &AddressResult| {
+            let mut k: Vec<(crate::finding::FindingCode, Severity, String)> = a
+                .findings
+                .iter()
+                .map(|f| (f.code, f.severity, a.without_address(&f.message)))
+                .collect();
+            k.sort();
+            k
+        };
+        self.tcp.state == other.tcp.state
+            && self.certificate.as_ref().map(|c| &c.fingerprint_sha256)
+                == other.certificate.as_ref().map(|c| &c.fingerprint_sha256)
+            && keys(self) == keys(other)
+    }
+
+    /// `text` with this address (as `ADDR`, `ADDR:PORT` or `[ADDR]:PORT`) replaced by `ADDRESS`,
+    /// so that messages naming their own address compare equal across addresses.
+    pub fn without_address(&self, text: &str) -> String {
+        let bracketed = format!("[{}]", self.address);
+        text.replace(&bracketed, "ADDRESS")
+            .replace(&self.address, "ADDRESS")
+    }
+}
+
+/// An address of the name that was not checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedAddress {
+    /// The IP address, as text.
+    pub address: String,
+    /// Why it was not checked.
+    pub reason: String,
+}
+
+/// Which addresses of a name to check: `--address-family any|ipv4|ipv6`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressFamily {
+    /// IPv4 and IPv6 addresses.
+    #[default]
+    Any,
+    /// A records only.
+    Ipv4,
+    /// AAAA records only.
+    Ipv6,
+}
+
+impl AddressFamily {
+    /// Whether `ip` is of this family.
+    pub fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            AddressFamily::Any => true,
+            AddressFamily::Ipv4 => ip.is_ipv4(),
+            AddressFamily::Ipv6 => ip.is_ipv6(),
+        }
+    }
+
+    /// The option's value: `any`, `ipv4` or `ipv6`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressFamily::Any => "any",
+            AddressFamily::Ipv4 => "ipv4",
+            AddressFamily::Ipv6 => "ipv6",
+        }
+    }
+}
+
+impl FromStr for AddressFamily {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "any" => Ok(AddressFamily::Any),
+            "ipv4" | "4" | "inet" => Ok(AddressFamily::Ipv4),
+            "ipv6" | "6" | "inet6" => Ok(AddressFamily::Ipv6),
+            _ => Err(format!(
+                "{text:?} is not an address family: write any, ipv4 or ipv6"
+            )),
+        }
+    }
+}
+
+/// The most addresses of one name a check looks at by default (`--max-addresses`); the rest
+/// are named as skipped. Each address costs at most one connect timeout and one handshake
+/// timeout, all addresses concurrently, so the cap bounds the sockets a check opens, not its
+/// time.
+pub const DEFAULT_MAX_ADDRESSES: usize = 8;
+
 impl CheckResult {
+    /// Whether every address checked answered alike (see [`AddressResult::same_answer`]):
+    /// then one block describes them all.
+    pub fn addresses_agree(&self) -> bool {
+        self.addresses
+            .split_first()
+            .is_none_or(|(first, rest)| rest.iter().all(|a| a.same_answer(first)))
+    }
+
     /// Whether a finding with this code is present.
     pub fn has(&self, code: crate::finding::FindingCode) -> bool {
         self.findings.iter().any(|f| f.code == code)

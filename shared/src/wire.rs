@@ -23,8 +23,9 @@ use crate::model::{CheckResult, Expectations, Target};
 /// 3: the TLS facts of a report carry the client-certificate request, the agent certificate
 /// presented and whether a legacy ClientHello read the certificate (and there are five new
 /// finding codes). 4: three finding codes of the revocation stage (`cert_revoked`,
-/// `revocation_unreachable`, `revocation_stale`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// `revocation_unreachable`, `revocation_stale`). 5: a result carries each address of the
+/// gateway name it checked (`addresses`, `skipped_addresses`) and findings their `address`.
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The ALPN protocol id of probe ↔ coordinator connections.
 pub const ALPN: &[u8] = b"cemwatch/1";
 /// The TLS server name probes use for the coordinator: trust is pinned to the coordinator's

@@ -5,8 +5,8 @@
 
 use cemwatch_shared::finding::{Finding, FindingCode, Severity};
 use cemwatch_shared::model::{
-    CertificateInfo, CheckResult, DnsResult, DnsSource, Durations, Expectations, LegacyPortResult,
-    Target, TcpResult, TcpState, TlsResult,
+    AddressResult, CertificateInfo, CheckResult, DnsResult, DnsSource, Durations, Expectations,
+    LegacyPortResult, SkippedAddress, Target, TcpResult, TcpState, TlsResult,
 };
 use cemwatch_shared::thumbprint::{Thumbprint, ThumbprintKind};
 use cemwatch_shared::wire::{
@@ -66,12 +66,14 @@ fn finding() -> impl Strategy<Value = Finding> {
         severity(),
         text(),
         text(),
+        option::of(text()),
     )
-        .prop_map(|(code, severity, message, remedy)| Finding {
+        .prop_map(|(code, severity, message, remedy, address)| Finding {
             code,
             severity,
             message,
             remedy,
+            address,
         })
 }
 
@@ -246,8 +248,36 @@ fn legacy_port() -> impl Strategy<Value = LegacyPortResult> {
         )
 }
 
+fn address_result() -> impl Strategy<Value = AddressResult> {
+    (
+        (text(), severity(), vec(finding(), 0..3), tcp()),
+        (
+            option::of(tls()),
+            option::of(certificate()),
+            vec(legacy_port(), 0..2),
+        ),
+    )
+        .prop_map(
+            |((address, verdict, findings, tcp), (tls, certificate, legacy_ports))| AddressResult {
+                address,
+                verdict,
+                findings,
+                tcp,
+                tls,
+                certificate,
+                legacy_ports,
+                durations: Durations::default(),
+            },
+        )
+}
+
+fn skipped() -> impl Strategy<Value = SkippedAddress> {
+    (text(), text()).prop_map(|(address, reason)| SkippedAddress { address, reason })
+}
+
 fn check_result() -> impl Strategy<Value = CheckResult> {
     (
+        (vec(address_result(), 0..3), vec(skipped(), 0..2)),
         (target(), expectations(), text(), severity()),
         (vec(finding(), 0..4), dns(), tcp()),
         (option::of(tls()), option::of(certificate())),
@@ -264,6 +294,7 @@ fn check_result() -> impl Strategy<Value = CheckResult> {
     )
         .prop_map(
             |(
+                (addresses, skipped_addresses),
                 (target, expectations, started_at, verdict),
                 (findings, dns, tcp),
                 (tls, certificate),
@@ -286,6 +317,8 @@ fn check_result() -> impl Strategy<Value = CheckResult> {
                     legacy_ms,
                     total_ms,
                 },
+                addresses,
+                skipped_addresses,
             },
         )
 }

@@ -44,14 +44,19 @@ pub struct OpensslPeer {
 impl OpensslPeer {
     /// Starts `openssl s_server -www` for `leaf` on a free loopback port with `options`.
     pub fn start(leaf: &Leaf, options: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        Self::start_at(leaf, format!("127.0.0.1:{port}").parse()?, options)
+    }
+
+    /// Starts `openssl s_server -www` for `leaf` at `addr` with `options`: several of them on
+    /// one port at 127.0.0.2, 127.0.0.3 and [::1] are the nodes behind one gateway name.
+    pub fn start_at(leaf: &Leaf, addr: SocketAddr, options: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let cert = dir.path().join("chain.pem");
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, leaf.chain_pem())?;
         std::fs::write(&key, &leaf.key_pem)?;
         let log = std::fs::File::create(dir.path().join("s_server.log"))?;
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = Command::new("openssl")
             .args(["s_server", "-accept"])
             .arg(addr.to_string())

@@ -421,6 +421,8 @@ mod tests {
             certificate: None,
             legacy_ports: vec![],
             durations: Durations::default(),
+            addresses: vec![],
+            skipped_addresses: vec![],
         };
         Report {
             seq: 1,

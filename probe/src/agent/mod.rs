@@ -56,6 +56,10 @@ pub struct AgentConfig {
     pub client_identity: Option<Arc<crate::check::ClientIdentity>>,
     /// Whether checks fetch the CRLs of the path (`run --no-revocation` turns it off).
     pub revocation: bool,
+    /// Which addresses of a gateway name checks look at (`run --address-family`).
+    pub address_family: cemwatch_shared::AddressFamily,
+    /// The most addresses of one name a check looks at (`run --max-addresses`).
+    pub max_addresses: usize,
 }
 
 impl AgentConfig {
@@ -73,6 +77,8 @@ impl AgentConfig {
             agent_log: None,
             client_identity: None,
             revocation: true,
+            address_family: cemwatch_shared::AddressFamily::Any,
+            max_addresses: cemwatch_shared::model::DEFAULT_MAX_ADDRESSES,
         }
     }
 }
@@ -109,6 +115,10 @@ pub struct Shared {
     pub client_identity: Option<Arc<crate::check::ClientIdentity>>,
     /// Whether checks fetch the CRLs of the path.
     pub revocation: bool,
+    /// Which addresses of a gateway name checks look at.
+    pub address_family: cemwatch_shared::AddressFamily,
+    /// The most addresses of one name a check looks at.
+    pub max_addresses: usize,
     /// Counters.
     pub stats: AgentStats,
     /// The management agent's CEM state, when an agent log is followed (`None` until the first
@@ -156,6 +166,8 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         overrides: config.overrides.clone(),
         client_identity: config.client_identity.clone(),
         revocation: config.revocation,
+        address_family: config.address_family,
+        max_addresses: config.max_addresses,
         stats: AgentStats::default(),
         agent_state: watch::Sender::new(None),
         agent_state_refused: AtomicBool::new(false),

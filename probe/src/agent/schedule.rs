@@ -43,6 +43,8 @@ pub async fn run_planned(shared: &Shared, planned: &PlannedCheck) -> CheckReport
     ctx.overrides = shared.overrides.clone();
     ctx.client_identity = shared.client_identity.clone();
     ctx.revocation = shared.revocation;
+    ctx.address_family = shared.address_family;
+    ctx.max_addresses = shared.max_addresses;
     ctx.overrides.extend(planned
         .resolve
         .iter()

@@ -26,8 +26,9 @@ use time::OffsetDateTime;
 
 use cemwatch_shared::finding::verdict;
 use cemwatch_shared::{
-    CheckResult, Durations, Expectations, Finding, FindingCode, LegacyPortResult, Target,
-    TcpResult, TcpState, Thumbprint, ThumbprintKind, TlsResult,
+    AddressFamily, AddressResult, CheckResult, Durations, Expectations, Finding, FindingCode,
+    LegacyPortResult, SkippedAddress, Target, TcpResult, TcpState, Thumbprint, ThumbprintKind,
+    TlsResult,
 };
 
 pub use cert::TrustStore;
@@ -60,11 +61,16 @@ pub struct CheckContext {
     pub client_identity: Option<Arc<ClientIdentity>>,
     /// Whether to fetch and check the CRLs of the path (`--no-revocation` turns it off).
     pub revocation: bool,
+    /// Which addresses of the name to check (`--address-family`).
+    pub address_family: AddressFamily,
+    /// The most addresses of the name checked (`--max-addresses`); the rest are named as
+    /// skipped.
+    pub max_addresses: usize,
 }
 
 impl CheckContext {
     /// A context with the given trust store and default timeouts (5 s connect, 10 s TLS,
-    /// 5 s DNS).
+    /// 5 s DNS), every address family, at most 8 addresses.
     pub fn new(trust: Arc<TrustStore>) -> Self {
         Self {
             trust,
@@ -74,6 +80,8 @@ impl CheckContext {
             dns_timeout: Duration::from_secs(5),
             client_identity: None,
             revocation: true,
+            address_family: AddressFamily::Any,
+            max_addresses: cemwatch_shared::model::DEFAULT_MAX_ADDRESSES,
         }
     }
 }
@@ -82,7 +90,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs one check.
+/// Runs one check: resolves the name, checks every address it gives (up to
+/// [`CheckContext::max_addresses`] of [`CheckContext::address_family`], concurrently), and
+/// merges what they answered: findings every address shows once, the others naming their
+/// address. The verdict is the worst.
 pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
     let started = Instant::now();
     let now = OffsetDateTime::now_utc();
@@ -99,14 +110,26 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
 
     let (dns, addrs) = dns::resolve(host, port, &ctx.overrides, ctx.dns_timeout).await;
     durations.dns_ms = dns.duration_ms;
-    if addrs.is_empty() {
-        findings.push(Finding::new(
-            FindingCode::DnsUnresolved,
+    let (checked, skipped_addresses) =
+        select_addresses(&addrs, ctx.address_family, ctx.max_addresses);
+    if checked.is_empty() {
+        let message = if addrs.is_empty() {
             format!(
                 "{host} does not resolve: {}",
                 dns.error.as_deref().unwrap_or("no address")
-            ),
-        ));
+            )
+        } else {
+            format!(
+                "{host} resolves to {} but to no {} address (--address-family {})",
+                dns.addresses.join(", "),
+                match ctx.address_family {
+                    AddressFamily::Ipv6 => "IPv6",
+                    _ => "IPv4",
+                },
+                ctx.address_family.as_str()
+            )
+        };
+        findings.push(Finding::new(FindingCode::DnsUnresolved, message));
         durations.total_ms = ms(started.elapsed());
         return CheckResult {
             target: spec.target.clone(),
@@ -125,10 +148,208 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
             certificate: None,
             legacy_ports: Vec::new(),
             durations,
+            addresses: Vec::new(),
+            skipped_addresses,
         };
     }
 
-    let (tcp, stream) = tcp::connect(&addrs, ctx.connect_timeout).await;
+    let addresses = check_addresses(spec, ctx, &checked, now).await;
+    findings.extend(merge_findings(&addresses));
+    let first = &addresses[0];
+    durations.tcp_ms = first.durations.tcp_ms;
+    durations.tls_ms = first.durations.tls_ms;
+    durations.legacy_ms = first.durations.legacy_ms;
+    durations.total_ms = ms(started.elapsed());
+    CheckResult {
+        target: spec.target.clone(),
+        expectations: spec.expectations.clone(),
+        started_at,
+        verdict: verdict(&findings),
+        findings,
+        dns,
+        tcp: first.tcp.clone(),
+        tls: first.tls.clone(),
+        certificate: first.certificate.clone(),
+        legacy_ports: first.legacy_ports.clone(),
+        durations,
+        addresses,
+        skipped_addresses,
+    }
+}
+
+/// The addresses to check: those of `family`, the first `max` of them; the others with the
+/// reason they are skipped.
+pub fn select_addresses(
+    addrs: &[SocketAddr],
+    family: AddressFamily,
+    max: usize,
+) -> (Vec<SocketAddr>, Vec<SkippedAddress>) {
+    let mut checked = Vec::new();
+    let mut skipped = Vec::new();
+    for addr in addrs {
+        let ip = addr.ip();
+        if !family.admits(&ip) {
+            skipped.push(SkippedAddress {
+                address: ip.to_string(),
+                reason: format!("not of --address-family {}", family.as_str()),
+            });
+        } else if checked.len() >= max.max(1) {
+            skipped.push(SkippedAddress {
+                address: ip.to_string(),
+                reason: format!(
+                    "only the first {} addresses are checked (--max-addresses)",
+                    max.max(1)
+                ),
+            });
+        } else {
+            checked.push(*addr);
+        }
+    }
+    (checked, skipped)
+}
+
+/// Checks each address, concurrently when there are several; results in the order given.
+async fn check_addresses(
+    spec: &CheckSpec,
+    ctx: &CheckContext,
+    addrs: &[SocketAddr],
+    now: OffsetDateTime,
+) -> Vec<AddressResult> {
+    if let [only] = addrs {
+        return vec![check_address(spec, ctx, *only, now).await];
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, addr) in addrs.iter().copied().enumerate() {
+        let (spec, ctx) = (spec.clone(), ctx.clone());
+        set.spawn(async move { (i, check_address(&spec, &ctx, addr, now).await) });
+    }
+    let mut done: Vec<Option<AddressResult>> = vec![None; addrs.len()];
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((i, result)) => done[i] = Some(result),
+            // A panic in one address's check: reported as that address's failure below.
+            Err(e) => tracing::error!(error = %e, "an address check ended abnormally"),
+        }
+    }
+    done.into_iter()
+        .zip(addrs)
+        .map(|(r, addr)| r.unwrap_or_else(|| aborted(spec, *addr)))
+        .collect()
+}
+
+/// The result of an address whose check did not complete (a bug: its task panicked).
+fn aborted(spec: &CheckSpec, addr: SocketAddr) -> AddressResult {
+    let findings = vec![Finding::new(
+        FindingCode::TlsHandshakeFailed,
+        format!(
+            "the probe's check of {} at {} ended abnormally (see the probe's log)",
+            spec.target.authority(),
+            addr.ip()
+        ),
+    )];
+    AddressResult {
+        address: addr.ip().to_string(),
+        verdict: verdict(&findings),
+        findings,
+        tcp: TcpResult {
+            state: TcpState::NotAttempted,
+            address: Some(addr.to_string()),
+            duration_ms: 0.0,
+            error: None,
+        },
+        tls: None,
+        certificate: None,
+        legacy_ports: Vec::new(),
+        durations: Durations::default(),
+    }
+}
+
+/// The check's findings from its addresses': a finding every address shows (the same code,
+/// severity and message but for the address) once, naming all addresses where its message
+/// names one; the others once per address that shows them, with their address.
+pub fn merge_findings(addresses: &[AddressResult]) -> Vec<Finding> {
+    let Some((first, rest)) = addresses.split_first() else {
+        return Vec::new();
+    };
+    if rest.is_empty() {
+        return first.findings.clone();
+    }
+    let key = |a: &AddressResult, f: &Finding| (f.code, f.severity, a.without_address(&f.message));
+    let everywhere = |a: &AddressResult, f: &Finding| {
+        let k = key(a, f);
+        addresses
+            .iter()
+            .all(|b| b.findings.iter().any(|g| key(b, g) == k))
+    };
+    let all = addresses
+        .iter()
+        .map(|a| a.address.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut merged: Vec<Finding> = first
+        .findings
+        .iter()
+        .filter(|f| everywhere(first, f))
+        .map(|f| {
+            let mut f = f.clone();
+            if f.message.contains(&first.address) {
+                f.message = first.without_address(&f.message).replace("ADDRESS", &all);
+                f.remedy = first.without_address(&f.remedy).replace("ADDRESS", &all);
+            }
+            f
+        })
+        .collect();
+    for a in addresses {
+        for f in a.findings.iter().filter(|f| !everywhere(a, f)) {
+            let mut f = f.clone();
+            if !f.message.contains(&a.address) {
+                f.message = format!("at {}: {}", a.address, f.message);
+            }
+            f.remedy = node_remedy(&f, a, addresses);
+            f.address = Some(a.address.clone());
+            merged.push(f);
+        }
+    }
+    // Most explanatory first, as within one address: failures before warnings.
+    merged.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    merged
+}
+
+/// The remedy of a finding seen at some addresses only: the fix belongs on that node. A node
+/// serving another certificate than the policy's while other nodes serve the policy's one was
+/// forgotten in a renewal.
+fn node_remedy(f: &Finding, at: &AddressResult, addresses: &[AddressResult]) -> String {
+    let expected = addresses.iter().find_map(|b| {
+        b.certificate
+            .as_ref()
+            .filter(|_| !b.has(FindingCode::ThumbprintMismatch))
+    });
+    match (f.code, expected) {
+        (FindingCode::ThumbprintMismatch, Some(good)) => format!(
+            "The other nodes of this name serve the certificate in the CEM policy ({}): import it on the gateway node at {} (Gateway Manager and the IIS binding of the Internet Gateway), then restart its Internet Gateway service.",
+            good.thumbprint_sha1, at.address
+        ),
+        _ => format!(
+            "Only the gateway node (or load balancer member) at {} shows this; the name's other addresses do not: fix it there. {}",
+            at.address, f.remedy
+        ),
+    }
+}
+
+/// Checks one address of the name: TCP, TLS, certificate, and the legacy ports when the
+/// expected port does not reach the gateway there.
+async fn check_address(
+    spec: &CheckSpec,
+    ctx: &CheckContext,
+    addr: SocketAddr,
+    now: OffsetDateTime,
+) -> AddressResult {
+    let started = Instant::now();
+    let host = spec.target.host.as_str();
+    let port = spec.target.port;
+    let mut findings = Vec::new();
+    let mut durations = Durations::default();
+    let (tcp, stream) = tcp::connect(&[addr], ctx.connect_timeout).await;
     durations.tcp_ms = tcp.duration_ms;
     let mut tls_result = None;
     let mut certificate = None;
@@ -206,7 +427,7 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
             .iter()
             .filter(|&&p| p != port)
         {
-            let result = probe_legacy_port(spec, ctx, &addrs, legacy).await;
+            let result = probe_legacy_port(spec, ctx, &[addr], legacy).await;
             if result.gateway_listener {
                 findings.insert(
                     0,
@@ -233,13 +454,10 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
 
     findings.extend(tls_findings);
     durations.total_ms = ms(started.elapsed());
-    CheckResult {
-        target: spec.target.clone(),
-        expectations: spec.expectations.clone(),
-        started_at,
+    AddressResult {
+        address: addr.ip().to_string(),
         verdict: verdict(&findings),
         findings,
-        dns,
         tcp,
         tls: tls_result,
         certificate,
@@ -249,7 +467,17 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
 }
 
 fn tcp_finding(target: &Target, tcp: &TcpResult, timeout: Duration) -> Finding {
-    let at = tcp.address.clone().unwrap_or_else(|| target.authority());
+    // The name and port agents use, with the address when the name is not one.
+    let at = match tcp.address.as_deref() {
+        Some(a) if !a.contains(target.host.trim_start_matches('[').trim_end_matches(']')) => {
+            let ip = a
+                .parse::<SocketAddr>()
+                .map(|s| s.ip().to_string())
+                .unwrap_or_else(|_| a.to_string());
+            format!("{} ({ip})", target.authority())
+        }
+        _ => target.authority(),
+    };
     let port = target.port;
     let host = &target.host;
     match tcp.state {

@@ -91,5 +91,7 @@ pub(crate) fn ok_result() -> cemwatch_shared::CheckResult {
         certificate: None,
         legacy_ports: vec![],
         durations: Durations::default(),
+        addresses: vec![],
+        skipped_addresses: vec![],
     }
 }
