@@ -16,10 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cemwatch_shared::{FindingCode, Severity, TcpState};
 
+use crate::analysis::nodes;
 use crate::model::check::Role;
 use crate::model::check::Thresholds;
 use crate::model::diagnosis::Diagnosis;
 use crate::model::diagnosis::Kind;
+use crate::model::diagnosis::NodeFault;
 use crate::model::diagnosis::CERT_CODES;
 use crate::model::latest::Latest;
 use crate::model::summary::NO_SITE;
@@ -60,7 +62,7 @@ impl Observation<'_> {
         self.latest.codes.iter().any(|c| NETWORK_CODES.contains(c))
     }
     fn reaches_listener(&self) -> bool {
-        self.latest.tls_completed
+        self.latest.reached_any()
     }
 }
 
@@ -133,6 +135,7 @@ fn make(kind: Kind, summary: String, remedy: String, sites: Vec<String>) -> Diag
         summary,
         remedy,
         sites,
+        nodes: Vec::new(),
     }
 }
 
@@ -140,14 +143,20 @@ fn make(kind: Kind, summary: String, remedy: String, sites: Vec<String>) -> Diag
 pub type Rule = for<'a> fn(&Facts<'a>) -> Option<Diagnosis>;
 
 /// The rules in the order they are tried; the first that applies wins, and the last always
-/// does. The order is the guide's triage order: no data, nothing wrong, the SMP from the DMZ,
+/// does. The order is the guide's triage order, with the two that look past one address
+/// first: no data, an inspecting proxy at some sites (before `healthy`: a probe that trusts
+/// the proxy's CA says ok where agents, which pin the gateway's thumbprint, fail), nothing
+/// wrong, the SMP from the DMZ, one node of several (before the fleet-wide rules, whose
+/// remedies would fix the wrong place),
 /// the listener on a legacy port (it explains the network failures), a certificate defect
 /// (when it accounts for at least as many probes as the network), then the network: a local
 /// fault, the perimeter, the gateway itself.
-pub const RULES: [Rule; 8] = [
+pub const RULES: [Rule; 10] = [
     no_data,
+    tls_intercepted,
     healthy,
     smp_unreachable,
+    node_problem,
     listener_on_legacy_port,
     cert_problem,
     local_network,
@@ -222,6 +231,113 @@ pub fn smp_unreachable(f: &Facts<'_>) -> Option<Diagnosis> {
         ),
         sites.into_iter().collect(),
     ))
+}
+
+/// Some sites see, at every node, a certificate from another issuer than the rest of the fleet
+/// sees there, and never the gateway's own: a TLS-inspecting proxy on their path.
+pub fn tls_intercepted(f: &Facts<'_>) -> Option<Diagnosis> {
+    let i = nodes::interception(f.all.iter().map(|o| (o.site, o.latest)))?;
+    let sites = i.sites.join(", ");
+    let port = f.port;
+    let mut d = make(
+        Kind::TlsIntercepted,
+        format!(
+            "{} probes at {sites} see a certificate issued by {} where the rest of the fleet sees the gateway's own (issued by {}): TLS to the gateway is intercepted on {} path",
+            i.probes,
+            i.issuers.join("; "),
+            i.fleet_issuers.join("; "),
+            if i.sites.len() == 1 { "that site's" } else { "those sites'" }
+        ),
+        format!(
+            "Exempt the gateway's name and port {port} from TLS inspection in the proxy or firewall at {sites} (a bypass rule for the gateway's FQDN, or for its addresses): agents pin the gateway's certificate and never accept one the proxy substitutes, so distributing the proxy's CA will not help and changing the gateway's certificate will not either."
+        ),
+        i.sites.clone(),
+    );
+    d.severity = Severity::Fail;
+    Some(d)
+}
+
+/// Failures (or a certificate) that most probes see at some addresses of the name and not at
+/// others: one node (or load balancer member) is broken, forgotten in a rollover or down.
+pub fn node_problem(f: &Facts<'_>) -> Option<Diagnosis> {
+    let tallies = nodes::tally(f.all.iter().map(|o| o.latest));
+    let (faulty, healthy) = nodes::outliers(&tallies)?;
+    let port = f.port;
+    let good: Vec<&str> = healthy.iter().map(|t| t.address.as_str()).collect();
+    let good_cert = healthy.iter().find_map(|t| t.thumbprint());
+    let describe = |o: &nodes::Outlier| {
+        format!(
+            "{} ({}: {} of {} probes)",
+            o.address,
+            o.codes
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            o.seeing,
+            o.probes
+        )
+    };
+    let remedy_of = |o: &nodes::Outlier| {
+        let first = o.codes[0];
+        if first == FindingCode::ListenerOnLegacyPort {
+            format!(
+                "the gateway node at {}: set its agent listener port to {port} in Gateway Manager (General tab) and restart its Internet Gateway service.",
+                o.address
+            )
+        } else if CERT_CODES.contains(&first) {
+            let cert = good_cert
+                .map(|t| format!(" (thumbprint {t}, which {} serves)", good.join(", ")))
+                .unwrap_or_default();
+            format!(
+                "import the gateway's current certificate{cert} on the gateway node at {} (Gateway Manager and the Internet Gateway's IIS binding), then restart its Internet Gateway service; behind a load balancer that terminates TLS, import it on the member or the virtual server at {}.",
+                o.address, o.address
+            )
+        } else {
+            format!(
+                "the gateway node or load balancer member at {} does not answer as the others on {port}: start its Internet Gateway service and check that it listens on {port}, or take {} out of the name's DNS records (or the load balancer's pool) until it does.",
+                o.address, o.address
+            )
+        }
+    };
+    let severity = faulty
+        .iter()
+        .flat_map(|o| o.codes.iter().map(|c| c.severity()))
+        .max()
+        .unwrap_or(Severity::Fail);
+    let mut d = make(
+        Kind::NodeProblem,
+        format!(
+            "{} of {} addresses of the gateway name fail where the others do not: {}; fine: {}",
+            faulty.len(),
+            faulty.len() + healthy.len(),
+            faulty.iter().map(describe).collect::<Vec<_>>().join("; "),
+            good.join(", ")
+        ),
+        faulty
+            .iter()
+            .map(|o| {
+                let r = remedy_of(o);
+                let mut c = r.chars();
+                c.next()
+                    .map(|h| h.to_uppercase().collect::<String>() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        vec![],
+    );
+    d.severity = severity;
+    d.nodes = faulty
+        .iter()
+        .map(|o| NodeFault {
+            address: o.address.clone(),
+            codes: o.codes.iter().map(|c| c.as_str().to_string()).collect(),
+            thumbprint: o.thumbprint.clone(),
+            probes: o.probes,
+        })
+        .collect();
+    Some(d)
 }
 
 /// The gateway's certificate answers on a legacy port, for at least a quorum of the network
@@ -490,6 +606,8 @@ mod tests {
             tls_completed: tcp == TcpState::Open
                 && !codes.contains(&FindingCode::TlsHandshakeFailed),
             legacy: vec![],
+            issuer: None,
+            nodes: vec![],
         }
     }
 
@@ -583,9 +701,41 @@ mod tests {
                 rows: vec![],
             },
             Case {
+                name: "tls_intercepted",
+                role: Role::Gateway,
+                rows: rows(
+                    internet(|site| {
+                        if site == "lyon" {
+                            with_nodes(&[(
+                                "192.0.2.1",
+                                "MINTED",
+                                PROXY,
+                                &[FindingCode::CertUntrusted],
+                            )])
+                        } else {
+                            with_nodes(&[("192.0.2.1", "GW", CA, &[])])
+                        }
+                    }),
+                    Some(with_nodes(&[("192.0.2.1", "GW", CA, &[])])),
+                ),
+            },
+            Case {
                 name: "healthy",
                 role: Role::Gateway,
                 rows: rows(internet(|_| ok()), Some(ok())),
+            },
+            Case {
+                name: "node_problem",
+                role: Role::Gateway,
+                rows: rows(
+                    internet(|_| {
+                        with_nodes(&[
+                            ("192.0.2.1", "GW", CA, &[]),
+                            ("192.0.2.2", "OLD", CA, &[FindingCode::ThumbprintMismatch]),
+                        ])
+                    }),
+                    Some(with_nodes(&[("192.0.2.1", "GW", CA, &[])])),
+                ),
             },
             Case {
                 name: "smp_unreachable",
@@ -633,8 +783,10 @@ mod tests {
     fn position(name: &str) -> usize {
         let names = [
             "no_data",
+            "tls_intercepted",
             "healthy",
             "smp_unreachable",
+            "node_problem",
             "listener_on_legacy_port",
             "cert_problem",
             "local_network",
@@ -835,10 +987,148 @@ mod tests {
         assert!(d.remedy.contains("4726"));
     }
 
+    /// A result with one entry per (address, thumbprint, issuer, codes) node.
+    fn with_nodes(nodes: &[(&str, &str, &str, &[FindingCode])]) -> Latest {
+        use crate::model::latest::NodeObservation;
+        let nodes: Vec<NodeObservation> = nodes
+            .iter()
+            .map(|(address, tp, issuer, codes)| NodeObservation {
+                address: address.to_string(),
+                verdict: codes
+                    .iter()
+                    .map(|c| c.severity())
+                    .max()
+                    .unwrap_or(Severity::Ok),
+                codes: codes.to_vec(),
+                thumbprint: (!tp.is_empty()).then(|| tp.to_string()),
+                not_after: Some(2_000_000_000),
+                issuer: (!issuer.is_empty()).then(|| issuer.to_string()),
+                tcp_state: if codes.contains(&FindingCode::TcpRefused) {
+                    TcpState::Refused
+                } else {
+                    TcpState::Open
+                },
+                tls_completed: !tp.is_empty(),
+            })
+            .collect();
+        let mut l = latest(
+            &nodes
+                .iter()
+                .flat_map(|n| n.codes.clone())
+                .collect::<Vec<_>>(),
+            nodes.first().map(|n| n.tcp_state).unwrap_or(TcpState::Open),
+        );
+        l.thumbprint = nodes.first().and_then(|n| n.thumbprint.clone());
+        l.issuer = nodes.first().and_then(|n| n.issuer.clone());
+        l.nodes = nodes;
+        l
+    }
+
+    const CA: &str = "CN=Contoso Issuing CA";
+    const PROXY: &str = "CN=Fabrikam Inspection CA";
+
+    #[test]
+    fn one_node_on_the_old_certificate_is_a_node_problem_not_the_policy() {
+        let inet = internet(|_| {
+            with_nodes(&[
+                ("192.0.2.1", "NEW", CA, &[]),
+                ("192.0.2.2", "OLD", CA, &[FindingCode::ThumbprintMismatch]),
+            ])
+        });
+        let d = with_dmz(inet, with_nodes(&[("192.0.2.1", "NEW", CA, &[])]));
+        assert_eq!(d.kind, Kind::NodeProblem, "{d:?}");
+        assert_eq!(d.diagnosis, "node_problem");
+        assert_eq!(d.severity, Severity::Fail);
+        assert_eq!(d.nodes.len(), 1);
+        assert_eq!(d.nodes[0].address, "192.0.2.2");
+        assert_eq!(d.nodes[0].codes, vec!["thumbprint_mismatch"]);
+        assert_eq!(d.nodes[0].thumbprint.as_deref(), Some("OLD"));
+        assert!(
+            d.summary
+                .contains("192.0.2.2 (thumbprint_mismatch: 12 of 12 probes)"),
+            "{}",
+            d.summary
+        );
+        assert!(
+            d.remedy.contains("on the gateway node at 192.0.2.2") && d.remedy.contains("NEW"),
+            "{}",
+            d.remedy
+        );
+        // The same defect at every node is the gateway's: the policy or the certificate.
+        let all = internet(|_| {
+            with_nodes(&[
+                ("192.0.2.1", "OLD", CA, &[FindingCode::ThumbprintMismatch]),
+                ("192.0.2.2", "OLD", CA, &[FindingCode::ThumbprintMismatch]),
+            ])
+        });
+        let d = with_dmz(all, ok());
+        assert_eq!(
+            d.kind,
+            Kind::CertProblem(FindingCode::ThumbprintMismatch),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn one_node_down_names_the_node_not_the_perimeter() {
+        let inet = internet(|_| {
+            with_nodes(&[
+                ("192.0.2.1", "A", CA, &[]),
+                ("192.0.2.9", "", "", &[FindingCode::TcpRefused]),
+            ])
+        });
+        let d = with_dmz(inet, ok());
+        assert_eq!(d.kind, Kind::NodeProblem, "{d:?}");
+        assert_eq!(d.nodes[0].address, "192.0.2.9");
+        assert!(
+            d.remedy.contains("load balancer member at 192.0.2.9"),
+            "{}",
+            d.remedy
+        );
+    }
+
+    #[test]
+    fn an_inspecting_proxy_at_one_site_is_interception_not_a_missing_root() {
+        let inet = internet(|site| {
+            if site == "lyon" {
+                with_nodes(&[
+                    ("192.0.2.1", "MINTED", PROXY, &[FindingCode::CertUntrusted]),
+                    ("192.0.2.2", "MINTED", PROXY, &[FindingCode::CertUntrusted]),
+                ])
+            } else {
+                with_nodes(&[("192.0.2.1", "GW", CA, &[]), ("192.0.2.2", "GW", CA, &[])])
+            }
+        });
+        let d = with_dmz(inet, with_nodes(&[("192.0.2.1", "GW", CA, &[])]));
+        assert_eq!(d.kind, Kind::TlsIntercepted, "{d:?}");
+        assert_eq!(d.sites, vec!["lyon"]);
+        assert!(d.summary.contains(PROXY), "{}", d.summary);
+        assert!(
+            d.remedy.contains("Exempt the gateway's name and port 8443"),
+            "{}",
+            d.remedy
+        );
+        assert!(!d.remedy.contains("Distribute"), "{}", d.remedy);
+        // A root missing at one site is not interception: the same certificate, not trusted.
+        let missing = internet(|site| {
+            if site == "lyon" {
+                with_nodes(&[("192.0.2.1", "GW", CA, &[FindingCode::CertUntrusted])])
+            } else {
+                with_nodes(&[("192.0.2.1", "GW", CA, &[])])
+            }
+        });
+        let d = with_dmz(missing, ok());
+        assert_eq!(
+            d.kind,
+            Kind::CertProblem(FindingCode::CertUntrusted),
+            "{d:?}"
+        );
+    }
+
     #[test]
     fn labels_round_trip_and_cover_every_kind() {
         let labels = Kind::all_labels();
-        assert_eq!(labels.len(), 7 + CERT_CODES.len());
+        assert_eq!(labels.len(), 9 + CERT_CODES.len());
         // Exhaustive: a new kind does not compile until it is listed here, and then fails until
         // it has a label.
         let listed = |k: Kind| match k {
@@ -849,6 +1139,8 @@ mod tests {
             | Kind::GatewayDown
             | Kind::LocalNetwork
             | Kind::GatewayCannotReachSmp
+            | Kind::NodeProblem
+            | Kind::TlsIntercepted
             | Kind::NoData => k,
         };
         for k in [
@@ -859,6 +1151,8 @@ mod tests {
             Kind::GatewayDown,
             Kind::LocalNetwork,
             Kind::GatewayCannotReachSmp,
+            Kind::NodeProblem,
+            Kind::TlsIntercepted,
             Kind::NoData,
         ] {
             assert!(!listed(k).label().is_empty(), "{k:?} has no label");

@@ -14,6 +14,7 @@ use crate::analysis::agents;
 
 use crate::analysis::diagnose;
 use crate::analysis::diagnose::Observation;
+use crate::analysis::nodes;
 use crate::config::{CheckConfig, Config};
 use crate::model::latest::Latest;
 use crate::model::probe::AgentView;
@@ -120,17 +121,34 @@ impl Fleet {
             }
             let site = if o.site.is_empty() { NO_SITE } else { o.site };
             bump(sites.entry(site.to_string()).or_default(), l.verdict);
-            if let (Some(t), Some(na)) = (&l.thumbprint, l.not_after) {
+            // Each certificate the probe sees, at any node, counts the probe once; the probe
+            // sees the policy's certificate when every node it reached serves it.
+            let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
+            for n in &l.nodes {
+                if let (Some(t), Some(na)) = (&n.thumbprint, n.not_after) {
+                    seen.insert(t.as_str(), na);
+                }
+            }
+            if let (true, Some(t), Some(na)) = (seen.is_empty(), &l.thumbprint, l.not_after) {
+                seen.insert(t.as_str(), na);
+            }
+            for (t, na) in &seen {
                 certs
-                    .entry(t.clone())
+                    .entry(t.to_string())
                     .or_insert_with(|| CertificateSeen {
-                        thumbprint_sha1: t.clone(),
-                        not_after: na,
+                        thumbprint_sha1: t.to_string(),
+                        not_after: *na,
                         observers: 0,
+                        nodes: 0,
                     })
                     .observers += 1;
+            }
+            if !seen.is_empty() {
                 with_cert += 1;
-                if policy.as_deref() == Some(t.as_str()) {
+                if policy
+                    .as_deref()
+                    .is_some_and(|p| seen.len() == 1 && seen.contains_key(p))
+                {
                     matching += 1;
                 }
             }
@@ -170,6 +188,13 @@ impl Fleet {
         } else {
             Vec::new()
         };
+        let tallies = nodes::tally(obs.iter().map(|o| o.latest));
+        for t in &tallies {
+            if let Some(c) = t.thumbprint().and_then(|tp| certs.get_mut(tp)) {
+                c.nodes += 1;
+            }
+        }
+        let node_lines = nodes::summaries(&tallies, config.server.max_sites);
         let mut certificates: Vec<CertificateSeen> = certs.into_values().collect();
         certificates.sort_by_key(|c| std::cmp::Reverse(c.observers));
         let detail = diagnose::diagnose(check.role, check.port, &obs, config.diagnosis);
@@ -189,6 +214,7 @@ impl Fleet {
             },
             policy_thumbprint: policy,
             ports,
+            nodes: node_lines,
             probe_verdicts,
         }
     }

@@ -4,4 +4,5 @@
 pub mod agents;
 pub mod diagnose;
 pub mod fleet;
+pub mod nodes;
 pub mod rounds;

@@ -24,6 +24,11 @@ pub enum Kind {
     LocalNetwork,
     /// DMZ checks of the SMP fail.
     GatewayCannotReachSmp,
+    /// Failures (or another certificate) at some addresses of the name while others are fine.
+    NodeProblem,
+    /// Some sites see a certificate from another issuer than the rest of the fleet: a
+    /// TLS-inspecting proxy on their path.
+    TlsIntercepted,
     /// No fresh result.
     #[default]
     NoData,
@@ -31,13 +36,15 @@ pub enum Kind {
 
 /// Every kind but `cert_problem:<code>` with its label, in the order the state-set metric
 /// lists them: the one table [`Kind::label`], [`Kind::from_label`] and [`Kind::all_labels`] read.
-const LABELS: [(Kind, &str); 7] = [
+const LABELS: [(Kind, &str); 9] = [
     (Kind::Healthy, "healthy"),
     (Kind::ListenerOnLegacyPort, "listener_on_legacy_port"),
     (Kind::PerimeterBlocked, "perimeter_blocked"),
     (Kind::GatewayDown, "gateway_down"),
     (Kind::LocalNetwork, "local_network"),
     (Kind::GatewayCannotReachSmp, "gateway_cannot_reach_smp"),
+    (Kind::NodeProblem, "node_problem"),
+    (Kind::TlsIntercepted, "tls_intercepted"),
     (Kind::NoData, "no_data"),
 ];
 
@@ -131,4 +138,20 @@ pub struct Diagnosis {
     pub remedy: String,
     /// The sites concerned, when the problem is not everywhere.
     pub sites: Vec<String>,
+    /// The nodes concerned (`node_problem`), each with its codes.
+    #[serde(default)]
+    pub nodes: Vec<NodeFault>,
+}
+
+/// A node a diagnosis names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFault {
+    /// The IP address.
+    pub address: String,
+    /// What most probes that tried it see there and the other nodes do not show.
+    pub codes: Vec<String>,
+    /// The certificate most of them see there.
+    pub thumbprint: Option<String>,
+    /// Probes that tried it.
+    pub probes: u64,
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use cemwatch_shared::{CheckResult, FindingCode, Severity, TcpState};
+use cemwatch_shared::{AddressResult, CheckResult, FindingCode, Severity, TcpState, TlsResult};
 
 /// The latest result of one probe for one check, summarised.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,6 +34,33 @@ pub struct Latest {
     pub tls_completed: bool,
     /// Legacy ports tried.
     pub legacy: Vec<LegacyObservation>,
+    /// The served certificate's issuer (the first address's).
+    pub issuer: Option<String>,
+    /// What the probe saw at each address of the gateway name (one, for a name with one
+    /// address, or a result from before probes checked every address).
+    pub nodes: Vec<NodeObservation>,
+}
+
+/// What a probe saw at one address of the gateway name: a gateway node or a load balancer
+/// member.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeObservation {
+    /// The IP address.
+    pub address: String,
+    /// The verdict there.
+    pub verdict: Severity,
+    /// Finding codes there.
+    pub codes: Vec<FindingCode>,
+    /// The certificate served there.
+    pub thumbprint: Option<String>,
+    /// Its not-after, Unix seconds.
+    pub not_after: Option<i64>,
+    /// Its issuer.
+    pub issuer: Option<String>,
+    /// TCP outcome there.
+    pub tcp_state: TcpState,
+    /// Whether TLS completed there (or the listener answered up to its certificate request).
+    pub tls_completed: bool,
 }
 
 /// What a probe saw on a legacy port.
@@ -47,9 +74,64 @@ pub struct LegacyObservation {
     pub gateway_listener: bool,
 }
 
+/// Whether TLS reached the listener: completed, or ended by a gateway that asked for an agent
+/// certificate after serving its own (a TLS 1.2 gateway ending the handshake without one still
+/// answered as a CEM listener).
+fn reached(tls: Option<&TlsResult>, certificate: bool) -> bool {
+    tls.is_some_and(|t| t.completed || (t.client_certificate_requested && certificate))
+}
+
+impl NodeObservation {
+    fn of(a: &AddressResult) -> Self {
+        Self {
+            address: a.address.clone(),
+            verdict: a.verdict,
+            codes: a.findings.iter().map(|f| f.code).collect(),
+            thumbprint: a.certificate.as_ref().map(|c| c.thumbprint_sha1.clone()),
+            not_after: a.certificate.as_ref().map(|c| c.not_after_unix),
+            issuer: a.certificate.as_ref().map(|c| c.issuer.clone()),
+            tcp_state: a.tcp.state,
+            tls_completed: reached(a.tls.as_ref(), a.certificate.is_some()),
+        }
+    }
+
+    /// The one node of a result that names no addresses (from a probe before protocol 5, as
+    /// the store keeps them): its first address, with the check's verdict and codes.
+    fn of_single(r: &CheckResult) -> Option<Self> {
+        let address = r.tcp.address.as_deref()?;
+        let ip = address
+            .parse::<std::net::SocketAddr>()
+            .map(|s| s.ip().to_string())
+            .unwrap_or_else(|_| address.to_string());
+        Some(Self {
+            address: ip,
+            verdict: r.verdict,
+            codes: r.findings.iter().map(|f| f.code).collect(),
+            thumbprint: r.certificate.as_ref().map(|c| c.thumbprint_sha1.clone()),
+            not_after: r.certificate.as_ref().map(|c| c.not_after_unix),
+            issuer: r.certificate.as_ref().map(|c| c.issuer.clone()),
+            tcp_state: r.tcp.state,
+            tls_completed: reached(r.tls.as_ref(), r.certificate.is_some()),
+        })
+    }
+}
+
+/// The most nodes of one result the fleet view keeps: a probe checks at most 64 addresses
+/// (`--max-addresses`), 8 by default; a report naming more (a hostile probe) keeps the first.
+pub const MAX_NODES_KEPT: usize = 64;
+
 impl Latest {
     /// Summarises a result.
     pub fn from_result(seq: u64, round: Option<u64>, produced_at_ms: i64, r: &CheckResult) -> Self {
+        let nodes = if r.addresses.is_empty() {
+            NodeObservation::of_single(r).into_iter().collect()
+        } else {
+            r.addresses
+                .iter()
+                .take(MAX_NODES_KEPT)
+                .map(NodeObservation::of)
+                .collect()
+        };
         Self {
             seq,
             round,
@@ -62,11 +144,7 @@ impl Latest {
             tls_ms: r.tls.as_ref().map(|t| t.duration_ms).unwrap_or(0.0),
             port: r.target.port,
             tcp_state: r.tcp.state,
-            // A gateway that asked for an agent certificate and ended a TLS 1.2 handshake without
-            // one still answered as a CEM listener: its certificate was captured.
-            tls_completed: r.tls.as_ref().is_some_and(|t| {
-                t.completed || (t.client_certificate_requested && r.certificate.is_some())
-            }),
+            tls_completed: reached(r.tls.as_ref(), r.certificate.is_some()),
             legacy: r
                 .legacy_ports
                 .iter()
@@ -76,6 +154,13 @@ impl Latest {
                     gateway_listener: l.gateway_listener,
                 })
                 .collect(),
+            issuer: r.certificate.as_ref().map(|c| c.issuer.clone()),
+            nodes,
         }
+    }
+
+    /// Whether the probe reached the listener at any address.
+    pub fn reached_any(&self) -> bool {
+        self.tls_completed || self.nodes.iter().any(|n| n.tls_completed)
     }
 }

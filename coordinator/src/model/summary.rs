@@ -41,8 +41,32 @@ pub struct CertificateSeen {
     pub thumbprint_sha1: String,
     /// Not after, Unix seconds.
     pub not_after: i64,
-    /// Probes seeing it.
+    /// Probes seeing it (at any node).
     pub observers: u64,
+    /// Nodes (addresses of the name) most of whose probes see it: during a rollover, the
+    /// nodes already switched to the new certificate and those still on the old one.
+    #[serde(default)]
+    pub nodes: u64,
+}
+
+/// One address of the gateway name (a gateway node, a load balancer member) as the fleet sees
+/// it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// The IP address (`other`: the nodes past `[server] max_sites`, counted together).
+    pub address: String,
+    /// Probes that tried it.
+    pub probes: u64,
+    /// Of them, those that completed TLS there.
+    pub reached: u64,
+    /// Their verdicts there.
+    pub verdicts: VerdictCounts,
+    /// The certificate most of them see there.
+    pub thumbprint: Option<String>,
+    /// Every certificate seen there → probes.
+    pub thumbprints: BTreeMap<String, u64>,
+    /// Finding codes there → probes.
+    pub codes: BTreeMap<String, u64>,
 }
 
 /// Port consistency of a gateway: the policy port, where the listener was observed, and what
@@ -91,6 +115,9 @@ pub struct CheckSummary {
     pub thumbprint_match_ratio: Option<f64>,
     /// Policy port, observed listener, what the network does.
     pub ports: PortConsistency,
+    /// Each address of the gateway name, most tried first.
+    #[serde(default)]
+    pub nodes: Vec<NodeSummary>,
     /// Each fresh probe's verdict, when `[server] per_probe_metrics` is on (for the per-probe
     /// series; not part of the API's summary).
     #[serde(skip)]
