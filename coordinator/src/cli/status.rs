@@ -287,12 +287,59 @@ pub fn render_status(s: &FleetSummary, api: &str, color: bool) -> String {
             } else {
                 ""
             };
+            // During a rollover (two certificates served), the share of probes and of nodes
+            // on each.
+            let share = if c.certificates.len() > 1 {
+                let probes: u64 = c.verdicts.total().max(1);
+                let nodes = c
+                    .nodes
+                    .iter()
+                    .filter(|n| n.address != "other")
+                    .count()
+                    .max(1);
+                format!(
+                    " ({:.0}% of probes, {} of {nodes} nodes)",
+                    cert.observers as f64 * 100.0 / probes as f64,
+                    cert.nodes
+                )
+            } else {
+                String::new()
+            };
             o.push_str(&format!(
-                "  certificate   {}{policy}  seen by {} probes, {} days left\n",
+                "  certificate   {}{policy}  seen by {} probes{share}, {} days left\n",
                 cert.thumbprint_sha1,
                 cert.observers,
                 days_left(cert.not_after)
             ));
+        }
+        // One line per node when the name has several addresses.
+        if c.nodes.len() > 1 {
+            for n in &c.nodes {
+                // What most of its probes see there.
+                let verdict = [
+                    (n.verdicts.ok, Severity::Ok),
+                    (n.verdicts.warn, Severity::Warn),
+                    (n.verdicts.fail, Severity::Fail),
+                ]
+                .into_iter()
+                .max_by_key(|(count, sev)| (*count, *sev))
+                .map(|(_, sev)| sev)
+                .unwrap_or(Severity::Ok);
+                let codes: Vec<String> = n.codes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                o.push_str(&format!(
+                    "  node          {:<16} {}  {}  reached by {} of {} probes{}\n",
+                    n.address,
+                    p.severity(verdict, &format!("{:<4}", verdict.as_str())),
+                    n.thumbprint.as_deref().unwrap_or("no certificate"),
+                    n.reached,
+                    n.probes,
+                    if codes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", codes.join(", "))
+                    }
+                ));
+            }
         }
         if let Some(r) = c.thumbprint_match_ratio {
             o.push_str(&format!(
@@ -533,6 +580,27 @@ pub fn render_verdict(v: &Verdict, color: bool) -> String {
             }
         }
     }
+    if !r.nodes.is_empty() {
+        o.push_str("dissenting nodes\n");
+        for n in &r.nodes {
+            o.push_str(&format!(
+                "  {:<16} {:<24} {} ({} probes)\n",
+                n.address,
+                n.codes.join(", "),
+                if n.thumbprints.is_empty() {
+                    "no certificate".to_string()
+                } else {
+                    format!("serves {}", n.thumbprints.join(", "))
+                },
+                n.probes.len()
+            ));
+        }
+        o.push_str(&format!(
+            "  {} {}\n",
+            p.dim("remedy:"),
+            "import the expected certificate on each node above (Gateway Manager and the Internet Gateway's IIS binding) and restart its Internet Gateway service; the other nodes of the name already serve it."
+        ));
+    }
     if !r.pending.is_empty() && v.result != "confirmed" {
         o.push_str(&format!("  no answer from: {}\n", r.pending.join(", ")));
     }
@@ -692,6 +760,52 @@ mod tests {
         assert_eq!(more("x".into(), true), "x, …");
         assert_eq!(more(String::new(), true), "…");
         assert_eq!(more("x".into(), false), "x");
+    }
+
+    #[test]
+    fn a_verdict_names_the_dissenting_nodes_with_their_remedy() {
+        use crate::model::round::{DissentingNode, RoundStatus};
+        let round = RoundStatus {
+            round: 4,
+            check: "gateway".into(),
+            started_at_ms: NOW,
+            expect_thumbprint: Some("1111".into()),
+            expect_port: None,
+            eligible: 2,
+            reported: 2,
+            confirmed: 0,
+            dissenting: 2,
+            pending: vec![],
+            dissenters: vec![],
+            groups: vec![],
+            nodes: vec![DissentingNode {
+                address: "192.0.2.2".into(),
+                codes: vec!["thumbprint_mismatch".into()],
+                thumbprints: vec!["2222".into()],
+                probes: vec!["p1".into(), "p2".into()],
+            }],
+        };
+        let text = render_verdict(
+            &Verdict {
+                result: "not_confirmed",
+                reason: "every probe answered; only 0 confirmed".into(),
+                quorum: 1.0,
+                needed: 2,
+                round,
+            },
+            false,
+        );
+        let line = line(&text, "192.0.2.2");
+        assert!(
+            line.contains("thumbprint_mismatch")
+                && line.contains("serves 2222")
+                && line.contains("2 probes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("import the expected certificate on each node above"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -54,6 +54,22 @@ pub struct Dissenter {
     pub port: u16,
     /// TCP outcome.
     pub tcp_state: String,
+    /// The nodes (addresses of the name) where it saw what was not expected.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+/// A node (address of the name) that some answers of a round dissent at.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct DissentingNode {
+    /// The address.
+    pub address: String,
+    /// Why, as finding codes.
+    pub codes: Vec<String>,
+    /// The certificates seen there.
+    pub thumbprints: Vec<String>,
+    /// The probes dissenting there.
+    pub probes: Vec<String>,
 }
 
 /// Dissenters of one site with one code, and what to do.
@@ -96,4 +112,7 @@ pub struct RoundStatus {
     pub dissenters: Vec<Dissenter>,
     /// Dissenters by site and code, with the remedy.
     pub groups: Vec<DissentGroup>,
+    /// The nodes the dissent is at, when the name has several addresses and some confirm.
+    #[serde(default)]
+    pub nodes: Vec<DissentingNode>,
 }

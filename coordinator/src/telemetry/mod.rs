@@ -40,6 +40,12 @@ pub const CONNECTIONS_REFUSED: &str = "cemwatch_connections_refused_total";
 pub const ENROLMENTS: &str = "cemwatch_enrolments_total";
 /// Fresh results per `check`, `site` (capped, overflow `other`) and `verdict`.
 pub const CHECK_SITE_PROBES: &str = "cemwatch_check_site_probes";
+/// Probes per `check`, gateway node (`address`: each address of the name, capped like sites,
+/// overflow `other`) and their `verdict` there.
+pub const NODE_PROBES: &str = "cemwatch_node_probes";
+/// Nodes (addresses of the name) most of whose probes see each certificate, per `check` and
+/// `thumbprint_sha1`: a rollover's progress in nodes.
+pub const CERT_NODES: &str = "cemwatch_certificate_nodes";
 /// Fleet diagnosis as a state set: one series per `diagnosis`, 1 for the current one.
 pub const FLEET_DIAGNOSIS: &str = "cemwatch_fleet_diagnosis";
 /// Not-after of each certificate served, per `check` and `thumbprint_sha1`.
@@ -150,6 +156,10 @@ pub struct Metrics {
     pub cert_not_after: IntGaugeVec,
     /// Certificate observers.
     pub cert_observers: IntGaugeVec,
+    /// [`CERT_NODES`].
+    pub cert_nodes: IntGaugeVec,
+    /// [`NODE_PROBES`].
+    pub node_probes: IntGaugeVec,
     /// Probes seeing (or not) the policy certificate.
     pub thumbprint_matches: IntGaugeVec,
     /// Ratio of the above.
@@ -320,7 +330,9 @@ impl Metrics {
             check_site_probes: gauge_vec(&registry, CHECK_SITE_PROBES, "Probes whose fresh result has this verdict, per check and site (sites capped; the rest in other).", &["check", "site", "verdict"]),
             fleet_diagnosis: gauge_vec(&registry, FLEET_DIAGNOSIS, "Fleet diagnosis per check as a state set: 1 for the current diagnosis, 0 for the others.", &["check", "diagnosis"]),
             cert_not_after: gauge_vec(&registry, CERT_NOT_AFTER, "Not-after of each certificate served, Unix seconds.", &["check", "thumbprint_sha1"]),
-            cert_observers: gauge_vec(&registry, CERT_OBSERVERS, "Probes currently seeing each certificate.", &["check", "thumbprint_sha1"]),
+            cert_observers: gauge_vec(&registry, CERT_OBSERVERS, "Probes currently seeing each certificate (at any node of the name).", &["check", "thumbprint_sha1"]),
+            cert_nodes: gauge_vec(&registry, CERT_NODES, "Gateway nodes (addresses of the name) most of whose probes see each certificate.", &["check", "thumbprint_sha1"]),
+            node_probes: gauge_vec(&registry, NODE_PROBES, "Probes whose fresh result has this verdict at each gateway node (address of the name; capped like sites, the rest in other).", &["check", "address", "verdict"]),
             thumbprint_matches: gauge_vec(&registry, THUMBPRINT_MATCHES, "Probes that saw a certificate, by whether it is the one in the CEM policy.", &["check", "match"]),
             thumbprint_match_ratio: {
                 let g = GaugeVec::new(Opts::new(THUMBPRINT_MATCH_RATIO, "Fraction of probes seeing the certificate in the CEM policy."), &["check"]).expect("valid metric");
@@ -432,6 +444,8 @@ impl Metrics {
             &self.fleet_diagnosis,
             &self.cert_not_after,
             &self.cert_observers,
+            &self.cert_nodes,
+            &self.node_probes,
             &self.thumbprint_matches,
             &self.port_probes,
             &self.policy_port,
@@ -505,6 +519,21 @@ impl Metrics {
                 self.cert_observers
                     .with_label_values(&[check, t])
                     .set(cert.observers as i64);
+                self.cert_nodes
+                    .with_label_values(&[check, t])
+                    .set(cert.nodes as i64);
+            }
+            // Nodes: already capped by the summary (`[server] max_sites`, the rest `other`).
+            for n in &c.nodes {
+                for (verdict, count) in [
+                    ("ok", n.verdicts.ok),
+                    ("warn", n.verdicts.warn),
+                    ("fail", n.verdicts.fail),
+                ] {
+                    self.node_probes
+                        .with_label_values(&[check, n.address.as_str(), verdict])
+                        .set(count as i64);
+                }
             }
             if let Some(policy) = &c.policy_thumbprint {
                 let seen: u64 = c.certificates.iter().map(|x| x.observers).sum();
