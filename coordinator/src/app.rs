@@ -17,6 +17,7 @@ use cemwatch_shared::wire::ALPN;
 
 use crate::http;
 
+use crate::analysis;
 use crate::analysis::fleet::Fleet;
 use crate::config::limits::LimitsConfig;
 use crate::config::Config;
@@ -188,6 +189,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         )),
         tokio::spawn(watch_revocations(hub.clone(), data_dir.clone())),
         tokio::spawn(prune_store(hub.clone())),
+        tokio::spawn(watch_nodes(hub.clone())),
     ];
     // The store is open, the fleet loaded and both listeners bound, and their tasks run.
     readiness.ready();
@@ -247,6 +249,39 @@ async fn prune_store(hub: Arc<Hub>) {
                     }
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// How often the nodes behind each check's name are compared with what they served before.
+pub const NODE_WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Records in the event log when a node of a check's name switches certificates (most of its
+/// fresh probes see another one than before): a rollover's progress, node by node. What each
+/// node served is kept in memory: after a restart the first look records, and does not log.
+async fn watch_nodes(hub: Arc<Hub>) {
+    let mut served = std::collections::BTreeMap::new();
+    loop {
+        tokio::time::sleep(NODE_WATCH_EVERY).await;
+        let now = store::now_ms();
+        let switches: Vec<_> = {
+            let config = hub.config.borrow().clone();
+            let fleet = hub.registry.fleet();
+            config
+                .checks
+                .iter()
+                .flat_map(|c| {
+                    let obs = fleet.observations(&c.name, now, config.server.stale_after);
+                    let tallies = analysis::nodes::tally(obs.iter().map(|o| o.latest));
+                    analysis::nodes::switches(&mut served, &c.name, &tallies)
+                })
+                .collect()
+        };
+        for s in switches {
+            tracing::info!(check = %s.check, node = %s.address, from = %s.from, to = %s.to, "a gateway node switched certificates");
+            if let Err(e) = hub.registry.node_switched(s).await {
+                tracing::error!(error = %e, "cannot record a node's certificate switch");
             }
         }
     }

@@ -109,6 +109,20 @@ impl Registry {
         Ok(bound == key)
     }
 
+    /// A node of a check switched certificates ([`crate::analysis::nodes::switches`]): one
+    /// event in the log.
+    pub async fn node_switched(&self, switch: crate::analysis::nodes::Switch) -> Result<()> {
+        self.writer
+            .node_switched(
+                crate::store::now_ms(),
+                switch.check,
+                switch.address,
+                switch.from,
+                switch.to,
+            )
+            .await
+    }
+
     /// One pruning step of the store ([`crate::store::retention`]).
     pub async fn prune_store(
         &self,

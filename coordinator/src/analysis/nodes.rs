@@ -296,6 +296,53 @@ pub fn interception<'a>(
     })
 }
 
+/// A node that switched certificates: most of its probes now see `to`, where they saw `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    /// The check.
+    pub check: String,
+    /// The node's address.
+    pub address: String,
+    /// The certificate it served.
+    pub from: String,
+    /// The certificate it serves now.
+    pub to: String,
+}
+
+/// The switches since `served` (check, address → the certificate most probes saw there), which
+/// it then holds the new state of. A node first seen is recorded, not a switch; a node no
+/// probe reaches keeps its last certificate (so that a node down and back with the same one is
+/// no switch); [`OTHER_NODE`] is never one.
+pub fn switches(
+    served: &mut BTreeMap<(String, String), String>,
+    check: &str,
+    tallies: &[NodeTally],
+) -> Vec<Switch> {
+    let mut out = Vec::new();
+    for t in tallies.iter().filter(|t| t.address != OTHER_NODE) {
+        let Some(now) = t.thumbprint() else {
+            continue;
+        };
+        let key = (check.to_string(), t.address.clone());
+        match served.get(&key) {
+            Some(before) if before != now => {
+                out.push(Switch {
+                    check: check.to_string(),
+                    address: t.address.clone(),
+                    from: before.clone(),
+                    to: now.to_string(),
+                });
+                served.insert(key, now.to_string());
+            }
+            Some(_) => {}
+            None => {
+                served.insert(key, now.to_string());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +475,53 @@ mod tests {
             node("192.0.2.2", "", "", &[FindingCode::TcpFiltered]),
         ]));
         assert_eq!(outliers(&tally(&fleet)), None);
+    }
+
+    #[test]
+    fn a_node_switches_when_most_of_its_probes_see_the_new_certificate() {
+        let fleet = |new_at_b: usize| -> Vec<Latest> {
+            (0..4)
+                .map(|i| {
+                    let b = if i < new_at_b { "NEW" } else { "OLD" };
+                    latest(vec![
+                        node("192.0.2.1", "NEW", CA, &[]),
+                        node("192.0.2.2", b, CA, &[]),
+                    ])
+                })
+                .collect()
+        };
+        let mut served = BTreeMap::new();
+        // First sight: recorded, no switch.
+        assert!(switches(&mut served, "gw", &tally(&fleet(0))).is_empty());
+        assert_eq!(served.len(), 2);
+        // One probe of four sees the new one: the node still serves the old one for most.
+        assert!(switches(&mut served, "gw", &tally(&fleet(1))).is_empty());
+        let s = switches(&mut served, "gw", &tally(&fleet(3)));
+        assert_eq!(
+            s,
+            vec![Switch {
+                check: "gw".into(),
+                address: "192.0.2.2".into(),
+                from: "OLD".into(),
+                to: "NEW".into(),
+            }]
+        );
+        // Once.
+        assert!(switches(&mut served, "gw", &tally(&fleet(4))).is_empty());
+        // A node down keeps its certificate: back with the same one is no switch.
+        let down: Vec<Latest> = (0..4)
+            .map(|_| {
+                latest(vec![
+                    node("192.0.2.1", "NEW", CA, &[]),
+                    node("192.0.2.2", "", "", &[FindingCode::TcpRefused]),
+                ])
+            })
+            .collect();
+        assert!(switches(&mut served, "gw", &tally(&down)).is_empty());
+        assert!(switches(&mut served, "gw", &tally(&fleet(4))).is_empty());
+        let probe = crate::model::event::node_event_probe("192.0.2.2");
+        assert_eq!(probe, "node:192.0.2.2");
+        assert!(cemwatch_shared::ProbeName::parse(&probe).is_err());
     }
 
     #[test]

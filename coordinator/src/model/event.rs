@@ -19,7 +19,17 @@ pub struct EventQuery {
     pub before_id: Option<i64>,
 }
 
-/// A verdict transition.
+/// The code of an event that is a node's certificate switch, not a verdict transition: its
+/// `probe` is `node:ADDR` ([`node_event_probe`]), `from` and `to` are SHA-1 thumbprints.
+pub const NODE_SWITCHED: &str = "node_switched";
+
+/// The probe column of a node's switch in the event log: `node:ADDR` (a probe name has no
+/// `:`, so the two never mix).
+pub fn node_event_probe(address: &str) -> String {
+    format!("node:{address}")
+}
+
+/// A verdict transition, or a node's certificate switch (code [`NODE_SWITCHED`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Id.
@@ -30,9 +40,10 @@ pub struct Event {
     pub probe: String,
     /// Check.
     pub check: String,
-    /// Previous verdict (none for a first result).
+    /// Previous verdict (none for a first result); for a node switch, the certificate it
+    /// served.
     pub from: Option<String>,
-    /// New verdict.
+    /// New verdict; for a node switch, the certificate it serves now.
     pub to: String,
     /// Finding codes of the new result.
     pub codes: Vec<String>,

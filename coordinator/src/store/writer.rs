@@ -227,6 +227,33 @@ impl Writer {
             .await
     }
 
+    /// Records that a node of a check switched certificates, in the event log (probe
+    /// `node:ADDR`, from and to the thumbprints, code `node_switched`).
+    pub async fn node_switched(
+        &self,
+        at_ms: i64,
+        check: String,
+        address: String,
+        from: String,
+        to: String,
+    ) -> Result<()> {
+        self.exec(move |db| {
+            db.prepare_cached(
+                "INSERT INTO events (at, probe, check_name, from_verdict, to_verdict, codes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                at_ms,
+                crate::model::event::node_event_probe(&address),
+                check,
+                from,
+                to,
+                crate::model::event::NODE_SWITCHED
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on the writer's connection, in order with reports.
     pub(super) async fn exec<T: Send + 'static>(
         &self,
