@@ -20,6 +20,7 @@ mod hostile_probe;
 mod http_hammer;
 mod http_surface;
 mod lab;
+mod nodes;
 mod pages;
 mod real_gateway;
 mod unauthenticated;
