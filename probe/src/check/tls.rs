@@ -17,8 +17,9 @@
 //! [`MAX_ACCEPTABLE_CAS`] CA names, the chain builder follows at most `cert::MAX_CHAIN_DEPTH`
 //! links, and after the handshake the probe reads nothing but a close-notify (or, having
 //! presented a client certificate to a TLS 1.3 server, its verdict on it), for at most
-//! [`SHUTDOWN_TIMEOUT`] (or [`CLIENT_AUTH_VERDICT_WAIT`]). The TCP stage tries at most
-//! `tcp::MAX_ADDRESSES` addresses, each within the connect timeout.
+//! [`SHUTDOWN_TIMEOUT`] (or [`CLIENT_AUTH_VERDICT_WAIT`]). A check looks at at most
+//! `CheckContext::max_addresses` addresses of the name, concurrently, each with one connect
+//! within the connect timeout.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
