@@ -2,8 +2,9 @@
 //! is checked, and a node that differs is named. The nodes are `openssl s_server` processes on
 //! one port at several loopback addresses (127.0.0.2, 127.0.0.3, and [::1] for IPv6 beside
 //! IPv4), the name resolved to them with `--resolve HOST:PORT:ADDR,ADDR`; a node that is down
-//! is an address where nothing listens. The assertions read the JSON a script reads and the
-//! table a person reads.
+//! is an address where nothing listens. As root, the same in a network namespace whose loopback
+//! holds the nodes' own addresses (192.0.2.10-12 and 2001:db8::10). The assertions read the
+//! JSON a script reads and the table a person reads.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -276,5 +277,154 @@ fn every_node_down_is_one_finding_naming_each_address() {
     assert!(
         message.contains("127.0.0.5, 127.0.0.6"),
         "the finding names both addresses: {message}"
+    );
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn three_nodes_on_a_namespaces_own_addresses_ipv6_beside_ipv4() {
+    let test = "three_nodes_on_a_namespaces_own_addresses_ipv6_beside_ipv4";
+    if cemwatch_tests::netns::skip_unless_available(test) {
+        return;
+    }
+    let w = world();
+    let ns = cemwatch_tests::netns::Netns::create("nodes").expect("netns");
+    // The name's nodes: two IPv4 and one IPv6 address on the namespace's loopback, and a
+    // fourth address where the node's service is stopped.
+    for addr in ["192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32"] {
+        ns.exec(&["ip", "addr", "add", addr, "dev", "lo"])
+            .expect("v4");
+    }
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::10/128",
+        "dev",
+        "lo",
+        "nodad",
+    ])
+    .expect("v6");
+    let port = "9443";
+    let mut nodes = Vec::new();
+    for (leaf, at) in [
+        (&w.new, "192.0.2.10"),
+        (&w.old, "192.0.2.11"),
+        (&w.new, "[2001:db8::10]"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("chain.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, leaf.chain_pem()).expect("cert");
+        std::fs::write(&key, &leaf.key_pem).expect("key");
+        let child = ns
+            .command(&[
+                "openssl",
+                "s_server",
+                "-accept",
+                &format!("{at}:{port}"),
+                "-cert",
+                &cert.display().to_string(),
+                "-key",
+                &key.display().to_string(),
+                "-www",
+                "-quiet",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s_server in the namespace");
+        nodes.push((Child(child), dir));
+    }
+    let check = |extra: &[&str]| -> Run {
+        let resolve = format!("{GW}:{port}:192.0.2.10,192.0.2.11,192.0.2.12,[2001:db8::10]");
+        let mut argv: Vec<String> = vec![
+            BIN.into(),
+            "check".into(),
+            format!("{GW}:{port}"),
+            "--resolve".into(),
+            resolve,
+            "--ca-file".into(),
+            w.ca_file.display().to_string(),
+            "--expect-thumbprint".into(),
+            w.new.thumbprint(),
+            "--no-legacy-ports".into(),
+            "--no-revocation".into(),
+            "--connect-timeout".into(),
+            "2s".into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // The servers start in the background: wait until all three answer.
+        let mut last = None;
+        for _ in 0..50 {
+            let out = ns.command(&refs).output().expect("check in the namespace");
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            let run = Run {
+                code: out.status.code().unwrap_or(-1),
+                json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+                stdout,
+                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            };
+            let listening = run.json["addresses"]
+                .as_array()
+                .map(|a| a.iter().filter(|a| a["tcp"]["state"] == "open").count());
+            let expected = if extra.is_empty() { 3 } else { 1 };
+            if listening == Some(expected) {
+                return run;
+            }
+            last = Some(run);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let run = last.expect("a run");
+        panic!("the nodes did not all answer: {}", run.context());
+    };
+    let run = check(&[]);
+    assert_eq!(run.code, 2, "{}", run.context());
+    assert_eq!(
+        run.addresses(),
+        ["192.0.2.10", "192.0.2.11", "192.0.2.12", "2001:db8::10"]
+    );
+    let mut named: Vec<(String, String)> = run
+        .findings()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().expect("code").to_string(),
+                f["address"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            ("tcp_refused".to_string(), "192.0.2.12".to_string()),
+            ("thumbprint_mismatch".to_string(), "192.0.2.11".to_string()),
+        ],
+        "{}",
+        run.context()
+    );
+    assert_eq!(run.address("2001:db8::10")["verdict"], "ok");
+    assert_eq!(run.address("192.0.2.10")["verdict"], "ok");
+    // IPv6 only: the one AAAA node serves the policy's certificate.
+    let v6 = check(&["--address-family", "ipv6"]);
+    assert_eq!(v6.code, 0, "{}", v6.context());
+    assert_eq!(v6.addresses(), ["2001:db8::10"]);
+    println!(
+        "namespace nodes 192.0.2.10 (new), 192.0.2.11 (old), 192.0.2.12 (down), 2001:db8::10 (new): fail naming .11 and .12; ipv6 only: ok"
     );
 }

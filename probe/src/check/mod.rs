@@ -843,3 +843,79 @@ async fn probe_legacy_port(
     result.thumbprint_sha1 = Some(info.thumbprint_sha1);
     result
 }
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    fn at(address: &str, findings: Vec<Finding>) -> AddressResult {
+        AddressResult {
+            address: address.into(),
+            verdict: verdict(&findings),
+            findings,
+            tcp: TcpResult {
+                state: TcpState::Open,
+                address: Some(format!("{address}:8443")),
+                duration_ms: 1.0,
+                error: None,
+            },
+            tls: None,
+            certificate: None,
+            legacy_ports: Vec::new(),
+            durations: Durations::default(),
+        }
+    }
+
+    #[test]
+    fn addresses_are_chosen_by_family_and_cap_and_the_rest_named() {
+        let addrs: Vec<SocketAddr> = ["192.0.2.1:8443", "[2001:db8::1]:8443", "192.0.2.2:8443"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        let (checked, skipped) = select_addresses(&addrs, AddressFamily::Ipv4, 8);
+        assert_eq!(checked, vec![addrs[0], addrs[2]]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].address, "2001:db8::1");
+        let (checked, skipped) = select_addresses(&addrs, AddressFamily::Any, 1);
+        assert_eq!(checked, vec![addrs[0]]);
+        assert!(skipped[1].reason.contains("--max-addresses"), "{skipped:?}");
+    }
+
+    #[test]
+    fn findings_every_address_shows_appear_once_the_others_name_their_address() {
+        let expiring = || Finding::new(FindingCode::CertExpiring, "expires in 10 days");
+        let refused = |a: &str| {
+            Finding::new(
+                FindingCode::TcpRefused,
+                format!("connection to gw:8443 ({a}) refused"),
+            )
+        };
+        let merged = merge_findings(&[
+            at("192.0.2.1", vec![expiring()]),
+            at("192.0.2.2", vec![expiring(), refused("192.0.2.2")]),
+        ]);
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        assert_eq!(merged[0].code, FindingCode::TcpRefused);
+        assert_eq!(merged[0].address.as_deref(), Some("192.0.2.2"));
+        assert!(merged[0]
+            .remedy
+            .starts_with("Only the gateway node (or load balancer member) at 192.0.2.2"));
+        assert_eq!(merged[1].code, FindingCode::CertExpiring);
+        assert_eq!(merged[1].address, None);
+        // The same refusal at both: once, naming both addresses.
+        let merged = merge_findings(&[
+            at("192.0.2.1", vec![refused("192.0.2.1")]),
+            at("192.0.2.2", vec![refused("192.0.2.2")]),
+        ]);
+        assert_eq!(merged.len(), 1, "{merged:?}");
+        assert_eq!(merged[0].address, None);
+        assert!(
+            merged[0].message.contains("(192.0.2.1, 192.0.2.2)"),
+            "{}",
+            merged[0].message
+        );
+        // One address: its findings as they are.
+        let one = merge_findings(&[at("192.0.2.1", vec![refused("192.0.2.1")])]);
+        assert_eq!(one[0].message, "connection to gw:8443 (192.0.2.1) refused");
+    }
+}
