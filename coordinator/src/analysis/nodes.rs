@@ -40,6 +40,8 @@ pub struct NodeTally {
     pub not_after: BTreeMap<String, i64>,
     /// Probes that completed TLS there.
     pub reached: u64,
+    /// Other addresses → probes that tried both this one and that one.
+    pub peers: BTreeMap<String, u64>,
 }
 
 impl NodeTally {
@@ -74,6 +76,7 @@ pub fn tally<'a>(results: impl IntoIterator<Item = &'a Latest>) -> Vec<NodeTally
     let mut by: BTreeMap<&str, NodeTally> = BTreeMap::new();
     for l in results {
         for n in &l.nodes {
+            let others = l.nodes.iter().filter(|o| o.address != n.address);
             let t = by.entry(n.address.as_str()).or_insert_with(|| NodeTally {
                 address: n.address.clone(),
                 ..NodeTally::default()
@@ -92,6 +95,9 @@ pub fn tally<'a>(results: impl IntoIterator<Item = &'a Latest>) -> Vec<NodeTally
             }
             if n.tls_completed {
                 t.reached += 1;
+            }
+            for o in others {
+                *t.peers.entry(o.address.clone()).or_default() += 1;
             }
         }
     }
@@ -153,7 +159,10 @@ pub struct Outlier {
 }
 
 /// The nodes that fail while others of the same name do not: `None` unless at least one node
-/// shows codes (seen by most of its probes) that at least one other node does not.
+/// shows codes (seen by most of its probes) that a healthy node does not, where most of the
+/// failing node's probes tried that healthy node too. Without probes in common the two are
+/// seen from different places (split DNS: the DMZ resolves the gateway's internal address,
+/// the internet its public one), and the difference may be the path, not the node.
 pub fn outliers(tallies: &[NodeTally]) -> Option<(Vec<Outlier>, Vec<&NodeTally>)> {
     let tried: Vec<&NodeTally> = tallies.iter().filter(|t| t.probes > 0).collect();
     if tried.len() < 2 {
@@ -181,6 +190,16 @@ pub fn outliers(tallies: &[NodeTally]) -> Option<(Vec<Outlier>, Vec<&NodeTally>)
             thumbprint: t.thumbprint().map(str::to_string),
         });
     }
+    let by_address: BTreeMap<&str, &NodeTally> =
+        tried.iter().map(|t| (t.address.as_str(), *t)).collect();
+    faulty.retain(|o| {
+        let probes = by_address.get(o.address.as_str()).map(|t| &t.peers);
+        healthy.iter().any(|h| {
+            probes
+                .and_then(|p| p.get(&h.address))
+                .is_some_and(|both| both * 2 > o.probes)
+        })
+    });
     (!faulty.is_empty() && !healthy.is_empty()).then_some((faulty, healthy))
 }
 
@@ -447,6 +466,20 @@ mod tests {
             })
             .collect();
         assert_eq!(outliers(&tally(&one)), None);
+        // Split DNS: internet probes see the public address (filtered), the DMZ probe the
+        // internal one (fine). No probe tried both: the path, not a node.
+        let mut split: Vec<Latest> = (0..6)
+            .map(|_| {
+                latest(vec![node(
+                    "203.0.113.10",
+                    "",
+                    "",
+                    &[FindingCode::TcpFiltered],
+                )])
+            })
+            .collect();
+        split.push(latest(vec![node("10.0.0.10", "A", CA, &[])]));
+        assert_eq!(outliers(&tally(&split)), None);
         // Every node failing differently from none healthy: not a node problem either.
         let all_bad: Vec<Latest> = (0..4)
             .map(|_| {
