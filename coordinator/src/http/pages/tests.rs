@@ -168,6 +168,64 @@ async fn probe_supplied_text_is_escaped_and_stripped_of_control_characters() {
     }
 }
 
+/// Four probes seeing two nodes of the name; the second still serves another certificate.
+fn two_nodes(fleet: &mut Fleet) {
+    use crate::model::latest::NodeObservation;
+    fleet.probes.clear();
+    for i in 0..4 {
+        let v = fleet.probes.entry(format!("p{i}")).or_default();
+        v.labels.insert("site".into(), "lyon".into());
+        v.connected = true;
+        v.last_seen_ms = now_ms();
+        let mut l = latest(Severity::Fail, &[FindingCode::ThumbprintMismatch]);
+        let node = |address: &str, thumbprint: &str, codes: &[FindingCode]| NodeObservation {
+            address: address.into(),
+            verdict: if codes.is_empty() {
+                Severity::Ok
+            } else {
+                Severity::Fail
+            },
+            codes: codes.to_vec(),
+            thumbprint: Some(thumbprint.into()),
+            not_after: Some(now_ms() / 1000 + 40 * 86_400),
+            issuer: Some("CN=Root".into()),
+            tcp_state: TcpState::Open,
+            tls_completed: true,
+        };
+        l.nodes = vec![
+            node("192.0.2.1", SERVED, &[]),
+            node(
+                "192.0.2.2",
+                "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
+                &[FindingCode::ThumbprintMismatch],
+            ),
+        ];
+        v.latest.insert("gateway".into(), l);
+    }
+}
+
+#[tokio::test]
+async fn the_check_page_has_a_row_per_gateway_node_when_the_name_has_several() {
+    let fx = fixture_fleet(POLICY, &["p1"], two_nodes);
+    let (status, headers, body) = page(&fx, "/checks/gateway").await;
+    assert_page(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains("Per gateway node"), "{body}");
+    let row = body
+        .split("<tr>")
+        .find(|r| r.contains("<th scope=\"row\">192.0.2.2</th>"))
+        .unwrap_or_else(|| panic!("no row for 192.0.2.2: {body}"));
+    assert!(
+        row.contains("CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC"),
+        "{row}"
+    );
+    assert!(row.contains("thumbprint_mismatch (4)"), "{row}");
+    assert!(body.contains("node_problem"), "{body}");
+    // A name with one address: no node table.
+    let fx = fixture_fleet(POLICY, &["p1"], failing);
+    let (_, _, body) = page(&fx, "/checks/gateway").await;
+    assert!(!body.contains("Per gateway node"), "{body}");
+}
+
 #[tokio::test]
 async fn the_check_page_filters_and_sorts_its_probes_and_refuses_bad_filters() {
     let fx = fixture_fleet("", &["p1"], |fleet| {

@@ -433,6 +433,30 @@ pub(crate) fn check(
                 }
             }
         }
+        @if c.nodes.len() > 1 {
+            section aria-labelledby="nodes-h" {
+                h2 id="nodes-h" { "Per gateway node" }
+                table {
+                    thead { tr { th scope="col" { "address" } th scope="col" { "ok" } th scope="col" { "warn" } th scope="col" { "fail" } th scope="col" { "reached" } th scope="col" { "certificate" } th scope="col" { "findings" } } }
+                    tbody {
+                        @for n in &c.nodes {
+                            tr {
+                                th scope="row" { (Text(&n.address)) }
+                                td.num { (n.verdicts.ok) } td.num { (n.verdicts.warn) } td.num { (n.verdicts.fail) }
+                                td.num { (n.reached) " of " (n.probes) }
+                                td.mono { (Text(n.thumbprint.as_deref().unwrap_or("none"))) }
+                                td {
+                                    @for (i, (code, count)) in n.codes.iter().enumerate() {
+                                        @if i > 0 { ", " }
+                                        (Text(code)) " (" (count) ")"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section aria-labelledby="certs-h" {
             h2 id="certs-h" { "Certificates seen" }
             (svg::certificates(c, cx.now_ms))
