@@ -989,39 +989,13 @@ mod tests {
 
     /// A result with one entry per (address, thumbprint, issuer, codes) node.
     fn with_nodes(nodes: &[(&str, &str, &str, &[FindingCode])]) -> Latest {
-        use crate::model::latest::NodeObservation;
-        let nodes: Vec<NodeObservation> = nodes
-            .iter()
-            .map(|(address, tp, issuer, codes)| NodeObservation {
-                address: address.to_string(),
-                verdict: codes
-                    .iter()
-                    .map(|c| c.severity())
-                    .max()
-                    .unwrap_or(Severity::Ok),
-                codes: codes.to_vec(),
-                thumbprint: (!tp.is_empty()).then(|| tp.to_string()),
-                not_after: Some(2_000_000_000),
-                issuer: (!issuer.is_empty()).then(|| issuer.to_string()),
-                tcp_state: if codes.contains(&FindingCode::TcpRefused) {
-                    TcpState::Refused
-                } else {
-                    TcpState::Open
-                },
-                tls_completed: !tp.is_empty(),
-            })
-            .collect();
-        let mut l = latest(
-            &nodes
+        use crate::model::latest::fixtures;
+        fixtures::of_nodes(
+            nodes
                 .iter()
-                .flat_map(|n| n.codes.clone())
-                .collect::<Vec<_>>(),
-            nodes.first().map(|n| n.tcp_state).unwrap_or(TcpState::Open),
-        );
-        l.thumbprint = nodes.first().and_then(|n| n.thumbprint.clone());
-        l.issuer = nodes.first().and_then(|n| n.issuer.clone());
-        l.nodes = nodes;
-        l
+                .map(|(address, tp, issuer, codes)| fixtures::node(address, tp, issuer, codes))
+                .collect(),
+        )
     }
 
     const CA: &str = "CN=Contoso Issuing CA";

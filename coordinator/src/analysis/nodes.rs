@@ -365,57 +365,10 @@ pub fn switches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::latest::NodeObservation;
-    use cemwatch_shared::TcpState;
+    use crate::model::latest::fixtures::{node, of_nodes};
 
-    fn node(
-        address: &str,
-        thumbprint: &str,
-        issuer: &str,
-        codes: &[FindingCode],
-    ) -> NodeObservation {
-        NodeObservation {
-            address: address.into(),
-            verdict: codes
-                .iter()
-                .map(|c| c.severity())
-                .max()
-                .unwrap_or(Severity::Ok),
-            codes: codes.to_vec(),
-            thumbprint: (!thumbprint.is_empty()).then(|| thumbprint.into()),
-            not_after: Some(2_000_000_000),
-            issuer: (!issuer.is_empty()).then(|| issuer.into()),
-            tcp_state: if codes.contains(&FindingCode::TcpRefused) {
-                TcpState::Refused
-            } else {
-                TcpState::Open
-            },
-            tls_completed: !thumbprint.is_empty(),
-        }
-    }
-
-    fn latest(nodes: Vec<NodeObservation>) -> Latest {
-        Latest {
-            seq: 1,
-            round: None,
-            produced_at_ms: 0,
-            verdict: nodes
-                .iter()
-                .map(|n| n.verdict)
-                .max()
-                .unwrap_or(Severity::Ok),
-            codes: nodes.iter().flat_map(|n| n.codes.clone()).collect(),
-            thumbprint: nodes.first().and_then(|n| n.thumbprint.clone()),
-            not_after: None,
-            tcp_ms: 1.0,
-            tls_ms: 1.0,
-            port: 8443,
-            tcp_state: TcpState::Open,
-            tls_completed: true,
-            legacy: vec![],
-            issuer: nodes.first().and_then(|n| n.issuer.clone()),
-            nodes,
-        }
+    fn latest(nodes: Vec<crate::model::latest::NodeObservation>) -> Latest {
+        of_nodes(nodes)
     }
 
     const CA: &str = "CN=Contoso Issuing CA";

@@ -159,55 +159,17 @@ pub fn evaluate(round: &Round) -> RoundStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::latest::{Latest, NodeObservation};
-    use cemwatch_shared::TcpState;
+    use crate::model::latest::{fixtures, Latest, NodeObservation};
 
     const NEW: &str = "1111111111111111111111111111111111111111";
     const OLD: &str = "2222222222222222222222222222222222222222";
 
     fn node(address: &str, thumbprint: Option<&str>, codes: &[FindingCode]) -> NodeObservation {
-        NodeObservation {
-            address: address.into(),
-            verdict: codes
-                .iter()
-                .map(|c| c.severity())
-                .max()
-                .unwrap_or(Severity::Ok),
-            codes: codes.to_vec(),
-            thumbprint: thumbprint.map(str::to_string),
-            not_after: None,
-            issuer: None,
-            tcp_state: if thumbprint.is_some() {
-                TcpState::Open
-            } else {
-                TcpState::Refused
-            },
-            tls_completed: thumbprint.is_some(),
-        }
+        fixtures::node(address, thumbprint.unwrap_or(""), "", codes)
     }
 
     fn answer(nodes: Vec<NodeObservation>) -> Latest {
-        Latest {
-            seq: 1,
-            round: Some(1),
-            produced_at_ms: 0,
-            verdict: nodes
-                .iter()
-                .map(|n| n.verdict)
-                .max()
-                .unwrap_or(Severity::Ok),
-            codes: nodes.iter().flat_map(|n| n.codes.clone()).collect(),
-            thumbprint: nodes.first().and_then(|n| n.thumbprint.clone()),
-            not_after: None,
-            tcp_ms: 1.0,
-            tls_ms: 1.0,
-            port: 8443,
-            tcp_state: TcpState::Open,
-            tls_completed: true,
-            legacy: vec![],
-            issuer: None,
-            nodes,
-        }
+        fixtures::of_nodes(nodes)
     }
 
     fn round(answers: Vec<(&str, Latest)>) -> Round {

@@ -164,3 +164,62 @@ impl Latest {
         self.tls_completed || self.nodes.iter().any(|n| n.tls_completed)
     }
 }
+
+/// Results with nodes, for the tests of the rules that read them (nodes, diagnosis, rounds).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// What a probe saw at `address`: `thumbprint` and `issuer` empty for no certificate (then
+    /// TLS did not complete there; TCP refused when `codes` say so).
+    pub(crate) fn node(
+        address: &str,
+        thumbprint: &str,
+        issuer: &str,
+        codes: &[FindingCode],
+    ) -> NodeObservation {
+        NodeObservation {
+            address: address.into(),
+            verdict: codes
+                .iter()
+                .map(|c| c.severity())
+                .max()
+                .unwrap_or(Severity::Ok),
+            codes: codes.to_vec(),
+            thumbprint: (!thumbprint.is_empty()).then(|| thumbprint.into()),
+            not_after: Some(2_000_000_000),
+            issuer: (!issuer.is_empty()).then(|| issuer.into()),
+            tcp_state: if codes.contains(&FindingCode::TcpRefused) {
+                TcpState::Refused
+            } else {
+                TcpState::Open
+            },
+            tls_completed: !thumbprint.is_empty(),
+        }
+    }
+
+    /// A result made of `nodes`: the worst verdict, every code, the first node's certificate.
+    pub(crate) fn of_nodes(nodes: Vec<NodeObservation>) -> Latest {
+        Latest {
+            seq: 1,
+            round: None,
+            produced_at_ms: 0,
+            verdict: nodes
+                .iter()
+                .map(|n| n.verdict)
+                .max()
+                .unwrap_or(Severity::Ok),
+            codes: nodes.iter().flat_map(|n| n.codes.clone()).collect(),
+            thumbprint: nodes.first().and_then(|n| n.thumbprint.clone()),
+            not_after: nodes.first().and_then(|n| n.not_after),
+            tcp_ms: 1.0,
+            tls_ms: 1.0,
+            port: 8443,
+            tcp_state: nodes.first().map(|n| n.tcp_state).unwrap_or(TcpState::Open),
+            tls_completed: nodes.first().is_some_and(|n| n.tls_completed),
+            legacy: vec![],
+            issuer: nodes.first().and_then(|n| n.issuer.clone()),
+            nodes,
+        }
+    }
+}

@@ -112,7 +112,7 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
     durations.dns_ms = dns.duration_ms;
     let (checked, skipped_addresses) =
         select_addresses(&addrs, ctx.address_family, ctx.max_addresses);
-    if checked.is_empty() {
+    let addresses = if checked.is_empty() {
         let message = if addrs.is_empty() {
             format!(
                 "{host} does not resolve: {}",
@@ -130,35 +130,18 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
             )
         };
         findings.push(Finding::new(FindingCode::DnsUnresolved, message));
-        durations.total_ms = ms(started.elapsed());
-        return CheckResult {
-            target: spec.target.clone(),
-            expectations: spec.expectations.clone(),
-            started_at,
-            verdict: verdict(&findings),
-            findings,
-            dns,
-            tcp: TcpResult {
-                state: TcpState::NotAttempted,
-                address: None,
-                duration_ms: 0.0,
-                error: None,
-            },
-            tls: None,
-            certificate: None,
-            legacy_ports: Vec::new(),
-            durations,
-            addresses: Vec::new(),
-            skipped_addresses,
-        };
-    }
-
-    let addresses = check_addresses(spec, ctx, &checked, now).await;
+        Vec::new()
+    } else {
+        check_addresses(spec, ctx, &checked, now).await
+    };
     findings.extend(merge_findings(&addresses));
-    let first = &addresses[0];
-    durations.tcp_ms = first.durations.tcp_ms;
-    durations.tls_ms = first.durations.tls_ms;
-    durations.legacy_ms = first.durations.legacy_ms;
+    // The top-level stages are the first address's, as for a name with one.
+    let first = addresses.first();
+    if let Some(first) = first {
+        durations.tcp_ms = first.durations.tcp_ms;
+        durations.tls_ms = first.durations.tls_ms;
+        durations.legacy_ms = first.durations.legacy_ms;
+    }
     durations.total_ms = ms(started.elapsed());
     CheckResult {
         target: spec.target.clone(),
@@ -167,10 +150,15 @@ pub async fn run_check(spec: &CheckSpec, ctx: &CheckContext) -> CheckResult {
         verdict: verdict(&findings),
         findings,
         dns,
-        tcp: first.tcp.clone(),
-        tls: first.tls.clone(),
-        certificate: first.certificate.clone(),
-        legacy_ports: first.legacy_ports.clone(),
+        tcp: first.map(|a| a.tcp.clone()).unwrap_or(TcpResult {
+            state: TcpState::NotAttempted,
+            address: None,
+            duration_ms: 0.0,
+            error: None,
+        }),
+        tls: first.and_then(|a| a.tls.clone()),
+        certificate: first.and_then(|a| a.certificate.clone()),
+        legacy_ports: first.map(|a| a.legacy_ports.clone()).unwrap_or_default(),
         durations,
         addresses,
         skipped_addresses,
