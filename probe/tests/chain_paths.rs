@@ -16,6 +16,7 @@ use cemwatch_probe::check::cert::{ChainSource, TrustStore};
 use cemwatch_probe::check::triage;
 use cemwatch_tests::peers::OpensslPeer;
 use cemwatch_tests::pki::{self, Leaf, PfxEncryption};
+use cemwatch_tests::process::KillOnDrop;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -1061,16 +1062,6 @@ fn an_ocsp_response_stapled_by_the_gateway_is_judged_and_reported() {
     assert!(r.json["tls"]["ocsp_stapled"].is_null(), "{}", r.stdout);
 }
 
-/// Kills a child process on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// In a network namespace, as an internal CA is seen from the internet: the gateway
 /// (`openssl s_server`) is reachable, the CA's web server publishes its certificate and CRL on
 /// port 80, which the perimeter (nftables) drops, and a copy on port 8080 that it lets through.
@@ -1094,7 +1085,7 @@ fn an_internal_ca_behind_the_perimeter_in_a_namespace() {
     let site_arg = site.display().to_string();
     let mut servers = Vec::new();
     for port in ["80", "8080"] {
-        servers.push(Child(
+        servers.push(KillOnDrop(
             ns.command(&[
                 "python3",
                 "-m",
@@ -1153,7 +1144,7 @@ fn an_internal_ca_behind_the_perimeter_in_a_namespace() {
         std::fs::write(&key, &leaf.key_pem).expect("write");
         let accept = format!("127.0.0.1:{port}");
         let (c, k) = (chain.display().to_string(), key.display().to_string());
-        let _server = Child(
+        let _server = KillOnDrop(
             ns.command(&[
                 "openssl", "s_server", "-accept", &accept, "-cert", &c, "-key", &k, "-www",
                 "-quiet",

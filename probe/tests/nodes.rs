@@ -12,6 +12,7 @@ use std::process::Command;
 
 use cemwatch_tests::peers::OpensslPeer;
 use cemwatch_tests::pki::{Ca, Leaf, LeafSpec};
+use cemwatch_tests::process::KillOnDrop;
 use cemwatch_tests::server::free_port;
 use serde_json::Value;
 
@@ -280,16 +281,6 @@ fn every_node_down_is_one_finding_naming_each_address() {
     );
 }
 
-/// A child process killed on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn three_nodes_on_a_namespaces_own_addresses_ipv6_beside_ipv4() {
     let test = "three_nodes_on_a_namespaces_own_addresses_ipv6_beside_ipv4";
@@ -345,7 +336,7 @@ fn three_nodes_on_a_namespaces_own_addresses_ipv6_beside_ipv4() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("s_server in the namespace");
-        nodes.push((Child(child), dir));
+        nodes.push((KillOnDrop(child), dir));
     }
     let check = |extra: &[&str]| -> Run {
         let resolve = format!("{GW}:{port}:192.0.2.10,192.0.2.11,192.0.2.12,[2001:db8::10]");

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use cemwatch_tests::peers::{dh_params_pem, HangUp, HangUpMode, OpensslPeer, ReplayServer};
 use cemwatch_tests::pki::{self, Ca, Eku, Leaf, LeafSpec, PfxEncryption};
+use cemwatch_tests::process::KillOnDrop;
 use cemwatch_tests::server::{free_port, Versions};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -725,14 +726,4 @@ fn behind_a_perimeter_in_a_namespace_requests_resets_and_refusals_are_told_apart
     let (_, refused) = check_in_ns("8445");
     assert_eq!(refused["tcp"]["state"], "refused", "{refused:#}");
     assert_eq!(codes(&refused), vec!["tcp_refused"], "{refused:#}");
-}
-
-/// A child process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

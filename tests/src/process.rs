@@ -231,3 +231,14 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A child process killed (and reaped) on drop: a server a test starts in a namespace.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
