@@ -265,16 +265,19 @@ async fn watch_nodes(hub: Arc<Hub>) {
     loop {
         tokio::time::sleep(NODE_WATCH_EVERY).await;
         let now = store::now_ms();
+        let (checks, stale_after): (Vec<String>, Duration) = {
+            let config = hub.config.borrow();
+            let names = config.checks.iter().map(|c| c.name.clone()).collect();
+            (names, config.server.stale_after)
+        };
         let switches: Vec<_> = {
-            let config = hub.config.borrow().clone();
             let fleet = hub.registry.fleet();
-            config
-                .checks
+            checks
                 .iter()
-                .flat_map(|c| {
-                    let obs = fleet.observations(&c.name, now, config.server.stale_after);
+                .flat_map(|name| {
+                    let obs = fleet.observations(name, now, stale_after);
                     let tallies = analysis::nodes::tally(obs.iter().map(|o| o.latest));
-                    analysis::nodes::switches(&mut served, &c.name, &tallies)
+                    analysis::nodes::switches(&mut served, name, &tallies)
                 })
                 .collect()
         };

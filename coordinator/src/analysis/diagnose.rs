@@ -107,6 +107,9 @@ pub struct Facts<'a> {
     pub net_bad: Vec<&'a Observation<'a>>,
     /// Those failing without one (a certificate defect).
     pub cert_bad: Vec<&'a Observation<'a>>,
+    /// Each address of the name as the observations saw it (the summary's node lines read it
+    /// too).
+    pub nodes: Vec<nodes::NodeTally>,
 }
 
 impl<'a> Facts<'a> {
@@ -123,6 +126,7 @@ impl<'a> Facts<'a> {
             bad,
             net_bad,
             cert_bad,
+            nodes: nodes::tally(observations.iter().map(|o| o.latest)),
         }
     }
 }
@@ -171,11 +175,15 @@ pub fn diagnose(
     observations: &[Observation<'_>],
     t: Thresholds,
 ) -> Diagnosis {
-    let facts = Facts::of(role, port, observations, t);
+    diagnose_facts(&Facts::of(role, port, observations, t))
+}
+
+/// Diagnoses one check from its facts, computed once by a caller that reads them too.
+pub fn diagnose_facts(facts: &Facts<'_>) -> Diagnosis {
     RULES
         .iter()
-        .find_map(|rule| rule(&facts))
-        .unwrap_or_else(|| fallback(&facts))
+        .find_map(|rule| rule(facts))
+        .unwrap_or_else(|| fallback(facts))
 }
 
 /// Never reached ([`gateway_down`] always applies); kept so `diagnose` has no panic path.
@@ -260,8 +268,7 @@ pub fn tls_intercepted(f: &Facts<'_>) -> Option<Diagnosis> {
 /// Failures (or a certificate) that most probes see at some addresses of the name and not at
 /// others: one node (or load balancer member) is broken, forgotten in a rollover or down.
 pub fn node_problem(f: &Facts<'_>) -> Option<Diagnosis> {
-    let tallies = nodes::tally(f.all.iter().map(|o| o.latest));
-    let (faulty, healthy) = nodes::outliers(&tallies)?;
+    let (faulty, healthy) = nodes::outliers(&f.nodes)?;
     let port = f.port;
     let good: Vec<&str> = healthy.iter().map(|t| t.address.as_str()).collect();
     let good_cert = healthy.iter().find_map(|t| t.thumbprint());
@@ -282,7 +289,7 @@ pub fn node_problem(f: &Facts<'_>) -> Option<Diagnosis> {
         let first = o.codes[0];
         if first == FindingCode::ListenerOnLegacyPort {
             format!(
-                "the gateway node at {}: set its agent listener port to {port} in Gateway Manager (General tab) and restart its Internet Gateway service.",
+                "On the gateway node at {}, set the agent listener port to {port} in Gateway Manager (General tab) and restart its Internet Gateway service.",
                 o.address
             )
         } else if CERT_CODES.contains(&first) {
@@ -290,12 +297,12 @@ pub fn node_problem(f: &Facts<'_>) -> Option<Diagnosis> {
                 .map(|t| format!(" (thumbprint {t}, which {} serves)", good.join(", ")))
                 .unwrap_or_default();
             format!(
-                "import the gateway's current certificate{cert} on the gateway node at {} (Gateway Manager and the Internet Gateway's IIS binding), then restart its Internet Gateway service; behind a load balancer that terminates TLS, import it on the member or the virtual server at {}.",
+                "Import the gateway's current certificate{cert} on the gateway node at {} (Gateway Manager and the Internet Gateway's IIS binding), then restart its Internet Gateway service; behind a load balancer that terminates TLS, import it on the member or the virtual server at {}.",
                 o.address, o.address
             )
         } else {
             format!(
-                "the gateway node or load balancer member at {} does not answer as the others on {port}: start its Internet Gateway service and check that it listens on {port}, or take {} out of the name's DNS records (or the load balancer's pool) until it does.",
+                "The gateway node or load balancer member at {} does not answer as the others on {port}: start its Internet Gateway service and check that it listens on {port}, or take {} out of the name's DNS records (or the load balancer's pool) until it does.",
                 o.address, o.address
             )
         }
@@ -314,17 +321,7 @@ pub fn node_problem(f: &Facts<'_>) -> Option<Diagnosis> {
             faulty.iter().map(describe).collect::<Vec<_>>().join("; "),
             good.join(", ")
         ),
-        faulty
-            .iter()
-            .map(|o| {
-                let r = remedy_of(o);
-                let mut c = r.chars();
-                c.next()
-                    .map(|h| h.to_uppercase().collect::<String>() + c.as_str())
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        faulty.iter().map(remedy_of).collect::<Vec<_>>().join(" "),
         vec![],
     );
     d.severity = severity;
@@ -606,7 +603,6 @@ mod tests {
             tls_completed: tcp == TcpState::Open
                 && !codes.contains(&FindingCode::TlsHandshakeFailed),
             legacy: vec![],
-            issuer: None,
             nodes: vec![],
         }
     }

@@ -188,16 +188,16 @@ impl Fleet {
         } else {
             Vec::new()
         };
-        let tallies = nodes::tally(obs.iter().map(|o| o.latest));
-        for t in &tallies {
+        let facts = diagnose::Facts::of(check.role, check.port, &obs, config.diagnosis);
+        for t in &facts.nodes {
             if let Some(c) = t.thumbprint().and_then(|tp| certs.get_mut(tp)) {
                 c.nodes += 1;
             }
         }
-        let node_lines = nodes::summaries(&tallies, config.server.max_sites);
+        let node_lines = nodes::summaries(&facts.nodes, config.server.max_sites);
         let mut certificates: Vec<CertificateSeen> = certs.into_values().collect();
         certificates.sort_by_key(|c| std::cmp::Reverse(c.observers));
-        let detail = diagnose::diagnose(check.role, check.port, &obs, config.diagnosis);
+        let detail = diagnose::diagnose_facts(&facts);
         CheckSummary {
             check: check.name.clone(),
             role: check.role,

@@ -36,8 +36,6 @@ pub struct NodeTally {
     pub codes: BTreeMap<FindingCode, u64>,
     /// Certificates served there → probes.
     pub thumbprints: BTreeMap<String, u64>,
-    /// Certificates' not-after, Unix seconds.
-    pub not_after: BTreeMap<String, i64>,
     /// Probes that completed TLS there.
     pub reached: u64,
     /// Other addresses → probes that tried both this one and that one.
@@ -89,9 +87,6 @@ pub fn tally<'a>(results: impl IntoIterator<Item = &'a Latest>) -> Vec<NodeTally
             }
             if let Some(tp) = &n.thumbprint {
                 *t.thumbprints.entry(tp.clone()).or_default() += 1;
-                if let Some(na) = n.not_after {
-                    t.not_after.insert(tp.clone(), na);
-                }
             }
             if n.tls_completed {
                 t.reached += 1;

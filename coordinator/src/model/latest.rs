@@ -34,8 +34,6 @@ pub struct Latest {
     pub tls_completed: bool,
     /// Legacy ports tried.
     pub legacy: Vec<LegacyObservation>,
-    /// The served certificate's issuer (the first address's).
-    pub issuer: Option<String>,
     /// What the probe saw at each address of the gateway name (one, for a name with one
     /// address, or a result from before probes checked every address).
     pub nodes: Vec<NodeObservation>,
@@ -154,7 +152,6 @@ impl Latest {
                     gateway_listener: l.gateway_listener,
                 })
                 .collect(),
-            issuer: r.certificate.as_ref().map(|c| c.issuer.clone()),
             nodes,
         }
     }
@@ -218,7 +215,6 @@ pub(crate) mod fixtures {
             tcp_state: nodes.first().map(|n| n.tcp_state).unwrap_or(TcpState::Open),
             tls_completed: nodes.first().is_some_and(|n| n.tls_completed),
             legacy: vec![],
-            issuer: nodes.first().and_then(|n| n.issuer.clone()),
             nodes,
         }
     }

@@ -20,8 +20,8 @@ use cemwatch_tests::server::free_port;
 use serde_json::Value;
 
 use crate::support::{
-    enroll_ok, probe_bin, run_probe, scrape, start_coordinator, token, try_get_json, COORDINATOR,
-    GW, SMP,
+    enroll_ok, enrolled_probes, probe_bin, run_probe, scrape, start_coordinator, token,
+    try_get_json, COORDINATOR, GW, SMP,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -115,21 +115,18 @@ fn a_node_forgotten_in_a_rollover_is_named_until_it_switches() {
     };
     let config_path = config(dir.path(), "127.0.0.1:0", port, addrs, &new.thumbprint());
     let coordinator = start_coordinator("coordinator", &config_path);
-    let mut probes: Vec<Proc> = Vec::new();
-    for (name, labels) in [
-        ("eu-1", "site=eu,vantage=internet"),
-        ("eu-2", "site=eu,vantage=internet"),
-        ("us-1", "site=us,vantage=internet"),
-        ("dmz-1", "site=dmz,vantage=dmz"),
-    ] {
-        let state = dir.path().join(name);
-        enroll_ok(
-            coordinator.quic,
-            &token(&config_path, labels, name, "10m"),
-            &state,
-        );
-        probes.push(run_probe(name, &state, &ca_file, &[]));
-    }
+    let _probes = enrolled_probes(
+        &coordinator,
+        &config_path,
+        dir.path(),
+        &ca_file,
+        &[
+            ("eu-1", "site=eu,vantage=internet"),
+            ("eu-2", "site=eu,vantage=internet"),
+            ("us-1", "site=us,vantage=internet"),
+            ("dmz-1", "site=dmz,vantage=dmz"),
+        ],
+    );
     let http = coordinator.http;
 
     // The fleet names the node, not the policy.

@@ -10,9 +10,7 @@ use cemwatch_tests::peers::OpensslPeer;
 use cemwatch_tests::pki::{Ca, LeafSpec};
 
 use crate::support::fixtures::server_toml;
-use crate::support::{
-    enroll_ok, run_probe, shared, start_coordinator, token, try_get_json, GW, SMP,
-};
+use crate::support::{enrolled_probes, shared, start_coordinator, try_get_json, GW, SMP};
 
 #[test]
 fn a_gateway_asking_for_agent_certificates_is_healthy_for_a_fleet_of_real_probes() {
@@ -46,21 +44,18 @@ fn a_gateway_asking_for_agent_certificates_is_healthy_for_a_fleet_of_real_probes
     let config_path = dir.path().join("cemwatch.toml");
     std::fs::write(&config_path, config).expect("config");
     let coordinator = start_coordinator("coordinator", &config_path);
-    let mut probes = Vec::new();
-    for (name, labels) in [
-        ("eu-1", "site=eu,vantage=internet"),
-        ("us-1", "site=us,vantage=internet"),
-        ("ap-1", "site=ap,vantage=internet"),
-        ("dmz-1", "site=dmz,vantage=dmz"),
-    ] {
-        let state = dir.path().join(name);
-        enroll_ok(
-            coordinator.quic,
-            &token(&config_path, labels, name, "10m"),
-            &state,
-        );
-        probes.push(run_probe(name, &state, &ca_file, &[]));
-    }
+    let _probes = enrolled_probes(
+        &coordinator,
+        &config_path,
+        dir.path(),
+        &ca_file,
+        &[
+            ("eu-1", "site=eu,vantage=internet"),
+            ("us-1", "site=us,vantage=internet"),
+            ("ap-1", "site=ap,vantage=internet"),
+            ("dmz-1", "site=dmz,vantage=dmz"),
+        ],
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let healthy = |fleet: &serde_json::Value| {

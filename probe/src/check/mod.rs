@@ -337,7 +337,7 @@ async fn check_address(
     let port = spec.target.port;
     let mut findings = Vec::new();
     let mut durations = Durations::default();
-    let (tcp, stream) = tcp::connect(&[addr], ctx.connect_timeout).await;
+    let (tcp, stream) = tcp::connect(addr, ctx.connect_timeout).await;
     durations.tcp_ms = tcp.duration_ms;
     let mut tls_result = None;
     let mut certificate = None;
@@ -415,7 +415,7 @@ async fn check_address(
             .iter()
             .filter(|&&p| p != port)
         {
-            let result = probe_legacy_port(spec, ctx, &[addr], legacy).await;
+            let result = probe_legacy_port(spec, ctx, addr, legacy).await;
             if result.gateway_listener {
                 findings.insert(
                     0,
@@ -782,14 +782,10 @@ async fn judge_handshake(
 async fn probe_legacy_port(
     spec: &CheckSpec,
     ctx: &CheckContext,
-    addrs: &[SocketAddr],
+    addr: SocketAddr,
     port: u16,
 ) -> LegacyPortResult {
-    let addrs: Vec<SocketAddr> = addrs
-        .iter()
-        .map(|a| SocketAddr::new(a.ip(), port))
-        .collect();
-    let (tcp, stream) = tcp::connect(&addrs, ctx.connect_timeout).await;
+    let (tcp, stream) = tcp::connect(SocketAddr::new(addr.ip(), port), ctx.connect_timeout).await;
     let mut result = LegacyPortResult {
         port,
         tcp: tcp.state,

@@ -39,64 +39,40 @@ pub fn classify(error: &io::Error) -> TcpState {
     }
 }
 
-/// The most addresses of one name tried, so that a name resolving to many silent addresses
-/// costs at most this many connect timeouts.
-pub const MAX_ADDRESSES: usize = 4;
-
 /// The error text of a connection accepted then reset before `connect` returned.
 pub const RESET_AFTER_ACCEPT: &str = "accepted, then reset at once";
 
-/// Connects to each address in turn (the first [`MAX_ADDRESSES`]) until one opens. Returns
-/// the stage result and the open stream, if any. A connection accepted then reset before
-/// `connect` returned is `open` with no stream, its error [`RESET_AFTER_ACCEPT`].
-pub async fn connect(addrs: &[SocketAddr], timeout: Duration) -> (TcpResult, Option<TcpStream>) {
+/// Connects to one address (a check connects to each address of the name on its own, see
+/// `check::run_check`). Returns the stage result and the open stream, if any. A connection
+/// accepted then reset before `connect` returned is `open` with no stream, its error
+/// [`RESET_AFTER_ACCEPT`].
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> (TcpResult, Option<TcpStream>) {
     let start = Instant::now();
-    let mut first: Option<(TcpState, SocketAddr, String)> = None;
-    for addr in addrs.iter().take(MAX_ADDRESSES) {
-        let outcome = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
-        let (state, error) = match outcome {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                let result = TcpResult {
-                    state: TcpState::Open,
-                    address: Some(addr.to_string()),
-                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-                    error: None,
-                };
-                return (result, Some(stream));
-            }
-            Ok(Err(e)) if classify(&e) == TcpState::Open => {
-                let result = TcpResult {
-                    state: TcpState::Open,
-                    address: Some(addr.to_string()),
-                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-                    error: Some(format!("{RESET_AFTER_ACCEPT} ({e})")),
-                };
-                return (result, None);
-            }
-            Ok(Err(e)) => (classify(&e), e.to_string()),
-            Err(_) => (
-                TcpState::Filtered,
-                format!("no answer within {} ms", timeout.as_millis()),
-            ),
-        };
-        if first.is_none() {
-            first = Some((state, *addr, error));
+    let outcome = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
+    let (state, stream, error) = match outcome {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            (TcpState::Open, Some(stream), None)
         }
-    }
-    let (state, address, error) = match first {
-        Some((s, a, e)) => (s, Some(a.to_string()), Some(e)),
-        None => (TcpState::NotAttempted, None, None),
+        Ok(Err(e)) if classify(&e) == TcpState::Open => (
+            TcpState::Open,
+            None,
+            Some(format!("{RESET_AFTER_ACCEPT} ({e})")),
+        ),
+        Ok(Err(e)) => (classify(&e), None, Some(e.to_string())),
+        Err(_) => (
+            TcpState::Filtered,
+            None,
+            Some(format!("no answer within {} ms", timeout.as_millis())),
+        ),
     };
-    (
-        TcpResult {
-            state,
-            address,
-            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-            error,
-        },
-        None,
-    )
+    let result = TcpResult {
+        state,
+        address: Some(addr.to_string()),
+        duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+        error,
+    };
+    (result, stream)
 }
 
 #[cfg(test)]
@@ -109,7 +85,7 @@ mod tests {
             .await
             .expect("bind");
         let open = listener.local_addr().expect("addr");
-        let (r, stream) = connect(&[open], Duration::from_secs(2)).await;
+        let (r, stream) = connect(open, Duration::from_secs(2)).await;
         assert_eq!(r.state, TcpState::Open);
         assert!(stream.is_some());
 
@@ -118,22 +94,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr")
         };
-        let (r, stream) = connect(&[closed], Duration::from_secs(2)).await;
+        let (r, stream) = connect(closed, Duration::from_secs(2)).await;
         assert_eq!(r.state, TcpState::Refused, "{r:?}");
         assert!(stream.is_none());
         assert!(r.error.is_some());
-
-        // The first failing address does not hide a later open one.
-        let (r, _) = connect(&[closed, open], Duration::from_secs(2)).await;
-        assert_eq!(r.state, TcpState::Open);
-        assert_eq!(r.address, Some(open.to_string()));
-
-        // But a name with many addresses costs at most MAX_ADDRESSES attempts.
-        let mut many = vec![closed; MAX_ADDRESSES];
-        many.push(open);
-        let (r, stream) = connect(&many, Duration::from_secs(2)).await;
-        assert_eq!(r.state, TcpState::Refused, "{r:?}");
-        assert!(stream.is_none());
     }
 
     #[test]

@@ -31,7 +31,6 @@ fn latest(verdict: Severity, codes: &[FindingCode]) -> Latest {
         tcp_state: TcpState::Open,
         tls_completed: true,
         legacy: vec![],
-        issuer: None,
         nodes: vec![],
     }
 }

@@ -33,7 +33,9 @@ use cemwatch_coordinator::cli::demo::Scenario;
 pub(crate) use fixtures::{lab, write_config, Lab};
 pub(crate) use http::{get_json, get_json_status, metric, metric_or_zero, scrape, try_get_json};
 pub(crate) use paths::{probe_bin, COORDINATOR};
-pub(crate) use processes::{enroll, enroll_ok, run_probe, start_coordinator, token, Coordinator};
+pub(crate) use processes::{
+    enroll, enroll_ok, enrolled_probes, run_probe, start_coordinator, token, Coordinator,
+};
 pub(crate) use quic::{attempt, identity_of, raw_client_config, Identity, Outcome};
 pub(crate) use store::{count, rss_kib, store};
 

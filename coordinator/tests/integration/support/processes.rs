@@ -103,3 +103,26 @@ pub(crate) fn run_probe(
     }
     Proc::spawn(name, cmd).expect("spawn probe")
 }
+
+/// Enrols each `(name, labels)` probe at `coordinator` with a fresh token for it (its state
+/// under `dir`), as the README does, and runs it trusting `ca_file`.
+pub(crate) fn enrolled_probes(
+    coordinator: &Coordinator,
+    config: &Path,
+    dir: &Path,
+    ca_file: &Path,
+    probes: &[(&str, &str)],
+) -> Vec<Proc> {
+    probes
+        .iter()
+        .map(|(name, labels)| {
+            let state = dir.join(name);
+            enroll_ok(
+                coordinator.quic,
+                &token(config, labels, name, "10m"),
+                &state,
+            );
+            run_probe(name, &state, ca_file, &[])
+        })
+        .collect()
+}
