@@ -3,8 +3,9 @@
 //!
 //! Scenarios: (a) connect N probes and hold them; (b) steady reporting at an interval;
 //! (c) saturating ingest; (d) a `ProbeNow` round across all N; (e) SIGKILL of the
-//! coordinator, restart, and the reconnect storm until all N are back. The baseline runs (a)
-//! and (c). Figures of the server come from `/proc` (CPU = utime + stime of all its threads;
+//! coordinator, restart, and the reconnect storm until all N are back. The baseline runs (a),
+//! (c), (d) (every connection asked at once on SIGUSR1) and (e) (killed and started again on
+//! its port, with the same session resumption). Figures of the server come from `/proc` (CPU = utime + stime of all its threads;
 //! RSS); latencies and counts come from the probes (report sent → `Ack` received, and the
 //! coordinator acknowledges only after the commit).
 
@@ -52,8 +53,12 @@ pub struct FleetOptions {
     pub baseline: bool,
     /// Probes keep TLS session tickets for their reconnects.
     pub resumption: bool,
-    /// Pin servers to CPU 0 and the load generator to CPU 1.
+    /// Pin servers to CPUs 0 to `server_cores - 1` and the load generator to the others.
     pub pin: bool,
+    /// Cores the servers run on.
+    pub server_cores: usize,
+    /// UDP sockets both servers bind (0: one per core).
+    pub quic_sockets: usize,
     /// Where `cemwatch` is.
     pub coordinator_bin: PathBuf,
     /// The encoded results every report carries.
@@ -82,23 +87,38 @@ impl Server {
     }
 }
 
-fn pinned(pin: bool, program: &Path) -> Command {
-    if pin {
+fn pinned(opts: &FleetOptions, program: &Path) -> Command {
+    if opts.pin {
         let mut cmd = Command::new("taskset");
-        cmd.args(["-c", "0"]).arg(program);
+        cmd.args(["-c", &format!("0-{}", opts.server_cores.max(1) - 1)])
+            .arg(program);
         cmd
     } else {
         Command::new(program)
     }
 }
 
-fn start_baseline(opts: &FleetOptions, data_dir: &Path) -> Result<Server> {
+/// The reconnect spread the baseline's plan gives: what the coordinator's default
+/// `[limits]` gives a fleet of `n`.
+fn baseline_spread(n: usize) -> Duration {
+    cemwatch_coordinator::config::limits::LimitsConfig::default().reconnect_spread(n)
+}
+
+fn start_baseline(opts: &FleetOptions, work: &Path, port: u16) -> Result<Server> {
     let exe = std::env::current_exe()?;
-    let mut cmd = pinned(opts.pin, &exe);
+    let mut cmd = pinned(opts, &exe);
     cmd.arg("baseline-server")
         .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"]);
+        .arg(work.join("data"))
+        .arg("--keys-dir")
+        .arg(work.join("baseline"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--spread-ms",
+            &baseline_spread(opts.probes).as_millis().to_string(),
+        ])
+        .args(["--sockets", &opts.quic_sockets.to_string()])
+        .args(["--check", CHECK]);
     let mut proc = Proc::spawn("baseline", cmd)?;
     let quic = proc.listening("quic")?;
     std::thread::sleep(Duration::from_millis(300));
@@ -114,10 +134,16 @@ fn start_baseline(opts: &FleetOptions, data_dir: &Path) -> Result<Server> {
 /// Writes the coordinator's configuration. With `limits`, the connection and report limits of a
 /// `[limits]` table (coordinators that have one) are opened wide for the simulated fleet, which
 /// comes from one address at rates no real probe has.
-fn write_config(dir: &Path, quic_port: u16, n: usize, limits: bool) -> Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    quic_port: u16,
+    n: usize,
+    limits: bool,
+    sockets: usize,
+) -> Result<PathBuf> {
     let max = (2 * n).max(200_000);
     let mut text = format!(
-        "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"10m\"\n"
+        "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nstale_after = \"10m\"\nquic_sockets = {sockets}\n"
     );
     if limits {
         text.push_str(&format!(
@@ -135,7 +161,7 @@ fn write_config(dir: &Path, quic_port: u16, n: usize, limits: bool) -> Result<Pa
 }
 
 fn start_coordinator(opts: &FleetOptions, config: &Path) -> Result<Server> {
-    let mut cmd = pinned(opts.pin, &opts.coordinator_bin);
+    let mut cmd = pinned(opts, &opts.coordinator_bin);
     cmd.args(["serve", "--config"]).arg(config);
     let mut proc = Proc::spawn("coordinator", cmd)?;
     let quic = proc.listening("quic")?;
@@ -155,11 +181,11 @@ fn configure_and_start(
     work: &Path,
     quic_port: u16,
 ) -> Result<(PathBuf, Server)> {
-    let config = write_config(work, quic_port, opts.probes, true)?;
+    let config = write_config(work, quic_port, opts.probes, true, opts.quic_sockets)?;
     match start_coordinator(opts, &config) {
         Ok(server) => Ok((config, server)),
         Err(e) if format!("{e:#}").contains("limits") => {
-            let config = write_config(work, quic_port, opts.probes, false)?;
+            let config = write_config(work, quic_port, opts.probes, false, opts.quic_sockets)?;
             Ok((config.clone(), start_coordinator(opts, &config)?))
         }
         Err(e) => Err(e),
@@ -328,9 +354,15 @@ async fn ingest(
     Ok(row)
 }
 
-/// (d): a `ProbeNow` round across the fleet, timed until 95% and 100% are committed.
-async fn round(opts: &FleetOptions, sim: &Arc<Sim>, server: &Server) -> Result<Row> {
-    let http = server.http.context("the coordinator has no HTTP address")?;
+/// (d): a `ProbeNow` round across the fleet, timed until 95% and 100% are committed: asked
+/// with `POST /api/v1/rounds` of the coordinator, or with SIGUSR1 of the baseline (which asks
+/// every connection at once).
+async fn round(
+    opts: &FleetOptions,
+    sim: &Arc<Sim>,
+    server: &Server,
+    who: &'static str,
+) -> Result<Row> {
     let s0 = server.sample()?;
     let l0 = procstat::sample("self")?;
     sim.latency.reset();
@@ -341,15 +373,32 @@ async fn round(opts: &FleetOptions, sim: &Arc<Sim>, server: &Server) -> Result<R
             ..Default::default()
         };
     }
-    let body = format!("{{\"check\": \"{CHECK}\"}}");
-    let (status, answer) = blocking(move || http_post_json(http, "/api/v1/rounds", &body)).await?;
+    let (id, eligible) = match server.http {
+        Some(http) => {
+            let body = format!("{{\"check\": \"{CHECK}\"}}");
+            let (status, answer) =
+                blocking(move || http_post_json(http, "/api/v1/rounds", &body)).await?;
+            if status != 201 {
+                bail!("POST /api/v1/rounds answered {status}: {answer}");
+            }
+            let json: serde_json::Value = serde_json::from_str(&answer)?;
+            let id = json["round"].as_u64().context("no round id")?;
+            let eligible = json["eligible"].as_u64().context("no eligible count")? as usize;
+            (id, eligible)
+        }
+        None => {
+            let eligible = sim.connected();
+            let ok = Command::new("kill")
+                .args(["-USR1", &server.proc.pid().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                bail!("cannot signal the baseline for a round");
+            }
+            (1, eligible)
+        }
+    };
     let answered_post = started.elapsed();
-    if status != 201 {
-        bail!("POST /api/v1/rounds answered {status}: {answer}");
-    }
-    let json: serde_json::Value = serde_json::from_str(&answer)?;
-    let id = json["round"].as_u64().context("no round id")?;
-    let eligible = json["eligible"].as_u64().context("no eligible count")? as usize;
     let deadline = started + opts.deadline;
     loop {
         let done = sim.round.lock().map(|r| r.acks.len()).unwrap_or(0);
@@ -367,13 +416,8 @@ async fn round(opts: &FleetOptions, sim: &Arc<Sim>, server: &Server) -> Result<R
         acks.get(k - 1).copied()
     };
     let (t95, t100) = (at(0.95), at(1.0));
-    let check = blocking(move || http_get(http, &format!("/api/v1/rounds/{id}"))).await?;
-    let reported = serde_json::from_str::<serde_json::Value>(&check.1)
-        .ok()
-        .and_then(|v| v["reported"].as_u64())
-        .unwrap_or(0);
     let mut row = Row {
-        server: "coordinator",
+        server: who,
         scenario: "d: ProbeNow round".into(),
         probes: eligible,
         reports_per_s: t100.map(|t| eligible as f64 / t.as_secs_f64().max(1e-9)),
@@ -384,16 +428,31 @@ async fn round(opts: &FleetOptions, sim: &Arc<Sim>, server: &Server) -> Result<R
         loadgen_cores: Some(l1.cores_since(&l0)),
         round_95_s: t95.map(|t| t.as_secs_f64()),
         round_100_s: t100.map(|t| t.as_secs_f64()),
+        peak_rss_mib: Some(s1.hwm_kib as f64 / 1024.0),
         ..Row::default()
     };
     latency_row(sim, &mut row);
-    row.note = format!(
-        "round {id}: {} eligible, {} committed and acknowledged, the API counts {} reported; POST answered after {}",
-        fmt_count(eligible as u64),
-        fmt_count(acks.len() as u64),
-        fmt_count(reported),
-        fmt_ms(answered_post.as_secs_f64() * 1000.0),
-    );
+    row.note = match server.http {
+        Some(http) => {
+            let check = blocking(move || http_get(http, &format!("/api/v1/rounds/{id}"))).await?;
+            let reported = serde_json::from_str::<serde_json::Value>(&check.1)
+                .ok()
+                .and_then(|v| v["reported"].as_u64())
+                .unwrap_or(0);
+            format!(
+                "round {id}: {} eligible, {} committed and acknowledged, the API counts {} reported; POST answered after {}",
+                fmt_count(eligible as u64),
+                fmt_count(acks.len() as u64),
+                fmt_count(reported),
+                fmt_ms(answered_post.as_secs_f64() * 1000.0),
+            )
+        }
+        None => format!(
+            "round {id}: {} connections asked at once, {} acknowledged",
+            fmt_count(eligible as u64),
+            fmt_count(acks.len() as u64),
+        ),
+    };
     if t100.is_none() {
         row.note
             .push_str(&format!("; NOT COMPLETE within {:?}", opts.deadline));
@@ -402,12 +461,14 @@ async fn round(opts: &FleetOptions, sim: &Arc<Sim>, server: &Server) -> Result<R
     Ok(row)
 }
 
-/// (e): SIGKILL the coordinator, restart it, time the reconnect storm.
+/// (e): SIGKILL the server, start it again (`restart`, on the same port), time the reconnect
+/// storm.
 async fn storm(
     opts: &FleetOptions,
     sim: &Arc<Sim>,
     server: Server,
-    config: &Path,
+    who: &'static str,
+    restart: impl FnOnce() -> Result<Server> + Send + 'static,
 ) -> Result<(Server, Row)> {
     let n = sim.connected();
     let c0 = (
@@ -418,9 +479,7 @@ async fn storm(
     let mut old = server;
     old.proc.kill9();
     let killed = Instant::now();
-    let opts2 = opts.clone();
-    let config2 = config.to_path_buf();
-    let new = blocking(move || start_coordinator(&opts2, &config2)).await?;
+    let new = blocking(restart).await?;
     let restarted = killed.elapsed();
     let l0 = procstat::sample("self")?;
     let drops0 = procstat::udp_rcvbuf_errors();
@@ -456,11 +515,12 @@ async fn storm(
         times.get(k - 1).copied()
     };
     let (server_drops1, other_drops1) = procstat::udp_drops(port);
+    let reconnect_ms = s1.cpu_since(&new.empty) * 1000.0 / times.len().max(1) as f64;
     let refused = sim.counters.refused.load(Ordering::Relaxed) - c0.0;
     let timeouts = sim.counters.timeouts.load(Ordering::Relaxed) - c0.1;
     let failed = sim.counters.failed.load(Ordering::Relaxed) - c0.2;
     let mut row = Row {
-        server: "coordinator",
+        server: who,
         scenario: "e: kill -9, restart, reconnect storm".into(),
         probes: sim.connected(),
         cpu_per_1k: None,
@@ -471,13 +531,16 @@ async fn storm(
         storm_50_s: at(0.5).map(|t| t.as_secs_f64()),
         storm_95_s: at(0.95).map(|t| t.as_secs_f64()),
         storm_100_s: at(1.0).map(|t| t.as_secs_f64()),
+        cpu_per_reconnect_ms: (!times.is_empty()).then_some(reconnect_ms),
+        peak_rss_mib: Some(s1.hwm_kib as f64 / 1024.0),
         ..Row::default()
     };
     row.note = format!(
-        "{} of {} back; restart took {} (kill to listening); attempts refused {refused}, timed out {timeouts}, failed {failed}; coordinator {:.2} ms CPU per reconnect; {} UDP receive-buffer drops ({} at the coordinator's socket, {} elsewhere: the load generator's sockets)",
+        "{} of {} back; restart took {} (kill to listening); the plans spread the return over {:.1} s; attempts refused {refused}, timed out {timeouts}, failed {failed}; {who} {:.2} ms CPU per reconnect; {} UDP receive-buffer drops ({} at the {who}'s sockets, {} elsewhere: the load generator's sockets)",
         fmt_count(times.len() as u64),
         fmt_count(n as u64),
         fmt_ms(restarted.as_secs_f64() * 1000.0),
+        sim.plan_spread_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         s1.cpu_since(&new.empty) * 1000.0 / times.len().max(1) as f64,
         procstat::udp_rcvbuf_errors().saturating_sub(drops0),
         server_drops1.saturating_sub(server_drops0),
@@ -579,13 +642,26 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
 
     if opts.baseline {
         println!("\nbaseline: a raw quinn server that reads frames and acknowledges them");
-        let dd = data_dir.clone();
-        let o = opts.clone();
-        let mut server = blocking(move || start_baseline(&o, &dd)).await?;
+        let port = free_udp_port()?;
+        let start = {
+            let o = opts.clone();
+            let w = work.to_path_buf();
+            move || start_baseline(&o, &w, port)
+        };
+        let server = blocking(start.clone()).await?;
         let (tasks, row) = connect_and_hold(opts, &sim, &server, "baseline").await?;
         rows.push(row);
         if opts.runs('c') {
             rows.push(saturate(opts, &sim, &server, "baseline").await?);
+        }
+        if opts.runs('d') {
+            rows.push(round(opts, &sim, &server, "baseline").await?);
+        }
+        let mut server = server;
+        if opts.runs('e') {
+            let (new, row) = storm(opts, &sim, server, "baseline", start).await?;
+            server = new;
+            rows.push(row);
         }
         stop(&sim, tasks).await;
         server.proc.kill9();
@@ -620,11 +696,15 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
         rows.push(saturate(opts, &sim, &server, "coordinator").await?);
     }
     if opts.runs('d') {
-        rows.push(round(opts, &sim, &server).await?);
+        rows.push(round(opts, &sim, &server, "coordinator").await?);
     }
     let mut server = server;
     if opts.runs('e') {
-        let (new, row) = storm(opts, &sim, server, &config).await?;
+        let restart = {
+            let o = opts.clone();
+            move || start_coordinator(&o, &config)
+        };
+        let (new, row) = storm(opts, &sim, server, "coordinator", restart).await?;
         server = new;
         rows.push(row);
     }

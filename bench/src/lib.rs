@@ -87,6 +87,15 @@ struct BenchArgs {
     /// Do not pin the servers to CPU 0 and the load generator to CPU 1.
     #[arg(long)]
     no_pin: bool,
+    /// Cores the servers under test (coordinator, baseline) are pinned to: CPUs 0 to N-1;
+    /// the load generator gets the others (all of them, shared, when none are left). The
+    /// footprint's checkers stay on CPU 0.
+    #[arg(long, default_value_t = 1)]
+    server_cores: usize,
+    /// UDP sockets (quinn endpoints) both servers bind to their port (`server.quic_sockets`);
+    /// 0: one per core they may run on.
+    #[arg(long, default_value_t = 0)]
+    quic_sockets: usize,
     /// Skip the fleet benchmark.
     #[arg(long)]
     skip_fleet: bool,
@@ -116,7 +125,15 @@ enum Internal {
         #[arg(long)]
         data_dir: PathBuf,
         #[arg(long)]
+        keys_dir: PathBuf,
+        #[arg(long)]
         listen: SocketAddr,
+        #[arg(long)]
+        spread_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        sockets: usize,
+        #[arg(long)]
+        check: String,
     },
     /// (internal) Runs the probe's check in a loop and prints its figures as JSON.
     #[command(hide = true)]
@@ -164,8 +181,22 @@ fn git_revision() -> String {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.internal {
-        Some(Internal::BaselineServer { data_dir, listen }) => {
-            return baseline::run(&data_dir, listen)
+        Some(Internal::BaselineServer {
+            data_dir,
+            keys_dir,
+            listen,
+            spread_ms,
+            sockets,
+            check,
+        }) => {
+            return baseline::run(&baseline::BaselineOptions {
+                ca_dir: data_dir,
+                keys_dir,
+                listen,
+                spread_ms,
+                sockets,
+                check,
+            })
         }
         Some(Internal::ProbeLoop {
             port,
@@ -190,17 +221,27 @@ pub fn run(cli: Cli) -> Result<()> {
         a.deadline = a.deadline.min(Duration::from_secs(90));
     }
     let machine = procstat::machine();
-    let pin = !a.no_pin
-        && taskset_available()
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let pin = !a.no_pin && taskset_available() && cpus >= 2;
+    let server_cores = a.server_cores.clamp(1, cpus);
+    // The load generator's CPUs: those the servers do not have, or all when none is left.
+    let loadgen_cpus = if server_cores < cpus {
+        format!("{server_cores}-{}", cpus - 1)
+    } else {
+        format!("0-{}", cpus - 1)
+    };
     if pin {
         let me = std::process::id().to_string();
         let ok = Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &me])
+            .args(["-a", "-p", "-c", &loadgen_cpus, &me])
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            anyhow::bail!("cannot pin the load generator to CPU 1 with taskset (use --no-pin)");
+            anyhow::bail!(
+                "cannot pin the load generator to CPUs {loadgen_cpus} with taskset (use --no-pin)"
+            );
         }
     }
     let bin_dir = match a.bin_dir.clone() {
@@ -225,14 +266,20 @@ pub fn run(cli: Cli) -> Result<()> {
         "load average at start (1, 5, 15 min): {}",
         procstat::loadavg()
     );
-    println!(
-        "pinning: {}",
-        if pin {
-            "servers and checkers on CPU 0 (taskset -c 0), load generator on CPU 1"
-        } else {
-            "none"
-        }
-    );
+    if pin {
+        println!(
+            "pinning: servers on CPUs 0-{} (taskset -c; {server_cores} server core{}), checkers on CPU 0, load generator on CPUs {loadgen_cpus}{}",
+            server_cores - 1,
+            if server_cores == 1 { "" } else { "s" },
+            if server_cores >= cpus {
+                " (shared with the servers: no core is left for it alone)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!("pinning: none");
+    }
     let mut incomplete = Vec::new();
     let work = tempfile::Builder::new()
         .prefix("cemwatch-bench-")
@@ -284,6 +331,8 @@ pub fn run(cli: Cli) -> Result<()> {
             baseline: !a.no_baseline,
             resumption: !a.no_resumption,
             pin,
+            server_cores: if pin { server_cores } else { cpus },
+            quic_sockets: a.quic_sockets,
             coordinator_bin: bin_dir.join("cemwatch"),
             results,
             scenarios: a.scenarios.clone(),
@@ -298,7 +347,9 @@ pub fn run(cli: Cli) -> Result<()> {
         );
         report::table(&rows);
         println!();
-        report::ratios(&rows);
+        report::ratios(&rows, a.probes);
+        println!();
+        report::per_core(&rows, opts.server_cores);
         println!();
         report::targets(&rows, a.probes);
         incomplete = report::incomplete(&rows);

@@ -36,6 +36,10 @@ pub struct Row {
     pub storm_95_s: Option<f64>,
     /// Storm: time until all are back, s.
     pub storm_100_s: Option<f64>,
+    /// Storm: server CPU per reconnect, ms.
+    pub cpu_per_reconnect_ms: Option<f64>,
+    /// Server peak resident memory (since it started), MiB.
+    pub peak_rss_mib: Option<f64>,
     /// Anything else worth saying.
     pub note: String,
 }
@@ -162,39 +166,136 @@ fn find<'a>(rows: &'a [Row], server: &str, scenario: &str) -> Option<&'a Row> {
         .find(|r| r.server == server && r.scenario.starts_with(scenario))
 }
 
-/// Prints the coordinator/baseline ratios, when both ran.
-pub fn ratios(rows: &[Row]) {
-    let ingest = (
-        find(rows, "coordinator", "c:").and_then(|r| r.reports_per_s),
-        find(rows, "baseline", "c:").and_then(|r| r.reports_per_s),
-    );
-    let cpu = (
-        find(rows, "coordinator", "c:").and_then(|r| r.cpu_per_1k),
-        find(rows, "baseline", "c:").and_then(|r| r.cpu_per_1k),
-    );
-    let memory = (
-        find(rows, "coordinator", "a:").and_then(|r| r.rss_per_probe_kib),
-        find(rows, "baseline", "a:").and_then(|r| r.rss_per_probe_kib),
-    );
-    if let (Some(c), Some(b)) = ingest {
-        println!(
-            "ingest rate, coordinator / baseline:          {:.2}  ({} / {} reports/s; target at least 0.50)",
-            c / b.max(1e-9),
-            fmt_count(c as u64),
-            fmt_count(b as u64)
+/// A figure at `n` probes and, below 100,000, its linear extrapolation to 100,000.
+fn at_fleet(v: f64, n: usize, unit: &str) -> String {
+    if n >= 100_000 || n == 0 {
+        format!("{v:.2} {unit}")
+    } else {
+        format!(
+            "{v:.2} {unit} ({:.1} {unit} extrapolated to 100,000)",
+            v * 100_000.0 / n as f64
+        )
+    }
+}
+
+/// One ratio line: the ratio, its target, and both absolute figures.
+fn ratio_line(what: &str, c: f64, b: f64, target: &str, figures: String) {
+    println!("{what:<46} {:>5.2}  ({target}; {figures})", c / b.max(1e-9));
+}
+
+/// Prints the coordinator/baseline ratios of every scenario both ran, with the absolute
+/// figures beside them (times also extrapolated to 100,000 when `n` is smaller).
+pub fn ratios(rows: &[Row], n: usize) {
+    let both = |scenario: &str, f: fn(&Row) -> Option<f64>| {
+        (
+            find(rows, "coordinator", scenario).and_then(f),
+            find(rows, "baseline", scenario).and_then(f),
+        )
+    };
+    if let (Some(c), Some(b)) = both("c:", |r| r.reports_per_s) {
+        ratio_line(
+            "ingest rate, coordinator / baseline:",
+            c,
+            b,
+            "target at least 0.50",
+            format!(
+                "{} / {} reports/s",
+                fmt_count(c as u64),
+                fmt_count(b as u64)
+            ),
         );
     }
-    if let (Some(c), Some(b)) = cpu {
-        println!(
-            "CPU per report, coordinator / baseline:       {:.2}  ({c:.3} / {b:.3} s per 1,000)",
-            c / b.max(1e-9)
+    if let (Some(c), Some(b)) = both("c:", |r| r.cpu_per_1k) {
+        ratio_line(
+            "CPU per report, coordinator / baseline:",
+            c,
+            b,
+            "target at most 2",
+            format!("{c:.3} / {b:.3} s per 1,000"),
         );
     }
-    if let (Some(c), Some(b)) = memory {
-        println!(
-            "memory per connection, coordinator / baseline: {:.2}  ({c:.1} / {b:.1} KiB)",
-            c / b.max(1e-9)
+    if let (Some(c), Some(b)) = both("a:", |r| r.rss_per_probe_kib) {
+        ratio_line(
+            "memory per connection, coordinator / baseline:",
+            c,
+            b,
+            "target at most 1.1",
+            format!("{c:.1} / {b:.1} KiB"),
         );
+    }
+    if let (Some(c), Some(b)) = both("d:", |r| r.round_100_s) {
+        ratio_line(
+            "round time (100%), coordinator / baseline:",
+            c,
+            b,
+            "target at most 1.5",
+            format!(
+                "coordinator {}, baseline {}",
+                at_fleet(c, n, "s"),
+                at_fleet(b, n, "s")
+            ),
+        );
+    }
+    if let (Some(c), Some(b)) = both("d:", |r| r.cpu_per_1k) {
+        ratio_line(
+            "CPU per round report, coordinator / baseline:",
+            c,
+            b,
+            "no target",
+            format!("{c:.3} / {b:.3} s per 1,000"),
+        );
+    }
+    if let (Some(c), Some(b)) = both("e:", |r| r.storm_100_s) {
+        ratio_line(
+            "storm time (100%), coordinator / baseline:",
+            c,
+            b,
+            "target at most 1.2",
+            format!(
+                "coordinator {}, baseline {}",
+                at_fleet(c, n, "s"),
+                at_fleet(b, n, "s")
+            ),
+        );
+    }
+    if let (Some(c), Some(b)) = both("e:", |r| r.cpu_per_reconnect_ms) {
+        ratio_line(
+            "CPU per reconnect, coordinator / baseline:",
+            c,
+            b,
+            "no target",
+            format!("{c:.2} / {b:.2} ms"),
+        );
+    }
+}
+
+/// Prints the figures per server core, so that machines of other sizes compare: reports/s
+/// per core and reconnects/s per core of CPU the servers had.
+pub fn per_core(rows: &[Row], cores: usize) {
+    let cores = cores.max(1);
+    println!(
+        "per server core ({cores} core{} given to the servers):",
+        if cores == 1 { "" } else { "s" }
+    );
+    for r in rows {
+        if let Some(rate) = r.reports_per_s {
+            println!(
+                "  [{}] {}: {} reports/s per core given, {} per core used ({:.2} cores used)",
+                r.server,
+                r.scenario,
+                fmt_count((rate / cores as f64) as u64),
+                fmt_count((rate / r.server_cores.unwrap_or(0.0).max(1e-3)) as u64),
+                r.server_cores.unwrap_or(0.0)
+            );
+        }
+        if let Some(ms) = r.cpu_per_reconnect_ms {
+            println!(
+                "  [{}] {}: {} reconnects/s per core of CPU ({ms:.2} ms each)",
+                r.server,
+                r.scenario,
+                fmt_count((1000.0 / ms.max(1e-6)) as u64),
+            );
+        }
     }
 }
 
@@ -257,6 +358,15 @@ pub fn targets(rows: &[Row], n: usize) {
             },
             if at_fleet < 4096.0 { "met" } else { "MISSED" }
         );
+        if let Some(peak) = find(rows, "coordinator", "d:").and_then(|d| d.peak_rss_mib) {
+            let per_probe = (peak - empty_mib).max(0.0) * 1024.0 / a.probes.max(1) as f64;
+            let at_fleet = empty_mib + per_probe * FLEET / 1024.0;
+            println!(
+                "100,000 probes under 4 GiB at the peak of a round: {} at {per_probe:.1} KiB per probe (peak RSS {peak:.0} MiB) -> {}",
+                how(format!("{:.2} GiB", at_fleet / 1024.0)),
+                if at_fleet < 4096.0 { "met" } else { "MISSED" }
+            );
+        }
     }
     if let Some(d) = find(rows, "coordinator", "d:") {
         match d.round_100_s {

@@ -117,6 +117,8 @@ pub struct Sim {
     /// While set, at most [`PACED_HANDSHAKES`] connection attempts run at once (the fleet is
     /// being set up, not stormed).
     pub pacing: std::sync::atomic::AtomicBool,
+    /// The reconnect spread of the last plan a probe received, ms.
+    pub plan_spread_ms: AtomicU64,
     pace: tokio::sync::Semaphore,
 }
 
@@ -161,6 +163,7 @@ impl Sim {
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
             pacing: std::sync::atomic::AtomicBool::new(true),
+            plan_spread_ms: AtomicU64::new(0),
             pace: tokio::sync::Semaphore::new(PACED_HANDSHAKES),
         }))
     }
@@ -426,7 +429,11 @@ async fn session(
         }
     };
     match plan {
-        Ok(ToProbe::Plan(plan)) => *spread = reconnect_spread(plan.reconnect_spread_ms),
+        Ok(ToProbe::Plan(plan)) => {
+            *spread = reconnect_spread(plan.reconnect_spread_ms);
+            sim.plan_spread_ms
+                .store(spread.as_millis() as u64, Ordering::Relaxed);
+        }
         _ => return Ended::Lost,
     }
     sim.counters.connected.fetch_add(1, Ordering::Relaxed);

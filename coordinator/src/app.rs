@@ -47,7 +47,7 @@ pub struct Running {
     /// sets its scenario switch here).
     pub pages: Arc<crate::http::pages::PageExtras>,
     readiness: Arc<Readiness>,
-    endpoint: quinn::Endpoint,
+    endpoints: Vec<quinn::Endpoint>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,22 +62,25 @@ impl Running {
     /// no from the start of it.
     pub async fn shutdown(self) {
         self.readiness.draining();
-        self.endpoint.close(
-            cemwatch_transport::protocol::CloseCode::Done.varint(),
-            b"coordinator shutting down",
-        );
+        for endpoint in &self.endpoints {
+            endpoint.close(
+                cemwatch_transport::protocol::CloseCode::Done.varint(),
+                b"coordinator shutting down",
+            );
+        }
         for t in &self.tasks {
             t.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+        let idle = async {
+            for endpoint in &self.endpoints {
+                endpoint.wait_idle().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), idle).await;
     }
 }
 
-/// Receive buffer asked for the QUIC socket. A fleet reconnecting at once sends thousands of
-/// 1,200-byte Initial packets within milliseconds; the kernel's default buffer (about 208 KiB)
-/// drops most of them before the coordinator sees them, and each drop costs a probe a
-/// retransmission timeout. The kernel caps the request at `net.core.rmem_max`.
-pub const QUIC_RECV_BUFFER: usize = 8 << 20;
+pub use crate::quic::sockets::QUIC_RECV_BUFFER;
 
 fn server_tls(
     ca: &CoordinatorCa,
@@ -135,23 +138,36 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let metrics = Metrics::new();
 
     let keys = SessionKeys::load_or_create(&data_dir)?;
-    let socket = std::net::UdpSocket::bind(config.server.quic_listen)
+    let count = match config.server.quic_sockets {
+        0 => quic::sockets::sockets_for_cores(),
+        n => n,
+    };
+    let sockets = quic::sockets::bind(config.server.quic_listen, count)
         .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
-    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(QUIC_RECV_BUFFER);
-    let endpoint = quinn::Endpoint::new(
-        keys.endpoint_config(),
-        Some(server_tls(
-            &ca,
-            &keys,
-            registry.clone(),
-            metrics.clone(),
-            &config.limits,
-        )?),
-        socket,
-        quinn::default_runtime().context("no async runtime for QUIC")?,
-    )
-    .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
-    let quic_addr = endpoint.local_addr()?;
+    // One server configuration for every endpoint: the same ticket keys, and the same Retry
+    // token key, whichever socket a probe's packets reach.
+    let server_config = server_tls(
+        &ca,
+        &keys,
+        registry.clone(),
+        metrics.clone(),
+        &config.limits,
+    )?;
+    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    let endpoints = sockets
+        .into_iter()
+        .map(|socket| {
+            quinn::Endpoint::new(
+                keys.endpoint_config(),
+                Some(server_config.clone()),
+                socket,
+                runtime.clone(),
+            )
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("cannot listen for QUIC on {}", config.server.quic_listen))?;
+    let quic_addr = endpoints.first().context("no QUIC socket")?.local_addr()?;
+    tracing::info!(sockets = endpoints.len(), "QUIC sockets bound");
     tracing::info!("listening for quic on {quic_addr}");
 
     let http = tokio::net::TcpListener::bind(config.server.http_listen)
@@ -179,7 +195,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     ));
     let pages = state.pages.clone();
     let tasks = vec![
-        tokio::spawn(quic::serve(endpoint.clone(), hub.clone())),
+        tokio::spawn(quic::serve(endpoints.clone(), hub.clone())),
         tokio::spawn(http::serve::serve(
             http,
             https,
@@ -199,7 +215,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         hub,
         config_tx,
         readiness,
-        endpoint,
+        endpoints,
         tasks,
         pages,
     };

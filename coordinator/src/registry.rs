@@ -81,16 +81,25 @@ impl CertificateRefused {
 #[derive(Debug)]
 pub struct Registry {
     auth: RwLock<AuthState>,
-    fleet: RwLock<Fleet>,
+    fleet: std::sync::Arc<RwLock<Fleet>>,
     writer: Writer,
 }
 
 impl Registry {
-    /// A registry over what the store holds.
+    /// A registry over what the store holds. The writer records every report it commits in
+    /// the fleet view, once per group commit and before any of them is acknowledged.
     pub fn new(fleet: Fleet, auth: AuthState, writer: Writer) -> Self {
+        let fleet = std::sync::Arc::new(RwLock::new(fleet));
+        let view = fleet.clone();
+        writer.on_commit(Box::new(move |reports, now_ms| {
+            let mut fleet = view.write();
+            for (probe, report) in reports {
+                fleet.record(probe, report, now_ms);
+            }
+        }));
         Self {
             auth: RwLock::new(auth),
-            fleet: RwLock::new(fleet),
+            fleet,
             writer,
         }
     }
@@ -255,15 +264,19 @@ impl Registry {
         }
     }
 
-    /// Commits a report ([`Writer::commit`]) and, when it is new, records it in the fleet
-    /// view; the report comes back with the outcome. Commit before the fleet and before the
-    /// acknowledgement: what the probe is told is kept, is kept.
+    /// Commits a report ([`Writer::commit`]); when it is new, the writer has recorded it in the
+    /// fleet view by the time it resolves. The report comes back with the outcome. Commit
+    /// before the fleet and before the acknowledgement: what the probe is told is kept, is
+    /// kept.
     pub async fn report(&self, name: &str, report: Report) -> (Result<Ingested>, Report) {
-        let (outcome, report) = self.writer.commit(name, report).await;
-        if let Ok(Ingested::Stored) = outcome {
-            self.fleet.write().record(name, &report, store::now_ms());
-        }
-        (outcome, report)
+        self.writer.commit(name, report).await
+    }
+
+    /// A connection's commit path ([`Writer::path`]): reports submitted there are committed
+    /// in the writer's groups, recorded in the fleet view, and their outcomes arrive in its
+    /// mailbox, once per group.
+    pub fn commit_path(&self, name: &str) -> store::CommitPath {
+        self.writer.path(name)
     }
 
     /// A probe's certificate was renewed.

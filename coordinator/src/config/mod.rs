@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// makes a probe's ordered coordinator list fail over. Off by default: then only probes
     /// enrolled here are accepted.
     pub trust_shared_ca_probes: bool,
+    /// UDP sockets the QUIC listener binds to its port (`SO_REUSEPORT`), each with its own
+    /// quinn endpoint; 0 (the default): one per core the process may run on.
+    pub quic_sockets: usize,
 }
 
 /// One `[[check]]`.
@@ -176,6 +179,7 @@ struct RawServer {
     max_sites: Option<usize>,
     per_probe_metrics: Option<bool>,
     trust_shared_ca_probes: Option<bool>,
+    quic_sockets: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +223,8 @@ pub const DEFAULT_QUIC_LISTEN: SocketAddr =
 /// nothing is exposed until an operator decides to).
 pub const DEFAULT_HTTP_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+/// The most sockets `server.quic_sockets` may ask for.
+pub const MAX_QUIC_SOCKETS: usize = 256;
 /// The data directory, relative to the configuration file.
 pub const DEFAULT_DATA_DIR: &str = "cemwatch-data";
 /// A probe not heard from for this long is stale: its results stop counting.
@@ -268,6 +274,11 @@ impl RawServer {
                 ));
             }
         }
+        if self.quic_sockets.is_some_and(|n| n > MAX_QUIC_SOCKETS) {
+            problems.push(format!(
+                "{origin}: server.quic_sockets: at most {MAX_QUIC_SOCKETS} (0: one per core)"
+            ));
+        }
         ServerConfig {
             quic_listen: self.quic_listen.unwrap_or(DEFAULT_QUIC_LISTEN),
             http_listen: self.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
@@ -278,6 +289,7 @@ impl RawServer {
             max_sites: self.max_sites.unwrap_or(DEFAULT_MAX_SITES).max(1),
             per_probe_metrics: self.per_probe_metrics.unwrap_or(false),
             trust_shared_ca_probes: self.trust_shared_ca_probes.unwrap_or(false),
+            quic_sockets: self.quic_sockets.unwrap_or(0).min(MAX_QUIC_SOCKETS),
         }
     }
 }

@@ -78,10 +78,29 @@ pub(super) fn admit(
     }
 }
 
-/// Accepts connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
+/// Accepts connections on every endpoint (one per socket sharing the port) until they close;
+/// the bounds on handshakes in flight and waiting are the coordinator's, shared by all.
+pub async fn serve(endpoints: Vec<quinn::Endpoint>, hub: Arc<Hub>) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES_IN_FLIGHT));
     let waiting = Arc::new(AtomicUsize::new(0));
+    let mut loops = tokio::task::JoinSet::new();
+    for endpoint in endpoints {
+        loops.spawn(accept_loop(
+            endpoint,
+            hub.clone(),
+            handshakes.clone(),
+            waiting.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    hub: Arc<Hub>,
+    handshakes: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<AtomicUsize>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let open = hub.connections.load(Ordering::Relaxed);
         let limits = hub.config.borrow().limits;

@@ -12,6 +12,7 @@ mod live;
 mod refusal;
 mod session;
 pub mod session_keys;
+pub mod sockets;
 pub mod verifier;
 
 pub use accept::{serve, MAX_HANDSHAKES_IN_FLIGHT, MAX_HANDSHAKES_WAITING, MAX_HANDSHAKE_WAIT};

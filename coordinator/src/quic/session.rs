@@ -4,8 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
@@ -17,7 +18,7 @@ use crate::quic::error::{QuicError, Result};
 use crate::quic::live::{Hub, Live, ProbeNowRequest};
 use crate::quic::refusal::reject_frame;
 use crate::store;
-use crate::store::Ingested;
+use crate::store::{Ingested, Outcome};
 use crate::telemetry::Refusal;
 
 /// Encoded bytes of received frames one connection may hold decoded and not yet committed (a
@@ -181,6 +182,102 @@ pub(super) async fn renew(
     Ok(())
 }
 
+/// Hands a report to the connection's commit path; its budget stays spent until the outcome
+/// comes back.
+fn submit(
+    path: &store::CommitPath,
+    report: Report,
+    budget: Budget,
+    committing: &mut VecDeque<Budget>,
+) -> Result<()> {
+    match path.submit(report) {
+        Ok(()) => {
+            committing.push_back(budget);
+            Ok(())
+        }
+        Err(_) => Err(QuicError::Store(crate::store::StoreError::WriterStopped)),
+    }
+}
+
+/// Appends the frame of `ToProbe::Ack { seq }` to `out` without a buffer of its own.
+pub(super) fn push_ack(out: &mut Vec<u8>, seq: u64) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; cemwatch_shared::wire::PREFIX_LEN]);
+    let mut buf = std::mem::take(out);
+    buf = postcard::to_extend(&cemwatch_shared::wire::PROTOCOL_VERSION, buf)
+        .and_then(|b| postcard::to_extend(&ToProbe::Ack { seq }, b))
+        .map_err(|e| QuicError::Protocol(format!("cannot encode an Ack: {e}")))?;
+    let len = (buf.len() - start - cemwatch_shared::wire::PREFIX_LEN) as u32;
+    buf[start..start + cemwatch_shared::wire::PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    *out = buf;
+    Ok(())
+}
+
+/// The outcomes of one group commit for this connection: counters and timings once for the
+/// group, the rounds the reports answer, and every acknowledgement in one write (one packet
+/// where they fit). A report the store could not commit is not acknowledged: the probe keeps
+/// it and sends it again.
+async fn acknowledge(
+    hub: &Hub,
+    send: &mut quinn::SendStream,
+    name: &str,
+    labels: &Labels,
+    group: &mut Vec<Outcome>,
+    committing: &mut VecDeque<Budget>,
+    acks: &mut Vec<u8>,
+) -> Result<()> {
+    acks.clear();
+    let (mut stored, mut duplicate) = (0u64, 0u64);
+    let mut site: Option<String> = None;
+    for (outcome, report) in group.iter() {
+        // The frame's bytes were spent until it was committed.
+        committing.pop_front();
+        match outcome {
+            Ok(Ingested::Stored) => {
+                stored += 1;
+                for entry in &report.results {
+                    if entry.result.tcp.state != cemwatch_shared::TcpState::Open {
+                        continue;
+                    }
+                    let site = site.get_or_insert_with(|| {
+                        let cap = hub.config.borrow().server.max_sites;
+                        hub.metrics
+                            .site_label(labels.get("site").map(String::as_str).unwrap_or(""), cap)
+                    });
+                    let tls = entry
+                        .result
+                        .tls
+                        .as_ref()
+                        .filter(|t| t.completed)
+                        .map(|t| t.duration_ms);
+                    hub.metrics
+                        .observe(&entry.check, site, entry.result.tcp.duration_ms, tls);
+                }
+                hub.record_round(name, report);
+                push_ack(acks, report.seq)?;
+            }
+            Ok(Ingested::Duplicate) => {
+                duplicate += 1;
+                push_ack(acks, report.seq)?;
+            }
+            Err(e) => {
+                tracing::error!(probe = name, seq = report.seq, error = %e, "report not committed");
+            }
+        }
+    }
+    group.clear();
+    if stored > 0 {
+        hub.metrics.reports_received.inc_by(stored);
+    }
+    if duplicate > 0 {
+        hub.metrics.reports_duplicate.inc_by(duplicate);
+    }
+    if !acks.is_empty() {
+        send.write_all(acks).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn session_loop(
     hub: &Arc<Hub>,
     conn: &quinn::Connection,
@@ -221,8 +318,16 @@ pub(super) async fn session_loop(
     let reader = tokio::spawn(reader_fut);
     // One renewal per connection at most (a probe asks once its certificate is past half-life).
     let mut renewed = false;
-    let mut commits: JoinSet<(u64, Result<Ingested, crate::store::StoreError>, Report)> =
-        JoinSet::new();
+    // The connection's commit path: reports go to the writer's next group commit, their
+    // outcomes come back once per group, in order; `committing` holds the budget of each
+    // report submitted and not yet committed, in the same order.
+    let path = hub.registry.commit_path(name);
+    let mut committing: VecDeque<Budget> = VecDeque::new();
+    let mut group: Vec<Outcome> = Vec::new();
+    // Reports held back by the report rate limit, in order, with when each may go.
+    let mut delayed: VecDeque<(tokio::time::Instant, Report, Budget)> = VecDeque::new();
+    // The acknowledgements of a group, written at once.
+    let mut acks: Vec<u8> = Vec::new();
     // Agent states: when the last was recorded, and the newest one waiting for its turn.
     let mut agent_recorded: Option<tokio::time::Instant> = None;
     let mut agent_waiting: Option<AgentCemState> = None;
@@ -268,18 +373,11 @@ pub(super) async fn session_loop(
                             break Err(e.into());
                         }
                     };
-                    let registry = hub.registry.clone();
-                    let probe = name.to_string();
-                    commits.spawn(async move {
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        let seq = report.seq;
-                        let (outcome, report) = registry.report(&probe, report).await;
-                        // The frame's bytes are spent until it is committed.
-                        drop(budget);
-                        (seq, outcome, report)
-                    });
+                    if delay.is_zero() && delayed.is_empty() {
+                        submit(&path, report, budget, &mut committing)?;
+                    } else {
+                        delayed.push_back((tokio::time::Instant::now() + delay, report, budget));
+                    }
                 }
                 // Rare messages are handled in boxed futures: the session's task is as large as
                 // its largest state, kept for every connection for as long as it lives.
@@ -306,29 +404,15 @@ pub(super) async fn session_loop(
                     break Err(QuicError::Protocol(reason));
                 }
             },
-            Some(done) = commits.join_next(), if !commits.is_empty() => {
-                let Ok((seq, outcome, report)) = done else { continue };
-                match outcome {
-                    Ok(Ingested::Stored) => {
-                        hub.metrics.reports_received.inc();
-                        let cap = hub.config.borrow().server.max_sites;
-                        let site = hub.metrics.site_label(labels.get("site").map(String::as_str).unwrap_or(""), cap);
-                        for entry in &report.results {
-                            let tls = entry.result.tls.as_ref().filter(|t| t.completed).map(|t| t.duration_ms);
-                            if entry.result.tcp.state == cemwatch_shared::TcpState::Open {
-                                hub.metrics.observe(&entry.check, &site, entry.result.tcp.duration_ms, tls);
-                            }
-                        }
-                        hub.record_round(name, &report);
-                        write_frame(send, &ToProbe::Ack { seq }).await?;
-                    }
-                    Ok(Ingested::Duplicate) => {
-                        hub.metrics.reports_duplicate.inc();
-                        write_frame(send, &ToProbe::Ack { seq }).await?;
-                    }
-                    Err(e) => {
-                        // Not acknowledged: the probe keeps it and sends it again.
-                        tracing::error!(probe = name, seq, error = %format!("{e:#}"), "report not committed");
+            _ = path.mailbox().ready(), if !committing.is_empty() => {
+                path.mailbox().take(&mut group);
+                acknowledge(hub, send, name, labels, &mut group, &mut committing, &mut acks).await?;
+            },
+            _ = tokio::time::sleep_until(delayed.front().map_or_else(tokio::time::Instant::now, |d| d.0)), if !delayed.is_empty() => {
+                let now = tokio::time::Instant::now();
+                while delayed.front().is_some_and(|d| d.0 <= now) {
+                    if let Some((_, report, budget)) = delayed.pop_front() {
+                        submit(&path, report, budget, &mut committing)?;
                     }
                 }
             },
@@ -352,4 +436,30 @@ pub(super) async fn session_loop(
     };
     reader.abort();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_appended_to_one_buffer_are_the_codec_s_frames() {
+        let mut out = Vec::new();
+        let mut expected = Vec::new();
+        for seq in [0u64, 1, 127, 128, 300, u64::MAX] {
+            push_ack(&mut out, seq).expect("encode");
+            expected.extend(cemwatch_shared::wire::encode(&ToProbe::Ack { seq }).expect("encode"));
+        }
+        assert_eq!(out, expected);
+        let mut decoder = cemwatch_shared::wire::FrameDecoder::new();
+        decoder.push(&out);
+        let mut seqs = Vec::new();
+        while let Some(frame) = decoder.next_frame::<ToProbe>() {
+            match frame.expect("a frame") {
+                ToProbe::Ack { seq } => seqs.push(seq),
+                other => panic!("not an Ack: {other:?}"),
+            }
+        }
+        assert_eq!(seqs, vec![0, 1, 127, 128, 300, u64::MAX]);
+    }
 }

@@ -24,8 +24,8 @@ pub use probes::{
 };
 pub use schema::{db_path, open, SCHEMA_VERSION};
 pub use writer::{
-    Ingested, Reader, Writer, CHECKPOINT_EVERY, CHECKPOINT_WHEN_IDLE, GROUP_COMMIT_MAX,
-    WRITER_CACHE_KIB,
+    CommitHook, CommitPath, Ingested, Mailbox, Outcome, Reader, Writer, CHECKPOINT_EVERY,
+    CHECKPOINT_WHEN_IDLE, GROUP_COMMIT_MAX, WRITER_CACHE_KIB,
 };
 
 /// Unix milliseconds now.
@@ -50,6 +50,67 @@ mod tests {
             round: None,
             results: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn a_commit_path_hands_outcomes_back_in_order_after_the_hook_saw_what_was_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = Writer::start(dir.path()).expect("writer");
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<(String, u64)>::new()));
+        let hook_seen = seen.clone();
+        writer.on_commit(Box::new(move |reports, _now| {
+            let mut seen = hook_seen.lock();
+            seen.extend(reports.iter().map(|(p, r)| (p.to_string(), r.seq)));
+        }));
+        let path = writer.path("p1");
+        let other = writer.path("p2");
+        let seqs = [1u64, 2, 1, 3, 2, 4];
+        for seq in seqs {
+            path.submit(report(seq)).expect("submit");
+        }
+        other.submit(report(1)).expect("submit");
+        let mut got: Vec<(u64, Ingested)> = Vec::new();
+        let mut group = Vec::new();
+        while got.len() < seqs.len() {
+            tokio::time::timeout(Duration::from_secs(10), path.mailbox().ready())
+                .await
+                .expect("outcomes arrive");
+            path.mailbox().take(&mut group);
+            for (outcome, report) in group.drain(..) {
+                got.push((report.seq, outcome.expect("committed")));
+            }
+        }
+        use Ingested::{Duplicate, Stored};
+        assert_eq!(
+            got,
+            vec![
+                (1, Stored),
+                (2, Stored),
+                (1, Duplicate),
+                (3, Stored),
+                (2, Duplicate),
+                (4, Stored)
+            ],
+            "in the order submitted, each with its own outcome"
+        );
+        tokio::time::timeout(Duration::from_secs(10), other.mailbox().ready())
+            .await
+            .expect("the other path's outcome arrives");
+        other.mailbox().take(&mut group);
+        assert_eq!(group.len(), 1, "only its own outcome");
+        let mut seen = seen.lock().clone();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("p1".to_string(), 1),
+                ("p1".to_string(), 2),
+                ("p1".to_string(), 3),
+                ("p1".to_string(), 4),
+                ("p2".to_string(), 1)
+            ],
+            "the hook saw every stored report once, and no duplicate, before its outcome"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -29,12 +30,94 @@ pub enum Ingested {
     Duplicate,
 }
 
+/// One report's outcome and the report, handed back after its group's commit.
+pub type Outcome = (Result<Ingested, String>, Box<Report>);
+
+/// Where a report's outcome goes.
+pub(crate) enum Reply {
+    /// To one waiter ([`Writer::commit`]).
+    Once(oneshot::Sender<Outcome>),
+    /// To a connection's [`CommitPath`]: its mailbox, woken once per group commit.
+    Path(Arc<Mailbox>),
+}
+
+/// Where the outcomes of a connection's reports wait for it: a list the writer appends to and
+/// a wake-up, once per group commit whatever the number of reports (about a hundred bytes per
+/// connection, where a channel would keep a block of slots for as long as it lives).
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    outcomes: Mutex<Vec<Outcome>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Mailbox {
+    /// Waits until outcomes may have arrived (at once if some arrived since the last wait).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Swaps the outcomes that arrived (in the order the reports were submitted) into `into`,
+    /// which should be empty: its allocation goes back for the next ones.
+    pub fn take(&self, into: &mut Vec<Outcome>) {
+        std::mem::swap(&mut *self.outcomes.lock(), into);
+    }
+
+    /// Appends an outcome; true when the list was empty (the connection is to be woken).
+    fn push(&self, outcome: Outcome) -> bool {
+        let mut outcomes = self.outcomes.lock();
+        outcomes.push(outcome);
+        outcomes.len() == 1
+    }
+}
+
+/// A connection's way to the writer: its reports are committed in the writer's groups and
+/// their outcomes arrive in its [`Mailbox`] in the order they were submitted, with one
+/// wake-up per group. No task and no channel per report.
+#[derive(Debug)]
+pub struct CommitPath {
+    probe: Arc<str>,
+    mailbox: Arc<Mailbox>,
+    writer: std_mpsc::Sender<Job>,
+}
+
+impl CommitPath {
+    /// Where the outcomes arrive.
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// Queues a report for the next group commit; its outcome arrives in the mailbox. Gives
+    /// the report back when the writer has stopped.
+    pub fn submit(&self, report: Report) -> std::result::Result<(), Box<Report>> {
+        let job = Job::Report {
+            probe: self.probe.clone(),
+            report: Box::new(report),
+            reply: Reply::Path(self.mailbox.clone()),
+        };
+        match self.writer.send(job) {
+            Ok(()) => Ok(()),
+            Err(std_mpsc::SendError(Job::Report { report, .. })) => Err(report),
+            Err(_) => Err(Box::new(Report {
+                seq: 0,
+                round: None,
+                results: Vec::new(),
+            })),
+        }
+    }
+}
+
+/// What runs in the writer thread after each group commit, before any outcome is handed back,
+/// with the reports stored in it (probe, report) and the commit time: the registry keeps the
+/// fleet view here, once per group, so a report is in the fleet view before it is
+/// acknowledged.
+pub type CommitHook = Box<dyn Fn(&[(&str, &Report)], i64) + Send + Sync>;
+
 /// Work for the writer thread.
 pub(crate) enum Job {
     Report {
-        probe: String,
+        probe: Arc<str>,
         report: Box<Report>,
-        reply: oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
+        reply: Reply,
     },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
     Seen {
@@ -45,9 +128,18 @@ pub(crate) enum Job {
 }
 
 /// The single writer: commits reports in groups, and runs other writes in order.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Writer {
     tx: std_mpsc::Sender<Job>,
+    hook: Arc<OnceLock<CommitHook>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("hook", &self.hook.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -78,11 +170,27 @@ impl Writer {
         // 10 MB); reports only append, so their pages need no cache. 16 MiB holds them.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())?;
         let (tx, rx) = std_mpsc::channel::<Job>();
+        let hook: Arc<OnceLock<CommitHook>> = Arc::new(OnceLock::new());
+        let thread_hook = hook.clone();
         std::thread::Builder::new()
             .name("cemwatch-store".into())
-            .spawn(move || writer_loop(&mut conn, ledger, rx))
+            .spawn(move || writer_loop(&mut conn, ledger, rx, &thread_hook))
             .map_err(StoreError::Thread)?;
-        Ok(Self { tx })
+        Ok(Self { tx, hook })
+    }
+
+    /// Sets what runs after each group commit ([`CommitHook`]); only the first call counts.
+    pub fn on_commit(&self, hook: CommitHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// A commit path for one connection of probe `probe`.
+    pub fn path(&self, probe: &str) -> CommitPath {
+        CommitPath {
+            probe: Arc::from(probe),
+            mailbox: Arc::new(Mailbox::default()),
+            writer: self.tx.clone(),
+        }
     }
 
     /// Commits a report; resolves once it is durable (or known to be a duplicate).
@@ -95,9 +203,9 @@ impl Writer {
     pub async fn commit(&self, probe: &str, report: Report) -> (Result<Ingested>, Report) {
         let (reply, rx) = oneshot::channel();
         let job = Job::Report {
-            probe: probe.to_string(),
+            probe: Arc::from(probe),
             report: Box::new(report),
-            reply,
+            reply: Reply::Once(reply),
         };
         let stopped = || StoreError::WriterStopped;
         let lost = || Report {
@@ -275,8 +383,15 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// A checkpoint is also written once the writer has had nothing to do for this long.
 pub const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(200);
 
-pub(crate) fn writer_loop(conn: &mut Connection, mut ledger: Ledger, rx: std_mpsc::Receiver<Job>) {
+pub(crate) fn writer_loop(
+    conn: &mut Connection,
+    mut ledger: Ledger,
+    rx: std_mpsc::Receiver<Job>,
+    hook: &OnceLock<CommitHook>,
+) {
     let mut pending: Vec<Job> = Vec::new();
+    let mut batch: Batch = Vec::new();
+    let mut scratch = Scratch::default();
     let mut last_checkpoint = Instant::now();
     loop {
         let first = if ledger.is_dirty() {
@@ -303,7 +418,6 @@ pub(crate) fn writer_loop(conn: &mut Connection, mut ledger: Ledger, rx: std_mps
                 Err(_) => break,
             }
         }
-        let mut batch: Batch = Vec::new();
         for job in pending.drain(..) {
             match job {
                 Job::Report {
@@ -317,12 +431,12 @@ pub(crate) fn writer_loop(conn: &mut Connection, mut ledger: Ledger, rx: std_mps
                     at_ms,
                 } => ledger.seen(&probe, &agent_version, at_ms),
                 Job::Exec(f) => {
-                    flush(conn, &mut ledger, &mut batch);
+                    flush(conn, &mut ledger, &mut batch, hook.get(), &mut scratch);
                     f(conn);
                 }
             }
         }
-        flush(conn, &mut ledger, &mut batch);
+        flush(conn, &mut ledger, &mut batch, hook.get(), &mut scratch);
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             checkpoint(conn, &mut ledger);
             last_checkpoint = Instant::now();
@@ -368,23 +482,35 @@ pub(crate) fn reload(conn: &Connection, ledger: &mut Ledger) {
     }
 }
 
-pub(crate) type Batch = Vec<(
-    String,
-    Box<Report>,
-    oneshot::Sender<(Result<Ingested, String>, Box<Report>)>,
-)>;
+pub(crate) type Batch = Vec<(Arc<str>, Box<Report>, Reply)>;
 
-pub(crate) fn flush(conn: &mut Connection, ledger: &mut Ledger, batch: &mut Batch) {
+/// Buffers the writer reuses from one group to the next.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// A report's results as JSON.
+    json: Vec<u8>,
+    /// The outcomes of a group, before they are handed back.
+    outcomes: Vec<Ingested>,
+}
+
+pub(crate) fn flush(
+    conn: &mut Connection,
+    ledger: &mut Ledger,
+    batch: &mut Batch,
+    hook: Option<&CommitHook>,
+    scratch: &mut Scratch,
+) {
     if batch.is_empty() {
         return;
     }
-    let outcome = (|| -> Result<Vec<Ingested>> {
+    let Scratch { json, outcomes } = scratch;
+    outcomes.clear();
+    let outcome = (|| -> Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
-        let mut outcomes = Vec::with_capacity(batch.len());
         let (mut stored, mut duplicate) = (0i64, 0i64);
         for (probe, report, _) in batch.iter() {
-            let o = ingest(&tx, ledger, probe, report, now)?;
+            let o = ingest(&tx, ledger, probe, report, now, json)?;
             match o {
                 Ingested::Stored => stored += 1,
                 Ingested::Duplicate => duplicate += 1,
@@ -398,21 +524,47 @@ pub(crate) fn flush(conn: &mut Connection, ledger: &mut Ledger, batch: &mut Batc
             bump(&tx, "reports_duplicate", duplicate)?;
         }
         tx.commit()?;
-        Ok(outcomes)
-    })();
-    match outcome {
-        Ok(outcomes) => {
-            for ((_, report, reply), o) in batch.drain(..).zip(outcomes) {
-                let _ = reply.send((Ok(o), report));
+        if let Some(hook) = hook {
+            let stored: Vec<(&str, &Report)> = batch
+                .iter()
+                .zip(outcomes.iter())
+                .filter(|(_, o)| **o == Ingested::Stored)
+                .map(|((probe, report, _), _)| (&**probe, &**report))
+                .collect();
+            if !stored.is_empty() {
+                hook(&stored, now);
             }
         }
+        Ok(())
+    })();
+    let error = match outcome {
+        Ok(()) => None,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "cannot commit reports; probes will resend them");
             reload(conn, ledger);
-            for (_, report, reply) in batch.drain(..) {
-                let _ = reply.send((Err(format!("{e:#}")), report));
+            Some(format!("{e:#}"))
+        }
+    };
+    // A connection whose reports are in this group is woken once.
+    let mut wake: Vec<Arc<Mailbox>> = Vec::new();
+    for (i, (_, report, reply)) in batch.drain(..).enumerate() {
+        let o = match &error {
+            None => Ok(outcomes[i]),
+            Some(e) => Err(e.clone()),
+        };
+        match reply {
+            Reply::Once(tx) => {
+                let _ = tx.send((o, report));
+            }
+            Reply::Path(mailbox) => {
+                if mailbox.push((o, report)) {
+                    wake.push(mailbox);
+                }
             }
         }
+    }
+    for mailbox in wake {
+        mailbox.ready.notify_one();
     }
 }
 
@@ -424,11 +576,15 @@ pub(crate) fn ingest(
     probe: &str,
     report: &Report,
     now: i64,
+    json: &mut Vec<u8>,
 ) -> Result<Ingested> {
     if !ledger.is_new(probe, report.seq) {
         return Ok(Ingested::Duplicate);
     }
-    let json = serde_json::to_string(&report.results)?;
+    json.clear();
+    serde_json::to_writer(&mut *json, &report.results)?;
+    let json = std::str::from_utf8(json)
+        .map_err(|e| StoreError::Corrupt(format!("results as JSON: {e}")))?;
     tx.prepare_cached(
         "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?

@@ -227,6 +227,7 @@ pub fn demo_config(
             max_sites: 50,
             per_probe_metrics: false,
             trust_shared_ca_probes: false,
+            quic_sockets: 1,
         },
         diagnosis: crate::model::check::Thresholds::default(),
         limits: crate::config::limits::LimitsConfig::default(),
