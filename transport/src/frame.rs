@@ -87,6 +87,16 @@ pub async fn read_payload<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     len: usize,
 ) -> Result<T, TransportError> {
+    let payload = read_payload_bytes(recv, len).await?;
+    Ok(wire::decode(&payload)?)
+}
+
+/// Reads a frame's `len` payload bytes (after [`read_prefix`]) without decoding them, for a
+/// reader that keeps the bytes (the coordinator stores a report's results as received).
+pub async fn read_payload_bytes(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<Vec<u8>, TransportError> {
     const CHUNK: usize = 64 * 1024;
     let mut payload = Vec::with_capacity(len.min(CHUNK));
     while payload.len() < len {
@@ -97,5 +107,5 @@ pub async fn read_payload<T: DeserializeOwned>(
             Err(e) => return Err(TransportError::Read(e)),
         }
     }
-    Ok(wire::decode(&payload)?)
+    Ok(payload)
 }

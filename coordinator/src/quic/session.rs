@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
-use cemwatch_transport::frame::{read_payload, read_prefix, write_frame, TransportError};
+use cemwatch_transport::frame::{read_payload_bytes, read_prefix, write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 use cemwatch_transport::x509::past_half_life;
 
@@ -18,6 +18,7 @@ use crate::quic::error::{QuicError, Result};
 use crate::quic::live::{Hub, Live, ProbeNowRequest};
 use crate::quic::refusal::reject_frame;
 use crate::store;
+use crate::store::results::Encoded;
 use crate::store::{Ingested, Outcome};
 use crate::telemetry::Refusal;
 
@@ -38,6 +39,14 @@ struct Budget {
     _all: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// A frame as received: decoded, with a report's results as they are to be stored (cut from
+/// the frame's bytes, see [`store::results`]), and the budget it holds.
+struct Received {
+    frame: ToCoordinator,
+    stored: Option<Encoded>,
+    budget: Budget,
+}
+
 /// Reads one frame within the budgets: the length first, then permits for that many bytes from
 /// the connection's and the coordinator's budget (waiting while they are spent, which stops
 /// reading and so lets flow control push back), then the payload.
@@ -46,7 +55,7 @@ async fn read_budgeted(
     max_frame: usize,
     connection: &Arc<tokio::sync::Semaphore>,
     all: &Arc<tokio::sync::Semaphore>,
-) -> std::result::Result<Option<(ToCoordinator, Budget)>, TransportError> {
+) -> std::result::Result<Option<Received>, TransportError> {
     let Some(len) = read_prefix(recv, max_frame).await? else {
         return Ok(None);
     };
@@ -57,14 +66,20 @@ async fn read_budgeted(
     ) else {
         return Ok(None);
     };
-    let frame = read_payload::<ToCoordinator>(recv, len).await?;
-    Ok(Some((
+    let payload = read_payload_bytes(recv, len).await?;
+    let frame: ToCoordinator = cemwatch_shared::wire::decode(&payload)?;
+    let stored = match frame {
+        ToCoordinator::Report(_) => Encoded::from_report_frame(payload),
+        _ => None,
+    };
+    Ok(Some(Received {
         frame,
-        Budget {
+        stored,
+        budget: Budget {
             _connection: c,
             _all: a,
         },
-    )))
+    }))
 }
 
 pub(super) async fn session(
@@ -187,10 +202,11 @@ pub(super) async fn renew(
 fn submit(
     path: &store::CommitPath,
     report: Report,
+    stored: Option<Encoded>,
     budget: Budget,
     committing: &mut VecDeque<Budget>,
 ) -> Result<()> {
-    match path.submit(report) {
+    match path.submit(report, stored) {
         Ok(()) => {
             committing.push_back(budget);
             Ok(())
@@ -295,7 +311,7 @@ pub(super) async fn session_loop(
     // Frames travel boxed: the channel keeps a block of 32 slots per connection for as long as
     // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
     let (frame_tx, mut frame_rx) =
-        mpsc::channel::<Box<std::result::Result<(ToCoordinator, Budget), TransportError>>>(8);
+        mpsc::channel::<Box<std::result::Result<Received, TransportError>>>(8);
     let max_frame = hub.config.borrow().limits.max_frame_bytes;
     let budget = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES_PER_CONNECTION));
     let all = hub.queued_bytes.clone();
@@ -325,7 +341,8 @@ pub(super) async fn session_loop(
     let mut committing: VecDeque<Budget> = VecDeque::new();
     let mut group: Vec<Outcome> = Vec::new();
     // Reports held back by the report rate limit, in order, with when each may go.
-    let mut delayed: VecDeque<(tokio::time::Instant, Report, Budget)> = VecDeque::new();
+    let mut delayed: VecDeque<(tokio::time::Instant, Report, Option<Encoded>, Budget)> =
+        VecDeque::new();
     // The acknowledgements of a group, written at once.
     let mut acks: Vec<u8> = Vec::new();
     // Agent states: when the last was recorded, and the newest one waiting for its turn.
@@ -339,7 +356,7 @@ pub(super) async fn session_loop(
                     reject_frame(hub, conn, &e);
                     break Err(e.into());
                 }
-                Some(Ok((ToCoordinator::Report(mut report), budget))) => {
+                Some(Ok(Received { frame: ToCoordinator::Report(mut report), mut stored, budget })) => {
                     // Only results of checks in this probe's plan are kept: check names become
                     // fleet-view keys, metric labels and event rows, so a probe must not choose
                     // them. The report itself is still committed (its seq acknowledged).
@@ -352,6 +369,8 @@ pub(super) async fn session_loop(
                     }
                     let dropped = before - report.results.len();
                     if dropped > 0 {
+                        // The bytes received are no longer the results kept.
+                        stored = None;
                         hub.metrics.results_dropped.inc_by(dropped as u64);
                         tracing::debug!(probe = name, dropped, "results of checks outside the probe's plan dropped");
                     }
@@ -374,15 +393,15 @@ pub(super) async fn session_loop(
                         }
                     };
                     if delay.is_zero() && delayed.is_empty() {
-                        submit(&path, report, budget, &mut committing)?;
+                        submit(&path, report, stored, budget, &mut committing)?;
                     } else {
-                        delayed.push_back((tokio::time::Instant::now() + delay, report, budget));
+                        delayed.push_back((tokio::time::Instant::now() + delay, report, stored, budget));
                     }
                 }
                 // Rare messages are handled in boxed futures: the session's task is as large as
                 // its largest state, kept for every connection for as long as it lives.
-                Some(Ok((ToCoordinator::Renew { csr_der }, _))) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
-                Some(Ok((ToCoordinator::AgentState(state), _))) => {
+                Some(Ok(Received { frame: ToCoordinator::Renew { csr_der }, .. })) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
+                Some(Ok(Received { frame: ToCoordinator::AgentState(state), .. })) => {
                     let due = agent_recorded.is_none_or(|at| at.elapsed() >= AGENT_STATE_INTERVAL);
                     if due {
                         agent_recorded = Some(tokio::time::Instant::now());
@@ -393,7 +412,7 @@ pub(super) async fn session_loop(
                         }
                     }
                 }
-                Some(Ok((other, _))) => {
+                Some(Ok(Received { frame: other, .. })) => {
                     hub.metrics.frame_rejected("unexpected");
                     let reason = format!("unexpected message in a session: {}", match other {
                         ToCoordinator::Hello { .. } => "Hello",
@@ -411,8 +430,8 @@ pub(super) async fn session_loop(
             _ = tokio::time::sleep_until(delayed.front().map_or_else(tokio::time::Instant::now, |d| d.0)), if !delayed.is_empty() => {
                 let now = tokio::time::Instant::now();
                 while delayed.front().is_some_and(|d| d.0 <= now) {
-                    if let Some((_, report, budget)) = delayed.pop_front() {
-                        submit(&path, report, budget, &mut committing)?;
+                    if let Some((_, report, stored, budget)) = delayed.pop_front() {
+                        submit(&path, report, stored, budget, &mut committing)?;
                     }
                 }
             },

@@ -154,8 +154,44 @@ pub struct Ledger {
     pub checkpointed_id: i64,
 }
 
-/// Report rows the ledger reads back: id, probe, seq, round, received_at, results JSON.
-type ReportRow = (i64, String, i64, Option<i64>, i64, String);
+/// Report rows the ledger reads back: id, probe, seq, round, received_at, results (postcard
+/// bytes, or JSON text in rows written before schema 3).
+type ReportRow = (i64, String, i64, Option<i64>, i64, rusqlite::types::Value);
+
+/// What the ledger keeps of one stored check result: check, produced at, verdict, codes.
+type Replayed = (String, i64, String, String);
+
+/// The ledger's view of a stored report's results. A row that cannot be read replays as no
+/// results (its seq is still a duplicate), as before: the report is in the store either way.
+fn replay_entries(id: i64, value: &rusqlite::types::Value) -> Vec<Replayed> {
+    use rusqlite::types::{Value, ValueRef};
+    let of_slim = |e: SlimEntry| {
+        let codes: Vec<&str> = e.result.findings.iter().map(|f| f.code.as_str()).collect();
+        let codes = codes.join(",");
+        (e.check, e.produced_at_ms as i64, e.result.verdict, codes)
+    };
+    match value {
+        Value::Text(json) => serde_json::from_str::<Vec<SlimEntry>>(json)
+            .unwrap_or_default()
+            .into_iter()
+            .map(of_slim)
+            .collect(),
+        Value::Blob(bytes) => match crate::store::results::decode(ValueRef::Blob(bytes)) {
+            Ok(results) => results
+                .iter()
+                .map(|r| {
+                    let e = Entry::of(r);
+                    (e.check.to_string(), e.produced_at, e.verdict.to_string(), e.codes)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(report = id, error = %e, "a stored report's results are unreadable; replayed without them");
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    }
+}
 
 /// The fields of a stored check result the ledger reads back.
 #[derive(Debug, Deserialize)]
@@ -242,22 +278,14 @@ impl Ledger {
             .collect::<rusqlite::Result<_>>()?;
         let replayed = rows.len();
         for (id, probe, seq, round, received_at, results) in rows {
-            let entries: Vec<SlimEntry> = serde_json::from_str(&results).unwrap_or_default();
-            let codes: Vec<String> = entries
+            let kept = replay_entries(id, &results);
+            let entries: Vec<Entry<'_>> = kept
                 .iter()
-                .map(|e| {
-                    let c: Vec<&str> = e.result.findings.iter().map(|f| f.code.as_str()).collect();
-                    c.join(",")
-                })
-                .collect();
-            let entries: Vec<Entry<'_>> = entries
-                .iter()
-                .zip(codes)
-                .map(|(e, codes)| Entry {
-                    check: &e.check,
-                    produced_at: e.produced_at_ms as i64,
-                    verdict: &e.result.verdict,
-                    codes,
+                .map(|(check, produced_at, verdict, codes)| Entry {
+                    check,
+                    produced_at: *produced_at,
+                    verdict,
+                    codes: codes.clone(),
                 })
                 .collect();
             ledger.is_new(&probe, seq as u64);

@@ -10,6 +10,7 @@ mod error;
 pub mod ledger;
 mod probes;
 pub mod read;
+pub mod results;
 pub mod retention;
 mod schema;
 mod writer;
@@ -66,9 +67,9 @@ mod tests {
         let other = writer.path("p2");
         let seqs = [1u64, 2, 1, 3, 2, 4];
         for seq in seqs {
-            path.submit(report(seq)).expect("submit");
+            path.submit(report(seq), None).expect("submit");
         }
-        other.submit(report(1)).expect("submit");
+        other.submit(report(1), None).expect("submit");
         let mut got: Vec<(u64, Ingested)> = Vec::new();
         let mut group = Vec::new();
         while got.len() < seqs.len() {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use crate::store::Result;
 use rusqlite::Connection;
 
-use cemwatch_shared::CheckResult;
 
 use crate::model::event::{Event, EventQuery};
 use crate::model::latest::Latest;
@@ -36,29 +35,42 @@ pub fn load_probes(conn: &Connection) -> Result<Probes> {
             view.agent = Some(AgentView { state, received_ms });
         }
     }
+    // A report holds the latest result of one or several checks: decoded once for them all.
     let mut stmt = conn.prepare(
-        "SELECT l.probe, l.check_name, l.seq, l.round, l.produced_at,
-                        (SELECT json_extract(e.value, '$.result') FROM json_each(r.results) AS e
-                          WHERE json_extract(e.value, '$.check') = l.check_name LIMIT 1)
-                   FROM latest AS l JOIN reports AS r ON r.id = l.report_id",
+        "SELECT l.report_id, l.probe, l.check_name, l.seq, l.round, l.produced_at, r.results
+                   FROM latest AS l JOIN reports AS r ON r.id = l.report_id
+                  ORDER BY l.report_id",
     )?;
     let mut rows = stmt.query([])?;
+    let mut decoded: Option<(i64, Vec<cemwatch_shared::wire::CheckReport>)> = None;
     while let Some(row) = rows.next()? {
-        let probe: String = row.get(0)?;
-        let check: String = row.get(1)?;
-        let seq: i64 = row.get(2)?;
-        let round: Option<i64> = row.get(3)?;
-        let produced: i64 = row.get(4)?;
-        let Some(json) = row.get::<_, Option<String>>(5)? else {
-            continue;
-        };
-        let Ok(result) = serde_json::from_str::<CheckResult>(&json) else {
+        let report_id: i64 = row.get(0)?;
+        let probe: String = row.get(1)?;
+        let check: String = row.get(2)?;
+        let seq: i64 = row.get(3)?;
+        let round: Option<i64> = row.get(4)?;
+        let produced: i64 = row.get(5)?;
+        if decoded.as_ref().is_none_or(|(id, _)| *id != report_id) {
+            let results = match super::results::decode(row.get_ref(6)?) {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::warn!(report = report_id, probe, error = %e, "a latest result is unreadable; the probe shows without it until it reports again");
+                    Vec::new()
+                }
+            };
+            decoded = Some((report_id, results));
+        }
+        let Some(result) = decoded
+            .as_ref()
+            .and_then(|(_, results)| results.iter().find(|r| r.check == check))
+            .map(|r| &r.result)
+        else {
             continue;
         };
         if let Some(view) = probes.get_mut(&probe) {
             view.latest.insert(
                 check,
-                Latest::from_result(seq as u64, round.map(|r| r as u64), produced, &result),
+                Latest::from_result(seq as u64, round.map(|r| r as u64), produced, result),
             );
         }
     }

@@ -36,19 +36,8 @@ CREATE TABLE IF NOT EXISTS reports (
     seq INTEGER NOT NULL,
     round INTEGER,
     received_at INTEGER NOT NULL,
-    results TEXT NOT NULL
+    results NOT NULL
 );
-CREATE VIEW IF NOT EXISTS results AS
-    SELECT r.probe AS probe,
-           r.seq AS seq,
-           json_extract(e.value, '$.check') AS check_name,
-           json_extract(e.value, '$.produced_at_ms') AS produced_at,
-           json_extract(e.value, '$.result.verdict') AS verdict,
-           (SELECT COALESCE(group_concat(json_extract(f.value, '$.code'), ','), '')
-              FROM json_each(e.value, '$.result.findings') AS f) AS codes,
-           json_extract(e.value, '$.result') AS result,
-           r.id AS report_id
-      FROM reports AS r, json_each(r.results) AS e;
 CREATE TABLE IF NOT EXISTS latest (
     probe TEXT NOT NULL,
     check_name TEXT NOT NULL,
@@ -128,10 +117,13 @@ pub fn open(data_dir: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// The schema's version (`PRAGMA user_version`). 2: reports appended with their results, the
-/// ledger's checkpoint tables (see [`crate::store::ledger`]). 0 or 1: reports, results and latest
-/// results rewritten in place per report (before 0.1.0), migrated on open.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema's version (`PRAGMA user_version`). 3: a report's results stored as the postcard
+/// bytes the probe sent ([`crate::store::results`]); rows of version 2 keep their JSON text
+/// and are read as they are, and the `results` view (JSON only) is gone. 2: reports appended
+/// with their results as JSON, the ledger's checkpoint tables (see [`crate::store::ledger`]).
+/// 0 or 1: reports, results and latest results rewritten in place per report (before 0.1.0),
+/// migrated on open.
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -158,6 +150,9 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
         if old {
             migrate_v1(conn)?;
         } else {
+            // From version 2: its rows stay as they are (JSON text is read beside postcard);
+            // the view that read them as JSON goes.
+            conn.execute_batch("DROP VIEW IF EXISTS results;")?;
             conn.execute_batch(SCHEMA)?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -235,6 +230,17 @@ mod migration_tests {
     use super::*;
     use crate::store::{Ingested, Writer};
     use cemwatch_shared::wire::Report;
+
+    /// The migrated JSON rows read check by check, as the `results` view of schema 2 did.
+    const MIGRATED_V1_RESULTS: &str = "WITH results AS (
+        SELECT r.probe AS probe, r.seq AS seq,
+               json_extract(e.value, '$.check') AS check_name,
+               json_extract(e.value, '$.result.verdict') AS verdict,
+               (SELECT COALESCE(group_concat(json_extract(f.value, '$.code'), ','), '')
+                  FROM json_each(e.value, '$.result.findings') AS f) AS codes,
+               json_extract(e.value, '$.result') AS result,
+               r.id AS report_id
+          FROM reports AS r, json_each(r.results) AS e) ";
 
     /// The first layout's report tables, as 0.1.0 pre-releases created them.
     const V1: &str = r#"
@@ -330,7 +336,7 @@ CREATE TABLE latest (probe TEXT NOT NULL, check_name TEXT NOT NULL, seq INTEGER 
         );
         let results: Vec<(String, i64, String, String, String)> = db
             .prepare(
-                "SELECT probe, seq, check_name, verdict, codes FROM results ORDER BY report_id",
+                &format!("{MIGRATED_V1_RESULTS}SELECT probe, seq, check_name, verdict, codes FROM results ORDER BY report_id"),
             )
             .expect("prepare")
             .query_map([], |r| {
@@ -352,9 +358,9 @@ CREATE TABLE latest (probe TEXT NOT NULL, check_name TEXT NOT NULL, seq INTEGER 
         );
         let latest: Vec<(String, i64, String)> = db
             .prepare(
-                "SELECT l.probe, l.seq, s.result FROM latest AS l
+                &format!("{MIGRATED_V1_RESULTS}SELECT l.probe, l.seq, s.result FROM latest AS l
                    JOIN results AS s ON s.report_id = l.report_id AND s.check_name = l.check_name
-                  ORDER BY l.probe",
+                  ORDER BY l.probe"),
             )
             .expect("prepare")
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -386,5 +392,114 @@ CREATE TABLE latest (probe TEXT NOT NULL, check_name TEXT NOT NULL, seq INTEGER 
                 "{probe} seq {seq}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod schema2_tests {
+    use super::*;
+    use crate::store::{insert_probe, read::load_probes, Ingested, Writer};
+    use cemwatch_shared::wire::{CheckReport, Labels, Report};
+
+    fn report(seq: u64, verdict: &str) -> Report {
+        let result = serde_json::from_value(serde_json::json!({
+            "target": {"host": "gw.example.com", "port": 443},
+            "expectations": cemwatch_shared::Expectations::default(),
+            "started_at": "2026-11-25T00:00:00Z",
+            "verdict": verdict,
+            "findings": [],
+            "dns": {"host": "gw.example.com", "addresses": [], "duration_ms": 0.0, "source": "system"},
+            "tcp": {"state": "open", "duration_ms": 1.0},
+            "durations": {"dns_ms": 0.0, "tcp_ms": 0.0, "tls_ms": 0.0, "legacy_ms": 0.0, "total_ms": 0.0}
+        }))
+        .expect("a check result");
+        Report {
+            seq,
+            round: None,
+            results: vec![CheckReport {
+                check: "gateway".into(),
+                produced_at_ms: seq * 1000,
+                result,
+            }],
+        }
+    }
+
+    /// A store of schema 2 (results as JSON text, the `results` view) opens as schema 3: its
+    /// JSON rows stay and are read (latest results, replay, deduplication), new rows are
+    /// postcard bytes, the view is gone.
+    #[tokio::test]
+    async fn a_schema_2_store_keeps_its_json_rows_readable_beside_postcard_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = open(dir.path()).expect("open");
+            insert_probe(&db, "p1", &Labels::new(), 1, "01", i64::MAX, "test").expect("probe");
+            let old = report(1, "fail");
+            let json = serde_json::to_string(&old.results).expect("json");
+            db.execute_batch(
+                "CREATE VIEW results AS SELECT r.probe AS probe FROM reports AS r; PRAGMA user_version = 2;",
+            )
+            .expect("schema 2");
+            db.execute(
+                "INSERT INTO reports (probe, seq, round, received_at, results) VALUES ('p1', 1, NULL, 5, ?1)",
+                [&json],
+            )
+            .expect("a JSON row");
+            // No checkpoint covers it: the ledger replays it from its JSON.
+        }
+        let writer = Writer::start(dir.path()).expect("writer");
+        {
+            let db = open(dir.path()).expect("open");
+            let version: i64 = db
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .expect("version");
+            assert_eq!(version, SCHEMA_VERSION);
+            let view: Option<i64> = db
+                .query_row("SELECT 1 FROM sqlite_master WHERE name = 'results'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .expect("query");
+            assert_eq!(view, None, "the JSON view is gone");
+        }
+        assert_eq!(
+            writer.report("p1", report(1, "fail")).await.expect("commit"),
+            Ingested::Duplicate,
+            "the JSON row's seq, replayed"
+        );
+        assert_eq!(
+            writer.report("p1", report(2, "ok")).await.expect("commit"),
+            Ingested::Stored
+        );
+        drop(writer);
+        let db = open(dir.path()).expect("open");
+        // The writer's last checkpoint (on its way out) writes the latest results.
+        let waited = std::time::Instant::now();
+        while db
+            .query_row("SELECT seq FROM latest", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .expect("latest")
+            != Some(2)
+        {
+            assert!(waited.elapsed().as_secs() < 10, "no checkpoint");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let kinds: Vec<(i64, String)> = db
+            .prepare("SELECT seq, typeof(results) FROM reports ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(kinds, vec![(1, "text".into()), (2, "blob".into())]);
+        let probes = load_probes(&db).expect("fleet");
+        let latest = &probes["p1"].latest["gateway"];
+        assert_eq!(latest.seq, 2, "the postcard row is the latest");
+        // The JSON row, as latest, is read too.
+        db.execute("UPDATE latest SET report_id = 1, seq = 1", [])
+            .expect("point latest at the JSON row");
+        let probes = load_probes(&db).expect("fleet");
+        let latest = &probes["p1"].latest["gateway"];
+        assert_eq!(latest.seq, 1);
+        assert_eq!(latest.verdict, cemwatch_shared::Severity::Fail);
     }
 }

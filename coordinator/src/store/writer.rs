@@ -15,6 +15,7 @@ use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
 
 use crate::store::ledger::{Entry, Ledger};
+use crate::store::results::{encode_into, Encoded};
 use crate::store::probes::{
     adopt, bump, enrol, save_agent_state, set_certificate, Grant, TokenRefusal,
 };
@@ -86,12 +87,19 @@ impl CommitPath {
         &self.mailbox
     }
 
-    /// Queues a report for the next group commit; its outcome arrives in the mailbox. Gives
-    /// the report back when the writer has stopped.
-    pub fn submit(&self, report: Report) -> std::result::Result<(), Box<Report>> {
+    /// Queues a report for the next group commit; its outcome arrives in the mailbox.
+    /// `stored` is its results as they are to be stored, when the caller has them (cut from
+    /// the received frame); otherwise the writer encodes them. Gives the report back when
+    /// the writer has stopped.
+    pub fn submit(
+        &self,
+        report: Report,
+        stored: Option<Encoded>,
+    ) -> std::result::Result<(), Box<Report>> {
         let job = Job::Report {
             probe: self.probe.clone(),
             report: Box::new(report),
+            stored,
             reply: Reply::Path(self.mailbox.clone()),
         };
         match self.writer.send(job) {
@@ -117,6 +125,7 @@ pub(crate) enum Job {
     Report {
         probe: Arc<str>,
         report: Box<Report>,
+        stored: Option<Encoded>,
         reply: Reply,
     },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -205,6 +214,7 @@ impl Writer {
         let job = Job::Report {
             probe: Arc::from(probe),
             report: Box::new(report),
+            stored: None,
             reply: Reply::Once(reply),
         };
         let stopped = || StoreError::WriterStopped;
@@ -423,8 +433,9 @@ pub(crate) fn writer_loop(
                 Job::Report {
                     probe,
                     report,
+                    stored,
                     reply,
-                } => batch.push((probe, report, reply)),
+                } => batch.push((probe, report, stored, reply)),
                 Job::Seen {
                     probe,
                     agent_version,
@@ -482,13 +493,13 @@ pub(crate) fn reload(conn: &Connection, ledger: &mut Ledger) {
     }
 }
 
-pub(crate) type Batch = Vec<(Arc<str>, Box<Report>, Reply)>;
+pub(crate) type Batch = Vec<(Arc<str>, Box<Report>, Option<Encoded>, Reply)>;
 
 /// Buffers the writer reuses from one group to the next.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    /// A report's results as JSON.
-    json: Vec<u8>,
+    /// A report's results encoded for the store, when they did not come encoded.
+    encoded: Vec<u8>,
     /// The outcomes of a group, before they are handed back.
     outcomes: Vec<Ingested>,
 }
@@ -503,14 +514,14 @@ pub(crate) fn flush(
     if batch.is_empty() {
         return;
     }
-    let Scratch { json, outcomes } = scratch;
+    let Scratch { encoded, outcomes } = scratch;
     outcomes.clear();
     let outcome = (|| -> Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let (mut stored, mut duplicate) = (0i64, 0i64);
-        for (probe, report, _) in batch.iter() {
-            let o = ingest(&tx, ledger, probe, report, now, json)?;
+        for (probe, report, as_stored, _) in batch.iter() {
+            let o = ingest(&tx, ledger, probe, report, as_stored.as_ref(), now, encoded)?;
             match o {
                 Ingested::Stored => stored += 1,
                 Ingested::Duplicate => duplicate += 1,
@@ -529,7 +540,7 @@ pub(crate) fn flush(
                 .iter()
                 .zip(outcomes.iter())
                 .filter(|(_, o)| **o == Ingested::Stored)
-                .map(|((probe, report, _), _)| (&**probe, &**report))
+                .map(|((probe, report, _, _), _)| (&**probe, &**report))
                 .collect();
             if !stored.is_empty() {
                 hook(&stored, now);
@@ -547,7 +558,7 @@ pub(crate) fn flush(
     };
     // A connection whose reports are in this group is woken once.
     let mut wake: Vec<Arc<Mailbox>> = Vec::new();
-    for (i, (_, report, reply)) in batch.drain(..).enumerate() {
+    for (i, (_, report, _, reply)) in batch.drain(..).enumerate() {
         let o = match &error {
             None => Ok(outcomes[i]),
             Some(e) => Err(e.clone()),
@@ -569,22 +580,28 @@ pub(crate) fn flush(
 }
 
 /// One report: a duplicate is known from the ledger; a new one is one row appended to
-/// `reports`, plus an event per verdict transition.
+/// `reports` (its results as `stored` holds them, or encoded into `encoded`; see
+/// [`crate::store::results`]), plus an event per verdict transition.
 pub(crate) fn ingest(
     tx: &rusqlite::Transaction<'_>,
     ledger: &mut Ledger,
     probe: &str,
     report: &Report,
+    stored: Option<&Encoded>,
     now: i64,
-    json: &mut Vec<u8>,
+    encoded: &mut Vec<u8>,
 ) -> Result<Ingested> {
     if !ledger.is_new(probe, report.seq) {
         return Ok(Ingested::Duplicate);
     }
-    json.clear();
-    serde_json::to_writer(&mut *json, &report.results)?;
-    let json = std::str::from_utf8(json)
-        .map_err(|e| StoreError::Corrupt(format!("results as JSON: {e}")))?;
+    let results: &[u8] = match stored {
+        Some(stored) => stored.as_slice(),
+        None => {
+            encoded.clear();
+            encode_into(&report.results, encoded)?;
+            encoded
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -593,7 +610,7 @@ pub(crate) fn ingest(
         report.seq as i64,
         report.round.map(|r| r as i64),
         now,
-        json
+        results
     ])?;
     let id = tx.last_insert_rowid();
     let entries: Vec<Entry<'_>> = report.results.iter().map(Entry::of).collect();

@@ -1,0 +1,188 @@
+//! How a report's results are kept in `reports.results`: the postcard bytes the probe sent,
+//! as received, behind the protocol version they were encoded with (schema 3); rows written
+//! before schema 3 hold the same results as JSON text and are still read.
+//!
+//! A report's frame is `version | variant | seq | round | results` in postcard, and the
+//! results are its last field, so the stored value is cut from the received frame without
+//! decoding or encoding anything again ([`Encoded::from_report_frame`]): the writer binds
+//! those bytes, and a report costs the store no serialisation at all. Only reports whose
+//! results the coordinator changed (results of checks outside the probe's plan dropped) are
+//! encoded again ([`encode_into`]).
+//!
+//! The version prefix is what keeps stored rows readable across upgrades: a coordinator reads
+//! rows of its own protocol version; one that changes the encoding of results must bring a
+//! migration of the rows of the old version (the decoder names the version it met).
+
+use rusqlite::types::ValueRef;
+
+use cemwatch_shared::wire::{CheckReport, PROTOCOL_VERSION};
+
+use crate::store::{Result, StoreError};
+
+/// A report's results as stored: `bytes[start..]` is the protocol version followed by the
+/// results in postcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Encoded {
+    /// The stored value.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    /// The stored value of the results of a report frame's payload (`version | variant | seq
+    /// | round | results`, as [`cemwatch_shared::wire::decode`] accepted it as a
+    /// `ToCoordinator::Report`), reusing the payload's allocation: the version is written
+    /// over the end of the header, just before the results. None when the payload does not
+    /// have that shape.
+    pub fn from_report_frame(mut payload: Vec<u8>) -> Option<Self> {
+        let (_, rest): ((u16, u32, u64, Option<u64>), &[u8]) =
+            postcard::take_from_bytes(&payload).ok()?;
+        let results_at = payload.len() - rest.len();
+        let mut version = [0u8; 3];
+        let version = postcard::to_slice(&PROTOCOL_VERSION, &mut version).ok()?;
+        // The header holds the version, a variant, a seq and a round tag: always longer than
+        // the version alone.
+        let start = results_at.checked_sub(version.len())?;
+        payload[start..results_at].copy_from_slice(version);
+        Some(Self {
+            bytes: payload,
+            start,
+        })
+    }
+}
+
+/// Appends the stored value of `results` to `out` (which should be empty).
+pub fn encode_into(results: &[CheckReport], out: &mut Vec<u8>) -> Result<()> {
+    let buf = std::mem::take(out);
+    let buf = postcard::to_extend(&PROTOCOL_VERSION, buf)
+        .and_then(|b| postcard::to_extend(&results, b))
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode results: {e}")))?;
+    *out = buf;
+    Ok(())
+}
+
+/// The stored value of `results`.
+pub fn encode(results: &[CheckReport]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_into(results, &mut out)?;
+    Ok(out)
+}
+
+/// Reads a stored `reports.results` value: postcard behind its protocol version (schema 3),
+/// or JSON text (rows written before).
+pub fn decode(value: ValueRef<'_>) -> Result<Vec<CheckReport>> {
+    match value {
+        ValueRef::Blob(bytes) => {
+            let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(bytes)
+                .map_err(|e| StoreError::Corrupt(format!("stored results: {e}")))?;
+            if version != PROTOCOL_VERSION {
+                return Err(StoreError::Corrupt(format!(
+                    "stored results are in protocol version {version}, this coordinator reads {PROTOCOL_VERSION}: \
+                     open the store with the coordinator that wrote it"
+                )));
+            }
+            let (results, rest): (Vec<CheckReport>, &[u8]) = postcard::take_from_bytes(rest)
+                .map_err(|e| StoreError::Corrupt(format!("stored results: {e}")))?;
+            if !rest.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "stored results: {} bytes after the results",
+                    rest.len()
+                )));
+            }
+            Ok(results)
+        }
+        ValueRef::Text(text) => serde_json::from_slice(text)
+            .map_err(|e| StoreError::Corrupt(format!("stored results (JSON): {e}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "stored results of type {:?}, not postcard bytes or JSON text",
+            other.data_type()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cemwatch_shared::wire::{Report, ToCoordinator};
+
+    fn report(seq: u64, round: Option<u64>) -> Report {
+        let result = serde_json::from_value(serde_json::json!({
+            "target": {"host": "gw.example.com", "port": 443},
+            "expectations": cemwatch_shared::Expectations::default(),
+            "started_at": "2026-11-25T00:00:00Z",
+            "verdict": "fail",
+            "findings": [{"code": "cert_expired", "severity": "fail", "message": "expired é", "remedy": "renew"}],
+            "dns": {"host": "gw.example.com", "addresses": ["192.0.2.1"], "duration_ms": 1.5, "source": "system"},
+            "tcp": {"state": "open", "duration_ms": 1.0},
+            "durations": {"dns_ms": 0.0, "tcp_ms": 0.0, "tls_ms": 0.0, "legacy_ms": 0.0, "total_ms": 0.0}
+        }))
+        .expect("a check result");
+        Report {
+            seq,
+            round,
+            results: vec![
+                CheckReport {
+                    check: "gateway".into(),
+                    produced_at_ms: 1_700_000_000_000,
+                    result,
+                };
+                2
+            ],
+        }
+    }
+
+    #[test]
+    fn the_value_cut_from_a_frame_is_the_encoded_results() {
+        for (seq, round) in [
+            (0, None),
+            (1, Some(0)),
+            (300, Some(1 << 40)),
+            (u64::MAX, Some(u64::MAX)),
+        ] {
+            let r = report(seq, round);
+            let frame = cemwatch_shared::wire::encode(&ToCoordinator::Report(r.clone()))
+                .expect("encode");
+            let payload = frame[cemwatch_shared::wire::PREFIX_LEN..].to_vec();
+            let decoded: ToCoordinator = cemwatch_shared::wire::decode(&payload).expect("decode");
+            assert!(matches!(decoded, ToCoordinator::Report(_)));
+            let cut = Encoded::from_report_frame(payload).expect("a report frame");
+            assert_eq!(cut.as_slice(), encode(&r.results).expect("encode"));
+            let back = decode(ValueRef::Blob(cut.as_slice())).expect("decode");
+            assert_eq!(back, r.results, "seq {seq} round {round:?}");
+        }
+    }
+
+    #[test]
+    fn rows_written_as_json_before_schema_3_are_read() {
+        let r = report(4, None);
+        let json = serde_json::to_string(&r.results).expect("json");
+        let back = decode(ValueRef::Text(json.as_bytes())).expect("decode");
+        assert_eq!(back, r.results);
+    }
+
+    #[test]
+    fn values_of_another_version_or_with_garbage_are_refused_with_the_reason() {
+        let r = report(4, None);
+        let mut other = postcard::to_allocvec(&(PROTOCOL_VERSION + 1)).expect("encode");
+        other.extend(postcard::to_allocvec(&r.results).expect("encode"));
+        let e = decode(ValueRef::Blob(&other)).expect_err("another version");
+        assert!(e.to_string().contains("protocol version"), "{e}");
+        let mut trailing = encode(&r.results).expect("encode");
+        trailing.push(0);
+        let e = decode(ValueRef::Blob(&trailing)).expect_err("trailing");
+        assert!(e.to_string().contains("after the results"), "{e}");
+        let e = decode(ValueRef::Integer(3)).expect_err("integer");
+        assert!(e.to_string().contains("not postcard"), "{e}");
+        assert!(decode(ValueRef::Blob(&[5, 0xff])).is_err());
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_report_frame_is_not_cut() {
+        assert_eq!(Encoded::from_report_frame(Vec::new()), None);
+        assert_eq!(Encoded::from_report_frame(vec![5]), None);
+    }
+}
