@@ -17,7 +17,9 @@ use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 
+use cemwatch_coordinator::config::limits::LimitsConfig;
 use cemwatch_coordinator::quic::ca::CoordinatorCa;
+use cemwatch_coordinator::quic::capacity;
 use cemwatch_coordinator::quic::session_keys::SessionKeys;
 use cemwatch_shared::wire::{self, Plan, ToProbe, ALPN, PREFIX_LEN};
 
@@ -33,8 +35,10 @@ pub struct BaselineOptions {
     pub keys_dir: std::path::PathBuf,
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The reconnect spread its plan gives the probes, ms.
-    pub spread_ms: u64,
+    /// The fleet its plans size the reconnect spread for, as the coordinator does with its
+    /// enrolled probes: fleet / its own measured handshake capacity
+    /// (`cemwatch_coordinator::quic::capacity`, the same meter and rule).
+    pub fleet: usize,
     /// UDP sockets sharing the port (0: one per core).
     pub sockets: usize,
     /// The check a round asks for.
@@ -93,11 +97,39 @@ async fn serve(opts: &BaselineOptions) -> Result<()> {
         .collect::<std::io::Result<Vec<_>>>()?;
     let addr = endpoints.first().context("no socket")?.local_addr()?;
     eprintln!("listening for quic on {addr} ({count} sockets)");
-    let plan = Arc::new(wire::encode(&ToProbe::Plan(Plan {
-        generation: 1,
-        checks: Vec::new(),
-        reconnect_spread_ms: opts.spread_ms,
-    }))?);
+    // The plan's reconnect spread follows the handshake capacity this server measures, with
+    // the coordinator's meter and rule.
+    let meter = Arc::new(capacity::HandshakeMeter::default());
+    let sampler = meter.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(capacity::SAMPLE_EVERY);
+        loop {
+            every.tick().await;
+            match capacity::process_cpu() {
+                Some(cpu) => {
+                    if let Some(per) = sampler.sample(cpu) {
+                        eprintln!("handshake burst: {:.3} ms CPU per handshake", per * 1e3);
+                    }
+                }
+                None => return,
+            }
+        }
+    });
+    let cap = LimitsConfig::default().reconnects_per_second;
+    let fleet = opts.fleet;
+    let plan_meter = meter.clone();
+    let plan = Arc::new(move || {
+        wire::encode(&ToProbe::Plan(Plan {
+            generation: 1,
+            checks: Vec::new(),
+            reconnect_spread_ms: capacity::spread(
+                fleet,
+                plan_meter.capacity(capacity::cores()),
+                cap,
+            )
+            .as_millis() as u64,
+        }))
+    });
     // The current round's `ProbeNow` frame; every connection watches it.
     let (round_tx, round_rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
     let check = opts.check.clone();
@@ -122,13 +154,14 @@ async fn serve(opts: &BaselineOptions) -> Result<()> {
     });
     let mut loops = tokio::task::JoinSet::new();
     for endpoint in endpoints {
-        let (plan, round_rx) = (plan.clone(), round_rx.clone());
+        let (plan, round_rx, meter) = (plan.clone(), round_rx.clone(), meter.clone());
         loops.spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let plan = plan.clone();
                 let rounds = round_rx.clone();
+                let meter = meter.clone();
                 tokio::spawn(async move {
-                    let _ = connection(incoming, &plan, rounds).await;
+                    let _ = connection(incoming, &*plan, &meter, rounds).await;
                 });
             }
         });
@@ -139,10 +172,12 @@ async fn serve(opts: &BaselineOptions) -> Result<()> {
 
 async fn connection(
     incoming: quinn::Incoming,
-    plan: &[u8],
+    plan: &(dyn Fn() -> std::result::Result<Vec<u8>, wire::WireError> + Send + Sync),
+    meter: &capacity::HandshakeMeter,
     mut rounds: watch::Receiver<Option<Arc<Vec<u8>>>>,
 ) -> Result<()> {
     let conn = incoming.await?;
+    meter.completed();
     conn.set_receive_window(cemwatch_transport::quic::session_window());
     let (mut send, mut recv) = conn.accept_bi().await?;
     rounds.borrow_and_update();
@@ -162,7 +197,7 @@ async fn connection(
             used += PREFIX_LEN + len;
             if first {
                 first = false;
-                send.write_all(plan).await?;
+                send.write_all(&plan()?).await?;
                 continue;
             }
             let seq = report_seq(payload).ok_or_else(|| anyhow!("not a report"))?;

@@ -98,12 +98,6 @@ fn pinned(opts: &FleetOptions, program: &Path) -> Command {
     }
 }
 
-/// The reconnect spread the baseline's plan gives: what the coordinator's default
-/// `[limits]` gives a fleet of `n`.
-fn baseline_spread(n: usize) -> Duration {
-    cemwatch_coordinator::config::limits::LimitsConfig::default().reconnect_spread(n)
-}
-
 fn start_baseline(opts: &FleetOptions, work: &Path, port: u16) -> Result<Server> {
     let exe = std::env::current_exe()?;
     let mut cmd = pinned(opts, &exe);
@@ -113,10 +107,7 @@ fn start_baseline(opts: &FleetOptions, work: &Path, port: u16) -> Result<Server>
         .arg("--keys-dir")
         .arg(work.join("baseline"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--spread-ms",
-            &baseline_spread(opts.probes).as_millis().to_string(),
-        ])
+        .args(["--fleet", &opts.probes.to_string()])
         .args(["--sockets", &opts.quic_sockets.to_string()])
         .args(["--check", CHECK]);
     let mut proc = Proc::spawn("baseline", cmd)?;

@@ -129,7 +129,7 @@ enum Internal {
         #[arg(long)]
         listen: SocketAddr,
         #[arg(long)]
-        spread_ms: u64,
+        fleet: usize,
         #[arg(long, default_value_t = 0)]
         sockets: usize,
         #[arg(long)]
@@ -185,7 +185,7 @@ pub fn run(cli: Cli) -> Result<()> {
             data_dir,
             keys_dir,
             listen,
-            spread_ms,
+            fleet,
             sockets,
             check,
         }) => {
@@ -193,7 +193,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 ca_dir: data_dir,
                 keys_dir,
                 listen,
-                spread_ms,
+                fleet,
                 sockets,
                 check,
             })

@@ -49,8 +49,10 @@ pub struct LimitsConfig {
     pub reports_per_second: f64,
     /// Reports one probe may send at once (a reconnecting probe sends up to 64 spooled ones).
     pub report_burst: u32,
-    /// Reconnections per second the coordinator takes after it restarts: probes spread their
-    /// return over (connected probes / this) seconds, at least 10 s and at most 10 min.
+    /// The most reconnections per second the coordinator asks for after it restarts: probes
+    /// spread their return over (fleet / rate) seconds, at least 10 s and at most 10 min, where
+    /// the rate is the coordinator's measured handshake capacity
+    /// ([`crate::quic::capacity`]), never above this.
     pub reconnects_per_second: u32,
     /// Connections without a client certificate (enrolments) open at once, past their
     /// handshake; beyond it one is closed at once. They also count in `max_connections`.
@@ -74,7 +76,7 @@ impl Default for LimitsConfig {
             max_frame_bytes: MAX_FRAME,
             reports_per_second: 20.0,
             report_burst: 200,
-            reconnects_per_second: 1_000,
+            reconnects_per_second: 20_000,
             max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
         }
     }

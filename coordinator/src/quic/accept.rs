@@ -84,6 +84,32 @@ pub async fn serve(endpoints: Vec<quinn::Endpoint>, hub: Arc<Hub>) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES_IN_FLIGHT));
     let waiting = Arc::new(AtomicUsize::new(0));
     let mut loops = tokio::task::JoinSet::new();
+    let meter = hub.clone();
+    let measuring = tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::quic::capacity::SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cores = crate::quic::capacity::cores();
+        loop {
+            every.tick().await;
+            let Some(cpu) = crate::quic::capacity::process_cpu() else {
+                return;
+            };
+            if let Some(per) = meter.handshakes.sample(cpu) {
+                if let Some(capacity) = meter.handshakes.capacity(cores) {
+                    let before = meter.metrics.handshake_capacity.get();
+                    meter.metrics.handshake_capacity.set(capacity as i64);
+                    if before == 0 {
+                        tracing::info!(
+                            cpu_ms_per_handshake = per * 1e3,
+                            cores,
+                            capacity_per_second = capacity as u64,
+                            "handshake capacity measured; reconnect spreads in plans follow it"
+                        );
+                    }
+                }
+            }
+        }
+    });
     for endpoint in endpoints {
         loops.spawn(accept_loop(
             endpoint,
@@ -93,6 +119,7 @@ pub async fn serve(endpoints: Vec<quinn::Endpoint>, hub: Arc<Hub>) {
         ));
     }
     while loops.join_next().await.is_some() {}
+    measuring.abort();
 }
 
 async fn accept_loop(
@@ -135,6 +162,7 @@ async fn accept_loop(
             drop(slot);
             match connected {
                 Ok(conn) => {
+                    hub.handshakes.completed();
                     if let Err(e) = handle(&hub, conn).await {
                         tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
                     }

@@ -91,6 +91,8 @@ pub struct Hub {
     /// Answers counted per round still being asked (see [`ROUND_WINDOW`]).
     round_answers: Arc<Mutex<HashMap<u64, Arc<AtomicUsize>>>>,
     pub(super) connections: AtomicUsize,
+    /// Handshakes completed and their measured cost ([`crate::quic::capacity`]).
+    pub(super) handshakes: crate::quic::capacity::HandshakeMeter,
     /// Connections past their handshake without a client certificate.
     pub(super) unauthenticated: AtomicUsize,
     /// Encoded bytes of received frames not yet handled, all sessions together
@@ -121,6 +123,7 @@ impl Hub {
             last_round: Mutex::new(HashMap::new()),
             round_answers: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
+            handshakes: crate::quic::capacity::HandshakeMeter::default(),
             unauthenticated: AtomicUsize::new(0),
             queued_bytes: Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES_ALL)),
             next_id: AtomicUsize::new(1),
@@ -319,7 +322,12 @@ impl Hub {
         Plan {
             generation: self.generation.load(Ordering::SeqCst),
             checks: config.plan_for(labels),
-            reconnect_spread_ms: config.limits.reconnect_spread(fleet).as_millis() as u64,
+            reconnect_spread_ms: crate::quic::capacity::spread(
+                fleet,
+                self.handshakes.capacity(crate::quic::capacity::cores()),
+                config.limits.reconnects_per_second,
+            )
+            .as_millis() as u64,
         }
     }
 }

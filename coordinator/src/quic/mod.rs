@@ -5,6 +5,7 @@
 
 mod accept;
 pub mod ca;
+pub mod capacity;
 mod enrol;
 mod error;
 mod handshake;

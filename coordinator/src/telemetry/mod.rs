@@ -73,6 +73,9 @@ pub const PROBE_CHECK_VERDICT: &str = "cemwatch_probe_check_verdict";
 pub const ROUNDS: &str = "cemwatch_rounds_total";
 /// Connection attempts answered with a QUIC Retry (address validation).
 pub const QUIC_RETRIES: &str = "cemwatch_quic_retries_total";
+/// Reconnections per second the coordinator can take, measured from its handshakes' CPU time
+/// (0 until a burst of handshakes was seen); the reconnect spread plans give follows it.
+pub const HANDSHAKE_CAPACITY: &str = "cemwatch_handshake_capacity_per_second";
 /// QUIC handshakes that failed (refused certificates, peers that gave up or refused us).
 pub const HANDSHAKES_FAILED: &str = "cemwatch_quic_handshakes_failed_total";
 /// Reports delayed by the per-probe report rate limit.
@@ -132,6 +135,8 @@ pub struct Metrics {
     pub quic_retries: IntCounter,
     /// Failed QUIC handshakes.
     pub handshakes_failed: IntCounter,
+    /// Measured handshake capacity, per second (0: not measured yet).
+    pub handshake_capacity: prometheus::IntGauge,
     /// Reports delayed by the report rate limit.
     pub reports_throttled: IntCounter,
     /// Results dropped because their check is not in the probe's plan.
@@ -294,6 +299,15 @@ impl Metrics {
                 "HTTP connections and requests turned away, by reason.",
                 &["reason"],
             ),
+            handshake_capacity: {
+                let g = prometheus::IntGauge::new(
+                    HANDSHAKE_CAPACITY,
+                    "Reconnections per second the coordinator can take, measured from the CPU time of its handshakes (0 until measured); plans spread a restart's reconnections to fit it.",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             revocations_unreadable: {
                 let g = prometheus::IntGauge::new(
                     REVOCATIONS_UNREADABLE,

@@ -395,8 +395,14 @@ impl Failure {
 /// `ssl_prefer_server_ciphers off`) then picks the SHA-256 suite, as it would for any
 /// browser, rather than rustls' default first choice AES-256-GCM-SHA384, whose key schedule
 /// costs a check more for the same evidence; gateways that impose their own order are
-/// unaffected. The suites offered are the same, only their order differs.
+/// unaffected. The suites offered are the same, only their order differs. Built once per
+/// process: a check only clones the `Arc`.
 fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER.get_or_init(build_provider).clone()
+}
+
+fn build_provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
