@@ -156,7 +156,11 @@ mod tests {
     fn the_cost_is_the_lowest_burst_s_and_quiet_seconds_do_not_count() {
         let meter = HandshakeMeter::default();
         let mut cpu = Duration::from_secs(5);
-        assert_eq!(meter.sample(cpu), None, "the first sample only sets the start");
+        assert_eq!(
+            meter.sample(cpu),
+            None,
+            "the first sample only sets the start"
+        );
         // A quiet second: 10 handshakes among other work.
         burst(&meter, 10, &mut cpu, Duration::from_millis(20));
         assert_eq!(meter.sample(cpu), None);
@@ -206,7 +210,8 @@ mod tests {
 
     #[test]
     fn the_stat_line_is_read_past_a_command_name_with_spaces_and_parentheses() {
-        let line = "4242 (cemwatch (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 75 0 0 20 0 9 0 1 1 1";
+        let line =
+            "4242 (cemwatch (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 75 0 0 20 0 9 0 1 1 1";
         assert_eq!(process_cpu_of(line), Some(Duration::from_millis(3250)));
         assert_eq!(process_cpu_of("garbage"), None);
         assert_eq!(process_cpu_of("1 (x) S 1 2"), None);

@@ -337,13 +337,34 @@ impl Hub {
 /// far beyond what it commits per second, overflow it, and come back only after QUIC's
 /// retransmission timeouts, which stretched a round to 50 s. In a window, the answers arrive at
 /// the rate they are committed. A round over fewer probes is asked at once, as before.
+///
+/// This is the window a round starts with; from then on it follows the answers measured in
+/// the round ([`round_window`]): a quarter of a second of them.
 pub const ROUND_WINDOW: usize = 2048;
+
+/// Bounds of the measured round window: at least enough to keep every core's sessions busy
+/// at any pace, at most what the coordinator's socket buffers (16 MiB each) hold of answers
+/// arriving at once (a round answer is 1 to 3 KiB on the wire: 16,384 × 1 KiB = 16 MiB).
+pub const ROUND_WINDOW_MIN: usize = 512;
+/// See [`ROUND_WINDOW_MIN`].
+pub const ROUND_WINDOW_MAX: usize = 16_384;
+
+/// The round window for answers committed at `per_second`: what arrives in 250 ms, so that
+/// the requests out cover the time an answer takes (request, check cache, report, commit)
+/// without piling answers up in the socket.
+pub fn round_window(per_second: f64) -> usize {
+    if !per_second.is_finite() || per_second <= 0.0 {
+        return ROUND_WINDOW;
+    }
+    ((per_second * 0.25) as usize).clamp(ROUND_WINDOW_MIN, ROUND_WINDOW_MAX)
+}
 
 /// When no answer came for this long while the window is full (probes that do not answer), the
 /// next window's worth is asked anyway.
 pub const ROUND_STALL: Duration = Duration::from_secs(2);
 
-/// Sends a round's requests, keeping at most [`ROUND_WINDOW`] unanswered.
+/// Sends a round's requests, keeping at most a window unanswered: [`ROUND_WINDOW`] at first,
+/// then [`round_window`] of the answer rate measured every 200 ms of the round.
 pub(super) async fn pace_round(
     round: u64,
     checks: &[String],
@@ -352,17 +373,27 @@ pub(super) async fn pace_round(
 ) {
     let (mut sent, mut credit) = (0usize, 0usize);
     let mut last = (0usize, tokio::time::Instant::now());
+    let mut window = ROUND_WINDOW;
+    let mut rate_mark = (0usize, tokio::time::Instant::now());
     for (_, tx) in targets {
         loop {
             let a = answered.load(Ordering::Relaxed);
-            if sent.saturating_sub(a + credit) < ROUND_WINDOW {
+            let now = tokio::time::Instant::now();
+            let span = now.duration_since(rate_mark.1);
+            if span >= Duration::from_millis(200) {
+                let rate = a.saturating_sub(rate_mark.0) as f64 / span.as_secs_f64();
+                if a > rate_mark.0 {
+                    window = round_window(rate);
+                }
+                rate_mark = (a, now);
+            }
+            if sent.saturating_sub(a + credit) < window {
                 break;
             }
-            let now = tokio::time::Instant::now();
             if a != last.0 {
                 last = (a, now);
             } else if now.duration_since(last.1) >= ROUND_STALL {
-                credit += ROUND_WINDOW;
+                credit += window;
                 last.1 = now;
                 continue;
             }
@@ -371,11 +402,25 @@ pub(super) async fn pace_round(
         let _ = tx.try_send(Box::new((round, checks.to_vec())));
         sent += 1;
     }
+    tracing::debug!(round, sent, window, "round asked");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_round_window_is_a_quarter_second_of_measured_answers_within_its_bounds() {
+        assert_eq!(round_window(0.0), ROUND_WINDOW, "nothing measured yet");
+        assert_eq!(round_window(f64::NAN), ROUND_WINDOW);
+        assert_eq!(
+            round_window(1_000.0),
+            ROUND_WINDOW_MIN,
+            "250 is under the floor"
+        );
+        assert_eq!(round_window(12_000.0), 3_000);
+        assert_eq!(round_window(1e9), ROUND_WINDOW_MAX);
+    }
 
     fn test_hub(dir: &std::path::Path) -> Hub {
         let config = Config::from_toml(
@@ -507,16 +552,24 @@ mod tests {
             ROUND_WINDOW,
             "one window asked at first"
         );
-        // 1,000 answers make room for 1,000 more.
-        answered.fetch_add(1000, Ordering::Relaxed);
+        // 100 answers make room for 100 more.
+        answered.fetch_add(100, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(received(&mut rxs), 1000);
+        assert_eq!(received(&mut rxs), 100);
+        // After 200 ms the window follows the answers measured: 100 in 0.2 s is 500 a second,
+        // a window of ROUND_WINDOW_MIN. 2,000 more answers leave 48 outstanding: the pacer asks
+        // until 512 are.
+        tokio::time::sleep(Duration::from_millis(160)).await;
+        answered.fetch_add(2000, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(received(&mut rxs), ROUND_WINDOW_MIN - 48);
         // Probes that never answer do not hold the round: after ROUND_STALL without an answer,
-        // another window's worth is asked.
-        tokio::time::sleep(ROUND_STALL + Duration::from_millis(50)).await;
-        assert_eq!(received(&mut rxs), ROUND_WINDOW);
-        tokio::time::sleep(ROUND_STALL * 2).await;
-        assert_eq!(received(&mut rxs), n - 2 * ROUND_WINDOW - 1000);
+        // another window's worth is asked, until everyone is.
+        tokio::time::sleep(ROUND_STALL * 6).await;
+        assert_eq!(
+            received(&mut rxs),
+            n - ROUND_WINDOW - 100 - (ROUND_WINDOW_MIN - 48)
+        );
         pacer.await.expect("the pacer ends once everyone is asked");
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
-use cemwatch_transport::frame::{read_payload_bytes, read_prefix, write_frame, TransportError};
+use cemwatch_transport::frame::{write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 use cemwatch_transport::x509::past_half_life;
 
@@ -32,11 +32,11 @@ pub const QUEUED_BYTES_PER_CONNECTION: usize = 2 << 20;
 /// interval has passed: only the latest state matters.
 pub const AGENT_STATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The memory a received frame holds until it is handled: its share of the connection's and of
-/// the coordinator's budget.
+/// The memory a received frame holds until it is handled: its share of the coordinator's
+/// budget (a permit), and its length, counted against the connection's.
 struct Budget {
-    _connection: tokio::sync::OwnedSemaphorePermit,
     _all: tokio::sync::OwnedSemaphorePermit,
+    bytes: usize,
 }
 
 /// A frame as received: decoded, with a report's results as they are to be stored (cut from
@@ -47,39 +47,81 @@ struct Received {
     budget: Budget,
 }
 
-/// Reads one frame within the budgets: the length first, then permits for that many bytes from
-/// the connection's and the coordinator's budget (waiting while they are spent, which stops
-/// reading and so lets flow control push back), then the payload.
-async fn read_budgeted(
+/// Most bytes asked of the stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The bytes received on a connection's stream that do not make a whole frame yet. Empty
+/// between frames, when it holds no allocation (an idle connection costs nothing here).
+#[derive(Default)]
+struct Incoming {
+    buf: Vec<u8>,
+}
+
+impl Incoming {
+    /// The payload length of the frame at the front, when it is all here; an announced length
+    /// beyond `max_frame` is refused before its bytes are waited for.
+    fn complete(&self, max_frame: usize) -> std::result::Result<Option<usize>, TransportError> {
+        let Some(prefix) = self
+            .buf
+            .first_chunk::<{ cemwatch_shared::wire::PREFIX_LEN }>()
+        else {
+            return Ok(None);
+        };
+        let len = cemwatch_shared::wire::payload_len_max(*prefix, max_frame)?;
+        Ok((self.buf.len() >= cemwatch_shared::wire::PREFIX_LEN + len).then_some(len))
+    }
+
+    /// Takes the front frame's payload (of `len` bytes, as [`Self::complete`] said).
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let end = cemwatch_shared::wire::PREFIX_LEN + len;
+        let payload = self.buf[cemwatch_shared::wire::PREFIX_LEN..end].to_vec();
+        if end == self.buf.len() {
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..end);
+        }
+        payload
+    }
+}
+
+/// The next frame of the stream, within the coordinator's budget. Cancel-safe, so that the
+/// session awaits it in its `select!` beside everything else (no reader task, no channel): a
+/// chunk read is appended before anything else can be awaited, and a frame leaves the buffer
+/// only once its budget is held. `Ok(None)` when the peer finished the stream between frames.
+async fn next_frame(
     recv: &mut quinn::RecvStream,
+    incoming: &mut Incoming,
     max_frame: usize,
-    connection: &Arc<tokio::sync::Semaphore>,
     all: &Arc<tokio::sync::Semaphore>,
 ) -> std::result::Result<Option<Received>, TransportError> {
-    let Some(len) = read_prefix(recv, max_frame).await? else {
-        return Ok(None);
-    };
-    let permits = len.clamp(1, QUEUED_BYTES_PER_CONNECTION) as u32;
-    let (Ok(c), Ok(a)) = (
-        connection.clone().acquire_many_owned(permits).await,
-        all.clone().acquire_many_owned(permits).await,
-    ) else {
-        return Ok(None);
-    };
-    let payload = read_payload_bytes(recv, len).await?;
-    let frame: ToCoordinator = cemwatch_shared::wire::decode(&payload)?;
-    let stored = match frame {
-        ToCoordinator::Report(_) => Encoded::from_report_frame(payload),
-        _ => None,
-    };
-    Ok(Some(Received {
-        frame,
-        stored,
-        budget: Budget {
-            _connection: c,
-            _all: a,
-        },
-    }))
+    loop {
+        if let Some(len) = incoming.complete(max_frame)? {
+            let permits = len.clamp(1, QUEUED_BYTES_PER_CONNECTION) as u32;
+            let Ok(permit) = all.clone().acquire_many_owned(permits).await else {
+                return Ok(None);
+            };
+            let payload = incoming.take(len);
+            let frame: ToCoordinator = cemwatch_shared::wire::decode(&payload)?;
+            let stored = match frame {
+                ToCoordinator::Report(_) => Encoded::from_report_frame(payload),
+                _ => None,
+            };
+            return Ok(Some(Received {
+                frame,
+                stored,
+                budget: Budget {
+                    _all: permit,
+                    bytes: len,
+                },
+            }));
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => incoming.buf.extend_from_slice(&chunk.bytes),
+            Ok(None) if incoming.buf.is_empty() => return Ok(None),
+            Ok(None) => return Err(TransportError::Truncated),
+            Err(e) => return Err(TransportError::Read(e)),
+        }
+    }
 }
 
 pub(super) async fn session(
@@ -307,31 +349,13 @@ pub(super) async fn session_loop(
     let mut config_rx = hub.config.clone();
     config_rx.borrow_and_update();
 
-    // Frames are read by their own task so that a partly read frame is never lost to select!.
-    // Frames travel boxed: the channel keeps a block of 32 slots per connection for as long as
-    // it lives, and a slot the size of the largest message would cost every connection 3.5 KiB.
-    let (frame_tx, mut frame_rx) =
-        mpsc::channel::<Box<std::result::Result<Received, TransportError>>>(8);
+    // Frames are read in the loop below ([`next_frame`], cancel-safe); the stream is read
+    // only while the connection's frames waiting for their commit (or their turn under the
+    // report rate) hold less than QUEUED_BYTES_PER_CONNECTION, so QUIC flow control holds a
+    // probe back beyond it (one chunk of READ_CHUNK and one frame at most past the budget).
     let max_frame = hub.config.borrow().limits.max_frame_bytes;
-    let budget = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES_PER_CONNECTION));
     let all = hub.queued_bytes.clone();
-    let reader_fut = async move {
-        loop {
-            match read_budgeted(&mut recv, max_frame, &budget, &all).await {
-                Ok(Some(frame)) => {
-                    if frame_tx.send(Box::new(Ok(frame))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = frame_tx.send(Box::new(Err(e))).await;
-                    return;
-                }
-            }
-        }
-    };
-    let reader = tokio::spawn(reader_fut);
+    let mut incoming = Incoming::default();
     // One renewal per connection at most (a probe asks once its certificate is past half-life).
     let mut renewed = false;
     // The connection's commit path: reports go to the writer's next group commit, their
@@ -349,14 +373,16 @@ pub(super) async fn session_loop(
     let mut agent_recorded: Option<tokio::time::Instant> = None;
     let mut agent_waiting: Option<AgentCemState> = None;
     let outcome = loop {
+        let held: usize = committing.iter().map(|b| b.bytes).sum::<usize>()
+            + delayed.iter().map(|d| d.3.bytes).sum::<usize>();
         tokio::select! {
-            frame = frame_rx.recv() => match frame.map(|f| *f) {
-                None => break Ok(()),
-                Some(Err(e)) => {
+            frame = next_frame(&mut recv, &mut incoming, max_frame, &all), if held < QUEUED_BYTES_PER_CONNECTION => match frame {
+                Ok(None) => break Ok(()),
+                Err(e) => {
                     reject_frame(hub, conn, &e);
                     break Err(e.into());
                 }
-                Some(Ok(Received { frame: ToCoordinator::Report(mut report), mut stored, budget })) => {
+                Ok(Some(Received { frame: ToCoordinator::Report(mut report), mut stored, budget })) => {
                     // Only results of checks in this probe's plan are kept: check names become
                     // fleet-view keys, metric labels and event rows, so a probe must not choose
                     // them. The report itself is still committed (its seq acknowledged).
@@ -400,8 +426,8 @@ pub(super) async fn session_loop(
                 }
                 // Rare messages are handled in boxed futures: the session's task is as large as
                 // its largest state, kept for every connection for as long as it lives.
-                Some(Ok(Received { frame: ToCoordinator::Renew { csr_der }, .. })) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
-                Some(Ok(Received { frame: ToCoordinator::AgentState(state), .. })) => {
+                Ok(Some(Received { frame: ToCoordinator::Renew { csr_der }, .. })) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
+                Ok(Some(Received { frame: ToCoordinator::AgentState(state), .. })) => {
                     let due = agent_recorded.is_none_or(|at| at.elapsed() >= AGENT_STATE_INTERVAL);
                     if due {
                         agent_recorded = Some(tokio::time::Instant::now());
@@ -412,7 +438,7 @@ pub(super) async fn session_loop(
                         }
                     }
                 }
-                Some(Ok(Received { frame: other, .. })) => {
+                Ok(Some(Received { frame: other, .. })) => {
                     hub.metrics.frame_rejected("unexpected");
                     let reason = format!("unexpected message in a session: {}", match other {
                         ToCoordinator::Hello { .. } => "Hello",
@@ -453,7 +479,6 @@ pub(super) async fn session_loop(
             },
         }
     };
-    reader.abort();
     outcome
 }
 

@@ -181,7 +181,12 @@ fn replay_entries(id: i64, value: &rusqlite::types::Value) -> Vec<Replayed> {
                 .iter()
                 .map(|r| {
                     let e = Entry::of(r);
-                    (e.check.to_string(), e.produced_at, e.verdict.to_string(), e.codes)
+                    (
+                        e.check.to_string(),
+                        e.produced_at,
+                        e.verdict.to_string(),
+                        e.codes,
+                    )
                 })
                 .collect(),
             Err(e) => {

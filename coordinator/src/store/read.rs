@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use crate::store::Result;
 use rusqlite::Connection;
 
-
 use crate::model::event::{Event, EventQuery};
 use crate::model::latest::Latest;
 use crate::model::probe::{AgentView, ProbeView, Probes};

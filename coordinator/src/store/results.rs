@@ -144,8 +144,8 @@ mod tests {
             (u64::MAX, Some(u64::MAX)),
         ] {
             let r = report(seq, round);
-            let frame = cemwatch_shared::wire::encode(&ToCoordinator::Report(r.clone()))
-                .expect("encode");
+            let frame =
+                cemwatch_shared::wire::encode(&ToCoordinator::Report(r.clone())).expect("encode");
             let payload = frame[cemwatch_shared::wire::PREFIX_LEN..].to_vec();
             let decoded: ToCoordinator = cemwatch_shared::wire::decode(&payload).expect("decode");
             assert!(matches!(decoded, ToCoordinator::Report(_)));

@@ -357,11 +357,11 @@ CREATE TABLE latest (probe TEXT NOT NULL, check_name TEXT NOT NULL, seq INTEGER 
             )
         );
         let latest: Vec<(String, i64, String)> = db
-            .prepare(
-                &format!("{MIGRATED_V1_RESULTS}SELECT l.probe, l.seq, s.result FROM latest AS l
+            .prepare(&format!(
+                "{MIGRATED_V1_RESULTS}SELECT l.probe, l.seq, s.result FROM latest AS l
                    JOIN results AS s ON s.report_id = l.report_id AND s.check_name = l.check_name
-                  ORDER BY l.probe"),
-            )
+                  ORDER BY l.probe"
+            ))
             .expect("prepare")
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .expect("query")
@@ -454,15 +454,20 @@ mod schema2_tests {
                 .expect("version");
             assert_eq!(version, SCHEMA_VERSION);
             let view: Option<i64> = db
-                .query_row("SELECT 1 FROM sqlite_master WHERE name = 'results'", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'results'",
+                    [],
+                    |r| r.get(0),
+                )
                 .optional()
                 .expect("query");
             assert_eq!(view, None, "the JSON view is gone");
         }
         assert_eq!(
-            writer.report("p1", report(1, "fail")).await.expect("commit"),
+            writer
+                .report("p1", report(1, "fail"))
+                .await
+                .expect("commit"),
             Ingested::Duplicate,
             "the JSON row's seq, replayed"
         );

@@ -15,10 +15,10 @@ use cemwatch_shared::wire::{Labels, Report};
 use cemwatch_shared::AgentCemState;
 
 use crate::store::ledger::{Entry, Ledger};
-use crate::store::results::{encode_into, Encoded};
 use crate::store::probes::{
     adopt, bump, enrol, save_agent_state, set_certificate, Grant, TokenRefusal,
 };
+use crate::store::results::{encode_into, Encoded};
 use crate::store::schema::open;
 use crate::store::{now_ms, Result, StoreError};
 

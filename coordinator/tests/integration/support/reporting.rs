@@ -9,7 +9,7 @@ use cemwatch_tests::process::{eventually, Proc};
 
 use super::fixtures::Lab;
 use super::processes::{enroll_ok, run_probe, token, Coordinator};
-use super::store::{count, rss_kib, store};
+use super::store::{count, rss_kib, store, stored_reports};
 
 /// Unix milliseconds now (the store's clock).
 pub(crate) fn now_ms() -> i64 {
@@ -123,17 +123,18 @@ pub(crate) fn percentile(sorted: &[i64], p: f64) -> i64 {
 /// `from` and `to` (Unix ms, commit time), sorted; and the reports per probe.
 fn latencies(lab: &Lab, from: i64, to: i64) -> (Vec<i64>, Vec<(String, i64)>) {
     let db = store(lab);
-    let mut stmt = db
-        .prepare(
-            "SELECT r.received_at - s.produced_at FROM reports r JOIN results s ON r.probe = s.probe AND r.seq = s.seq \
-             WHERE r.probe IN ('p1', 'p2', 'p3') AND r.received_at BETWEEN ?1 AND ?2",
-        )
-        .expect("prepare");
-    let mut all: Vec<i64> = stmt
-        .query_map([from, to], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let mut all: Vec<i64> = stored_reports(
+        &db,
+        "probe IN ('p1', 'p2', 'p3') AND received_at BETWEEN ?1 AND ?2",
+        [from, to],
+    )
+    .into_iter()
+    .flat_map(|(_, _, received, results)| {
+        results
+            .into_iter()
+            .map(move |r| received - r.produced_at_ms as i64)
+    })
+    .collect();
     all.sort_unstable();
     let per_probe = ["p1", "p2", "p3"]
         .iter()

@@ -26,6 +26,38 @@ pub(crate) fn store(lab: &Lab) -> rusqlite::Connection {
     db
 }
 
+/// A stored report: probe, seq, received at (Unix ms) and its results, decoded as the
+/// coordinator reads them (postcard, or JSON in rows of schema 2).
+pub(crate) type StoredReport = (String, i64, i64, Vec<cemwatch_shared::wire::CheckReport>);
+
+/// The reports whose rows match `filter` (an SQL condition on `reports`, `1` for all), with
+/// their results decoded.
+pub(crate) fn stored_reports(
+    db: &rusqlite::Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Vec<StoredReport> {
+    let mut stmt = db
+        .prepare(&format!(
+            "SELECT probe, seq, received_at, results FROM reports WHERE {filter} ORDER BY id"
+        ))
+        .expect("prepare");
+    let mut rows = stmt.query(params).expect("query");
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().expect("row") {
+        let results =
+            cemwatch_coordinator::store::results::decode(row.get_ref(3).expect("results"))
+                .expect("stored results decode");
+        out.push((
+            row.get(0).expect("probe"),
+            row.get(1).expect("seq"),
+            row.get(2).expect("received_at"),
+            results,
+        ));
+    }
+    out
+}
+
 /// One number from the store.
 pub(crate) fn count(db: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> i64 {
     db.query_row(sql, params, |r| r.get(0)).expect("query")
