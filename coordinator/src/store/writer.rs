@@ -166,6 +166,13 @@ impl std::fmt::Debug for Job {
 /// fsync, index update) over more reports.
 pub const GROUP_COMMIT_MAX: usize = 2048;
 
+/// A group of at least this many jobs waits up to [`LINGER`] for more before it commits.
+pub const LINGER_FROM: usize = 32;
+
+/// How long a large group waits for more reports (see [`LINGER_FROM`]): a millisecond on a
+/// report's way to its acknowledgement, under load only.
+pub const LINGER: Duration = Duration::from_millis(1);
+
 /// Page cache of the writer's connection, KiB.
 pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
@@ -426,6 +433,21 @@ pub(crate) fn writer_loop(
             match rx.try_recv() {
                 Ok(job) => pending.push(job),
                 Err(_) => break,
+            }
+        }
+        // Under load (a group already this large), wait a little for more: one commit (its
+        // WAL header, its fsync) then covers more reports. A lone report never waits.
+        if pending.len() >= LINGER_FROM {
+            let until = Instant::now() + LINGER;
+            while pending.len() < GROUP_COMMIT_MAX {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left) {
+                    Ok(job) => pending.push(job),
+                    Err(_) => break,
+                }
             }
         }
         for job in pending.drain(..) {
