@@ -26,7 +26,7 @@ pub use probes::{
 pub use schema::{db_path, open, SCHEMA_VERSION};
 pub use writer::{
     CommitHook, CommitPath, Ingested, Mailbox, Outcome, Reader, Writer, CHECKPOINT_EVERY,
-    CHECKPOINT_WHEN_IDLE, GROUP_COMMIT_MAX, WRITER_CACHE_KIB,
+    CHECKPOINT_WHEN_IDLE, GROUP_COMMIT_MAX, LINGER, LINGER_FROM, WRITER_CACHE_KIB,
 };
 
 /// Unix milliseconds now.
