@@ -183,10 +183,33 @@ fn ratio_line(what: &str, c: f64, b: f64, target: &str, figures: String) {
     println!("{what:<46} {:>5.2}  ({target}; {figures})", c / b.max(1e-9));
 }
 
+/// Why a scenario's figures cannot be compared (it did not complete), if so.
+fn unfinished(rows: &[Row], scenario: &str) -> Option<String> {
+    let problems: Vec<String> = ["coordinator", "baseline"]
+        .iter()
+        .filter_map(|server| find(rows, server, scenario))
+        .flat_map(|r| problems(r))
+        .collect();
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
 /// Prints the coordinator/baseline ratios of every scenario both ran, with the absolute
-/// figures beside them (times also extrapolated to 100,000 when `n` is smaller).
+/// figures beside them (times also extrapolated to 100,000 when `n` is smaller). A scenario
+/// either server did not complete gets no ratio: its figures measure the failure, not the
+/// server.
 pub fn ratios(rows: &[Row], n: usize) {
+    for scenario in ["c:", "d:", "e:"] {
+        if let Some(why) = unfinished(rows, scenario) {
+            println!(
+                "scenario {} ratios: not comparable, {why}",
+                scenario.trim_end_matches(':')
+            );
+        }
+    }
     let both = |scenario: &str, f: fn(&Row) -> Option<f64>| {
+        if unfinished(rows, scenario).is_some() {
+            return (None, None);
+        }
         (
             find(rows, "coordinator", scenario).and_then(f),
             find(rows, "baseline", scenario).and_then(f),
@@ -302,8 +325,13 @@ pub fn per_core(rows: &[Row], cores: usize) {
 /// Scenarios that did not complete (no report acknowledged, a round or a storm unfinished,
 /// reports never acknowledged): the figures are printed all the same, and the run fails.
 pub fn incomplete(rows: &[Row]) -> Vec<String> {
+    rows.iter().flat_map(problems).collect()
+}
+
+/// What did not complete in one scenario's row.
+fn problems(r: &Row) -> Vec<String> {
     let mut out = Vec::new();
-    for r in rows {
+    {
         let what = format!("[{}] {}", r.server, r.scenario);
         if r.reports_per_s.is_some_and(|v| v <= 0.0) {
             out.push(format!("{what}: no report acknowledged"));
@@ -403,7 +431,9 @@ pub fn targets(rows: &[Row], n: usize) {
             ),
         }
     }
-    if let (Some(c), Some(b)) = (
+    if let Some(why) = unfinished(rows, "c:") {
+        println!("ingest at least 50% of the raw baseline: not comparable ({why}) -> MISSED");
+    } else if let (Some(c), Some(b)) = (
         find(rows, "coordinator", "c:").and_then(|r| r.reports_per_s),
         find(rows, "baseline", "c:").and_then(|r| r.reports_per_s),
     ) {
@@ -419,6 +449,33 @@ pub fn targets(rows: &[Row], n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scenario_either_server_did_not_complete_is_not_compared() {
+        let row = |server: &'static str, note: &str| Row {
+            server,
+            scenario: "c: saturating ingest".into(),
+            reports_per_s: Some(1000.0),
+            note: note.into(),
+            ..Row::default()
+        };
+        let done = vec![row("coordinator", ""), row("baseline", "")];
+        assert_eq!(unfinished(&done, "c:"), None);
+        let failed = vec![
+            row("coordinator", ""),
+            row("baseline", "; NOT DRAINED within 60 s"),
+        ];
+        let why = unfinished(&failed, "c:").expect("not comparable");
+        assert!(
+            why.contains("[baseline] c: saturating ingest: reports left unacknowledged"),
+            "{why}"
+        );
+        assert_eq!(
+            unfinished(&failed, "d:"),
+            None,
+            "another scenario is unaffected"
+        );
+    }
 
     #[test]
     fn counts_have_thousands_separators() {

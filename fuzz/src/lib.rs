@@ -59,6 +59,24 @@ where
 pub fn frame(data: &[u8]) {
     round_trip::<ToCoordinator>(data);
     round_trip::<ToProbe>(data);
+    stored_results(data);
+}
+
+/// A report the coordinator accepts is stored as the results cut from its frame: the cut must
+/// be exactly the results encoded again, and must read back as them.
+fn stored_results(payload: &[u8]) {
+    use cemwatch_coordinator::store::results;
+    if let Ok(ToCoordinator::Report(report)) = wire::decode::<ToCoordinator>(payload) {
+        let cut = results::Encoded::from_report_frame(payload.to_vec())
+            .expect("a decoded report frame is cut");
+        assert_eq!(
+            cut.as_slice(),
+            results::encode(&report.results).expect("encode"),
+            "the stored bytes are the results"
+        );
+        let back = results::decode_bytes(cut.as_slice()).expect("stored results read back");
+        assert_eq!(back, report.results);
+    }
 }
 
 fn describe(result: &Result<ToCoordinator, WireError>) -> Result<Vec<u8>, WireError> {

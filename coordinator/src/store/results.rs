@@ -72,29 +72,32 @@ pub fn encode(results: &[CheckReport]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads stored results in postcard behind their protocol version (schema 3's blobs).
+pub fn decode_bytes(bytes: &[u8]) -> Result<Vec<CheckReport>> {
+    let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("stored results: {e}")))?;
+    if version != PROTOCOL_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "stored results are in protocol version {version}, this coordinator reads {PROTOCOL_VERSION}: \
+             open the store with the coordinator that wrote it"
+        )));
+    }
+    let (results, rest): (Vec<CheckReport>, &[u8]) = postcard::take_from_bytes(rest)
+        .map_err(|e| StoreError::Corrupt(format!("stored results: {e}")))?;
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "stored results: {} bytes after the results",
+            rest.len()
+        )));
+    }
+    Ok(results)
+}
+
 /// Reads a stored `reports.results` value: postcard behind its protocol version (schema 3),
 /// or JSON text (rows written before).
 pub fn decode(value: ValueRef<'_>) -> Result<Vec<CheckReport>> {
     match value {
-        ValueRef::Blob(bytes) => {
-            let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(bytes)
-                .map_err(|e| StoreError::Corrupt(format!("stored results: {e}")))?;
-            if version != PROTOCOL_VERSION {
-                return Err(StoreError::Corrupt(format!(
-                    "stored results are in protocol version {version}, this coordinator reads {PROTOCOL_VERSION}: \
-                     open the store with the coordinator that wrote it"
-                )));
-            }
-            let (results, rest): (Vec<CheckReport>, &[u8]) = postcard::take_from_bytes(rest)
-                .map_err(|e| StoreError::Corrupt(format!("stored results: {e}")))?;
-            if !rest.is_empty() {
-                return Err(StoreError::Corrupt(format!(
-                    "stored results: {} bytes after the results",
-                    rest.len()
-                )));
-            }
-            Ok(results)
-        }
+        ValueRef::Blob(bytes) => decode_bytes(bytes),
         ValueRef::Text(text) => serde_json::from_slice(text)
             .map_err(|e| StoreError::Corrupt(format!("stored results (JSON): {e}"))),
         other => Err(StoreError::Corrupt(format!(
