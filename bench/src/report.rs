@@ -188,7 +188,7 @@ fn unfinished(rows: &[Row], scenario: &str) -> Option<String> {
     let problems: Vec<String> = ["coordinator", "baseline"]
         .iter()
         .filter_map(|server| find(rows, server, scenario))
-        .flat_map(|r| problems(r))
+        .flat_map(problems)
         .collect();
     (!problems.is_empty()).then(|| problems.join("; "))
 }
