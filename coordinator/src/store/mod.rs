@@ -315,36 +315,40 @@ mod tests {
     }
 }
 
+/// A report of one `gateway` result for the store's tests.
+#[cfg(test)]
+pub(crate) fn test_report(seq: u64, verdict: &str, produced: u64) -> cemwatch_shared::wire::Report {
+    use cemwatch_shared::wire::{CheckReport, Report};
+    let json = serde_json::json!({
+        "target": {"host": "gw.example.com", "port": 443},
+        "expectations": cemwatch_shared::Expectations::default(),
+        "started_at": "2026-11-25T00:00:00Z",
+        "verdict": verdict,
+        "findings": [],
+        "dns": {"host": "gw.example.com", "addresses": [], "duration_ms": 0.0, "source": "system"},
+        "tcp": {"state": "open", "duration_ms": 1.0},
+        "durations": {"dns_ms": 0.0, "tcp_ms": 0.0, "tls_ms": 0.0, "legacy_ms": 0.0, "total_ms": 0.0}
+    });
+    let result = serde_json::from_value(json).expect("a check result");
+    Report {
+        seq,
+        round: None,
+        results: vec![CheckReport {
+            check: "gateway".into(),
+            produced_at_ms: produced,
+            result,
+        }],
+    }
+}
+
 #[cfg(test)]
 mod ledger_tests {
+    use super::test_report as report;
     use super::*;
     use rusqlite::Connection;
     use std::time::{Duration, Instant};
 
     use cemwatch_shared::wire::{CheckReport, Labels, Report};
-
-    fn report(seq: u64, verdict: &str, produced: u64) -> Report {
-        let json = serde_json::json!({
-            "target": {"host": "gw.example.com", "port": 443},
-            "expectations": cemwatch_shared::Expectations::default(),
-            "started_at": "2026-11-25T00:00:00Z",
-            "verdict": verdict,
-            "findings": [],
-            "dns": {"host": "gw.example.com", "addresses": [], "duration_ms": 0.0, "source": "system"},
-            "tcp": {"state": "open", "duration_ms": 1.0},
-            "durations": {"dns_ms": 0.0, "tcp_ms": 0.0, "tls_ms": 0.0, "legacy_ms": 0.0, "total_ms": 0.0}
-        });
-        let result = serde_json::from_value(json).expect("a check result");
-        Report {
-            seq,
-            round: None,
-            results: vec![CheckReport {
-                check: "gateway".into(),
-                produced_at_ms: produced,
-                result,
-            }],
-        }
-    }
 
     /// Retention deletes old reports and events but never a latest result's report nor one
     /// after the last checkpoint; a pruned report resent is still a duplicate; the fleet

@@ -399,29 +399,10 @@ CREATE TABLE latest (probe TEXT NOT NULL, check_name TEXT NOT NULL, seq INTEGER 
 mod schema2_tests {
     use super::*;
     use crate::store::{insert_probe, read::load_probes, Ingested, Writer};
-    use cemwatch_shared::wire::{CheckReport, Labels, Report};
+    use cemwatch_shared::wire::{Labels, Report};
 
     fn report(seq: u64, verdict: &str) -> Report {
-        let result = serde_json::from_value(serde_json::json!({
-            "target": {"host": "gw.example.com", "port": 443},
-            "expectations": cemwatch_shared::Expectations::default(),
-            "started_at": "2026-11-25T00:00:00Z",
-            "verdict": verdict,
-            "findings": [],
-            "dns": {"host": "gw.example.com", "addresses": [], "duration_ms": 0.0, "source": "system"},
-            "tcp": {"state": "open", "duration_ms": 1.0},
-            "durations": {"dns_ms": 0.0, "tcp_ms": 0.0, "tls_ms": 0.0, "legacy_ms": 0.0, "total_ms": 0.0}
-        }))
-        .expect("a check result");
-        Report {
-            seq,
-            round: None,
-            results: vec![CheckReport {
-                check: "gateway".into(),
-                produced_at_ms: seq * 1000,
-                result,
-            }],
-        }
+        crate::store::test_report(seq, verdict, seq * 1000)
     }
 
     /// A store of schema 2 (results as JSON text, the `results` view) opens as schema 3: its

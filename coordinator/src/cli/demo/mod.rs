@@ -562,9 +562,11 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     demo.first_round(opts.probes + 2).await;
     demo.settle(Duration::from_secs(20)).await;
     println!("{}", render_summary(&demo.coordinator));
+    // The state changes are told from is taken before the line that invites them: a scenario
+    // switched the moment the line appears is a change, not part of the starting state.
+    let mut last = Snapshot::of(&demo);
     println!("changes from now on, one line each (Ctrl-C to stop):");
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut last = Snapshot::of(&demo);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
