@@ -348,7 +348,7 @@ mod ledger_tests {
     use rusqlite::Connection;
     use std::time::{Duration, Instant};
 
-    use cemwatch_shared::wire::{CheckReport, Labels, Report};
+    use cemwatch_shared::wire::Labels;
 
     /// Retention deletes old reports and events but never a latest result's report nor one
     /// after the last checkpoint; a pruned report resent is still a duplicate; the fleet
