@@ -180,7 +180,7 @@ impl Registry {
             self.auth.write().known.insert(grant.name.clone());
             let mut fleet = self.fleet.write();
             let view = fleet.probes.entry(grant.name.clone()).or_default();
-            view.labels = grant.labels.clone();
+            view.labels = std::sync::Arc::new(grant.labels.clone());
             view.last_seen_ms = store::now_ms();
         }
         Ok(outcome)
@@ -209,7 +209,7 @@ impl Registry {
         self.auth.write().known.insert(name.to_string());
         let mut fleet = self.fleet.write();
         let view = fleet.probes.entry(name.to_string()).or_default();
-        view.labels = labels.clone();
+        view.labels = std::sync::Arc::new(labels.clone());
         view.last_seen_ms = store::now_ms();
         Ok(recorded)
     }
@@ -243,14 +243,21 @@ impl Registry {
 
     /// A probe connected at `now_ms` with this version; its labels as the registry knows them.
     /// The store records the contact in its next group commit.
-    pub fn connected(&self, name: &str, agent_version: &str, now_ms: i64) -> Labels {
+    pub fn connected(
+        &self,
+        name: &str,
+        agent_version: &str,
+        now_ms: i64,
+    ) -> std::sync::Arc<Labels> {
         let labels = {
             let mut fleet = self.fleet.write();
             let view = fleet.probes.entry(name.to_string()).or_default();
             view.connected = true;
             view.connected_since_ms = now_ms;
             view.last_seen_ms = now_ms;
-            view.agent_version = Some(agent_version.to_string());
+            if view.agent_version.as_deref() != Some(agent_version) {
+                view.agent_version = Some(agent_version.to_string());
+            }
             view.labels.clone()
         };
         self.writer.seen(name, agent_version);

@@ -399,7 +399,7 @@ mod tests {
 
     fn add(fleet: &mut Fixture, name: &str, site: &str, condition: AgentCondition) {
         let view = fleet.probes.entry(name.to_string()).or_default();
-        view.labels.insert("site".into(), site.into());
+        std::sync::Arc::make_mut(&mut view.labels).insert("site".into(), site.into());
         view.connected = true;
         view.connected_since_ms = NOW - 1_000;
         view.last_seen_ms = NOW;

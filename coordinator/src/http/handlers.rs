@@ -195,7 +195,7 @@ pub(crate) async fn probes(
         .into_iter()
         .map(|(name, v)| ProbeEntry {
             name: name.clone(),
-            labels: v.labels.clone(),
+            labels: (*v.labels).clone(),
             state: v.state(now, stale_after).as_str(),
             last_seen_ms: v.last_seen_ms,
             agent_version: v.agent_version.clone(),

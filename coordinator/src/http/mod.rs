@@ -255,7 +255,7 @@ pub(crate) mod tests {
         let mut fleet = Fleet::default();
         for name in names {
             let view = fleet.probes.entry((*name).into()).or_default();
-            view.labels.insert("site".into(), "lyon".into());
+            std::sync::Arc::make_mut(&mut view.labels).insert("site".into(), "lyon".into());
             view.connected = true;
             view.last_seen_ms = crate::store::now_ms();
         }

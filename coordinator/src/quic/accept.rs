@@ -160,19 +160,33 @@ async fn accept_loop(
                 Err(e) => Err(e),
             };
             drop(slot);
-            match connected {
+            let accepted = match connected {
                 Ok(conn) => {
                     hub.handshakes.completed();
-                    if let Err(e) = handle(&hub, conn).await {
-                        tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
+                    match handle(&hub, conn).await {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
+                            None
+                        }
                     }
                 }
                 Err(e) => {
                     hub.metrics.handshakes_failed.inc();
                     tracing::debug!(%remote, error = %e, "handshake failed");
+                    None
+                }
+            };
+            match accepted {
+                // The session gets a task of its own, sized for the session alone: this one,
+                // with the attempt and the handshake in it, ends here.
+                Some(accepted) => {
+                    tokio::spawn(accepted.run(hub, remote));
+                }
+                None => {
+                    hub.connections.fetch_sub(1, Ordering::Relaxed);
                 }
             }
-            hub.connections.fetch_sub(1, Ordering::Relaxed);
         };
         tokio::spawn(fut);
     }

@@ -13,7 +13,7 @@ use crate::quic::enrol::enrol;
 use crate::quic::error::{QuicError, Result};
 use crate::quic::live::Hub;
 use crate::quic::refusal::{refuse, refuse_with, reject_frame};
-use crate::quic::session::session;
+use crate::quic::session::Accepted;
 use crate::store;
 use crate::telemetry::Refusal;
 use cemwatch_transport::x509::name_and_expiry;
@@ -48,7 +48,11 @@ impl Drop for UnauthenticatedGuard<'_> {
     }
 }
 
-pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()> {
+/// Decides what a new connection is. A probe whose `Hello` is accepted comes back as the
+/// session to run: the caller awaits it after this future has ended, so that the state of the
+/// handshake (its frame, its certificate checks, enrolment) is not kept in every session's task
+/// for as long as the connection lives. Enrolments and refusals end here (`Ok(None)`).
+pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<Option<Accepted>> {
     let identity = conn
         .peer_identity()
         .and_then(|any| {
@@ -108,7 +112,7 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
             reject_frame(hub, &conn, &e);
             return Err(e.into());
         }
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(None),
         Ok(Some(frame)) => frame,
     };
     match (identity, first) {
@@ -133,6 +137,7 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                 &agent_version,
             ))
             .await
+            .map(|()| None)
         }
         (
             Some((name, not_after)),
@@ -157,7 +162,8 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                     refused.reason(),
                     refused.to_string(),
                 ))
-                .await;
+                .await
+                .map(|()| None);
             }
             if probe != name {
                 return Box::pin(refuse(
@@ -167,7 +173,8 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                     Refusal::IdentityMismatch,
                     format!("this connection's certificate is for {name:?}, not {probe:?}"),
                 ))
-                .await;
+                .await
+                .map(|()| None);
             }
             let key = conn
                 .peer_identity()
@@ -181,7 +188,8 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                     Refusal::BadCertificate,
                     "the client certificate cannot be read".into(),
                 ))
-                .await;
+                .await
+                .map(|()| None);
             };
             if !hub.registry.bind_key(&name, key, false).await? {
                 tracing::warn!(probe = %name, remote = %conn.remote_address(), "a certificate for this probe's name with another key: refused (an enrolment under its name elsewhere?)");
@@ -192,7 +200,8 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                     Refusal::KeyMismatch,
                     format!("this certificate's key is not the one probe {name:?} enrolled with; probe names must be unique across coordinators sharing a CA"),
                 ))
-                .await;
+                .await
+                .map(|()| None);
             }
             Box::pin(crate::quic::adopt_on_hello(
                 hub,
@@ -202,18 +211,23 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                 &agent_version,
             ))
             .await?;
-            session(hub, conn, send, recv, name, agent_version).await
+            Ok(Some(Accepted {
+                conn,
+                send,
+                recv,
+                name,
+                agent_version,
+            }))
         }
-        (None, _) => {
-            Box::pin(refuse(
-                hub,
-                &conn,
-                &mut send,
-                Refusal::NoCertificate,
-                "no client certificate: enrol first with `cemwatch-probe enroll`".into(),
-            ))
-            .await
-        }
+        (None, _) => Box::pin(refuse(
+            hub,
+            &conn,
+            &mut send,
+            Refusal::NoCertificate,
+            "no client certificate: enrol first with `cemwatch-probe enroll`".into(),
+        ))
+        .await
+        .map(|()| None),
         (Some((name, _)), _) => {
             hub.metrics.frame_rejected("unexpected");
             Box::pin(refuse(
@@ -224,6 +238,7 @@ pub(super) async fn handle(hub: &Arc<Hub>, conn: quinn::Connection) -> Result<()
                 format!("probe {name:?} must start with Hello"),
             ))
             .await
+            .map(|()| None)
         }
     }
 }

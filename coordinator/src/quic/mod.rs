@@ -4,6 +4,7 @@
 //! A malformed frame closes that connection with a reason and a counter; nothing else stops.
 
 mod accept;
+mod asks;
 pub mod ca;
 pub mod capacity;
 mod enrol;
@@ -17,12 +18,13 @@ pub mod sockets;
 pub mod verifier;
 
 pub use accept::{serve, MAX_HANDSHAKES_IN_FLIGHT, MAX_HANDSHAKES_WAITING, MAX_HANDSHAKE_WAIT};
+pub use asks::ASKS_QUEUED;
 pub use error::QuicError;
 pub use handshake::adopt_on_hello;
 pub use handshake::UNAUTHENTICATED_DEADLINE;
 pub use live::QUEUED_BYTES_ALL;
 pub use live::{
     round_window, Hub, RoundRefused, ROUND_IN_FLIGHT_MAX, ROUND_STALL, ROUND_WINDOW,
-    ROUND_WINDOW_MAX, ROUND_WINDOW_MIN,
+    ROUND_WINDOW_MAX, ROUND_WINDOW_MIN, ROUND_WINDOW_SPAN_MIN,
 };
 pub use session::{AGENT_STATE_INTERVAL, QUEUED_BYTES_PER_CONNECTION};

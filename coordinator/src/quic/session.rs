@@ -6,16 +6,15 @@ use std::sync::Arc;
 
 use std::collections::VecDeque;
 
-use tokio::sync::mpsc;
-
 use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
 use cemwatch_shared::AgentCemState;
 use cemwatch_transport::frame::{write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
 use cemwatch_transport::x509::past_half_life;
 
+use crate::quic::asks::{Asks, AsksReceiver, Frame};
 use crate::quic::error::{QuicError, Result};
-use crate::quic::live::{Hub, Live, ProbeNowRequest};
+use crate::quic::live::{Hub, Live};
 use crate::quic::refusal::reject_frame;
 use crate::store;
 use crate::store::results::Encoded;
@@ -124,22 +123,52 @@ async fn next_frame(
     }
 }
 
-pub(super) async fn session(
-    hub: &Arc<Hub>,
-    conn: quinn::Connection,
-    mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    name: String,
-    agent_version: String,
-) -> Result<()> {
+/// A connection whose `Hello` was accepted: the session it is to run ([`Accepted::run`]).
+pub(super) struct Accepted {
+    pub(super) conn: quinn::Connection,
+    pub(super) send: quinn::SendStream,
+    pub(super) recv: quinn::RecvStream,
+    pub(super) name: String,
+    pub(super) agent_version: String,
+}
+
+impl Accepted {
+    /// The session, to be spawned as its own task (one that holds the session's state only,
+    /// not the handshake's): it runs until the connection ends, and then counts the
+    /// connection closed in `hub.connections`. A plain function returning the future, not an
+    /// `async fn`, so that its arguments are not kept twice in the task.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run(
+        mut self,
+        hub: Arc<Hub>,
+        remote: std::net::SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move {
+            let ended = session(&hub, &mut self).await;
+            if let Err(e) = ended {
+                tracing::debug!(%remote, error = %format!("{e:#}"), "connection ended");
+            }
+            hub.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn session(hub: &Arc<Hub>, accepted: &mut Accepted) -> Result<()> {
+    let Accepted {
+        conn,
+        send,
+        recv,
+        name,
+        agent_version,
+    } = accepted;
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-    let (now_tx, mut now_rx) = mpsc::channel::<ProbeNowRequest>(8);
+    let (asks, asked) = Asks::new();
     let previous = hub.live.lock().insert(
         name.clone(),
         Live {
             id,
             conn: conn.clone(),
-            probe_now: now_tx,
+            asks,
         },
     );
     if let Some(old) = previous {
@@ -148,21 +177,19 @@ pub(super) async fn session(
             b"replaced by a newer connection",
         );
     }
-    let labels = hub
-        .registry
-        .connected(&name, &agent_version, store::now_ms());
+    let labels = hub.registry.connected(name, agent_version, store::now_ms());
     tracing::info!(probe = %name, remote = %conn.remote_address(), "probe connected");
-    let result = session_loop(hub, &conn, &mut send, recv, &name, &labels, &mut now_rx).await;
+    let result = session_loop(hub, conn, send, recv, name, &labels, &asked).await;
     let still_ours = {
         let mut live = hub.live.lock();
-        let ours = live.get(&name).is_some_and(|l| l.id == id);
+        let ours = live.get(name.as_str()).is_some_and(|l| l.id == id);
         if ours {
-            live.remove(&name);
+            live.remove(name.as_str());
         }
         ours
     };
     if still_ours {
-        hub.registry.disconnected(&name);
+        hub.registry.disconnected(name);
     }
     tracing::info!(probe = %name, "probe disconnected");
     result
@@ -336,14 +363,218 @@ async fn acknowledge(
     Ok(())
 }
 
+/// What woke a session's loop. The loop's `select!` only says which; the work is done after
+/// it, so that no branch's output is held across an await (it would be kept in every session's
+/// task, for as long as the connection lives).
+enum Wake {
+    Frame(std::result::Result<Option<Received>, TransportError>),
+    Committed,
+    Due,
+    Config(bool),
+    ProbeNow(Frame),
+}
+
+/// What is left to await once the loop has woken, small: the frame that woke it is gone.
+enum Todo {
+    Later(Option<Later>),
+    Acknowledge,
+    Plan(bool),
+    ProbeNow(Frame),
+}
+
+/// Work a received frame leaves to be awaited, small (the frame itself is gone by then).
+enum Later {
+    Renew(Vec<u8>),
+    AgentState(Box<AgentCemState>),
+}
+
+/// A session's reports and agent states that wait their turn.
+#[derive(Default)]
+struct Waiting {
+    /// Reports held back by the report rate limit, in order, with when each may go.
+    delayed: VecDeque<(tokio::time::Instant, Report, Option<Encoded>, Budget)>,
+    /// When the last agent state was recorded.
+    agent_recorded: Option<tokio::time::Instant>,
+    /// The newest agent state waiting for its turn.
+    agent_waiting: Option<Box<AgentCemState>>,
+}
+
+impl Waiting {
+    /// Submits the delayed reports whose turn has come, in order; an agent state whose turn
+    /// has come is returned, to be recorded.
+    fn release(
+        &mut self,
+        path: &store::CommitPath,
+        committing: &mut VecDeque<Budget>,
+    ) -> Result<Option<Later>> {
+        let now = tokio::time::Instant::now();
+        while self.delayed.front().is_some_and(|d| d.0 <= now) {
+            if let Some((_, report, stored, budget)) = self.delayed.pop_front() {
+                submit(path, report, stored, budget, committing)?;
+            }
+        }
+        let agent_due = self
+            .agent_recorded
+            .is_none_or(|at| at + AGENT_STATE_INTERVAL <= now);
+        match self.agent_waiting.take() {
+            Some(state) if agent_due => {
+                self.agent_recorded = Some(now);
+                Ok(Some(Later::AgentState(state)))
+            }
+            other => {
+                self.agent_waiting = other;
+                Ok(None)
+            }
+        }
+    }
+
+    /// When the first of them is due.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let report = self.delayed.front().map(|d| d.0);
+        let agent = self.agent_waiting.as_ref().map(|_| {
+            self.agent_recorded
+                .map_or_else(tokio::time::Instant::now, |at| at + AGENT_STATE_INTERVAL)
+        });
+        match (report, agent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Handles a received report: kept to the probe's plan, paced, handed to the commit path.
+/// `Err` ends the session.
+#[allow(clippy::too_many_arguments)]
+fn on_report(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    name: &str,
+    labels: &Labels,
+    path: &store::CommitPath,
+    mut report: Report,
+    mut stored: Option<Encoded>,
+    budget: Budget,
+    committing: &mut VecDeque<Budget>,
+    waiting: &mut Waiting,
+) -> Result<()> {
+    // Only results of checks in this probe's plan are kept: check names become fleet-view
+    // keys, metric labels and event rows, so a probe must not choose them. The report itself
+    // is still committed (its seq acknowledged).
+    let before = report.results.len();
+    {
+        let config = hub.config.borrow();
+        report.results.retain(|r| {
+            config
+                .checks
+                .iter()
+                .any(|c| c.name == r.check && c.selects(labels))
+        });
+    }
+    let dropped = before - report.results.len();
+    if dropped > 0 {
+        // The bytes received are no longer the results kept.
+        stored = None;
+        hub.metrics.results_dropped.inc_by(dropped as u64);
+        tracing::debug!(
+            probe = name,
+            dropped,
+            "results of checks outside the probe's plan dropped"
+        );
+    }
+    // Beyond the probe's report rate the commit waits its turn (the probe's window of
+    // unacknowledged reports then holds it back); a flood far beyond what the protocol allows
+    // closes the connection.
+    let limits = hub.config.borrow().limits;
+    let delay = match hub
+        .limiter
+        .pace_report(name, &limits, std::time::Instant::now())
+    {
+        Ok(delay) => {
+            if !delay.is_zero() {
+                hub.metrics.reports_throttled.inc();
+            }
+            delay
+        }
+        Err(e) => {
+            hub.metrics.refused(Refusal::ReportRate);
+            conn.close(CloseCode::Refused.varint(), e.to_string().as_bytes());
+            return Err(e.into());
+        }
+    };
+    if delay.is_zero() && waiting.delayed.is_empty() {
+        submit(path, report, stored, budget, committing)
+    } else {
+        waiting
+            .delayed
+            .push_back((tokio::time::Instant::now() + delay, report, stored, budget));
+        Ok(())
+    }
+}
+
+/// Handles a received frame; what is left to await comes back as [`Later`]. `Err` ends the
+/// session (`Ok(None)` from the stream: the probe finished it, which ends it cleanly).
+#[allow(clippy::too_many_arguments)]
+fn on_frame(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    name: &str,
+    labels: &Labels,
+    path: &store::CommitPath,
+    received: Received,
+    committing: &mut VecDeque<Budget>,
+    waiting: &mut Waiting,
+) -> Result<Option<Later>> {
+    let Received {
+        frame,
+        stored,
+        budget,
+    } = received;
+    match frame {
+        ToCoordinator::Report(report) => {
+            on_report(
+                hub, conn, name, labels, path, report, stored, budget, committing, waiting,
+            )?;
+            Ok(None)
+        }
+        ToCoordinator::Renew { csr_der } => Ok(Some(Later::Renew(csr_der))),
+        ToCoordinator::AgentState(state) => {
+            let due = waiting
+                .agent_recorded
+                .is_none_or(|at| at.elapsed() >= AGENT_STATE_INTERVAL);
+            if due {
+                waiting.agent_recorded = Some(tokio::time::Instant::now());
+                Ok(Some(Later::AgentState(Box::new(state))))
+            } else {
+                if waiting.agent_waiting.replace(Box::new(state)).is_some() {
+                    hub.metrics.frame_rejected("paced");
+                }
+                Ok(None)
+            }
+        }
+        other => {
+            hub.metrics.frame_rejected("unexpected");
+            let reason = format!(
+                "unexpected message in a session: {}",
+                match other {
+                    ToCoordinator::Hello { .. } => "Hello",
+                    ToCoordinator::Enroll { .. } => "Enroll",
+                    _ => "other",
+                }
+            );
+            conn.close(CloseCode::UnsupportedMessage.varint(), reason.as_bytes());
+            Err(QuicError::Protocol(reason))
+        }
+    }
+}
+
 pub(super) async fn session_loop(
     hub: &Arc<Hub>,
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: &mut quinn::RecvStream,
     name: &str,
     labels: &Labels,
-    now_rx: &mut mpsc::Receiver<ProbeNowRequest>,
+    asked: &AsksReceiver,
 ) -> Result<()> {
     write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
     let mut config_rx = hub.config.clone();
@@ -364,122 +595,81 @@ pub(super) async fn session_loop(
     let path = hub.registry.commit_path(name);
     let mut committing: VecDeque<Budget> = VecDeque::new();
     let mut group: Vec<Outcome> = Vec::new();
-    // Reports held back by the report rate limit, in order, with when each may go.
-    let mut delayed: VecDeque<(tokio::time::Instant, Report, Option<Encoded>, Budget)> =
-        VecDeque::new();
+    let mut waiting = Waiting::default();
     // The acknowledgements of a group, written at once.
     let mut acks: Vec<u8> = Vec::new();
-    // Agent states: when the last was recorded, and the newest one waiting for its turn.
-    let mut agent_recorded: Option<tokio::time::Instant> = None;
-    let mut agent_waiting: Option<AgentCemState> = None;
-    let outcome = loop {
+    loop {
         let held: usize = committing.iter().map(|b| b.bytes).sum::<usize>()
-            + delayed.iter().map(|d| d.3.bytes).sum::<usize>();
-        tokio::select! {
-            frame = next_frame(&mut recv, &mut incoming, max_frame, &all), if held < QUEUED_BYTES_PER_CONNECTION => match frame {
-                Ok(None) => break Ok(()),
-                Err(e) => {
+            + waiting.delayed.iter().map(|d| d.3.bytes).sum::<usize>();
+        let due = waiting.due();
+        // `wake` is gone before anything is awaited (its block ends first): it holds a
+        // whole frame, and what lives across an await is kept in the task.
+        let todo = {
+            let wake = tokio::select! {
+                frame = next_frame(recv, &mut incoming, max_frame, &all), if held < QUEUED_BYTES_PER_CONNECTION => Wake::Frame(frame),
+                _ = path.mailbox().ready(), if !committing.is_empty() => Wake::Committed,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => Wake::Due,
+                changed = config_rx.changed() => Wake::Config(changed.is_ok()),
+                frame = asked.next() => Wake::ProbeNow(frame),
+            };
+            match wake {
+                Wake::Frame(Ok(None)) => return Ok(()),
+                Wake::Frame(Err(e)) => {
                     reject_frame(hub, conn, &e);
-                    break Err(e.into());
+                    return Err(e.into());
                 }
-                Ok(Some(Received { frame: ToCoordinator::Report(mut report), mut stored, budget })) => {
-                    // Only results of checks in this probe's plan are kept: check names become
-                    // fleet-view keys, metric labels and event rows, so a probe must not choose
-                    // them. The report itself is still committed (its seq acknowledged).
-                    let before = report.results.len();
-                    {
-                        let config = hub.config.borrow();
-                        report.results.retain(|r| {
-                            config.checks.iter().any(|c| c.name == r.check && c.selects(labels))
-                        });
-                    }
-                    let dropped = before - report.results.len();
-                    if dropped > 0 {
-                        // The bytes received are no longer the results kept.
-                        stored = None;
-                        hub.metrics.results_dropped.inc_by(dropped as u64);
-                        tracing::debug!(probe = name, dropped, "results of checks outside the probe's plan dropped");
-                    }
-                    // Beyond the probe's report rate the commit waits its turn (the probe's
-                    // window of unacknowledged reports then holds it back); a flood far beyond
-                    // what the protocol allows closes the connection.
-                    let limits = hub.config.borrow().limits;
-                    let now = std::time::Instant::now();
-                    let delay = match hub.limiter.pace_report(name, &limits, now) {
-                        Ok(delay) => {
-                            if !delay.is_zero() {
-                                hub.metrics.reports_throttled.inc();
-                            }
-                            delay
-                        }
-                        Err(e) => {
-                            hub.metrics.refused(Refusal::ReportRate);
-                            conn.close(CloseCode::Refused.varint(), e.to_string().as_bytes());
-                            break Err(e.into());
-                        }
-                    };
-                    if delay.is_zero() && delayed.is_empty() {
-                        submit(&path, report, stored, budget, &mut committing)?;
-                    } else {
-                        delayed.push_back((tokio::time::Instant::now() + delay, report, stored, budget));
-                    }
-                }
-                // Rare messages are handled in boxed futures: the session's task is as large as
-                // its largest state, kept for every connection for as long as it lives.
-                Ok(Some(Received { frame: ToCoordinator::Renew { csr_der }, .. })) => Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?,
-                Ok(Some(Received { frame: ToCoordinator::AgentState(state), .. })) => {
-                    let due = agent_recorded.is_none_or(|at| at.elapsed() >= AGENT_STATE_INTERVAL);
-                    if due {
-                        agent_recorded = Some(tokio::time::Instant::now());
-                        Box::pin(record_agent_state(hub, name, state)).await;
-                    } else {
-                        if agent_waiting.replace(state).is_some() {
-                            hub.metrics.frame_rejected("paced");
-                        }
-                    }
-                }
-                Ok(Some(Received { frame: other, .. })) => {
-                    hub.metrics.frame_rejected("unexpected");
-                    let reason = format!("unexpected message in a session: {}", match other {
-                        ToCoordinator::Hello { .. } => "Hello",
-                        ToCoordinator::Enroll { .. } => "Enroll",
-                        _ => "other",
-                    });
-                    conn.close(CloseCode::UnsupportedMessage.varint(), reason.as_bytes());
-                    break Err(QuicError::Protocol(reason));
-                }
-            },
-            _ = path.mailbox().ready(), if !committing.is_empty() => {
+                Wake::Frame(Ok(Some(received))) => Todo::Later(on_frame(
+                    hub,
+                    conn,
+                    name,
+                    labels,
+                    &path,
+                    received,
+                    &mut committing,
+                    &mut waiting,
+                )?),
+                Wake::Committed => Todo::Acknowledge,
+                Wake::Due => Todo::Later(waiting.release(&path, &mut committing)?),
+                Wake::Config(changed) => Todo::Plan(changed),
+                Wake::ProbeNow(frame) => Todo::ProbeNow(frame),
+            }
+        };
+        let later = match todo {
+            Todo::Later(later) => later,
+            Todo::Acknowledge => {
                 path.mailbox().take(&mut group);
-                acknowledge(hub, send, name, labels, &mut group, &mut committing, &mut acks).await?;
-            },
-            _ = tokio::time::sleep_until(delayed.front().map_or_else(tokio::time::Instant::now, |d| d.0)), if !delayed.is_empty() => {
-                let now = tokio::time::Instant::now();
-                while delayed.front().is_some_and(|d| d.0 <= now) {
-                    if let Some((_, report, stored, budget)) = delayed.pop_front() {
-                        submit(&path, report, stored, budget, &mut committing)?;
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(agent_recorded.map_or_else(tokio::time::Instant::now, |at| at + AGENT_STATE_INTERVAL)), if agent_waiting.is_some() => {
-                if let Some(state) = agent_waiting.take() {
-                    agent_recorded = Some(tokio::time::Instant::now());
-                    Box::pin(record_agent_state(hub, name, state)).await;
-                }
-            },
-            changed = config_rx.changed() => {
-                if changed.is_ok() {
+                acknowledge(
+                    hub,
+                    send,
+                    name,
+                    labels,
+                    &mut group,
+                    &mut committing,
+                    &mut acks,
+                )
+                .await?;
+                None
+            }
+            Todo::Plan(changed) => {
+                if changed {
                     write_frame(send, &ToProbe::Plan(hub.plan_for(labels))).await?;
                 }
-            },
-            request = now_rx.recv() => {
-                if let Some((round, checks)) = request.map(|r| *r) {
-                    write_frame(send, &ToProbe::ProbeNow { round, checks }).await?;
-                }
-            },
+                None
+            }
+            Todo::ProbeNow(frame) => {
+                send.write_all(&frame).await?;
+                None
+            }
+        };
+        // Rare work, in boxed futures: the session's task is as large as its largest state.
+        match later {
+            None => {}
+            Some(Later::Renew(csr_der)) => {
+                Box::pin(renew(hub, conn, send, name, csr_der, &mut renewed)).await?
+            }
+            Some(Later::AgentState(state)) => Box::pin(record_agent_state(hub, name, *state)).await,
         }
-    };
-    outcome
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub fn load_probes(conn: &Connection) -> Result<Probes> {
         probes.insert(
             p.name.clone(),
             ProbeView {
-                labels: p.labels,
+                labels: p.labels.into(),
                 connected: false,
                 last_seen_ms: p.last_seen.unwrap_or(p.enrolled_at),
                 agent_version: p.agent_version,

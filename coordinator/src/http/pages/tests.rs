@@ -43,8 +43,8 @@ fn failing(fleet: &mut Fleet) {
         .enumerate()
     {
         let v = fleet.probes.entry(format!("{site}-{i}")).or_default();
-        v.labels.insert("site".into(), site.to_string());
-        v.labels.insert("vantage".into(), "internet".into());
+        std::sync::Arc::make_mut(&mut v.labels).insert("site".into(), site.to_string());
+        std::sync::Arc::make_mut(&mut v.labels).insert("vantage".into(), "internet".into());
         v.connected = true;
         v.last_seen_ms = now_ms();
         v.agent_version = Some("0.1.0".into());
@@ -173,7 +173,7 @@ fn two_nodes(fleet: &mut Fleet) {
     fleet.probes.clear();
     for i in 0..4 {
         let v = fleet.probes.entry(format!("p{i}")).or_default();
-        v.labels.insert("site".into(), "lyon".into());
+        std::sync::Arc::make_mut(&mut v.labels).insert("site".into(), "lyon".into());
         v.connected = true;
         v.last_seen_ms = now_ms();
         let mut l = latest(Severity::Fail, &[FindingCode::ThumbprintMismatch]);
