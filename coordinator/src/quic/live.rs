@@ -400,12 +400,13 @@ pub(super) async fn pace_round(
     let mut rate_mark = (0usize, tokio::time::Instant::now());
     // When each request went out (8 bytes per probe asked), and the fastest answer seen.
     let mut sent_at: Vec<tokio::time::Instant> = Vec::with_capacity(targets.len());
-    let mut fastest: Option<Duration> = None;
+    let (mut fastest, mut sampled): (Option<Duration>, usize) = (None, 0);
     for (_, asks) in targets {
         loop {
             let a = answered.load(Ordering::Relaxed);
             let now = tokio::time::Instant::now();
-            if a != last.0 {
+            if a > sampled {
+                sampled = a;
                 if let Some(at) = sent_at.get(a.min(sent).saturating_sub(1)) {
                     let took = now.duration_since(*at);
                     fastest = Some(fastest.map_or(took, |f| f.min(took)));

@@ -363,18 +363,9 @@ async fn acknowledge(
     Ok(())
 }
 
-/// What woke a session's loop. The loop's `select!` only says which; the work is done after
-/// it, so that no branch's output is held across an await (it would be kept in every session's
-/// task, for as long as the connection lives).
-enum Wake {
-    Frame(std::result::Result<Option<Received>, TransportError>),
-    Committed,
-    Due,
-    Config(bool),
-    ProbeNow(Frame),
-}
-
-/// What is left to await once the loop has woken, small: the frame that woke it is gone.
+/// What is left to await once the loop has woken. The loop's `select!` handles a frame
+/// without awaiting and yields only this, small, so that no frame is held across an await (it
+/// would be kept in every session's task, for as long as the connection lives).
 enum Todo {
     Later(Option<Later>),
     Acknowledge,
@@ -400,6 +391,12 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// When the next agent state may be recorded (`now` for the first).
+    fn agent_turn(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        self.agent_recorded
+            .map_or(now, |at| at + AGENT_STATE_INTERVAL)
+    }
+
     /// Submits the delayed reports whose turn has come, in order; an agent state whose turn
     /// has come is returned, to be recorded.
     fn release(
@@ -413,9 +410,7 @@ impl Waiting {
                 submit(path, report, stored, budget, committing)?;
             }
         }
-        let agent_due = self
-            .agent_recorded
-            .is_none_or(|at| at + AGENT_STATE_INTERVAL <= now);
+        let agent_due = self.agent_turn(now) <= now;
         match self.agent_waiting.take() {
             Some(state) if agent_due => {
                 self.agent_recorded = Some(now);
@@ -431,10 +426,10 @@ impl Waiting {
     /// When the first of them is due.
     fn due(&self) -> Option<tokio::time::Instant> {
         let report = self.delayed.front().map(|d| d.0);
-        let agent = self.agent_waiting.as_ref().map(|_| {
-            self.agent_recorded
-                .map_or_else(tokio::time::Instant::now, |at| at + AGENT_STATE_INTERVAL)
-        });
+        let agent = self
+            .agent_waiting
+            .as_ref()
+            .map(|_| self.agent_turn(tokio::time::Instant::now()));
         match (report, agent) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -538,11 +533,9 @@ fn on_frame(
         }
         ToCoordinator::Renew { csr_der } => Ok(Some(Later::Renew(csr_der))),
         ToCoordinator::AgentState(state) => {
-            let due = waiting
-                .agent_recorded
-                .is_none_or(|at| at.elapsed() >= AGENT_STATE_INTERVAL);
-            if due {
-                waiting.agent_recorded = Some(tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            if waiting.agent_turn(now) <= now {
+                waiting.agent_recorded = Some(now);
                 Ok(Some(Later::AgentState(Box::new(state))))
             } else {
                 if waiting.agent_waiting.replace(Box::new(state)).is_some() {
@@ -602,23 +595,14 @@ pub(super) async fn session_loop(
         let held: usize = committing.iter().map(|b| b.bytes).sum::<usize>()
             + waiting.delayed.iter().map(|d| d.3.bytes).sum::<usize>();
         let due = waiting.due();
-        // `wake` is gone before anything is awaited (its block ends first): it holds a
-        // whole frame, and what lives across an await is kept in the task.
-        let todo = {
-            let wake = tokio::select! {
-                frame = next_frame(recv, &mut incoming, max_frame, &all), if held < QUEUED_BYTES_PER_CONNECTION => Wake::Frame(frame),
-                _ = path.mailbox().ready(), if !committing.is_empty() => Wake::Committed,
-                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => Wake::Due,
-                changed = config_rx.changed() => Wake::Config(changed.is_ok()),
-                frame = asked.next() => Wake::ProbeNow(frame),
-            };
-            match wake {
-                Wake::Frame(Ok(None)) => return Ok(()),
-                Wake::Frame(Err(e)) => {
+        let todo = tokio::select! {
+            frame = next_frame(recv, &mut incoming, max_frame, &all), if held < QUEUED_BYTES_PER_CONNECTION => match frame {
+                Ok(None) => return Ok(()),
+                Err(e) => {
                     reject_frame(hub, conn, &e);
                     return Err(e.into());
                 }
-                Wake::Frame(Ok(Some(received))) => Todo::Later(on_frame(
+                Ok(Some(received)) => Todo::Later(on_frame(
                     hub,
                     conn,
                     name,
@@ -628,11 +612,11 @@ pub(super) async fn session_loop(
                     &mut committing,
                     &mut waiting,
                 )?),
-                Wake::Committed => Todo::Acknowledge,
-                Wake::Due => Todo::Later(waiting.release(&path, &mut committing)?),
-                Wake::Config(changed) => Todo::Plan(changed),
-                Wake::ProbeNow(frame) => Todo::ProbeNow(frame),
-            }
+            },
+            _ = path.mailbox().ready(), if !committing.is_empty() => Todo::Acknowledge,
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => Todo::Later(waiting.release(&path, &mut committing)?),
+            changed = config_rx.changed() => Todo::Plan(changed.is_ok()),
+            frame = asked.next() => Todo::ProbeNow(frame),
         };
         let later = match todo {
             Todo::Later(later) => later,
