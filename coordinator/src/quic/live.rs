@@ -365,11 +365,13 @@ pub const ROUND_WINDOW_SPAN_MIN: Duration = Duration::from_millis(250);
 /// fastest answer, not the average, so that answers queueing at a busy coordinator do not
 /// widen the window that made them queue.
 ///
-/// A window of a fixed quarter second of answers fed back on itself: when answers took longer
-/// than that (a 20,000-probe round: 211 ms median, 968 ms at the 99th percentile, on one core),
-/// the requests out were fewer than the answers in flight, the rate measured fell with them,
-/// and the window shrank to its floor (a round of 20,000 in 3.3 s where the raw baseline took
-/// 1.4 s, with the coordinator's core a fifth idle).
+/// Why not a fixed quarter second of answers, as before: when the window is what bounds the
+/// round, the rate measured is window / latency, so a quarter second of it is window × 0.25 /
+/// latency, which shrinks the window at every step once answers take longer than 250 ms
+/// (arithmetic, with the last case of this function's test; the shrinking itself was not
+/// observed). A 20,000-probe round took 3.26 s against the baseline's 1.37 s with the
+/// coordinator's core a fifth idle under the old rule, and 3.07 s against 1.34 s with the core
+/// busy under this one: the round is now bound by the coordinator's CPU, not the window.
 pub fn round_window(per_second: f64, latency: Option<Duration>) -> usize {
     if !per_second.is_finite() || per_second <= 0.0 {
         return ROUND_WINDOW;
