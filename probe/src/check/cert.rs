@@ -288,6 +288,104 @@ fn verify_link(child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -
     }
 }
 
+/// How many link verdicts [`LinkCache`] keeps.
+///
+/// A check evaluates at most [`MAX_CANDIDATES_TRIED`] = 64 links, and a probe watches a few
+/// gateways whose chains have two or three links each, so 256 entries hold every link of the
+/// fleet's chains with room for a hostile server's 64 at once; an entry is a 32-byte digest
+/// and a verdict, about 8 KiB in all with the map's overhead.
+pub const LINK_CACHE_ENTRIES: usize = 256;
+
+/// The verdicts of the signature checks already made on chain links, so that a gateway's
+/// unchanged chain costs no public-key operation after its first check.
+///
+/// A link's verdict is a pure function of the child certificate's bytes (what is signed, the
+/// algorithm and the signature) and the signer's public key: it does not depend on the time
+/// (validity is judged on every path, separately) nor on anything the server can vary without
+/// changing those bytes. The key is SHA-256 over both, length-prefixed, which is the hash
+/// X.509 signatures themselves rest on; a certificate that differs in one byte (a forged
+/// signature, another serial) is another key and is verified. Entries are evicted oldest
+/// first, so a hostile server that sends new chains can only make the probe verify, as it
+/// did before the cache.
+#[derive(Debug, Default)]
+pub struct LinkCache {
+    inner: std::sync::Mutex<LinkCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct LinkCacheInner {
+    verdicts: HashMap<[u8; 32], bool>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    verified: u64,
+}
+
+impl Clone for LinkCache {
+    /// A clone starts empty: verdicts are cheap to recompute and not worth sharing.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl LinkCache {
+    fn key(child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [child.as_ref(), signer.raw] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    /// The verdict on `child` signed by `signer`, verified only when not already known.
+    fn verify(&self, child: &X509Certificate<'_>, signer: &SubjectPublicKeyInfo<'_>) -> Link {
+        let key = Self::key(child, signer);
+        if let Some(&valid) = self.lock().verdicts.get(&key) {
+            return if valid { Link::Valid } else { Link::Invalid };
+        }
+        // Verified outside the lock: concurrent checks do not wait for each other's RSA.
+        let link = verify_link(child, signer);
+        let valid = match link {
+            Link::Valid => true,
+            Link::Invalid => false,
+            // Nothing was computed: nothing to keep.
+            Link::Unverifiable(_) => return link,
+        };
+        let mut inner = self.lock();
+        inner.verified += 1;
+        if inner.verdicts.insert(key, valid).is_none() {
+            inner.order.push_back(key);
+            while inner.order.len() > LINK_CACHE_ENTRIES {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.verdicts.remove(&old);
+                }
+            }
+        }
+        link
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkCacheInner> {
+        // A panic elsewhere cannot leave a wrong verdict behind (an entry is inserted whole).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Signatures verified so far (each verdict not found in the cache).
+    pub fn verified(&self) -> u64 {
+        self.lock().verified
+    }
+
+    /// Verdicts held.
+    pub fn len(&self) -> usize {
+        self.lock().verdicts.len()
+    }
+
+    /// Whether no verdict is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The most certificates the builder considers besides the leaf: what a server sends beyond
 /// this is ignored (a real chain has two or three).
 pub const MAX_SERVED_CERTIFICATES: usize = 16;
@@ -504,6 +602,7 @@ pub struct TrustStore {
     by_subject: HashMap<Vec<u8>, Vec<usize>>,
     platform_count: usize,
     platform_errors: Vec<String>,
+    links: LinkCache,
 }
 
 impl TrustStore {
@@ -587,6 +686,11 @@ impl TrustStore {
     /// Errors met while loading the platform store.
     pub fn platform_errors(&self) -> &[String] {
         &self.platform_errors
+    }
+
+    /// The link verdicts this store's evaluations keep.
+    pub fn link_cache(&self) -> &LinkCache {
+        &self.links
     }
 
     /// Evaluates, as of now, whether `leaf` with the server's `intermediates` reaches a
@@ -770,7 +874,10 @@ impl<'s, 'a> Search<'s, 'a> {
                 return None;
             }
             self.tried += 1;
-            let link = verify_link(self.cert(top), self.cert(candidate).public_key());
+            let link = self
+                .store
+                .links
+                .verify(self.cert(top), self.cert(candidate).public_key());
             let mut defects = Vec::new();
             match link {
                 Link::Invalid => {
@@ -1326,6 +1433,94 @@ mod path_tests {
             (&root.0, &root.1),
         );
         assert!(eval(&store(&[&root_der]), &direct, &[]).trusted);
+    }
+
+    #[test]
+    fn an_unchanged_chain_is_verified_once_and_judged_the_same() {
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        let first = eval(&s, &p.leaf_der, &[&p.int_der]);
+        assert!(first.trusted, "{first:?}");
+        assert_eq!(
+            s.link_cache().verified(),
+            2,
+            "leaf by intermediate, intermediate by root"
+        );
+        let again = eval(&s, &p.leaf_der, &[&p.int_der]);
+        assert_eq!(again, first);
+        assert_eq!(
+            s.link_cache().verified(),
+            2,
+            "the second check verified nothing"
+        );
+        // The time is judged on every evaluation, cached signatures or not.
+        let later = s.evaluate_from(
+            &p.leaf_der,
+            &[p.int_der.clone()],
+            ChainSource::Server,
+            OffsetDateTime::now_utc() + Duration::days(400),
+        );
+        assert!(!later.trusted, "{later:?}");
+    }
+
+    #[test]
+    fn a_cached_verdict_is_never_lent_to_other_bytes_or_another_key() {
+        let p = pki();
+        // The trusted root and an impostor with its name and another key, both anchors: the
+        // intermediate's link to each is its own entry.
+        let impostor = (params("Test Root", true), key());
+        let impostor_der = self_signed(&impostor.0, &impostor.1);
+        let s = store(&[&impostor_der, &p.root_der]);
+        assert!(eval(&s, &p.leaf_der, &[&p.int_der]).trusted);
+        let verified = s.link_cache().verified();
+        assert_eq!(
+            verified, 3,
+            "leaf; intermediate by the impostor (invalid) and by the root"
+        );
+        assert!(eval(&s, &p.leaf_der, &[&p.int_der]).trusted);
+        assert_eq!(s.link_cache().verified(), verified);
+        // Only the impostor: the intermediate's cached invalid link to it stays invalid.
+        let only_impostor = store(&[&impostor_der]);
+        assert!(!eval(&only_impostor, &p.leaf_der, &[&p.int_der]).trusted);
+        // The leaf with one byte of its signature changed, after the good leaf was cached.
+        let mut forged = p.leaf_der.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 0x01;
+        assert!(
+            parse(&forged).is_ok(),
+            "still a certificate, with a wrong signature"
+        );
+        let out = eval(&s, &forged, &[&p.int_der]);
+        assert!(!out.trusted, "{out:?}");
+        assert!(
+            s.link_cache().verified() > verified,
+            "the changed certificate was verified, not looked up"
+        );
+    }
+
+    #[test]
+    fn the_link_cache_is_bounded() {
+        let p = pki();
+        let s = store(&[&p.root_der]);
+        for i in 0..LINK_CACHE_ENTRIES + 40 {
+            let leaf = sign(
+                &params(&format!("host{i}.example.com"), false),
+                &key(),
+                (&p.root.0, &p.root.1),
+            );
+            assert!(eval(&s, &leaf, &[]).trusted);
+            assert!(s.link_cache().len() <= LINK_CACHE_ENTRIES);
+        }
+        assert_eq!(s.link_cache().len(), LINK_CACHE_ENTRIES);
+        assert_eq!(s.link_cache().verified(), (LINK_CACHE_ENTRIES + 40) as u64);
+        // The oldest were evicted: the first leaf is verified again.
+        let first = sign(
+            &params("host0.example.com", false),
+            &key(),
+            (&p.root.0, &p.root.1),
+        );
+        assert!(eval(&s, &first, &[]).trusted);
+        assert_eq!(s.link_cache().verified(), (LINK_CACHE_ENTRIES + 41) as u64);
     }
 
     #[test]
