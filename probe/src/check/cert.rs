@@ -1456,7 +1456,7 @@ mod path_tests {
         // The time is judged on every evaluation, cached signatures or not.
         let later = s.evaluate_from(
             &p.leaf_der,
-            &[p.int_der.clone()],
+            std::slice::from_ref(&p.int_der),
             ChainSource::Server,
             OffsetDateTime::now_utc() + Duration::days(400),
         );
