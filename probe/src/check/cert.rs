@@ -57,7 +57,12 @@ fn rfc3339(unix: i64) -> String {
 
 /// Analyses a leaf certificate as of `now`.
 pub fn analyze(der: &[u8], now: OffsetDateTime) -> Result<CertificateInfo, CertError> {
-    let cert = parse(der)?;
+    Ok(analyze_parsed(&parse(der)?, now))
+}
+
+/// Analyses a parsed leaf certificate as of `now` (a check parses the chain once).
+pub fn analyze_parsed(cert: &X509Certificate<'_>, now: OffsetDateTime) -> CertificateInfo {
+    let der = cert.as_ref();
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     let days_left = (not_after - now.unix_timestamp()).div_euclid(86_400);
@@ -104,9 +109,9 @@ pub fn analyze(der: &[u8], now: OffsetDateTime) -> Result<CertificateInfo, CertE
 
     let (key_algorithm, key_bits, key_curve) = describe_key(cert.public_key());
     let signature_oid = cert.signature_algorithm.algorithm.to_id_string();
-    let (signature_algorithm, signature_hash) = describe_signature(&cert, &signature_oid);
+    let (signature_algorithm, signature_hash) = describe_signature(cert, &signature_oid);
 
-    Ok(CertificateInfo {
+    CertificateInfo {
         thumbprint_sha1: thumbprint_sha1(der),
         fingerprint_sha256: fingerprint_sha256(der),
         subject: display_name(&cert.subject().to_string()),
@@ -127,7 +132,7 @@ pub fn analyze(der: &[u8], now: OffsetDateTime) -> Result<CertificateInfo, CertE
         eku,
         eku_present,
         self_signed: cert.subject().as_raw() == cert.issuer().as_raw(),
-    })
+    }
 }
 
 fn display_name(name: &str) -> String {
@@ -733,27 +738,47 @@ impl TrustStore {
                 )
             }
         };
+        let served: Vec<X509Certificate<'_>> = intermediates
+            .iter()
+            .take(MAX_SERVED_CERTIFICATES)
+            .filter_map(|der| parse(der).ok())
+            .collect();
+        let served: Vec<&X509Certificate<'_>> = served.iter().collect();
+        self.evaluate_parsed(&leaf_cert, &served, source, now)
+    }
+
+    /// [`TrustStore::evaluate_from`] with certificates already parsed (a check parses the
+    /// served chain once for its analysis and its trust); the first
+    /// [`MAX_SERVED_CERTIFICATES`] intermediates are considered.
+    pub fn evaluate_parsed(
+        &self,
+        leaf: &X509Certificate<'_>,
+        intermediates: &[&X509Certificate<'_>],
+        source: ChainSource,
+        now: OffsetDateTime,
+    ) -> TrustOutcome {
+        let leaf_der = leaf.as_ref();
         // A pinned certificate (a self-signed gateway certificate in the store) is trusted by
         // fiat.
-        if self.anchors.iter().any(|a| a.as_slice() == leaf) {
+        if self.anchors.iter().any(|a| a.as_slice() == leaf_der) {
             return TrustOutcome {
                 trusted: true,
                 reason: None,
                 failure: None,
                 defects: Vec::new(),
                 issuers: Vec::new(),
-                path: vec![leaf_cert.subject().to_string()],
+                path: vec![leaf.subject().to_string()],
                 candidates_tried: 0,
-                path_der: vec![leaf.to_vec()],
+                path_der: vec![leaf_der.to_vec()],
             };
         }
-        let mut served: Vec<X509Certificate<'_>> = vec![leaf_cert];
+        let mut served: Vec<&X509Certificate<'_>> = vec![leaf];
         served.extend(
             intermediates
                 .iter()
                 .take(MAX_SERVED_CERTIFICATES)
-                .filter(|der| der.as_slice() != leaf)
-                .filter_map(|der| parse(der).ok()),
+                .copied()
+                .filter(|c| c.as_ref() != leaf_der),
         );
         let mut search = Search {
             store: self,
@@ -779,7 +804,7 @@ impl TrustStore {
 struct Search<'s, 'a> {
     store: &'s TrustStore,
     /// The leaf (index 0), then what the server sent.
-    served: Vec<X509Certificate<'a>>,
+    served: Vec<&'a X509Certificate<'a>>,
     anchors: HashMap<usize, X509Certificate<'s>>,
     now: i64,
     tried: usize,
@@ -799,7 +824,7 @@ struct Search<'s, 'a> {
 impl<'s, 'a> Search<'s, 'a> {
     fn cert(&self, node: Node) -> &X509Certificate<'_> {
         match node {
-            Node::Served(i) => &self.served[i],
+            Node::Served(i) => self.served[i],
             Node::Anchor(i) => &self.anchors[&i],
         }
     }

@@ -537,12 +537,13 @@ async fn judge_handshake(
     let chain = &captured.chain;
     let request = captured.client_cert_request.as_ref();
     let presented = request.is_some_and(|r| r.presented);
-    let subjects = chain
+    // Parsed once, for the subjects, the analysis, the trust and the staple.
+    let parsed: Vec<_> = chain.iter().map(|der| cert::parse(der)).collect();
+    let subjects = parsed
         .iter()
-        .map(|der| {
-            cert::parse(der)
-                .map(|c| c.subject().to_string())
-                .unwrap_or_else(|e| format!("(unreadable: {e})"))
+        .map(|c| match c {
+            Ok(c) => c.subject().to_string(),
+            Err(e) => format!("(unreadable: {e})"),
         })
         .collect();
     let (version, cipher) = match (&hs.result, flight) {
@@ -645,7 +646,7 @@ async fn judge_handshake(
             findings.push(Finding::new(FindingCode::TlsHandshakeFailed, text));
         }
     }
-    let Some(leaf) = chain.first() else {
+    let (Some(leaf), Some(leaf_parsed)) = (chain.first(), parsed.first()) else {
         return TlsStage {
             tls,
             certificate: None,
@@ -653,8 +654,8 @@ async fn judge_handshake(
             reached,
         };
     };
-    let info = match cert::analyze(leaf, now) {
-        Ok(info) => info,
+    let leaf_cert = match leaf_parsed {
+        Ok(c) => c,
         Err(e) => {
             tls.trust_error = Some(e.to_string());
             findings.push(Finding::new(
@@ -669,6 +670,7 @@ async fn judge_handshake(
             };
         }
     };
+    let info = cert::analyze_parsed(leaf_cert, now);
     if captured.signature_valid == Some(false) {
         findings.push(Finding::new(
             FindingCode::HandshakeKeyMismatch,
@@ -678,9 +680,10 @@ async fn judge_handshake(
             ),
         ));
     }
+    let served: Vec<_> = parsed[1..].iter().filter_map(|c| c.as_ref().ok()).collect();
     let mut outcome = ctx
         .trust
-        .evaluate_from(leaf, &chain[1..], cert::ChainSource::Server, now);
+        .evaluate_parsed(leaf_cert, &served, cert::ChainSource::Server, now);
     let overrides = ctx.overrides.clone();
     let resolve = move |host: &str, port: u16| dns::without_resolver(host, port, &overrides);
     let mut fetched = Vec::new();
@@ -722,13 +725,8 @@ async fn judge_handshake(
     // the leaf's issuer, the leaf's CertID); a good one spares fetching the leaf's own.
     let mut leaf_answered = false;
     if !captured.ocsp_staple.is_empty() {
-        let judged = match (
-            outcome.path_der.get(1).map(|d| cert::parse(d)),
-            cert::parse(leaf),
-        ) {
-            (Some(Ok(issuer)), Ok(leaf_cert)) => {
-                ocsp::judge(&captured.ocsp_staple, &leaf_cert, &issuer)
-            }
+        let judged = match outcome.path_der.get(1).map(|d| cert::parse(d)) {
+            Some(Ok(issuer)) => ocsp::judge(&captured.ocsp_staple, leaf_cert, &issuer),
             _ => Err("the leaf's issuer is not known, so it cannot be verified".into()),
         };
         tls.ocsp_stapled = Some(match &judged {
