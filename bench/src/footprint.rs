@@ -77,6 +77,52 @@ fn spec(port: u16) -> CheckSpec {
     }
 }
 
+impl LoopFigures {
+    /// Adds another block's figures (the memory figures are the latest and the highest).
+    pub fn add(&mut self, other: LoopFigures) {
+        self.checks += other.checks;
+        self.ok += other.ok;
+        self.cpu_s += other.cpu_s;
+        self.wall_s += other.wall_s;
+        self.rss_kib = other.rss_kib;
+        self.hwm_kib = self.hwm_kib.max(other.hwm_kib);
+        self.sample = other.sample.or(self.sample.take());
+    }
+}
+
+/// Blocks the checks of each checker are run in, alternating the checkers, so that a change
+/// in the machine's speed during the run (a shared host) weighs on each checker alike.
+pub const INTERLEAVED_BLOCKS: usize = 4;
+
+/// Each checker's figures over `checks`, measured in [`INTERLEAVED_BLOCKS`] blocks taken in
+/// turn: probe with revocation, probe without, blackbox_exporter (when there is one).
+fn measure_interleaved(
+    opts: &FootprintOptions,
+    port: u16,
+    ca_file: &Path,
+    blackbox: Option<&Blackbox>,
+) -> Result<(LoopFigures, LoopFigures, Option<LoopFigures>)> {
+    let blocks = INTERLEAVED_BLOCKS.min(opts.checks.max(1));
+    let mut on: Option<LoopFigures> = None;
+    let mut off: Option<LoopFigures> = None;
+    let mut bb: Option<LoopFigures> = None;
+    let merge = |acc: &mut Option<LoopFigures>, f: LoopFigures| match acc {
+        Some(a) => a.add(f),
+        None => *acc = Some(f),
+    };
+    for block in 0..blocks {
+        // The checks split as evenly as they go: the first blocks take the remainder.
+        let n = opts.checks / blocks + usize::from(block < opts.checks % blocks);
+        merge(&mut on, measure_probe(opts, port, ca_file, true, n)?);
+        merge(&mut off, measure_probe(opts, port, ca_file, false, n)?);
+        if let Some(b) = blackbox {
+            merge(&mut bb, measure_blackbox(b, port, n)?);
+        }
+    }
+    let missing = || anyhow::anyhow!("no block was measured");
+    Ok((on.ok_or_else(missing)?, off.ok_or_else(missing)?, bb))
+}
+
 /// Runs `count` checks of `127.0.0.1:port` in this process and measures them
 /// (`cemwatch-bench probe-loop`).
 pub fn probe_loop(
@@ -100,7 +146,7 @@ pub fn probe_loop(
         for _ in 0..count.min(20) {
             check::run_check(&spec, &ctx).await;
         }
-        let before = procstat::sample("self")?;
+        let before = (procstat::sample("self")?, procstat::cpu_precise("self"));
         let mut ok = 0;
         let mut sample = None;
         for _ in 0..count {
@@ -110,11 +156,13 @@ pub fn probe_loop(
             }
             sample = Some(result);
         }
-        let after = procstat::sample("self")?;
+        let after = (procstat::sample("self")?, procstat::cpu_precise("self"));
+        let cpu_s = procstat::cpu_between((&before.0, before.1), (&after.0, after.1));
+        let (before, after) = (before.0, after.0);
         Ok(LoopFigures {
             checks: count,
             ok,
-            cpu_s: after.cpu_since(&before),
+            cpu_s,
             wall_s: after.at.duration_since(before.at).as_secs_f64(),
             rss_kib: after.rss_kib,
             hwm_kib: after.hwm_kib,
@@ -164,6 +212,7 @@ pub fn measure_probe(
     port: u16,
     ca_file: &Path,
     revocation: bool,
+    checks: usize,
 ) -> Result<LoopFigures> {
     let exe = std::env::current_exe()?;
     let mut cmd = if opts.pin {
@@ -179,7 +228,7 @@ pub fn measure_probe(
             "--port",
             &port.to_string(),
             "--count",
-            &opts.checks.to_string(),
+            &checks.to_string(),
         ])
         .arg("--ca-file")
         .arg(ca_file)
@@ -341,7 +390,7 @@ pub fn measure_blackbox(bb: &Blackbox, port: u16, checks: usize) -> Result<LoopF
         http.get(&path)?;
     }
     let pid = bb.proc.pid();
-    let before = procstat::sample_pid(pid)?;
+    let before = (procstat::sample_pid(pid)?, procstat::cpu_precise(&pid.to_string()));
     let mut ok = 0;
     for _ in 0..checks {
         let (status, body) = http.get(&path)?;
@@ -349,11 +398,13 @@ pub fn measure_blackbox(bb: &Blackbox, port: u16, checks: usize) -> Result<LoopF
             ok += 1;
         }
     }
-    let after = procstat::sample_pid(pid)?;
+    let after = (procstat::sample_pid(pid)?, procstat::cpu_precise(&pid.to_string()));
+    let cpu_s = procstat::cpu_between((&before.0, before.1), (&after.0, after.1));
+    let (before, after) = (before.0, after.0);
     Ok(LoopFigures {
         checks,
         ok,
-        cpu_s: after.cpu_since(&before),
+        cpu_s,
         wall_s: after.at.duration_since(before.at).as_secs_f64(),
         rss_kib: after.rss_kib,
         hwm_kib: after.hwm_kib,
@@ -469,14 +520,15 @@ pub fn run(opts: &FootprintOptions, dir: &Path, gw: &Gateways) -> Result<()> {
         None => None,
     };
     println!(
-        "  {} checks per checker and TLS version, each checker pinned to CPU 0, sequential",
-        fmt_count(opts.checks as u64)
+        "  {} checks per checker and TLS version, each checker pinned to CPU 0, sequential, in {} blocks taken in turn",
+        fmt_count(opts.checks as u64),
+        INTERLEAVED_BLOCKS.min(opts.checks.max(1))
     );
     println!("  | TLS | checker | CPU ms/check | checks/s | RSS MiB | peak RSS MiB | ok |");
     println!("  |---|---|---:|---:|---:|---:|---:|");
     for (label, server) in [("1.3", &gw.tls13), ("1.2", &gw.tls12)] {
-        let p = measure_probe(opts, server.port(), &gw.ca_file, true)?;
-        let off = measure_probe(opts, server.port(), &gw.ca_file, false)?;
+        let (p, off, bb) =
+            measure_interleaved(opts, server.port(), &gw.ca_file, blackbox.as_ref())?;
         let line = |who: &str, f: &LoopFigures| {
             println!(
                 "  | {label} | {who} | {:.3} | {:.0} | {:.1} | {:.1} | {}/{} |",
@@ -499,8 +551,7 @@ pub fn run(opts: &FootprintOptions, dir: &Path, gw: &Gateways) -> Result<()> {
             per(&p) - per(&off),
             (per(&p) - per(&off)) / per(&p).max(1e-12)
         );
-        if let Some(bb) = &blackbox {
-            let b = measure_blackbox(bb, server.port(), opts.checks)?;
+        if let Some(b) = bb {
             line("blackbox_exporter", &b);
             // blackbox_exporter checks no revocation: the like-for-like ratio is without it.
             let p = &off;

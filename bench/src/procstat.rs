@@ -88,6 +88,33 @@ pub fn sample(pid: &str) -> Result<Sample> {
     })
 }
 
+/// CPU seconds of a process's live threads in nanoseconds' precision: the sum of the first
+/// field of `/proc/PID/task/*/schedstat` (time on a CPU, user and system). `None` where the
+/// kernel keeps no schedstat. The time of threads that have exited is not in it, so it serves
+/// processes that keep their threads, such as the footprint's checkers (the probe's loop runs
+/// on one runtime thread; blackbox_exporter's Go runtime keeps its threads); `/proc/PID/stat`,
+/// counts every thread but in clock ticks (10 ms): two readings are up to 20 ms apart from the
+/// truth, 0.04 ms per check over a block of 500 checks of about 0.3 ms each (13%), where this
+/// is exact to the microsecond.
+pub fn cpu_precise(pid: &str) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// CPU seconds between two readings of [`cpu_precise`], or of the ticks of `/proc/PID/stat`
+/// where either precise reading is missing.
+pub fn cpu_between(before: (&Sample, Option<f64>), after: (&Sample, Option<f64>)) -> f64 {
+    match (before.1, after.1) {
+        (Some(b), Some(a)) => (a - b).max(0.0),
+        _ => after.0.cpu_since(before.0),
+    }
+}
+
 /// Reads a child process by id.
 pub fn sample_pid(pid: u32) -> Result<Sample> {
     sample(&pid.to_string())
