@@ -224,12 +224,7 @@ pub fn measure_probe(
     };
     let out = cmd
         .arg("probe-loop")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--count",
-            &checks.to_string(),
-        ])
+        .args(["--port", &port.to_string(), "--count", &checks.to_string()])
         .arg("--ca-file")
         .arg(ca_file)
         .args((!revocation).then_some("--no-revocation"))
@@ -390,7 +385,10 @@ pub fn measure_blackbox(bb: &Blackbox, port: u16, checks: usize) -> Result<LoopF
         http.get(&path)?;
     }
     let pid = bb.proc.pid();
-    let before = (procstat::sample_pid(pid)?, procstat::cpu_precise(&pid.to_string()));
+    let before = (
+        procstat::sample_pid(pid)?,
+        procstat::cpu_precise(&pid.to_string()),
+    );
     let mut ok = 0;
     for _ in 0..checks {
         let (status, body) = http.get(&path)?;
@@ -398,7 +396,10 @@ pub fn measure_blackbox(bb: &Blackbox, port: u16, checks: usize) -> Result<LoopF
             ok += 1;
         }
     }
-    let after = (procstat::sample_pid(pid)?, procstat::cpu_precise(&pid.to_string()));
+    let after = (
+        procstat::sample_pid(pid)?,
+        procstat::cpu_precise(&pid.to_string()),
+    );
     let cpu_s = procstat::cpu_between((&before.0, before.1), (&after.0, after.1));
     let (before, after) = (before.0, after.0);
     Ok(LoopFigures {
