@@ -13,6 +13,7 @@ pub mod name;
 pub mod printable;
 pub mod thumbprint;
 pub mod token;
+pub mod view;
 pub mod wire;
 
 pub use agent_state::{AgentCemState, AgentCondition, AgentLogStatus, SinceSource};
