@@ -60,6 +60,61 @@ pub fn frame(data: &[u8]) {
     round_trip::<ToCoordinator>(data);
     round_trip::<ToProbe>(data);
     stored_results(data);
+    report_view(data);
+}
+
+/// The coordinator reads a report in place ([`cemwatch_shared::view::decode_report`]): it must
+/// accept exactly the reports the owned decoding accepts, refuse what it refuses with the same
+/// reason, and read the same values (compared as their canonical encoding, as above).
+fn report_view(payload: &[u8]) {
+    use cemwatch_shared::view::{decode_report, ReportView};
+    let owned = wire::decode::<ToCoordinator>(payload);
+    match (decode_report(payload), &owned) {
+        (Ok(Some(view)), Ok(ToCoordinator::Report(report))) => {
+            // A policy thumbprint is read as sent by the view and parsed by the model, which
+            // renders it canonically (and views of owned values leave it out): both compared
+            // in the canonical form.
+            let of_view: Vec<Option<String>> = view
+                .results
+                .iter()
+                .map(|r| {
+                    r.result.expectations.thumbprint.map(|t| {
+                        cemwatch_shared::Thumbprint::parse(t.0)
+                            .expect("the view parsed it")
+                            .to_string()
+                    })
+                })
+                .collect();
+            let of_model: Vec<Option<String>> = report
+                .results
+                .iter()
+                .map(|r| {
+                    r.result
+                        .expectations
+                        .thumbprint
+                        .as_ref()
+                        .map(|t| t.to_string())
+                })
+                .collect();
+            fn canonical<'a>(mut v: ReportView<'a>, texts: &'a [Option<String>]) -> Vec<u8> {
+                for (r, text) in v.results.iter_mut().zip(texts) {
+                    r.result.expectations.thumbprint =
+                        text.as_deref().map(cemwatch_shared::view::ThumbprintText);
+                }
+                wire::encode(&v).expect("encode a view")
+            }
+            assert_eq!(
+                canonical(view.clone(), &of_view),
+                canonical(ReportView::from(report), &of_model),
+                "the view reads what the model reads"
+            );
+        }
+        (Ok(Some(_)), other) => panic!("a view of a frame the model reads as {other:?}"),
+        (Ok(None), Ok(ToCoordinator::Report(_))) => panic!("a report the view did not read"),
+        (Ok(None), _) => {}
+        (Err(e), Err(o)) => assert_eq!(e.reason(), o.reason(), "{e} / {o}"),
+        (Err(e), Ok(m)) => panic!("the view refused what the model reads ({e}): {m:?}"),
+    }
 }
 
 /// A report the coordinator accepts is stored as the results cut from its frame: the cut must

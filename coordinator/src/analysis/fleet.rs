@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cemwatch_shared::wire::Report;
+use crate::model::arrived::Arrived;
 use cemwatch_shared::Severity;
 
 use crate::analysis::agents;
@@ -16,7 +16,6 @@ use crate::analysis::diagnose;
 use crate::analysis::diagnose::Observation;
 use crate::analysis::nodes;
 use crate::config::{CheckConfig, Config};
-use crate::model::latest::Latest;
 use crate::model::probe::AgentView;
 use crate::model::probe::{ProbeState, Probes};
 use crate::model::summary::CertificateSeen;
@@ -43,7 +42,7 @@ fn bump(v: &mut VerdictCounts, s: Severity) {
 
 impl Fleet {
     /// Records a committed report.
-    pub fn record(&mut self, probe: &str, report: &Report, now_ms: i64) {
+    pub fn record(&mut self, probe: &str, report: &Arrived, now_ms: i64) {
         let view = self.probes.entry(probe.to_string()).or_default();
         view.last_seen_ms = now_ms;
         for entry in &report.results {
@@ -53,10 +52,8 @@ impl Fleet {
                 .get(&entry.check)
                 .is_none_or(|l| l.produced_at_ms <= produced);
             if newer {
-                view.latest.insert(
-                    entry.check.clone(),
-                    Latest::from_result(report.seq, report.round, produced, &entry.result),
-                );
+                view.latest
+                    .insert(entry.check.clone(), entry.latest.clone());
             }
         }
     }

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use cemwatch_shared::{AddressResult, CheckResult, FindingCode, Severity, TcpState, TlsResult};
+use cemwatch_shared::view::{AddressView, CheckResultView, TlsView};
+use cemwatch_shared::{CheckResult, FindingCode, Severity, TcpState};
 
 /// The latest result of one probe for one check, summarised.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,19 +76,22 @@ pub struct LegacyObservation {
 /// Whether TLS reached the listener: completed, or ended by a gateway that asked for an agent
 /// certificate after serving its own (a TLS 1.2 gateway ending the handshake without one still
 /// answered as a CEM listener).
-fn reached(tls: Option<&TlsResult>, certificate: bool) -> bool {
+fn reached(tls: Option<&TlsView<'_>>, certificate: bool) -> bool {
     tls.is_some_and(|t| t.completed || (t.client_certificate_requested && certificate))
 }
 
 impl NodeObservation {
-    fn of(a: &AddressResult) -> Self {
+    fn of(a: &AddressView<'_>) -> Self {
         Self {
-            address: a.address.clone(),
+            address: a.address.to_string(),
             verdict: a.verdict,
             codes: a.findings.iter().map(|f| f.code).collect(),
-            thumbprint: a.certificate.as_ref().map(|c| c.thumbprint_sha1.clone()),
+            thumbprint: a
+                .certificate
+                .as_ref()
+                .map(|c| c.thumbprint_sha1.to_string()),
             not_after: a.certificate.as_ref().map(|c| c.not_after_unix),
-            issuer: a.certificate.as_ref().map(|c| c.issuer.clone()),
+            issuer: a.certificate.as_ref().map(|c| c.issuer.to_string()),
             tcp_state: a.tcp.state,
             tls_completed: reached(a.tls.as_ref(), a.certificate.is_some()),
         }
@@ -95,8 +99,8 @@ impl NodeObservation {
 
     /// The one node of a result that names no addresses (from a probe before protocol 5, as
     /// the store keeps them): its first address, with the check's verdict and codes.
-    fn of_single(r: &CheckResult) -> Option<Self> {
-        let address = r.tcp.address.as_deref()?;
+    fn of_single(r: &CheckResultView<'_>) -> Option<Self> {
+        let address = r.tcp.address?;
         let ip = address
             .parse::<std::net::SocketAddr>()
             .map(|s| s.ip().to_string())
@@ -105,9 +109,12 @@ impl NodeObservation {
             address: ip,
             verdict: r.verdict,
             codes: r.findings.iter().map(|f| f.code).collect(),
-            thumbprint: r.certificate.as_ref().map(|c| c.thumbprint_sha1.clone()),
+            thumbprint: r
+                .certificate
+                .as_ref()
+                .map(|c| c.thumbprint_sha1.to_string()),
             not_after: r.certificate.as_ref().map(|c| c.not_after_unix),
-            issuer: r.certificate.as_ref().map(|c| c.issuer.clone()),
+            issuer: r.certificate.as_ref().map(|c| c.issuer.to_string()),
             tcp_state: r.tcp.state,
             tls_completed: reached(r.tls.as_ref(), r.certificate.is_some()),
         })
@@ -121,6 +128,16 @@ pub const MAX_NODES_KEPT: usize = 64;
 impl Latest {
     /// Summarises a result.
     pub fn from_result(seq: u64, round: Option<u64>, produced_at_ms: i64, r: &CheckResult) -> Self {
+        Self::from_view(seq, round, produced_at_ms, &CheckResultView::from(r))
+    }
+
+    /// Summarises a result as read from a report's frame (or viewed from an owned one).
+    pub fn from_view(
+        seq: u64,
+        round: Option<u64>,
+        produced_at_ms: i64,
+        r: &CheckResultView<'_>,
+    ) -> Self {
         let nodes = if r.addresses.is_empty() {
             NodeObservation::of_single(r).into_iter().collect()
         } else {
@@ -136,7 +153,10 @@ impl Latest {
             produced_at_ms,
             verdict: r.verdict,
             codes: r.findings.iter().map(|f| f.code).collect(),
-            thumbprint: r.certificate.as_ref().map(|c| c.thumbprint_sha1.clone()),
+            thumbprint: r
+                .certificate
+                .as_ref()
+                .map(|c| c.thumbprint_sha1.to_string()),
             not_after: r.certificate.as_ref().map(|c| c.not_after_unix),
             tcp_ms: r.tcp.duration_ms,
             tls_ms: r.tls.as_ref().map(|t| t.duration_ms).unwrap_or(0.0),

@@ -1,6 +1,7 @@
 //! The coordinator's data model: plain types with no I/O, shared by every layer above it.
 
 pub mod access;
+pub mod arrived;
 pub mod check;
 pub mod diagnosis;
 pub mod event;

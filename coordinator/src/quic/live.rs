@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use cemwatch_shared::wire::{Labels, Plan, Report, ToProbe};
+use cemwatch_shared::wire::{Labels, Plan, ToProbe};
 use cemwatch_shared::Thumbprint;
 use cemwatch_transport::protocol::CloseCode;
 
 use crate::admission::Limiter;
 use crate::config::Config;
+use crate::model::arrived::Arrived;
 use crate::model::round::Round;
 use crate::quic::asks::{Asks, Frame};
 use crate::quic::ca::CoordinatorCa;
@@ -282,7 +283,7 @@ impl Hub {
     /// probe that was not asked, or guessed an id, is ignored). Ids are unique across restarts
     /// (see [`Hub::new`]), so an answer spooled for an earlier coordinator's round cannot count
     /// for a new one: an answer carrying this id was produced after the probe was asked.
-    pub(super) fn record_round(&self, probe: &str, report: &Report) {
+    pub(super) fn record_round(&self, probe: &str, report: &Arrived) {
         let Some(id) = report.round else { return };
         let mut rounds = self.rounds.lock();
         let Some(round) = rounds.get_mut(&id) else {
@@ -301,15 +302,10 @@ impl Hub {
             answered.fetch_add(1, Ordering::Relaxed);
         }
         for entry in report.results.iter().filter(|e| e.check == round.check) {
-            round.results.insert(
-                probe.to_string(),
-                crate::model::latest::Latest::from_result(
-                    report.seq,
-                    Some(id),
-                    entry.produced_at_ms as i64,
-                    &entry.result,
-                ),
-            );
+            // Summarised with the report's round, which is this one.
+            round
+                .results
+                .insert(probe.to_string(), entry.latest.clone());
         }
     }
 
@@ -505,7 +501,7 @@ mod tests {
         )
     }
 
-    fn answer(round: u64) -> Report {
+    fn answer(round: u64) -> Arrived {
         use cemwatch_shared::model::{DnsResult, DnsSource, Durations, TcpResult, TcpState};
         let result = cemwatch_shared::CheckResult {
             target: cemwatch_shared::Target {
@@ -536,7 +532,7 @@ mod tests {
             addresses: vec![],
             skipped_addresses: vec![],
         };
-        Report {
+        Arrived::of_report(&cemwatch_shared::wire::Report {
             seq: 1,
             round: Some(round),
             results: vec![cemwatch_shared::wire::CheckReport {
@@ -544,7 +540,7 @@ mod tests {
                 produced_at_ms: 1,
                 result,
             }],
-        }
+        })
     }
 
     #[tokio::test]

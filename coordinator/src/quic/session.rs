@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use std::collections::VecDeque;
 
-use cemwatch_shared::wire::{Labels, Report, ToCoordinator, ToProbe};
+use cemwatch_shared::wire::{Labels, ToCoordinator, ToProbe};
+
+use crate::model::arrived::Arrived;
 use cemwatch_shared::AgentCemState;
 use cemwatch_transport::frame::{write_frame, TransportError};
 use cemwatch_transport::protocol::CloseCode;
@@ -41,9 +43,15 @@ struct Budget {
 /// A frame as received: decoded, with a report's results as they are to be stored (cut from
 /// the frame's bytes, see [`store::results`]), and the budget it holds.
 struct Received {
-    frame: ToCoordinator,
-    stored: Option<Encoded>,
+    frame: Inbound,
     budget: Budget,
+}
+
+/// A frame as received: a report read in place and summarised, with its results as they are
+/// to be stored (cut from the frame), or any other message, decoded.
+enum Inbound {
+    Report(Box<Arrived>, Encoded),
+    Other(ToCoordinator),
 }
 
 /// Most bytes asked of the stream at once.
@@ -100,14 +108,23 @@ async fn next_frame(
                 return Ok(None);
             };
             let payload = incoming.take(len);
-            let frame: ToCoordinator = cemwatch_shared::wire::decode(&payload)?;
-            let stored = match frame {
-                ToCoordinator::Report(_) => Encoded::from_report_frame(payload),
-                _ => None,
+            // A report is read in place: its summary is all the session and the writer need,
+            // and its results are stored as they came.
+            let frame = match cemwatch_shared::view::decode_report(&payload)? {
+                Some(view) => {
+                    let arrived = Box::new(Arrived::of(&view));
+                    // A report that decoded has the shape whose results are cut from it.
+                    let stored = Encoded::from_report_frame(payload).ok_or_else(|| {
+                        cemwatch_shared::wire::WireError::Malformed(
+                            "a report whose results cannot be cut from its frame".into(),
+                        )
+                    })?;
+                    Inbound::Report(arrived, stored)
+                }
+                None => Inbound::Other(cemwatch_shared::wire::decode(&payload)?),
             };
             return Ok(Some(Received {
                 frame,
-                stored,
                 budget: Budget {
                     _all: permit,
                     bytes: len,
@@ -270,8 +287,8 @@ pub(super) async fn renew(
 /// comes back.
 fn submit(
     path: &store::CommitPath,
-    report: Report,
-    stored: Option<Encoded>,
+    report: Arrived,
+    stored: Encoded,
     budget: Budget,
     committing: &mut VecDeque<Budget>,
 ) -> Result<()> {
@@ -321,7 +338,7 @@ async fn acknowledge(
             Ok(Ingested::Stored) => {
                 stored += 1;
                 for entry in &report.results {
-                    if entry.result.tcp.state != cemwatch_shared::TcpState::Open {
+                    if entry.latest.tcp_state != cemwatch_shared::TcpState::Open {
                         continue;
                     }
                     let site = site.get_or_insert_with(|| {
@@ -329,14 +346,12 @@ async fn acknowledge(
                         hub.metrics
                             .site_label(labels.get("site").map(String::as_str).unwrap_or(""), cap)
                     });
-                    let tls = entry
-                        .result
-                        .tls
-                        .as_ref()
-                        .filter(|t| t.completed)
-                        .map(|t| t.duration_ms);
-                    hub.metrics
-                        .observe(&entry.check, site, entry.result.tcp.duration_ms, tls);
+                    hub.metrics.observe(
+                        &entry.check,
+                        site,
+                        entry.latest.tcp_ms,
+                        entry.handshake_ms,
+                    );
                 }
                 hub.record_round(name, report);
                 push_ack(acks, report.seq)?;
@@ -383,7 +398,7 @@ enum Later {
 #[derive(Default)]
 struct Waiting {
     /// Reports held back by the report rate limit, in order, with when each may go.
-    delayed: VecDeque<(tokio::time::Instant, Report, Option<Encoded>, Budget)>,
+    delayed: VecDeque<(tokio::time::Instant, Arrived, Encoded, Budget)>,
     /// When the last agent state was recorded.
     agent_recorded: Option<tokio::time::Instant>,
     /// The newest agent state waiting for its turn.
@@ -446,8 +461,8 @@ fn on_report(
     name: &str,
     labels: &Labels,
     path: &store::CommitPath,
-    mut report: Report,
-    mut stored: Option<Encoded>,
+    mut report: Arrived,
+    mut stored: Encoded,
     budget: Budget,
     committing: &mut VecDeque<Budget>,
     waiting: &mut Waiting,
@@ -456,19 +471,23 @@ fn on_report(
     // keys, metric labels and event rows, so a probe must not choose them. The report itself
     // is still committed (its seq acknowledged).
     let before = report.results.len();
-    {
+    let dropped = {
         let config = hub.config.borrow();
-        report.results.retain(|r| {
+        let planned = |check: &str| {
             config
                 .checks
                 .iter()
-                .any(|c| c.name == r.check && c.selects(labels))
-        });
-    }
-    let dropped = before - report.results.len();
+                .any(|c| c.name == check && c.selects(labels))
+        };
+        report.results.retain(|r| planned(&r.check));
+        let dropped = before - report.results.len();
+        if dropped > 0 {
+            // The bytes received are no longer the results kept.
+            stored = stored.retain(planned).map_err(QuicError::Store)?;
+        }
+        dropped
+    };
     if dropped > 0 {
-        // The bytes received are no longer the results kept.
-        stored = None;
         hub.metrics.results_dropped.inc_by(dropped as u64);
         tracing::debug!(
             probe = name,
@@ -519,15 +538,32 @@ fn on_frame(
     committing: &mut VecDeque<Budget>,
     waiting: &mut Waiting,
 ) -> Result<Option<Later>> {
-    let Received {
-        frame,
-        stored,
-        budget,
-    } = received;
-    match frame {
-        ToCoordinator::Report(report) => {
+    let Received { frame, budget } = received;
+    let frame = match frame {
+        Inbound::Report(report, stored) => {
             on_report(
-                hub, conn, name, labels, path, report, stored, budget, committing, waiting,
+                hub, conn, name, labels, path, *report, stored, budget, committing, waiting,
+            )?;
+            return Ok(None);
+        }
+        Inbound::Other(frame) => frame,
+    };
+    match frame {
+        // Reports are read in place (`Inbound::Report`); one decoded owned is summarised and
+        // encoded for the store the same way.
+        ToCoordinator::Report(report) => {
+            let stored = Encoded::of_results(&report.results).map_err(QuicError::Store)?;
+            on_report(
+                hub,
+                conn,
+                name,
+                labels,
+                path,
+                Arrived::of_report(&report),
+                stored,
+                budget,
+                committing,
+                waiting,
             )?;
             Ok(None)
         }

@@ -15,7 +15,7 @@ use crate::store::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
-use cemwatch_shared::wire::CheckReport;
+use crate::model::arrived::ArrivedResult;
 
 /// Most ranges a probe's [`SeqSet`] keeps. A probe that follows the protocol leaves a gap only
 /// when its spool overflowed, so it has a handful; a peer that sends every other number cannot
@@ -127,17 +127,12 @@ pub struct Entry<'a> {
 
 impl<'a> Entry<'a> {
     /// The ledger's view of a check result.
-    pub fn of(report: &'a CheckReport) -> Self {
-        let codes: Vec<&str> = report
-            .result
-            .findings
-            .iter()
-            .map(|f| f.code.as_str())
-            .collect();
+    pub fn of(result: &'a ArrivedResult) -> Self {
+        let codes: Vec<&str> = result.latest.codes.iter().map(|c| c.as_str()).collect();
         Entry {
-            check: &report.check,
-            produced_at: report.produced_at_ms as i64,
-            verdict: report.result.verdict.as_str(),
+            check: &result.check,
+            produced_at: result.produced_at_ms as i64,
+            verdict: result.latest.verdict.as_str(),
             codes: codes.join(","),
         }
     }
@@ -180,12 +175,13 @@ fn replay_entries(id: i64, value: &rusqlite::types::Value) -> Vec<Replayed> {
             Ok(results) => results
                 .iter()
                 .map(|r| {
-                    let e = Entry::of(r);
+                    let codes: Vec<&str> =
+                        r.result.findings.iter().map(|f| f.code.as_str()).collect();
                     (
-                        e.check.to_string(),
-                        e.produced_at,
-                        e.verdict.to_string(),
-                        e.codes,
+                        r.check.clone(),
+                        r.produced_at_ms as i64,
+                        r.result.verdict.as_str().to_string(),
+                        codes.join(","),
                     )
                 })
                 .collect(),

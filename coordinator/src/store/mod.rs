@@ -53,6 +53,14 @@ mod tests {
         }
     }
 
+    fn arrived(seq: u64) -> crate::model::arrived::Arrived {
+        crate::model::arrived::Arrived::of_report(&report(seq))
+    }
+
+    fn stored(seq: u64) -> crate::store::results::Encoded {
+        crate::store::results::Encoded::of_results(&report(seq).results).expect("encode")
+    }
+
     #[tokio::test]
     async fn a_commit_path_hands_outcomes_back_in_order_after_the_hook_saw_what_was_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -67,9 +75,9 @@ mod tests {
         let other = writer.path("p2");
         let seqs = [1u64, 2, 1, 3, 2, 4];
         for seq in seqs {
-            path.submit(report(seq), None).expect("submit");
+            path.submit(arrived(seq), stored(seq)).expect("submit");
         }
-        other.submit(report(1), None).expect("submit");
+        other.submit(arrived(1), stored(1)).expect("submit");
         let mut got: Vec<(u64, Ingested)> = Vec::new();
         let mut group = Vec::new();
         while got.len() < seqs.len() {

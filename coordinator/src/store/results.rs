@@ -15,6 +15,7 @@
 
 use rusqlite::types::ValueRef;
 
+use cemwatch_shared::view::CheckReportView;
 use cemwatch_shared::wire::{CheckReport, PROTOCOL_VERSION};
 
 use crate::store::{Result, StoreError};
@@ -52,6 +53,40 @@ impl Encoded {
             bytes: payload,
             start,
         })
+    }
+}
+
+impl Encoded {
+    /// The stored value of `results`, encoded (a report the coordinator holds owned).
+    pub fn of_results(results: &[CheckReport]) -> Result<Self> {
+        Ok(Self {
+            bytes: encode(results)?,
+            start: 0,
+        })
+    }
+
+    /// The stored value with only the results whose check `keep` accepts, in order (a report
+    /// some of whose results the coordinator drops): read in place and encoded again.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Result<Self> {
+        let (version, results): (u16, Vec<CheckReportView<'_>>) =
+            postcard::from_bytes(self.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("results to filter: {e}")))?;
+        if version != PROTOCOL_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "results of protocol version {version} to filter, expected {PROTOCOL_VERSION}"
+            )));
+        }
+        let kept: Vec<CheckReportView<'_>> =
+            results.into_iter().filter(|r| keep(r.check)).collect();
+        Self::of_views(&kept)
+    }
+
+    /// The stored value of results read in place (their views encode as the model does).
+    pub fn of_views(results: &[CheckReportView<'_>]) -> Result<Self> {
+        let bytes = postcard::to_extend(&PROTOCOL_VERSION, Vec::new())
+            .and_then(|b| postcard::to_extend(&results, b))
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode results: {e}")))?;
+        Ok(Self { bytes, start: 0 })
     }
 }
 
@@ -111,6 +146,28 @@ pub fn decode(value: ValueRef<'_>) -> Result<Vec<CheckReport>> {
 mod tests {
     use super::*;
     use cemwatch_shared::wire::{Report, ToCoordinator};
+
+    #[test]
+    fn results_kept_by_check_are_the_stored_value_of_those_results_in_order() {
+        let mut r = report(3, None);
+        let mut other = r.results[0].clone();
+        other.check = "unplanned".into();
+        other.result.verdict = cemwatch_shared::Severity::Ok;
+        r.results.insert(1, other);
+        let all = Encoded::of_results(&r.results).expect("encode");
+        let kept = all.retain(|check| check != "unplanned").expect("retain");
+        let expected: Vec<CheckReport> = r
+            .results
+            .iter()
+            .filter(|c| c.check != "unplanned")
+            .cloned()
+            .collect();
+        assert_eq!(kept.as_slice(), encode(&expected).expect("encode"));
+        assert_eq!(decode_bytes(kept.as_slice()).expect("decode"), expected);
+        // Nothing kept: an empty list, still readable.
+        let none = all.retain(|_| false).expect("retain");
+        assert_eq!(decode_bytes(none.as_slice()).expect("decode"), Vec::new());
+    }
 
     fn report(seq: u64, round: Option<u64>) -> Report {
         let result = serde_json::from_value(serde_json::json!({

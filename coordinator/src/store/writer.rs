@@ -12,13 +12,15 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use cemwatch_shared::wire::{Labels, Report};
+
+use crate::model::arrived::Arrived;
 use cemwatch_shared::AgentCemState;
 
 use crate::store::ledger::{Entry, Ledger};
 use crate::store::probes::{
     adopt, bump, enrol, save_agent_state, set_certificate, Grant, TokenRefusal,
 };
-use crate::store::results::{encode_into, Encoded};
+use crate::store::results::Encoded;
 use crate::store::schema::open;
 use crate::store::{now_ms, Result, StoreError};
 
@@ -31,8 +33,8 @@ pub enum Ingested {
     Duplicate,
 }
 
-/// One report's outcome and the report, handed back after its group's commit.
-pub type Outcome = (Result<Ingested, String>, Box<Report>);
+/// One report's outcome and its summary, handed back after its group's commit.
+pub type Outcome = (Result<Ingested, String>, Box<Arrived>);
 
 /// Where a report's outcome goes.
 pub(crate) enum Reply {
@@ -87,15 +89,14 @@ impl CommitPath {
         &self.mailbox
     }
 
-    /// Queues a report for the next group commit; its outcome arrives in the mailbox.
-    /// `stored` is its results as they are to be stored, when the caller has them (cut from
-    /// the received frame); otherwise the writer encodes them. Gives the report back when
-    /// the writer has stopped.
+    /// Queues a report (its summary, and its results as they are to be stored: cut from the
+    /// received frame) for the next group commit; its outcome arrives in the mailbox. Gives
+    /// the summary back when the writer has stopped.
     pub fn submit(
         &self,
-        report: Report,
-        stored: Option<Encoded>,
-    ) -> std::result::Result<(), Box<Report>> {
+        report: Arrived,
+        stored: Encoded,
+    ) -> std::result::Result<(), Box<Arrived>> {
         let job = Job::Report {
             probe: self.probe.clone(),
             report: Box::new(report),
@@ -105,7 +106,7 @@ impl CommitPath {
         match self.writer.send(job) {
             Ok(()) => Ok(()),
             Err(std_mpsc::SendError(Job::Report { report, .. })) => Err(report),
-            Err(_) => Err(Box::new(Report {
+            Err(_) => Err(Box::new(Arrived {
                 seq: 0,
                 round: None,
                 results: Vec::new(),
@@ -118,14 +119,14 @@ impl CommitPath {
 /// with the reports stored in it (probe, report) and the commit time: the registry keeps the
 /// fleet view here, once per group, so a report is in the fleet view before it is
 /// acknowledged.
-pub type CommitHook = Box<dyn Fn(&[(&str, &Report)], i64) + Send + Sync>;
+pub type CommitHook = Box<dyn Fn(&[(&str, &Arrived)], i64) + Send + Sync>;
 
 /// Work for the writer thread.
 pub(crate) enum Job {
     Report {
         probe: Arc<str>,
-        report: Box<Report>,
-        stored: Option<Encoded>,
+        report: Box<Arrived>,
+        stored: Encoded,
         reply: Reply,
     },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -227,30 +228,25 @@ impl Writer {
     /// Commits a report and hands it back with the outcome, so that the caller can use it
     /// after the commit without keeping a copy while it waits.
     pub async fn commit(&self, probe: &str, report: Report) -> (Result<Ingested>, Report) {
+        let stored = match Encoded::of_results(&report.results) {
+            Ok(stored) => stored,
+            Err(e) => return (Err(e), report),
+        };
         let (reply, rx) = oneshot::channel();
         let job = Job::Report {
             probe: Arc::from(probe),
-            report: Box::new(report),
-            stored: None,
+            report: Box::new(Arrived::of_report(&report)),
+            stored,
             reply: Reply::Once(reply),
         };
         let stopped = || StoreError::WriterStopped;
-        let lost = || Report {
-            seq: 0,
-            round: None,
-            results: Vec::new(),
-        };
-        match self.tx.send(job) {
-            Ok(()) => {}
-            Err(std_mpsc::SendError(Job::Report { report, .. })) => {
-                return (Err(stopped()), *report)
-            }
-            Err(_) => return (Err(stopped()), lost()),
+        if self.tx.send(job).is_err() {
+            return (Err(stopped()), report);
         }
         match rx.await {
-            Ok((Ok(outcome), report)) => (Ok(outcome), *report),
-            Ok((Err(e), report)) => (Err(StoreError::Commit(e)), *report),
-            Err(_) => (Err(stopped()), lost()),
+            Ok((Ok(outcome), _)) => (Ok(outcome), report),
+            Ok((Err(e), _)) => (Err(StoreError::Commit(e)), report),
+            Err(_) => (Err(stopped()), report),
         }
     }
 
@@ -524,13 +520,11 @@ pub(crate) fn reload(conn: &Connection, ledger: &mut Ledger) {
     }
 }
 
-pub(crate) type Batch = Vec<(Arc<str>, Box<Report>, Option<Encoded>, Reply)>;
+pub(crate) type Batch = Vec<(Arc<str>, Box<Arrived>, Encoded, Reply)>;
 
 /// Buffers the writer reuses from one group to the next.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    /// A report's results encoded for the store, when they did not come encoded.
-    encoded: Vec<u8>,
     /// The outcomes of a group, before they are handed back.
     outcomes: Vec<Ingested>,
 }
@@ -545,14 +539,14 @@ pub(crate) fn flush(
     if batch.is_empty() {
         return;
     }
-    let Scratch { encoded, outcomes } = scratch;
+    let Scratch { outcomes } = scratch;
     outcomes.clear();
     let outcome = (|| -> Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let (mut stored, mut duplicate) = (0i64, 0i64);
         for (probe, report, as_stored, _) in batch.iter() {
-            let o = ingest(&tx, ledger, probe, report, as_stored.as_ref(), now, encoded)?;
+            let o = ingest(&tx, ledger, probe, report, as_stored, now)?;
             match o {
                 Ingested::Stored => stored += 1,
                 Ingested::Duplicate => duplicate += 1,
@@ -567,7 +561,7 @@ pub(crate) fn flush(
         }
         tx.commit()?;
         if let Some(hook) = hook {
-            let stored: Vec<(&str, &Report)> = batch
+            let stored: Vec<(&str, &Arrived)> = batch
                 .iter()
                 .zip(outcomes.iter())
                 .filter(|(_, o)| **o == Ingested::Stored)
@@ -611,28 +605,20 @@ pub(crate) fn flush(
 }
 
 /// One report: a duplicate is known from the ledger; a new one is one row appended to
-/// `reports` (its results as `stored` holds them, or encoded into `encoded`; see
-/// [`crate::store::results`]), plus an event per verdict transition.
+/// `reports` (its results as `stored` holds them; see [`crate::store::results`]), plus an
+/// event per verdict transition.
 pub(crate) fn ingest(
     tx: &rusqlite::Transaction<'_>,
     ledger: &mut Ledger,
     probe: &str,
-    report: &Report,
-    stored: Option<&Encoded>,
+    report: &Arrived,
+    stored: &Encoded,
     now: i64,
-    encoded: &mut Vec<u8>,
 ) -> Result<Ingested> {
     if !ledger.is_new(probe, report.seq) {
         return Ok(Ingested::Duplicate);
     }
-    let results: &[u8] = match stored {
-        Some(stored) => stored.as_slice(),
-        None => {
-            encoded.clear();
-            encode_into(&report.results, encoded)?;
-            encoded
-        }
-    };
+    let results: &[u8] = stored.as_slice();
     tx.prepare_cached(
         "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
