@@ -117,13 +117,15 @@ pub fn open(data_dir: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// The schema's version (`PRAGMA user_version`). 3: a report's results stored as the postcard
+/// The schema's version (`PRAGMA user_version`). 4: a report's results stored compressed
+/// (LZ4, [`crate::store::results::compress`]) when that is smaller; rows of version 3 (plain)
+/// are read as they are, told apart by their first byte. 3: a report's results stored as the postcard
 /// bytes the probe sent ([`crate::store::results`]); rows of version 2 keep their JSON text
 /// and are read as they are, and the `results` view (JSON only) is gone. 2: reports appended
 /// with their results as JSON, the ledger's checkpoint tables (see [`crate::store::ledger`]).
 /// 0 or 1: reports, results and latest results rewritten in place per report (before 0.1.0),
 /// migrated on open.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -487,5 +489,85 @@ mod schema2_tests {
         let latest = &probes["p1"].latest["gateway"];
         assert_eq!(latest.seq, 1);
         assert_eq!(latest.verdict, cemwatch_shared::Severity::Fail);
+    }
+
+    /// A store of schema 3 (plain postcard rows) opens as schema 4: its plain rows are read
+    /// (replay, latest results) beside the compressed rows written after.
+    #[tokio::test]
+    async fn a_schema_3_store_keeps_its_plain_rows_readable_beside_compressed_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = open(dir.path()).expect("open");
+            insert_probe(&db, "p1", &Labels::new(), 1, "01", i64::MAX, "test").expect("probe");
+            let plain = crate::store::results::encode(&report(1, "fail").results).expect("encode");
+            db.execute_batch("PRAGMA user_version = 3;")
+                .expect("schema 3");
+            db.execute(
+                "INSERT INTO reports (probe, seq, round, received_at, results) VALUES ('p1', 1, NULL, 5, ?1)",
+                [&plain],
+            )
+            .expect("a plain row");
+        }
+        let writer = Writer::start(dir.path()).expect("writer");
+        assert_eq!(
+            writer
+                .report("p1", report(1, "fail"))
+                .await
+                .expect("commit"),
+            Ingested::Duplicate,
+            "the plain row's seq, replayed"
+        );
+        assert_eq!(
+            writer.report("p1", report(2, "ok")).await.expect("commit"),
+            Ingested::Stored
+        );
+        drop(writer);
+        let db = open(dir.path()).expect("open");
+        let version: i64 = db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 4);
+        let rows: Vec<(i64, Vec<u8>)> = db
+            .prepare("SELECT seq, results FROM reports ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert_ne!(rows[0].1[0], crate::store::results::COMPRESSED, "plain");
+        assert_eq!(
+            rows[1].1[0],
+            crate::store::results::COMPRESSED,
+            "compressed"
+        );
+        for (seq, blob) in &rows {
+            let verdict = if *seq == 1 { "fail" } else { "ok" };
+            assert_eq!(
+                crate::store::results::decode_bytes(blob).expect("reads"),
+                report(*seq as u64, verdict).results
+            );
+        }
+        let waited = std::time::Instant::now();
+        while db
+            .query_row("SELECT seq FROM latest", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .expect("latest")
+            != Some(2)
+        {
+            assert!(waited.elapsed().as_secs() < 10, "no checkpoint");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            load_probes(&db).expect("fleet")["p1"].latest["gateway"].seq,
+            2
+        );
+        db.execute("UPDATE latest SET report_id = 1, seq = 1", [])
+            .expect("point latest at the plain row");
+        let probes = load_probes(&db).expect("fleet");
+        assert_eq!(
+            probes["p1"].latest["gateway"].verdict,
+            cemwatch_shared::Severity::Fail
+        );
     }
 }

@@ -527,6 +527,8 @@ pub(crate) type Batch = Vec<(Arc<str>, Box<Arrived>, Encoded, Reply)>;
 pub(crate) struct Scratch {
     /// The outcomes of a group, before they are handed back.
     outcomes: Vec<Ingested>,
+    /// A report's results compressed ([`crate::store::results::compress`]).
+    compressed: Vec<u8>,
 }
 
 pub(crate) fn flush(
@@ -539,14 +541,17 @@ pub(crate) fn flush(
     if batch.is_empty() {
         return;
     }
-    let Scratch { outcomes } = scratch;
+    let Scratch {
+        outcomes,
+        compressed,
+    } = scratch;
     outcomes.clear();
     let outcome = (|| -> Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let (mut stored, mut duplicate) = (0i64, 0i64);
         for (probe, report, as_stored, _) in batch.iter() {
-            let o = ingest(&tx, ledger, probe, report, as_stored, now)?;
+            let o = ingest(&tx, ledger, probe, report, as_stored, now, compressed)?;
             match o {
                 Ingested::Stored => stored += 1,
                 Ingested::Duplicate => duplicate += 1,
@@ -605,8 +610,8 @@ pub(crate) fn flush(
 }
 
 /// One report: a duplicate is known from the ledger; a new one is one row appended to
-/// `reports` (its results as `stored` holds them; see [`crate::store::results`]), plus an
-/// event per verdict transition.
+/// `reports` (its results as `stored` holds them, compressed in `buf` when that is smaller;
+/// see [`crate::store::results`]), plus an event per verdict transition.
 pub(crate) fn ingest(
     tx: &rusqlite::Transaction<'_>,
     ledger: &mut Ledger,
@@ -614,11 +619,13 @@ pub(crate) fn ingest(
     report: &Arrived,
     stored: &Encoded,
     now: i64,
+    buf: &mut Vec<u8>,
 ) -> Result<Ingested> {
     if !ledger.is_new(probe, report.seq) {
         return Ok(Ingested::Duplicate);
     }
-    let results: &[u8] = stored.as_slice();
+    let plain = stored.as_slice();
+    let results: &[u8] = crate::store::results::compress(plain, buf).unwrap_or(plain);
     tx.prepare_cached(
         "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
