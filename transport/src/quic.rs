@@ -29,7 +29,35 @@ pub fn transport_config() -> quinn::TransportConfig {
     if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
         t.max_idle_timeout(Some(idle));
     }
+    t.ack_frequency_config(Some(ack_frequency()));
     t
+}
+
+/// Ack-eliciting packets a peer may receive before it must acknowledge at once
+/// ([`ack_frequency`]).
+pub const ACK_ELICITING_THRESHOLD: u32 = 7;
+
+/// Longest a peer may hold an acknowledgement ([`ack_frequency`]): QUIC's default
+/// `max_ack_delay`.
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// What each end asks of the other's acknowledgements (the ACK frequency extension, which
+/// quinn implements at both ends): acknowledge at once only after more than
+/// [`ACK_ELICITING_THRESHOLD`] ack-eliciting packets, otherwise within [`MAX_ACK_DELAY`] or
+/// with the next packet sent anyway. Why: the coordinator answers a report with an `Ack` once
+/// the report is committed, a few milliseconds later; under RFC 9000's default (acknowledge
+/// every second packet at once) the transport's acknowledgement left in a packet of its own
+/// before that, and under saturating ingest the coordinator sent 0.69 datagrams per report
+/// where the raw quinn baseline, answering at once, sent 0.55. Held, the acknowledgement rides
+/// in the `Ack`'s packet. The same holds the other way for the probe's acknowledgements of
+/// the coordinator's `Ack`s and plans, which ride with its next report. Loss recovery allows
+/// for the delay (the peer's probe timeout adds `max_ack_delay`), and a packet out of order
+/// is still acknowledged at once (quinn's reordering threshold).
+pub fn ack_frequency() -> quinn::AckFrequencyConfig {
+    let mut config = quinn::AckFrequencyConfig::default();
+    config.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    config.max_ack_delay(Some(MAX_ACK_DELAY));
+    config
 }
 
 /// The connection receive window of a peer the coordinator has not authenticated: unread
