@@ -93,7 +93,7 @@ impl Registry {
         let view = fleet.clone();
         writer.on_commit(Box::new(move |reports, now_ms| {
             let mut fleet = view.write();
-            for (probe, report) in reports {
+            for (probe, report) in reports.iter_mut() {
                 fleet.record(probe, report, now_ms);
             }
         }));

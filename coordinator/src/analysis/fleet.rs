@@ -42,18 +42,34 @@ fn bump(v: &mut VerdictCounts, s: Severity) {
 
 impl Fleet {
     /// Records a committed report.
-    pub fn record(&mut self, probe: &str, report: &Arrived, now_ms: i64) {
-        let view = self.probes.entry(probe.to_string()).or_default();
+    /// A result newer than the one held is taken from the report
+    /// ([`Latest::take`](crate::model::latest::Latest::take)), not
+    /// copied, unless the report answers a round, whose results are kept apart once it is
+    /// acknowledged: those are copied. Names are copied only for a probe or a check seen for
+    /// the first time.
+    pub fn record(&mut self, probe: &str, report: &mut Arrived, now_ms: i64) {
+        let view = match self.probes.get_mut(probe) {
+            Some(view) => view,
+            None => self.probes.entry(probe.to_string()).or_default(),
+        };
         view.last_seen_ms = now_ms;
-        for entry in &report.results {
+        let answers_round = report.round.is_some();
+        for entry in &mut report.results {
             let produced = entry.produced_at_ms as i64;
-            let newer = view
-                .latest
-                .get(&entry.check)
-                .is_none_or(|l| l.produced_at_ms <= produced);
-            if newer {
-                view.latest
-                    .insert(entry.check.clone(), entry.latest.clone());
+            let held = view.latest.get_mut(&entry.check);
+            if held.as_ref().is_some_and(|l| l.produced_at_ms > produced) {
+                continue;
+            }
+            let latest = if answers_round {
+                entry.latest.clone()
+            } else {
+                entry.latest.take()
+            };
+            match held {
+                Some(l) => *l = latest,
+                None => {
+                    view.latest.insert(entry.check.clone(), latest);
+                }
             }
         }
     }
@@ -234,5 +250,53 @@ impl Fleet {
             .collect();
         out.agents = agents::summarize(&self.probes, config, now_ms);
         out
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn arrived(seq: u64, round: Option<u64>, produced: u64) -> Arrived {
+        let mut report = crate::store::test_report(seq, "fail", produced);
+        report.round = round;
+        let mut arrived = Arrived::of_report(&report);
+        arrived.results[0].latest.thumbprint = Some(format!("{seq:040X}"));
+        arrived
+    }
+
+    /// A newer result is moved into the fleet view whole (the report keeps its scalar facts
+    /// only); a round's answer is copied (the round keeps it too); an older result changes
+    /// nothing and is left in the report.
+    #[test]
+    fn newer_results_are_taken_round_answers_copied_older_ones_left() {
+        let mut fleet = Fleet::default();
+        let mut first = arrived(1, None, 100);
+        let whole = first.results[0].latest.clone();
+        fleet.record("p", &mut first, 5);
+        assert_eq!(fleet.probes["p"].latest["gateway"], whole);
+        let left = &first.results[0].latest;
+        assert_eq!(left.thumbprint, None, "taken");
+        assert_eq!(
+            (left.seq, left.verdict, left.tcp_state),
+            (1, whole.verdict, whole.tcp_state)
+        );
+        assert_eq!(fleet.probes["p"].last_seen_ms, 5);
+
+        let mut round = arrived(2, Some(9), 200);
+        let answer = round.clone();
+        fleet.record("p", &mut round, 6);
+        assert_eq!(round, answer, "a round's answer stays whole");
+        assert_eq!(
+            fleet.probes["p"].latest["gateway"],
+            answer.results[0].latest
+        );
+
+        let mut older = arrived(3, None, 150);
+        let before = older.clone();
+        fleet.record("p", &mut older, 7);
+        assert_eq!(older, before, "an older result is not taken");
+        assert_eq!(fleet.probes["p"].latest["gateway"].seq, 2);
+        assert_eq!(fleet.probes["p"].last_seen_ms, 7);
     }
 }

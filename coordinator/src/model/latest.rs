@@ -40,6 +40,22 @@ pub struct Latest {
     pub nodes: Vec<NodeObservation>,
 }
 
+impl Latest {
+    /// Moves this out, leaving its scalar facts (sequence, round, times, verdict, port, TCP and
+    /// TLS outcome) and empty lists and thumbprint: the fleet view takes a committed result
+    /// this way instead of copying its lists and strings.
+    pub fn take(&mut self) -> Latest {
+        let rest = Latest {
+            codes: Vec::new(),
+            thumbprint: None,
+            legacy: Vec::new(),
+            nodes: Vec::new(),
+            ..*self
+        };
+        std::mem::replace(self, rest)
+    }
+}
+
 /// What a probe saw at one address of the gateway name: a gateway node or a load balancer
 /// member.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -97,6 +97,8 @@ struct ProbeLedger {
     dirty_seqs: bool,
     dirty_checks: BTreeSet<String>,
     dirty_seen: bool,
+    /// In [`Ledger`]'s dirty set (so that a report need not look its name up there).
+    dirty: bool,
 }
 
 /// A verdict transition to record as an event.
@@ -319,16 +321,19 @@ impl Ledger {
     }
 
     /// The probe's entry, marked dirty. Called twice per report: the name is copied only the
-    /// first time a probe is seen and the first time it changes after a checkpoint.
+    /// first time a probe is seen and the first time it changes after a checkpoint, and the
+    /// dirty set is looked at only then (the entry's flag says whether it is in it).
     fn probe_mut(&mut self, probe: &str) -> &mut ProbeLedger {
-        if !self.dirty.contains(probe) {
-            self.dirty.insert(probe.to_string());
-        }
         if !self.probes.contains_key(probe) {
             self.probes
                 .insert(probe.to_string(), ProbeLedger::default());
         }
-        self.probes.get_mut(probe).expect("the entry was just made")
+        let p = self.probes.get_mut(probe).expect("the entry was just made");
+        if !p.dirty {
+            p.dirty = true;
+            self.dirty.insert(probe.to_string());
+        }
+        p
     }
 
     /// Records a stored report (row `id`, committed at `received_at`) and returns the verdict
@@ -352,28 +357,48 @@ impl Ledger {
             if previous.is_some_and(|m| m.produced_at > e.produced_at) {
                 continue;
             }
-            let from = previous.map(|m| m.verdict.clone());
-            if from.as_deref() != Some(e.verdict) {
+            if previous.map(|m| m.verdict.as_str()) != Some(e.verdict) {
                 transitions.push(Transition {
                     check: e.check.to_string(),
-                    from,
+                    from: previous.map(|m| m.verdict.clone()),
                     to: e.verdict.to_string(),
                     codes: e.codes.clone(),
                 });
             }
-            p.latest.insert(
-                e.check.to_string(),
-                Mark {
-                    report_id: id,
-                    seq,
-                    round,
-                    produced_at: e.produced_at,
-                    received_at,
-                    verdict: e.verdict.to_string(),
-                    codes: e.codes.clone(),
-                },
-            );
-            p.dirty_checks.insert(e.check.to_string());
+            // A check seen before is updated in place: no name copied, and its verdict and
+            // codes written only when they changed (most reports repeat the last ones).
+            match p.latest.get_mut(e.check) {
+                Some(m) => {
+                    m.report_id = id;
+                    m.seq = seq;
+                    m.round = round;
+                    m.produced_at = e.produced_at;
+                    m.received_at = received_at;
+                    if m.verdict != e.verdict {
+                        m.verdict = e.verdict.to_string();
+                    }
+                    if m.codes != e.codes {
+                        m.codes.clone_from(&e.codes);
+                    }
+                }
+                None => {
+                    p.latest.insert(
+                        e.check.to_string(),
+                        Mark {
+                            report_id: id,
+                            seq,
+                            round,
+                            produced_at: e.produced_at,
+                            received_at,
+                            verdict: e.verdict.to_string(),
+                            codes: e.codes.clone(),
+                        },
+                    );
+                }
+            }
+            if !p.dirty_checks.contains(e.check) {
+                p.dirty_checks.insert(e.check.to_string());
+            }
         }
         transitions
     }
@@ -405,6 +430,7 @@ impl Ledger {
             let Some(p) = self.probes.get_mut(name) else {
                 continue;
             };
+            p.dirty = false;
             if p.dirty_seqs {
                 tx.prepare_cached(
                     "INSERT INTO probe_seqs (probe, ranges) VALUES (?1, ?2) ON CONFLICT(probe) DO UPDATE SET ranges = ?2",

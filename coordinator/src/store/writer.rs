@@ -119,7 +119,7 @@ impl CommitPath {
 /// with the reports stored in it (probe, report) and the commit time: the registry keeps the
 /// fleet view here, once per group, so a report is in the fleet view before it is
 /// acknowledged.
-pub type CommitHook = Box<dyn Fn(&[(&str, &Arrived)], i64) + Send + Sync>;
+pub type CommitHook = Box<dyn Fn(&mut [(&str, &mut Arrived)], i64) + Send + Sync>;
 
 /// Work for the writer thread.
 pub(crate) enum Job {
@@ -566,14 +566,14 @@ pub(crate) fn flush(
         }
         tx.commit()?;
         if let Some(hook) = hook {
-            let stored: Vec<(&str, &Arrived)> = batch
-                .iter()
+            let mut stored: Vec<(&str, &mut Arrived)> = batch
+                .iter_mut()
                 .zip(outcomes.iter())
                 .filter(|(_, o)| **o == Ingested::Stored)
-                .map(|((probe, report, _, _), _)| (&**probe, &**report))
+                .map(|((probe, report, _, _), _)| (&**probe, &mut **report))
                 .collect();
             if !stored.is_empty() {
-                hook(&stored, now);
+                hook(&mut stored, now);
             }
         }
         Ok(())
