@@ -315,7 +315,9 @@ impl Hub {
     }
 
     pub(super) fn plan_for(&self, labels: &Labels) -> Plan {
-        let config = self.config.borrow().clone();
+        // Read in place (no await while it is held): a copy of the whole configuration per
+        // connection was a reconnect storm's cost for nothing.
+        let config = self.config.borrow();
         // The fleet that would come back after a restart: every enrolled probe (or every
         // connected one, when more are connected, as with shared-CA probes).
         let enrolled = self.registry.auth().known.len();
