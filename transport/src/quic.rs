@@ -47,8 +47,8 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// with the next packet sent anyway. Why: the coordinator answers a report with an `Ack` once
 /// the report is committed, a few milliseconds later; under RFC 9000's default (acknowledge
 /// every second packet at once) the transport's acknowledgement left in a packet of its own
-/// before that, and under saturating ingest the coordinator sent 0.69 datagrams per report
-/// where the raw quinn baseline, answering at once, sent 0.55. Held, the acknowledgement rides
+/// before that, and under saturating ingest the coordinator made 0.69 `sendmsg` calls (a
+/// datagram each) per report where the raw quinn baseline, answering at once, made 0.55. Held, the acknowledgement rides
 /// in the `Ack`'s packet. The same holds the other way for the probe's acknowledgements of
 /// the coordinator's `Ack`s and plans, which ride with its next report. Loss recovery allows
 /// for the delay (the peer's probe timeout adds `max_ack_delay`), and a packet out of order

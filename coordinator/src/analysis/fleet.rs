@@ -278,8 +278,9 @@ mod record_tests {
         let left = &first.results[0].latest;
         assert_eq!(left.thumbprint, None, "taken");
         assert_eq!(
-            (left.seq, left.verdict, left.tcp_state),
-            (1, whole.verdict, whole.tcp_state)
+            (left.seq, left.verdict, left.tcp_state, left.tcp_ms),
+            (1, whole.verdict, whole.tcp_state, whole.tcp_ms),
+            "the scalar facts stay: the session's metrics read them after the commit"
         );
         assert_eq!(fleet.probes["p"].last_seen_ms, 5);
 

@@ -28,10 +28,9 @@ pub struct ArrivedResult {
     pub produced_at_ms: u64,
     /// What the fleet view keeps of it (verdict, codes, certificate, nodes...). Once
     /// committed, the fleet view may have taken it ([`Latest::take`]): only its scalar facts
-    /// are left, and the round's copy is made before.
+    /// (the TCP outcome and times the metrics read among them) are left, and a round's answer
+    /// is copied instead.
     pub latest: Latest,
-    /// The TCP connect time, when the port was open (what the metrics observe).
-    pub tcp_ms: Option<f64>,
     /// The TLS handshake's duration, when it completed.
     pub handshake_ms: Option<f64>,
 }
@@ -58,12 +57,10 @@ impl Arrived {
 
 impl ArrivedResult {
     fn of(seq: u64, round: Option<u64>, r: &CheckReportView<'_>) -> Self {
-        let latest = Latest::from_view(seq, round, r.produced_at_ms as i64, &r.result);
         Self {
             check: r.check.to_string(),
             produced_at_ms: r.produced_at_ms,
-            tcp_ms: (latest.tcp_state == cemwatch_shared::TcpState::Open).then_some(latest.tcp_ms),
-            latest,
+            latest: Latest::from_view(seq, round, r.produced_at_ms as i64, &r.result),
             handshake_ms: r.result.tls.as_ref().and_then(|t| t.completed_ms()),
         }
     }

@@ -338,16 +338,21 @@ async fn acknowledge(
             Ok(Ingested::Stored) => {
                 stored += 1;
                 for entry in &report.results {
-                    let Some(tcp_ms) = entry.tcp_ms else {
+                    // The scalar facts are what the fleet view leaves in a result it took.
+                    if entry.latest.tcp_state != cemwatch_shared::TcpState::Open {
                         continue;
-                    };
+                    }
                     let site = site.get_or_insert_with(|| {
                         let cap = hub.config.borrow().server.max_sites;
                         hub.metrics
                             .site_label(labels.get("site").map(String::as_str).unwrap_or(""), cap)
                     });
-                    hub.metrics
-                        .observe(&entry.check, site, tcp_ms, entry.handshake_ms);
+                    hub.metrics.observe(
+                        &entry.check,
+                        site,
+                        entry.latest.tcp_ms,
+                        entry.handshake_ms,
+                    );
                 }
                 hub.record_round(name, report);
                 push_ack(acks, report.seq)?;

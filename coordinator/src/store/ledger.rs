@@ -353,33 +353,23 @@ impl Ledger {
         p.dirty_seen = true;
         let mut transitions = Vec::new();
         for e in entries {
-            let previous = p.latest.get(e.check);
-            if previous.is_some_and(|m| m.produced_at > e.produced_at) {
-                continue;
-            }
-            if previous.map(|m| m.verdict.as_str()) != Some(e.verdict) {
-                transitions.push(Transition {
-                    check: e.check.to_string(),
-                    from: previous.map(|m| m.verdict.clone()),
-                    to: e.verdict.to_string(),
-                    codes: e.codes.clone(),
-                });
-            }
-            // A check seen before is updated in place: no name copied, and its verdict and
-            // codes written only when they changed (most reports repeat the last ones).
-            match p.latest.get_mut(e.check) {
+            // One lookup: a check seen before is updated in place (no name copied, its
+            // verdict and codes written only when they changed, as most reports repeat them).
+            // `from` is the transition to record: Some(previous verdict, none for a first
+            // result) when the verdict changed.
+            let from = match p.latest.get_mut(e.check) {
+                Some(m) if m.produced_at > e.produced_at => continue,
                 Some(m) => {
                     m.report_id = id;
                     m.seq = seq;
                     m.round = round;
                     m.produced_at = e.produced_at;
                     m.received_at = received_at;
-                    if m.verdict != e.verdict {
-                        m.verdict = e.verdict.to_string();
-                    }
                     if m.codes != e.codes {
                         m.codes.clone_from(&e.codes);
                     }
+                    (m.verdict != e.verdict)
+                        .then(|| Some(std::mem::replace(&mut m.verdict, e.verdict.to_string())))
                 }
                 None => {
                     p.latest.insert(
@@ -394,7 +384,16 @@ impl Ledger {
                             codes: e.codes.clone(),
                         },
                     );
+                    Some(None)
                 }
+            };
+            if let Some(from) = from {
+                transitions.push(Transition {
+                    check: e.check.to_string(),
+                    from,
+                    to: e.verdict.to_string(),
+                    codes: e.codes.clone(),
+                });
             }
             if !p.dirty_checks.contains(e.check) {
                 p.dirty_checks.insert(e.check.to_string());

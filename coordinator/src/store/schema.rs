@@ -407,9 +407,61 @@ mod schema2_tests {
         crate::store::test_report(seq, verdict, seq * 1000)
     }
 
-    /// A store of schema 2 (results as JSON text, the `results` view) opens as schema 3: its
-    /// JSON rows stay and are read (latest results, replay, deduplication), new rows are
-    /// postcard bytes, the view is gone.
+    /// Starts the writer on an old store holding report 1 of `p1` (a `fail`, no checkpoint
+    /// covering it): that seq must be replayed (a duplicate), report 2 (`ok`) stored; then the
+    /// writer stops and its last checkpoint makes report 2 the latest result.
+    async fn replay_then_store(dir: &std::path::Path, old_row: &str) -> Connection {
+        let writer = Writer::start(dir).expect("writer");
+        assert_eq!(
+            writer
+                .report("p1", report(1, "fail"))
+                .await
+                .expect("commit"),
+            Ingested::Duplicate,
+            "the {old_row}'s seq, replayed"
+        );
+        assert_eq!(
+            writer.report("p1", report(2, "ok")).await.expect("commit"),
+            Ingested::Stored
+        );
+        drop(writer);
+        let db = open(dir).expect("open");
+        let version: i64 = db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let waited = std::time::Instant::now();
+        while db
+            .query_row("SELECT seq FROM latest", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .expect("latest")
+            != Some(2)
+        {
+            assert!(waited.elapsed().as_secs() < 10, "no checkpoint");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        db
+    }
+
+    /// The fleet loads with report 2 as the latest result, and with the old row (report 1)
+    /// when the latest result points at it.
+    fn latest_reads_both_rows(db: &Connection, old_row: &str) {
+        let probes = load_probes(db).expect("fleet");
+        assert_eq!(
+            probes["p1"].latest["gateway"].seq, 2,
+            "the new row is the latest"
+        );
+        db.execute("UPDATE latest SET report_id = 1, seq = 1", [])
+            .unwrap_or_else(|e| panic!("point latest at the {old_row}: {e}"));
+        let probes = load_probes(db).expect("fleet");
+        let latest = &probes["p1"].latest["gateway"];
+        assert_eq!(latest.seq, 1);
+        assert_eq!(latest.verdict, cemwatch_shared::Severity::Fail);
+    }
+
+    /// A store of schema 2 (results as JSON text, the `results` view) opens at the current
+    /// schema: its JSON rows stay and are read (latest results, replay, deduplication), new
+    /// rows are postcard bytes, the view is gone.
     #[tokio::test]
     async fn a_schema_2_store_keeps_its_json_rows_readable_beside_postcard_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -429,13 +481,8 @@ mod schema2_tests {
             .expect("a JSON row");
             // No checkpoint covers it: the ledger replays it from its JSON.
         }
-        let writer = Writer::start(dir.path()).expect("writer");
         {
             let db = open(dir.path()).expect("open");
-            let version: i64 = db
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .expect("version");
-            assert_eq!(version, SCHEMA_VERSION);
             let view: Option<i64> = db
                 .query_row(
                     "SELECT 1 FROM sqlite_master WHERE name = 'results'",
@@ -444,33 +491,10 @@ mod schema2_tests {
                 )
                 .optional()
                 .expect("query");
+            // Opening migrated it (the writer below opens it again).
             assert_eq!(view, None, "the JSON view is gone");
         }
-        assert_eq!(
-            writer
-                .report("p1", report(1, "fail"))
-                .await
-                .expect("commit"),
-            Ingested::Duplicate,
-            "the JSON row's seq, replayed"
-        );
-        assert_eq!(
-            writer.report("p1", report(2, "ok")).await.expect("commit"),
-            Ingested::Stored
-        );
-        drop(writer);
-        let db = open(dir.path()).expect("open");
-        // The writer's last checkpoint (on its way out) writes the latest results.
-        let waited = std::time::Instant::now();
-        while db
-            .query_row("SELECT seq FROM latest", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .expect("latest")
-            != Some(2)
-        {
-            assert!(waited.elapsed().as_secs() < 10, "no checkpoint");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let db = replay_then_store(dir.path(), "JSON row").await;
         let kinds: Vec<(i64, String)> = db
             .prepare("SELECT seq, typeof(results) FROM reports ORDER BY id")
             .expect("prepare")
@@ -479,16 +503,7 @@ mod schema2_tests {
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
         assert_eq!(kinds, vec![(1, "text".into()), (2, "blob".into())]);
-        let probes = load_probes(&db).expect("fleet");
-        let latest = &probes["p1"].latest["gateway"];
-        assert_eq!(latest.seq, 2, "the postcard row is the latest");
-        // The JSON row, as latest, is read too.
-        db.execute("UPDATE latest SET report_id = 1, seq = 1", [])
-            .expect("point latest at the JSON row");
-        let probes = load_probes(&db).expect("fleet");
-        let latest = &probes["p1"].latest["gateway"];
-        assert_eq!(latest.seq, 1);
-        assert_eq!(latest.verdict, cemwatch_shared::Severity::Fail);
+        latest_reads_both_rows(&db, "JSON row");
     }
 
     /// A store of schema 3 (plain postcard rows) opens as schema 4: its plain rows are read
@@ -508,25 +523,7 @@ mod schema2_tests {
             )
             .expect("a plain row");
         }
-        let writer = Writer::start(dir.path()).expect("writer");
-        assert_eq!(
-            writer
-                .report("p1", report(1, "fail"))
-                .await
-                .expect("commit"),
-            Ingested::Duplicate,
-            "the plain row's seq, replayed"
-        );
-        assert_eq!(
-            writer.report("p1", report(2, "ok")).await.expect("commit"),
-            Ingested::Stored
-        );
-        drop(writer);
-        let db = open(dir.path()).expect("open");
-        let version: i64 = db
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .expect("version");
-        assert_eq!(version, 4);
+        let db = replay_then_store(dir.path(), "plain row").await;
         let rows: Vec<(i64, Vec<u8>)> = db
             .prepare("SELECT seq, results FROM reports ORDER BY id")
             .expect("prepare")
@@ -548,26 +545,6 @@ mod schema2_tests {
                 report(*seq as u64, verdict).results
             );
         }
-        let waited = std::time::Instant::now();
-        while db
-            .query_row("SELECT seq FROM latest", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .expect("latest")
-            != Some(2)
-        {
-            assert!(waited.elapsed().as_secs() < 10, "no checkpoint");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert_eq!(
-            load_probes(&db).expect("fleet")["p1"].latest["gateway"].seq,
-            2
-        );
-        db.execute("UPDATE latest SET report_id = 1, seq = 1", [])
-            .expect("point latest at the plain row");
-        let probes = load_probes(&db).expect("fleet");
-        assert_eq!(
-            probes["p1"].latest["gateway"].verdict,
-            cemwatch_shared::Severity::Fail
-        );
+        latest_reads_both_rows(&db, "plain row");
     }
 }
