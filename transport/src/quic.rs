@@ -48,14 +48,15 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// the report is committed, a few milliseconds later; under RFC 9000's default (acknowledge
 /// every second packet at once) the transport's acknowledgement left in a packet of its own
 /// before that, and under saturating ingest the coordinator made 0.69 `sendmsg` calls (a
-/// datagram each) per report where the raw quinn baseline, answering at once, made 0.55. Held, the acknowledgement rides
-/// in the `Ack`'s packet when the `Ack` leaves within the delay (under saturation it waits
-/// longer for its session to be polled, and the acknowledgement leaves alone: 0.52-0.56 calls
-/// per report; BENCHMARKS.md says where they go). quinn caps the delay one end asks for at the
-/// larger of the RTT and 25 ms, so a longer one changes nothing on a short path. The same holds the other way for the probe's acknowledgements of
-/// the coordinator's `Ack`s and plans, which ride with its next report. Loss recovery allows
-/// for the delay (the peer's probe timeout adds `max_ack_delay`), and a packet out of order
-/// is still acknowledged at once (quinn's reordering threshold).
+/// datagram each) per report where the raw quinn baseline, answering at once, made 0.55.
+/// Held, the acknowledgement rides in the `Ack`'s packet when the `Ack` leaves within the
+/// delay. Under saturation the `Ack` waits longer for its session to be polled, and the
+/// acknowledgement leaves alone (0.52-0.58 calls per report; BENCHMARKS.md says where they
+/// go). quinn caps the delay one end asks for at the larger of the RTT and 25 ms, so a longer
+/// one changes nothing on a short path. The same holds the other way for the probe's
+/// acknowledgements of the coordinator's `Ack`s and plans, which ride with its next report.
+/// Loss recovery allows for the delay (the peer's probe timeout adds `max_ack_delay`), and a
+/// packet out of order is still acknowledged at once (quinn's reordering threshold).
 pub fn ack_frequency() -> quinn::AckFrequencyConfig {
     let mut config = quinn::AckFrequencyConfig::default();
     config.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD));
