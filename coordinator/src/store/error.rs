@@ -44,6 +44,10 @@ pub enum StoreError {
     /// A report could not be committed; the probe keeps it and sends it again.
     #[error("cannot commit the report: {0}")]
     Commit(String),
+    /// Probe key bindings could not be committed; their connections are refused and the
+    /// probes connect again.
+    #[error("cannot record the probe's key: {0}")]
+    Bind(String),
     /// Enrolment's certificate could not be issued (nothing was written).
     #[error("cannot issue the probe's certificate: {0}")]
     Issue(#[source] Box<dyn std::error::Error + Send + Sync>),

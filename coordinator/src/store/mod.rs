@@ -122,6 +122,43 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn key_bindings_sent_together_each_get_their_own_outcome_and_are_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = Writer::start(dir.path()).expect("writer");
+        let key = |i: u8| [i; 32];
+        // A few hundred at once, as a fleet connecting: they share commits.
+        let mut joins = Vec::new();
+        for i in 0..200u8 {
+            let w = writer.clone();
+            joins.push(tokio::spawn(async move {
+                w.bind_key(format!("p{i}"), key(i), false).await
+            }));
+        }
+        for (i, j) in joins.into_iter().enumerate() {
+            let bound = j.await.expect("task").expect("bound");
+            assert_eq!(bound, key(i as u8), "p{i} bound to its own key");
+        }
+        // In one group: a second key for p1 without `replace` keeps the first; with it, the
+        // new key wins; a new probe is bound.
+        let (a, b, c) = tokio::join!(
+            writer.bind_key("p1".into(), key(250), false),
+            writer.bind_key("p2".into(), key(251), true),
+            writer.bind_key("new".into(), key(252), false),
+        );
+        assert_eq!(a.expect("answered"), key(1), "the first binding holds");
+        assert_eq!(b.expect("answered"), key(251), "an enrolment replaces it");
+        assert_eq!(c.expect("answered"), key(252));
+        drop(writer);
+        let db = open(dir.path()).expect("reopen");
+        let keys = probe_keys(&db).expect("keys");
+        assert_eq!(keys.len(), 201, "every binding is in the store");
+        assert_eq!(keys["p1"], key(1));
+        assert_eq!(keys["p2"], key(251));
+        assert_eq!(keys["p199"], key(199));
+        assert_eq!(keys["new"], key(252));
+    }
+
     #[tokio::test]
     async fn a_report_is_stored_once_and_its_duplicates_are_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
