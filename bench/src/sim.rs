@@ -119,7 +119,34 @@ pub struct Sim {
     pub pacing: std::sync::atomic::AtomicBool,
     /// The reconnect spread of the last plan a probe received, ms.
     pub plan_spread_ms: AtomicU64,
+    /// Where each probe is ([`Phase`]), so that a storm that leaves probes out can say where
+    /// they are.
+    pub phases: Vec<std::sync::atomic::AtomicU8>,
     pace: tokio::sync::Semaphore,
+}
+
+/// Where a simulated probe is, for the storm's account of the probes not back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Waiting before an attempt (a backoff, or a moment of the reconnect spread).
+    Waiting = 0,
+    /// A connection attempt (the handshake) under way.
+    Connecting = 1,
+    /// Connected, its `Hello` sent, waiting for the plan.
+    AwaitingPlan = 2,
+    /// In a session (the plan received).
+    Session = 3,
+}
+
+impl Phase {
+    /// Every phase, in order, with how the storm's note names it.
+    pub const ALL: [(Phase, &'static str); 4] = [
+        (Phase::Waiting, "waiting to reconnect"),
+        (Phase::Connecting, "connecting"),
+        (Phase::AwaitingPlan, "connected and waiting for a plan"),
+        (Phase::Session, "in a session from before the restart"),
+    ];
 }
 
 /// Connection attempts at once while the simulator sets the fleet up.
@@ -135,6 +162,7 @@ impl Sim {
         endpoints: usize,
     ) -> Result<Arc<Self>> {
         let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime"))?;
+        let n = configs.len();
         let endpoints = (0..endpoints.max(1))
             .map(|_| {
                 let socket = udp_socket(SocketAddr::from(([127, 0, 0, 1], 0)))?;
@@ -164,8 +192,28 @@ impl Sim {
             max_backoff: Duration::from_secs(60),
             pacing: std::sync::atomic::AtomicBool::new(true),
             plan_spread_ms: AtomicU64::new(0),
+            phases: (0..n)
+                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .collect(),
             pace: tokio::sync::Semaphore::new(PACED_HANDSHAKES),
         }))
+    }
+
+    fn set_phase(&self, i: usize, phase: Phase) {
+        if let Some(p) = self.phases.get(i) {
+            p.store(phase as u8, Ordering::Relaxed);
+        }
+    }
+
+    /// How many probes are in each phase.
+    pub fn phase_counts(&self) -> [usize; 4] {
+        let mut counts = [0usize; 4];
+        for p in &self.phases {
+            if let Some(c) = counts.get_mut(usize::from(p.load(Ordering::Relaxed))) {
+                *c += 1;
+            }
+        }
+        counts
     }
 
     /// Number of probes.
@@ -271,6 +319,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         let endpoint = &sim.endpoints[i % sim.endpoints.len()];
         let started = Instant::now();
+        sim.set_phase(i, Phase::Connecting);
         let permit = if sim.pacing.load(Ordering::Relaxed) {
             sim.pace.acquire().await.ok()
         } else {
@@ -308,6 +357,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
                 if started.elapsed() > Duration::from_secs(30) {
                     // A session that held: reconnect within the agent's spread, as it does.
                     failures = 0;
+                    sim.set_phase(i, Phase::Waiting);
                     tokio::select! {
                         _ = tokio::time::sleep(random_phase(spread)) => {}
                         _ = stop.changed() => {}
@@ -328,6 +378,7 @@ async fn probe(sim: Arc<Sim>, i: usize) {
                 sim.counters.timeouts.fetch_add(1, Ordering::Relaxed);
             }
         }
+        sim.set_phase(i, Phase::Waiting);
         failures = failures.saturating_add(1);
         let pause = backoff(failures, sim.max_backoff);
         tokio::select! {
@@ -415,6 +466,7 @@ async fn session(
         return Ended::Lost;
     }
     let mut decoder = FrameDecoder::new();
+    sim.set_phase(i, Phase::AwaitingPlan);
     // The session starts with the plan.
     let plan = loop {
         if let Some(frame) = decoder.next_frame::<ToProbe>() {
@@ -438,6 +490,7 @@ async fn session(
     }
     sim.counters.connected.fetch_add(1, Ordering::Relaxed);
     sim.counters.sessions.fetch_add(1, Ordering::Relaxed);
+    sim.set_phase(i, Phase::Session);
     if let Some(t0) = sim.storm_started.lock().ok().and_then(|s| *s) {
         if let Ok(mut r) = sim.reconnects.lock() {
             r.push(t0.elapsed());
