@@ -18,10 +18,11 @@
 //! ([`UNMEASURED_RECONNECTS_PER_SECOND`]).
 //!
 //! The arithmetic, for this project's 2-core machine with the coordinator on one core: a full
-//! handshake with the session set-up cost 0.99 ms of CPU (the benchmark's connect phase), so
-//! one core takes about 1,000 a second and 100,000 probes come back in 100 s; two cores halve
-//! that. A resumed handshake (what a storm mostly is) costs a little less (0.93 ms), so the
-//! spread from the fleet's first connection is slightly long, never short.
+//! handshake with the session set-up cost 0.66-0.72 ms of CPU in the benchmark's connect phase
+//! (0.99 ms before a fleet's key bindings shared their commits, `store::writer::bind_all`), so
+//! one core takes about 1,400 a second and, at three quarters of that, 100,000 probes come
+//! back in about 80 s (82 s measured); two cores halve that. Whatever else a connect phase
+//! costs is charged to its handshakes, so that the spread errs long, never short.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
