@@ -569,22 +569,13 @@ async fn storm(
     if times.len() < n {
         row.note
             .push_str(&format!("; NOT ALL BACK within {:?}", opts.deadline));
-        // Where the probes are (those back are in a session of after the restart, counted
-        // among the sessions here too).
+        // Where the probes that are not back are.
         let counts = sim.phase_counts();
-        let sessions_now = sim.connected();
-        let mut wheres: Vec<String> = Vec::new();
-        for (phase, name) in crate::sim::Phase::ALL {
-            let count = counts[phase as usize];
-            let count = if phase == crate::sim::Phase::Session {
-                count.saturating_sub(sessions_now.min(times.len()))
-            } else {
-                count
-            };
-            if count > 0 {
-                wheres.push(format!("{count} {name}"));
-            }
-        }
+        let wheres: Vec<String> = crate::sim::Phase::NOT_BACK
+            .iter()
+            .filter(|(phase, _)| counts[*phase as usize] > 0)
+            .map(|(phase, name)| format!("{} {name}", counts[*phase as usize]))
+            .collect();
         if !wheres.is_empty() {
             row.note
                 .push_str(&format!(" (the rest: {})", wheres.join(", ")));

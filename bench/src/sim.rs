@@ -135,13 +135,15 @@ pub enum Phase {
     Connecting = 1,
     /// Connected, its `Hello` sent, waiting for the plan.
     AwaitingPlan = 2,
-    /// In a session (the plan received).
+    /// In a session (the plan received) that began before the current storm, or outside one.
     Session = 3,
+    /// In a session that began during the current storm: back.
+    Back = 4,
 }
 
 impl Phase {
-    /// Every phase, in order, with how the storm's note names it.
-    pub const ALL: [(Phase, &'static str); 4] = [
+    /// The phases of a probe not back, with how the storm's note names them.
+    pub const NOT_BACK: [(Phase, &'static str); 4] = [
         (Phase::Waiting, "waiting to reconnect"),
         (Phase::Connecting, "connecting"),
         (Phase::AwaitingPlan, "connected and waiting for a plan"),
@@ -193,7 +195,7 @@ impl Sim {
             pacing: std::sync::atomic::AtomicBool::new(true),
             plan_spread_ms: AtomicU64::new(0),
             phases: (0..n)
-                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .map(|_| std::sync::atomic::AtomicU8::new(Phase::Waiting as u8))
                 .collect(),
             pace: tokio::sync::Semaphore::new(PACED_HANDSHAKES),
         }))
@@ -206,8 +208,8 @@ impl Sim {
     }
 
     /// How many probes are in each phase.
-    pub fn phase_counts(&self) -> [usize; 4] {
-        let mut counts = [0usize; 4];
+    pub fn phase_counts(&self) -> [usize; 5] {
+        let mut counts = [0usize; 5];
         for p in &self.phases {
             if let Some(c) = counts.get_mut(usize::from(p.load(Ordering::Relaxed))) {
                 *c += 1;
@@ -490,11 +492,14 @@ async fn session(
     }
     sim.counters.connected.fetch_add(1, Ordering::Relaxed);
     sim.counters.sessions.fetch_add(1, Ordering::Relaxed);
-    sim.set_phase(i, Phase::Session);
-    if let Some(t0) = sim.storm_started.lock().ok().and_then(|s| *s) {
-        if let Ok(mut r) = sim.reconnects.lock() {
-            r.push(t0.elapsed());
+    match sim.storm_started.lock().ok().and_then(|s| *s) {
+        Some(t0) => {
+            sim.set_phase(i, Phase::Back);
+            if let Ok(mut r) = sim.reconnects.lock() {
+                r.push(t0.elapsed());
+            }
         }
+        None => sim.set_phase(i, Phase::Session),
     }
     if resend(sim, &mut send, in_flight).await.is_err() {
         sim.counters.connected.fetch_sub(1, Ordering::Relaxed);

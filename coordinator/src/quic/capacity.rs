@@ -18,11 +18,13 @@
 //! ([`UNMEASURED_RECONNECTS_PER_SECOND`]).
 //!
 //! The arithmetic, for this project's 2-core machine with the coordinator on one core: a full
-//! handshake with the session set-up cost 0.66-0.72 ms of CPU in the benchmark's connect phase
-//! (0.99 ms before a fleet's key bindings shared their commits, `store::writer::bind_all`), so
-//! one core takes about 1,400 a second and, at three quarters of that, 100,000 probes come
-//! back in about 80 s (82 s measured); two cores halve that. Whatever else a connect phase
-//! costs is charged to its handshakes, so that the spread errs long, never short.
+//! handshake with the session set-up cost 0.66-0.72 ms of CPU on average over the benchmark's
+//! connect phase (0.99 ms before a fleet's key bindings shared their commits,
+//! `store::writer::bind_all`); the meter keeps its cheapest seconds, about 0.61 ms, which is
+//! what the spread of the benchmark's 100,000 run at revision `6e9b811` implies (82 s: 100,000
+//! / 82 s = 1,220 a second, three quarters ([`STORM_HEADROOM`]) of about 1,630). Two cores
+//! halve the spread. That storm's reconnects cost 0.75 ms each: 1,220 a second of them take
+//! 0.92 of the core.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

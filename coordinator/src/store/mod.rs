@@ -127,7 +127,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let writer = Writer::start(dir.path()).expect("writer");
         let key = |i: u8| [i; 32];
-        // A few hundred at once, as a fleet connecting: they share commits.
+        // A few hundred at once, as a fleet connecting (how many share a commit is the
+        // writer's timing; each must get its own answer whatever the grouping).
         let mut joins = Vec::new();
         for i in 0..200u8 {
             let w = writer.clone();
@@ -139,7 +140,7 @@ mod tests {
             let bound = j.await.expect("task").expect("bound");
             assert_eq!(bound, key(i as u8), "p{i} bound to its own key");
         }
-        // In one group: a second key for p1 without `replace` keeps the first; with it, the
+        // Sent together: a second key for p1 without `replace` keeps the first; with it, the
         // new key wins; a new probe is bound.
         let (a, b, c) = tokio::join!(
             writer.bind_key("p1".into(), key(250), false),

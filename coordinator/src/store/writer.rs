@@ -367,16 +367,15 @@ impl Writer {
     /// Binds a probe to its key ([`bind_key`](crate::store::bind_key)); the key bound after.
     /// Bindings that arrive together are committed in one transaction ([`bind_all`]).
     pub async fn bind_key(&self, name: String, key: [u8; 32], replace: bool) -> Result<[u8; 32]> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Bind(Bind {
+        self.request(|reply| {
+            Job::Bind(Bind {
                 name,
                 key,
                 replace,
                 reply,
-            }))
-            .map_err(|_| StoreError::WriterStopped)?;
-        rx.await.map_err(|_| StoreError::WriterStopped)?
+            })
+        })
+        .await
     }
 
     /// One pruning step ([`crate::store::retention::prune_step`]): reports and events older
@@ -423,11 +422,19 @@ impl Writer {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.request(|reply| {
+            Job::Exec(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            }))
+        })
+        .await
+    }
+
+    /// Sends the job `job` makes around its reply and waits for the reply.
+    async fn request<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Exec(Box::new(move |conn| {
-                let _ = reply.send(f(conn));
-            })))
+            .send(job(reply))
             .map_err(|_| StoreError::WriterStopped)?;
         rx.await.map_err(|_| StoreError::WriterStopped)?
     }
@@ -513,12 +520,10 @@ pub(crate) fn writer_loop(
                 }
             }
         }
-        if !batch.is_empty() {
-            flush(conn, &mut ledger, &mut batch, hook.get(), &mut scratch);
-            last_commit = Some(Instant::now());
-        }
-        if !binds.is_empty() {
-            bind_all(conn, &mut binds);
+        let committing = !batch.is_empty() || !binds.is_empty();
+        flush(conn, &mut ledger, &mut batch, hook.get(), &mut scratch);
+        bind_all(conn, &mut binds);
+        if committing {
             last_commit = Some(Instant::now());
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
