@@ -108,7 +108,7 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 /// 52,610-54,652 reports/s at 16 KiB against 45,439-45,570 at 4 KiB (0.018-0.019 against
 /// 0.022 ms of CPU a report); 64 KiB gave 50,783-55,818, no clearer gain for four times the
 /// bytes a lone report's commit writes.
-pub const PAGE_SIZE: i64 = 16 * 1024;
+pub(crate) const PAGE_SIZE: i64 = 16 * 1024;
 
 /// Opens (and migrates) the database.
 pub fn open(data_dir: &Path) -> Result<Connection> {
