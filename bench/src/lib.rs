@@ -13,6 +13,7 @@ pub mod procstat;
 pub mod provision;
 pub mod report;
 pub mod sim;
+pub mod storepath;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +136,20 @@ enum Internal {
         #[arg(long)]
         check: String,
     },
+    /// The coordinator's own work per report without QUIC: reading a report frame, then the
+    /// store writer's group commit under a saturating load, each timed on its thread's CPU
+    /// (BENCHMARKS.md, "The store path").
+    StorePath {
+        /// Reports in all (each held read in memory before the commit stage: about 1.6 KiB).
+        #[arg(long, default_value_t = 500_000)]
+        reports: usize,
+        /// Connections submitting them.
+        #[arg(long, default_value_t = 2_000)]
+        probes: usize,
+        /// Reports each connection keeps submitted and not yet committed.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+    },
     /// (internal) Runs the probe's check in a loop and prints its figures as JSON.
     #[command(hide = true)]
     ProbeLoop {
@@ -206,6 +221,45 @@ pub fn run(cli: Cli) -> Result<()> {
         }) => {
             let figures = footprint::probe_loop(port, &ca_file, count, !no_revocation)?;
             println!("{}", serde_json::to_string(&figures)?);
+            return Ok(());
+        }
+        Some(Internal::StorePath {
+            reports,
+            probes,
+            in_flight,
+        }) => {
+            println!(
+                "cemwatch-bench {} (revision {}, {} build) store-path",
+                env!("CARGO_PKG_VERSION"),
+                git_revision(),
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            );
+            println!("machine: {}", procstat::machine());
+            println!(
+                "load average at start (1, 5, 15 min): {}",
+                procstat::loadavg()
+            );
+            let work = tempfile::Builder::new()
+                .prefix("cemwatch-bench-")
+                .tempdir()?;
+            let results = sample_results(work.path())?;
+            storepath::run(
+                &storepath::StorePathOptions {
+                    reports,
+                    probes,
+                    in_flight,
+                },
+                &results,
+                work.path(),
+            )?;
+            println!(
+                "load average at end (1, 5, 15 min): {}",
+                procstat::loadavg()
+            );
             return Ok(());
         }
         None => {}
@@ -366,4 +420,22 @@ pub fn run(cli: Cli) -> Result<()> {
         anyhow::bail!("scenarios did not complete: {}", incomplete.join("; "));
     }
     Ok(())
+}
+
+/// A report's results as the fleet sends them: one real check result, from the probe's own
+/// check against the benchmark's TLS 1.3 server, encoded once.
+fn sample_results(work: &std::path::Path) -> Result<Vec<u8>> {
+    let gw = footprint::gateways(work)?;
+    let sample = footprint::probe_loop(gw.tls13.port(), &gw.ca_file, 1, true)?
+        .sample
+        .context("no sample check result")?;
+    let produced_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    frames::encode_results(&[CheckReport {
+        check: fleet::CHECK.into(),
+        produced_at_ms,
+        result: sample,
+    }])
 }
