@@ -601,14 +601,26 @@ pub(crate) fn flush(
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let (mut stored, mut duplicate) = (0i64, 0i64);
+        // Looked up in the statement cache once per group, not once per report.
+        let mut insert = tx.prepare_cached(INSERT_REPORT)?;
         for (probe, report, as_stored, _) in batch.iter() {
-            let o = ingest(&tx, ledger, probe, report, as_stored, now, compressed)?;
+            let o = ingest(
+                &tx,
+                &mut insert,
+                ledger,
+                probe,
+                report,
+                as_stored,
+                now,
+                compressed,
+            )?;
             match o {
                 Ingested::Stored => stored += 1,
                 Ingested::Duplicate => duplicate += 1,
             }
             outcomes.push(o);
         }
+        drop(insert);
         if stored > 0 {
             bump(&tx, "reports_stored", stored)?;
         }
@@ -695,11 +707,18 @@ pub(crate) fn bind_all(conn: &mut Connection, binds: &mut Vec<Bind>) {
     }
 }
 
+/// The statement that appends a report ([`ingest`]).
+const INSERT_REPORT: &str =
+    "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)";
+
 /// One report: a duplicate is known from the ledger; a new one is one row appended to
 /// `reports` (its results as `stored` holds them, compressed in `buf` when that is smaller;
-/// see [`crate::store::results`]), plus an event per verdict transition.
+/// see [`crate::store::results`]), plus an event per verdict transition. `insert` is
+/// [`INSERT_REPORT`], prepared once for the group.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest(
     tx: &rusqlite::Transaction<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
     ledger: &mut Ledger,
     probe: &str,
     report: &Arrived,
@@ -712,10 +731,7 @@ pub(crate) fn ingest(
     }
     let plain = stored.as_slice();
     let results: &[u8] = crate::store::results::compress(plain, buf).unwrap_or(plain);
-    tx.prepare_cached(
-        "INSERT INTO reports (probe, seq, round, received_at, results) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
+    insert.execute(params![
         probe,
         report.seq as i64,
         report.round.map(|r| r as i64),
