@@ -91,7 +91,7 @@ pub struct Mark {
 #[derive(Debug, Default)]
 struct ProbeLedger {
     seqs: SeqSet,
-    latest: HashMap<String, Mark>,
+    latest: HashMap<String, Mark, foldhash::fast::RandomState>,
     last_seen: Option<i64>,
     agent_version: Option<String>,
     dirty_seqs: bool,
@@ -143,7 +143,7 @@ impl<'a> Entry<'a> {
 /// The writer's memory of the fleet's stored reports.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    probes: HashMap<String, ProbeLedger>,
+    probes: HashMap<String, ProbeLedger, foldhash::fast::RandomState>,
     dirty: BTreeSet<String>,
     /// The last report reflected here.
     pub last_report_id: i64,
