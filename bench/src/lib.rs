@@ -228,25 +228,13 @@ pub fn run(cli: Cli) -> Result<()> {
             probes,
             in_flight,
         }) => {
-            println!(
-                "cemwatch-bench {} (revision {}, {} build) store-path",
-                env!("CARGO_PKG_VERSION"),
-                git_revision(),
-                if cfg!(debug_assertions) {
-                    "debug"
-                } else {
-                    "release"
-                }
-            );
-            println!("machine: {}", procstat::machine());
-            println!(
-                "load average at start (1, 5, 15 min): {}",
-                procstat::loadavg()
-            );
+            print_header(" store-path", &procstat::machine());
             let work = tempfile::Builder::new()
                 .prefix("cemwatch-bench-")
                 .tempdir()?;
-            let results = sample_results(work.path())?;
+            let gw = footprint::gateways(work.path())?;
+            let results = encode_sample(sample_check(&gw)?)?;
+            drop(gw);
             storepath::run(
                 &storepath::StorePathOptions {
                     reports,
@@ -274,10 +262,11 @@ pub fn run(cli: Cli) -> Result<()> {
         a.checks = a.checks.min(50);
         a.deadline = a.deadline.min(Duration::from_secs(90));
     }
-    let machine = procstat::machine();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    // Read before the load generator pins itself: the machine's cores, not those left to it.
+    let machine = procstat::machine();
     let pin = !a.no_pin && taskset_available() && cpus >= 2;
     let server_cores = a.server_cores.clamp(1, cpus);
     // The load generator's CPUs: those the servers do not have, or all when none is left.
@@ -305,21 +294,7 @@ pub fn run(cli: Cli) -> Result<()> {
             .context("no directory for this program")?
             .to_path_buf(),
     };
-    println!(
-        "cemwatch-bench {} (revision {}, {} build)",
-        env!("CARGO_PKG_VERSION"),
-        git_revision(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
-    println!("machine: {machine}");
-    println!(
-        "load average at start (1, 5, 15 min): {}",
-        procstat::loadavg()
-    );
+    print_header("", &machine);
     if pin {
         println!(
             "pinning: servers on CPUs 0-{} (taskset -c; {server_cores} server core{}), checkers on CPU 0, load generator on CPUs {loadgen_cpus}{}",
@@ -339,9 +314,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .prefix("cemwatch-bench-")
         .tempdir()?;
     let gw = footprint::gateways(work.path())?;
-    let sample = footprint::probe_loop(gw.tls13.port(), &gw.ca_file, 1, true)?
-        .sample
-        .context("no sample check result")?;
+    let sample = sample_check(&gw)?;
 
     if !a.skip_footprint {
         println!("\n== probe footprint: cemwatch-probe beside blackbox_exporter ==");
@@ -358,15 +331,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     if !a.skip_fleet {
-        let produced_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let results = frames::encode_results(&[CheckReport {
-            check: fleet::CHECK.into(),
-            produced_at_ms,
-            result: sample,
-        }])?;
+        let results = encode_sample(sample)?;
         println!(
             "\n== fleet: {} simulated probes, real QUIC + mutual TLS, each report {} bytes of results ==",
             report::fmt_count(a.probes as u64),
@@ -422,13 +387,35 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// A report's results as the fleet sends them: one real check result, from the probe's own
-/// check against the benchmark's TLS 1.3 server, encoded once.
-fn sample_results(work: &std::path::Path) -> Result<Vec<u8>> {
-    let gw = footprint::gateways(work)?;
-    let sample = footprint::probe_loop(gw.tls13.port(), &gw.ca_file, 1, true)?
+/// The first lines of every run: the version and build, the machine (`machine`, read before any
+/// pinning), its load. `what` follows the build (a subcommand's name, or nothing).
+fn print_header(what: &str, machine: &str) {
+    println!(
+        "cemwatch-bench {} (revision {}, {} build){what}",
+        env!("CARGO_PKG_VERSION"),
+        git_revision(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    println!("machine: {machine}");
+    println!(
+        "load average at start (1, 5, 15 min): {}",
+        procstat::loadavg()
+    );
+}
+
+/// One real check result: the probe's own check against the benchmark's TLS 1.3 server.
+fn sample_check(gw: &footprint::Gateways) -> Result<cemwatch_shared::CheckResult> {
+    footprint::probe_loop(gw.tls13.port(), &gw.ca_file, 1, true)?
         .sample
-        .context("no sample check result")?;
+        .context("no sample check result")
+}
+
+/// A report's results as the simulated probes send them: `sample`, produced now, encoded once.
+fn encode_sample(sample: cemwatch_shared::CheckResult) -> Result<Vec<u8>> {
     let produced_at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -99,11 +99,21 @@ pub fn sample(pid: &str) -> Result<Sample> {
 pub fn cpu_precise(pid: &str) -> Option<f64> {
     let mut ns = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        ns += schedstat_ns(&task.ok()?.path().join("schedstat"))?;
     }
     Some(ns as f64 / 1e9)
+}
+
+/// Nanoseconds a thread has run on a CPU: the first field of its `schedstat` file
+/// (`/proc/PID/task/TID/schedstat`, `/proc/thread-self/schedstat`). `None` where the kernel
+/// keeps no schedstat.
+pub fn schedstat_ns(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// CPU seconds between two readings of [`cpu_precise`], or of the ticks of `/proc/PID/stat`

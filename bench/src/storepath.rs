@@ -1,5 +1,5 @@
 //! `cemwatch-bench store-path`: the coordinator's own work per report without QUIC, so that a
-//! change to it can be measured apart from the packet path, whose run-to-run noise (±10% in
+//! change to it can be measured apart from the packet path, whose run-to-run noise (10-20% in
 //! the fleet's saturating ingest on this machine) hides a gain of a few percent.
 //!
 //! Two stages, each timed on the CPU of the thread that does it (`schedstat`, nanoseconds):
@@ -16,7 +16,7 @@
 //! What it leaves out: QUIC, the session's task and its wake-ups, the `Ack`s, metrics.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,7 +27,7 @@ use cemwatch_coordinator::store::results::Encoded;
 use cemwatch_coordinator::store::{Ingested, Outcome, Writer};
 use cemwatch_shared::wire::PREFIX_LEN;
 
-use crate::{frames, report};
+use crate::{frames, procstat, report};
 
 /// What `store-path` runs.
 #[derive(Debug, Clone)]
@@ -42,16 +42,17 @@ pub struct StorePathOptions {
 
 /// Nanoseconds the calling thread has run on a CPU (`/proc/thread-self/schedstat`).
 fn this_thread_ns() -> Result<u64> {
-    schedstat_ns(Path::new("/proc/thread-self/schedstat"))
+    thread_ns(Path::new("/proc/thread-self/schedstat"))
 }
 
-fn schedstat_ns(path: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{} (this measure needs Linux's schedstat)", path.display()))?;
-    text.split_whitespace()
-        .next()
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| anyhow!("{}: no CPU time in {text:?}", path.display()))
+/// [`procstat::schedstat_ns`], or an error that says what this measure needs.
+fn thread_ns(path: &Path) -> Result<u64> {
+    procstat::schedstat_ns(path).with_context(|| {
+        format!(
+            "no CPU time in {} (this measure needs Linux's schedstat)",
+            path.display()
+        )
+    })
 }
 
 /// The schedstat file of this process's thread named `name`. A thread names itself once it
@@ -114,11 +115,10 @@ pub fn run(opts: &StorePathOptions, results: &[u8], work: &Path) -> Result<()> {
     );
 
     let data = work.join("store-path");
-    let writer = Arc::new(Writer::start(&data)?);
-    let fleet = Arc::new(Mutex::new(Fleet::default()));
-    let view = fleet.clone();
+    let writer = Writer::start(&data)?;
+    let fleet = Mutex::new(Fleet::default());
     writer.on_commit(Box::new(move |group, now_ms| {
-        let mut fleet = view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fleet = fleet.lock().unwrap_or_else(|e| e.into_inner());
         for (probe, report) in group.iter_mut() {
             fleet.record(probe, report, now_ms);
         }
@@ -133,11 +133,8 @@ pub fn run(opts: &StorePathOptions, results: &[u8], work: &Path) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (writer_before, me_before, wall) = (
-        schedstat_ns(&writer_stat)?,
-        this_thread_ns()?,
-        Instant::now(),
-    );
+    let (writer_before, me_before, wall) =
+        (thread_ns(&writer_stat)?, this_thread_ns()?, Instant::now());
     let (stored, duplicate, failed) = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, queue) in queues.into_iter().enumerate() {
@@ -179,7 +176,7 @@ pub fn run(opts: &StorePathOptions, results: &[u8], work: &Path) -> Result<()> {
         Ok::<_, anyhow::Error>(all)
     })?;
     let elapsed = wall.elapsed();
-    let writer_ns = schedstat_ns(&writer_stat)? - writer_before;
+    let writer_ns = thread_ns(&writer_stat)? - writer_before;
     let me_ns = this_thread_ns()? - me_before;
     if stored != reports as u64 || duplicate != 0 || failed != 0 {
         bail!(
@@ -194,8 +191,5 @@ pub fn run(opts: &StorePathOptions, results: &[u8], work: &Path) -> Result<()> {
         writer_ns as f64 / 1e3 / stored as f64,
         me_ns as f64 / 1e3 / stored as f64
     );
-    drop(writer);
-    // Let the writer's last checkpoint finish before the work directory goes.
-    std::thread::sleep(Duration::from_millis(200));
     Ok(())
 }
