@@ -592,6 +592,29 @@ async fn stop(sim: &Arc<Sim>, tasks: tokio::task::JoinSet<()>) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+/// (b): steady reporting against `server`, one report per probe every `--interval`: the same
+/// load for both servers, below what either can take (unlike (c), where the slower server is
+/// the one saturated). A `/metrics` scrape midway, of the coordinator.
+async fn steady(
+    opts: &FleetOptions,
+    sim: &Arc<Sim>,
+    server: &Server,
+    name: &'static str,
+) -> Result<Row> {
+    ingest(
+        sim,
+        server,
+        name,
+        format!("b: steady, one report per probe every {:?}", opts.interval),
+        Mode::Steady {
+            interval: opts.interval,
+        },
+        opts.steady,
+        server.http.is_some(),
+    )
+    .await
+}
+
 /// (c): saturating ingest against `server`.
 async fn saturate(
     opts: &FleetOptions,
@@ -663,6 +686,9 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
         let server = blocking(start.clone()).await?;
         let (tasks, row) = connect_and_hold(opts, &sim, &server, "baseline").await?;
         rows.push(row);
+        if opts.runs('b') {
+            rows.push(steady(opts, &sim, &server, "baseline").await?);
+        }
         if opts.runs('c') {
             rows.push(saturate(opts, &sim, &server, "baseline").await?);
         }
@@ -689,20 +715,7 @@ pub async fn run(opts: &FleetOptions, work: &Path) -> Result<Vec<Row>> {
     let (tasks, row) = connect_and_hold(opts, &sim, &server, "coordinator").await?;
     rows.push(row);
     if opts.runs('b') {
-        rows.push(
-            ingest(
-                &sim,
-                &server,
-                "coordinator",
-                format!("b: steady, one report per probe every {:?}", opts.interval),
-                Mode::Steady {
-                    interval: opts.interval,
-                },
-                opts.steady,
-                true,
-            )
-            .await?,
-        );
+        rows.push(steady(opts, &sim, &server, "coordinator").await?);
     }
     if opts.runs('c') {
         rows.push(saturate(opts, &sim, &server, "coordinator").await?);

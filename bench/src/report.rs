@@ -198,7 +198,7 @@ fn unfinished(rows: &[Row], scenario: &str) -> Option<String> {
 /// either server did not complete gets no ratio: its figures measure the failure, not the
 /// server.
 pub fn ratios(rows: &[Row], n: usize) {
-    for scenario in ["c:", "d:", "e:"] {
+    for scenario in ["b:", "c:", "d:", "e:"] {
         if let Some(why) = unfinished(rows, scenario) {
             println!(
                 "scenario {} ratios: not comparable, {why}",
@@ -234,6 +234,15 @@ pub fn ratios(rows: &[Row], n: usize) {
             c,
             b,
             "target at most 2",
+            format!("{c:.3} / {b:.3} s per 1,000"),
+        );
+    }
+    if let (Some(c), Some(b)) = both("b:", |r| r.cpu_per_1k) {
+        ratio_line(
+            "CPU per report, same steady load (b):",
+            c,
+            b,
+            "no target; the target is (c)'s",
             format!("{c:.3} / {b:.3} s per 1,000"),
         );
     }
