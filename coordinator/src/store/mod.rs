@@ -25,8 +25,9 @@ pub use probes::{
 };
 pub use schema::{db_path, open, SCHEMA_VERSION};
 pub use writer::{
-    CommitHook, CommitPath, Ingested, Mailbox, Outcome, Reader, Writer, CHECKPOINT_EVERY,
-    CHECKPOINT_WHEN_IDLE, GROUP_COMMIT_MAX, LINGER, LINGER_FROM, WRITER_CACHE_KIB,
+    CommitHook, CommitPath, Ingested, Mailbox, Outcome, Reader, Writer, CHECKPOINT_AFTER_REPORTS,
+    CHECKPOINT_EVERY, CHECKPOINT_WHEN_IDLE, GROUP_COMMIT_MAX, LINGER, LINGER_FROM,
+    WRITER_CACHE_KIB,
 };
 
 /// Unix milliseconds now.
@@ -513,6 +514,19 @@ mod ledger_tests {
         drop(db);
 
         let writer = Writer::start(dir.path()).expect("writer after the crash");
+        // The replay was checkpointed before the writer returned: the fleet view, loaded at
+        // once as the coordinator loads it, holds the replayed results.
+        {
+            let db = open(dir.path()).expect("open");
+            assert_eq!(
+                checkpointed(&db),
+                (2, 2),
+                "the replay checkpointed at start"
+            );
+            let probes = read::load_probes(&db).expect("fleet");
+            assert_eq!(probes["p1"].latest["gateway"].seq, 2);
+            assert_eq!(probes["p2"].latest["gateway"].seq, 1);
+        }
         assert_eq!(
             writer
                 .report("p1", report(2, "fail", 200))
@@ -533,13 +547,19 @@ mod ledger_tests {
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .expect("events");
         assert_eq!(events, 3);
-        // The replayed ledger reached the checkpoint tables again, and the fleet sees the
-        // latest result of each probe.
+        // The report after the crash reached the checkpoint tables too (once the writer fell
+        // idle), and the fleet sees the latest result of each probe.
+        let p1_seq = |db: &Connection| -> i64 {
+            db.query_row("SELECT seq FROM latest WHERE probe = 'p1'", [], |r| {
+                r.get(0)
+            })
+            .expect("p1's latest")
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while checkpointed(&db) != (2, 2) && Instant::now() < deadline {
+        while p1_seq(&db) != 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(checkpointed(&db), (2, 2), "the replay was checkpointed");
+        assert_eq!(checkpointed(&db), (2, 2), "one row of each per probe");
         let probes = read::load_probes(&db).expect("fleet");
         let p1 = &probes["p1"].latest["gateway"];
         assert_eq!((p1.seq, p1.produced_at_ms), (3, 300));

@@ -215,11 +215,15 @@ impl Writer {
     /// Starts the writer thread on its own connection.
     pub fn start(data_dir: &Path) -> Result<Self> {
         let mut conn = open(data_dir)?;
-        let ledger = Ledger::load(&conn)?;
+        let mut ledger = Ledger::load(&conn)?;
         // SQLite's default page cache (2 MiB) is smaller than the pages a checkpoint of a large
         // fleet touches (the latest results and sequence numbers of 100,000 probes are about
         // 10 MB); reports only append, so their pages need no cache. 16 MiB holds them.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())?;
+        // What the load replayed (the reports after the last checkpoint, after a crash) is
+        // checkpointed before anyone reads the store: the fleet view loads the latest results
+        // from the checkpoint tables as soon as this returns.
+        checkpoint(&mut conn, &mut ledger);
         let (tx, rx) = std_mpsc::channel::<Job>();
         let hook: Arc<OnceLock<CommitHook>> = Arc::new(OnceLock::new());
         let thread_hook = hook.clone();
@@ -441,7 +445,21 @@ impl Writer {
 }
 
 /// Longest time between checkpoints while reports keep arriving (see [`crate::store::ledger`]).
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+///
+/// A checkpoint writes three rows per probe that reported since the last one (its sequence
+/// numbers, its latest result per check, its last contact), whatever the number of its
+/// reports. A fleet reports once per probe per interval, so at a short period that is three
+/// rows for every report: every 2 s, at 20,000 probes reporting every 2 s, checkpoints were 9%
+/// of the coordinator's CPU (BENCHMARKS.md, "The checkpoint's period"). Every 30 s they cover
+/// fifteen such reports per row. What a longer period costs is bounded by
+/// [`CHECKPOINT_AFTER_REPORTS`]: the replay after a crash.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+
+/// A checkpoint is also written once this many reports were committed after the last one,
+/// however recent it is: a start after a crash replays at most these (3.7 us each in
+/// `cemwatch-bench store-path --reports 250000`: 250,000 × 3.7 us = 0.9 s more to start), and
+/// holds one report's row at a time while it replays.
+pub const CHECKPOINT_AFTER_REPORTS: i64 = 250_000;
 
 /// A checkpoint is also written once the writer has had nothing to do for this long.
 pub const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(200);
@@ -526,7 +544,7 @@ pub(crate) fn writer_loop(
         if committing {
             last_commit = Some(Instant::now());
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        if checkpoint_due(last_checkpoint.elapsed(), &ledger) {
             checkpoint(conn, &mut ledger);
             last_checkpoint = Instant::now();
         }
@@ -534,6 +552,13 @@ pub(crate) fn writer_loop(
     // The last senders are gone (the coordinator stops): leave a checkpoint so that the next
     // start has nothing to replay.
     checkpoint(conn, &mut ledger);
+}
+
+/// Whether a checkpoint is due under load, `since` the last one: [`CHECKPOINT_EVERY`], or
+/// [`CHECKPOINT_AFTER_REPORTS`] reports committed after it.
+fn checkpoint_due(since: Duration, ledger: &Ledger) -> bool {
+    since >= CHECKPOINT_EVERY
+        || ledger.last_report_id - ledger.checkpointed_id >= CHECKPOINT_AFTER_REPORTS
 }
 
 pub(crate) fn checkpoint(conn: &mut Connection, ledger: &mut Ledger) {
@@ -766,5 +791,24 @@ impl Reader {
     /// Runs `f` with the connection.
     pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         f(&self.conn.lock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_due_after_its_period_or_after_as_many_reports_as_a_replay_may_take() {
+        let mut ledger = Ledger::default();
+        ledger.checkpointed_id = 1_000;
+        ledger.last_report_id = 1_000 + CHECKPOINT_AFTER_REPORTS - 1;
+        assert!(!checkpoint_due(
+            CHECKPOINT_EVERY - Duration::from_millis(1),
+            &ledger
+        ));
+        assert!(checkpoint_due(CHECKPOINT_EVERY, &ledger));
+        ledger.last_report_id += 1;
+        assert!(checkpoint_due(Duration::ZERO, &ledger));
     }
 }
