@@ -478,7 +478,15 @@ pub(crate) fn writer_loop(
     // When the last group with reports or key bindings was committed.
     let mut last_commit: Option<Instant> = None;
     loop {
-        let first = if ledger.is_dirty() {
+        let first = if ledger.checkpointing() {
+            // A checkpoint under way: its next part is written between groups, or at once
+            // when nothing waits.
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(std_mpsc::TryRecvError::Empty) => None,
+                Err(std_mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else if ledger.is_dirty() {
             match rx.recv_timeout(CHECKPOINT_WHEN_IDLE) {
                 Ok(job) => Some(job),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => None,
@@ -491,8 +499,9 @@ pub(crate) fn writer_loop(
             }
         };
         let Some(first) = first else {
-            checkpoint(conn, &mut ledger);
-            last_checkpoint = Instant::now();
+            if checkpoint_part(conn, &mut ledger) {
+                last_checkpoint = Instant::now();
+            }
             continue;
         };
         pending.push(first);
@@ -544,8 +553,9 @@ pub(crate) fn writer_loop(
         if committing {
             last_commit = Some(Instant::now());
         }
-        if checkpoint_due(last_checkpoint.elapsed(), &ledger) {
-            checkpoint(conn, &mut ledger);
+        if (ledger.checkpointing() || checkpoint_due(last_checkpoint.elapsed(), &ledger))
+            && checkpoint_part(conn, &mut ledger)
+        {
             last_checkpoint = Instant::now();
         }
     }
@@ -561,28 +571,41 @@ fn checkpoint_due(since: Duration, ledger: &Ledger) -> bool {
         || ledger.last_report_id - ledger.checkpointed_id >= CHECKPOINT_AFTER_REPORTS
 }
 
+/// Writes a whole checkpoint, part after part (at start and at shutdown, when nothing else
+/// waits).
 pub(crate) fn checkpoint(conn: &mut Connection, ledger: &mut Ledger) {
+    while ledger.is_dirty() && !checkpoint_part(conn, ledger) {}
+}
+
+/// Writes the next part of a checkpoint ([`Ledger::checkpoint_part`]), in a transaction of its
+/// own; true once no checkpoint is under way any more (this part completed it, or failed).
+pub(crate) fn checkpoint_part(conn: &mut Connection, ledger: &mut Ledger) -> bool {
     if !ledger.is_dirty() {
-        return;
+        return true;
     }
     let started = Instant::now();
-    let outcome = (|| -> Result<usize> {
+    let outcome = (|| -> Result<(usize, bool)> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let probes = ledger.checkpoint(&tx)?;
+        let part = ledger.checkpoint_part(&tx)?;
         tx.commit()?;
-        Ok(probes)
+        Ok(part)
     })();
     match outcome {
-        Ok(probes) => tracing::debug!(
-            probes,
-            took_ms = started.elapsed().as_millis() as u64,
-            "store checkpoint"
-        ),
+        Ok((probes, done)) => {
+            tracing::debug!(
+                probes,
+                done,
+                took_ms = started.elapsed().as_millis() as u64,
+                "store checkpoint part"
+            );
+            done
+        }
         Err(e) => {
             // Nothing is lost: the reports are committed; the next start (or the next
             // checkpoint, after a reload) replays them.
             tracing::warn!(error = %format!("{e:#}"), "cannot write the store checkpoint; will retry");
             reload(conn, ledger);
+            true
         }
     }
 }
@@ -797,6 +820,114 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ledger::CHECKPOINT_CHUNK;
+
+    /// Commits report `seq` of `probe` as a group commit does (its row and the ledger).
+    fn commit(conn: &mut Connection, ledger: &mut Ledger, probe: &str, seq: u64) -> i64 {
+        let report = crate::store::test_report(seq, "ok", seq * 10);
+        let stored = Encoded::of_results(&report.results).expect("encoded");
+        let tx = conn.transaction().expect("tx");
+        {
+            let mut insert = tx.prepare_cached(INSERT_REPORT).expect("insert");
+            let arrived = Arrived::of_report(&report);
+            let got = ingest(
+                &tx,
+                &mut insert,
+                ledger,
+                probe,
+                &arrived,
+                &stored,
+                1,
+                &mut Vec::new(),
+            );
+            assert_eq!(got.expect("ingest"), Ingested::Stored);
+        }
+        tx.commit().expect("commit");
+        ledger.last_report_id
+    }
+
+    fn meta_checkpoint(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT COALESCE((SELECT value FROM meta WHERE key = 'checkpoint'), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("meta")
+    }
+
+    fn part(conn: &mut Connection, ledger: &mut Ledger) -> (usize, bool) {
+        let tx = conn.transaction().expect("tx");
+        let part = ledger.checkpoint_part(&tx).expect("part");
+        tx.commit().expect("commit");
+        part
+    }
+
+    /// A checkpoint of more probes than a part holds is written in parts, reports committed
+    /// between them; it records the last report committed when it began only once every
+    /// probe changed by then is written. A crash between two parts loses nothing: the store
+    /// opens on the previous checkpoint and replays, over rows some of which are newer.
+    #[test]
+    fn a_large_checkpoint_is_written_in_parts_and_a_crash_between_them_loses_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = crate::store::open(dir.path()).expect("open");
+        let mut ledger = Ledger::default();
+        let n = CHECKPOINT_CHUNK + 500;
+        let name = |i: usize| format!("p{i:06}");
+        for i in 0..n {
+            commit(&mut conn, &mut ledger, &name(i), 1);
+        }
+        let covers = ledger.last_report_id;
+        assert_eq!(part(&mut conn, &mut ledger), (CHECKPOINT_CHUNK, false));
+        assert!(ledger.checkpointing());
+        assert_eq!(
+            meta_checkpoint(&conn),
+            0,
+            "not complete: the old checkpoint stands"
+        );
+
+        // Between two parts: a probe already written and one still to write report again.
+        commit(&mut conn, &mut ledger, &name(0), 2);
+        let newest = commit(&mut conn, &mut ledger, &name(n - 1), 2);
+
+        // A crash here: the store opens on the old checkpoint and replays every report.
+        let replayed = Ledger::load(&conn).expect("load after a crash between parts");
+        assert_eq!(replayed.last_report_id, newest);
+        for (i, seq) in [(0, 2u64), (1, 1), (n - 1, 2)] {
+            let mut again = Ledger::load(&conn).expect("load");
+            assert!(
+                !again.is_new(&name(i), seq),
+                "{}'s seq {seq} is known",
+                name(i)
+            );
+        }
+
+        // Without the crash: the rest in one more part, which completes it.
+        assert_eq!(part(&mut conn, &mut ledger), (500, true));
+        assert!(!ledger.checkpointing());
+        assert_eq!(meta_checkpoint(&conn), covers);
+        let latest_seq = |conn: &Connection, probe: &str| -> i64 {
+            conn.query_row("SELECT seq FROM latest WHERE probe = ?1", [probe], |r| {
+                r.get(0)
+            })
+            .expect("latest")
+        };
+        assert_eq!(
+            latest_seq(&conn, &name(n - 1)),
+            2,
+            "written with what came since"
+        );
+        assert_eq!(
+            latest_seq(&conn, &name(0)),
+            1,
+            "written before its second report"
+        );
+        // What changed after its part is in the next checkpoint.
+        assert_eq!(ledger.dirty_probes(), 1);
+        assert_eq!(part(&mut conn, &mut ledger), (1, true));
+        assert_eq!(meta_checkpoint(&conn), newest);
+        assert_eq!(latest_seq(&conn, &name(0)), 2);
+        assert!(!ledger.is_dirty());
+    }
 
     #[test]
     fn a_checkpoint_is_due_after_its_period_or_after_as_many_reports_as_a_replay_may_take() {
