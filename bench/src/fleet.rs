@@ -593,8 +593,9 @@ async fn stop(sim: &Arc<Sim>, tasks: tokio::task::JoinSet<()>) {
 }
 
 /// (b): steady reporting against `server`, one report per probe every `--interval`: the same
-/// load for both servers, below what either can take (unlike (c), where the slower server is
-/// the one saturated). A `/metrics` scrape midway, of the coordinator.
+/// offered load for both servers, to be chosen below what both can take (at 100,000 probes
+/// every 10 s the coordinator cannot), so that CPU per report compares unsaturated; in (c) the
+/// slower server is the one saturated. A `/metrics` scrape midway, of the coordinator.
 async fn steady(
     opts: &FleetOptions,
     sim: &Arc<Sim>,
