@@ -5,8 +5,11 @@
 //! prefix, answers the first frame with a canned plan and every later one with an `Ack` of the
 //! sequence number it reads out of the frame. No decoding, no store, no aggregation.
 //!
-//! On SIGUSR1 it asks every connection for a round at once (`ProbeNow`, round ids 1, 2, ...),
-//! and answers the report like any other; killed and started again on the same port, it takes
+//! On SIGUSR1 it asks every connection for a round (`ProbeNow`, round ids 1, 2, ...), paced by
+//! the coordinator's own rule (`quic::pace`: at most a window unanswered, sized from the answers
+//! measured), and answers the report like any other. Asked all at once, 100,000 answers
+//! overflowed its socket and the round did not complete in 240 s: a flood measures the
+//! socket's buffer, not what QUIC costs per answer. Killed and started again on the same port, it takes
 //! the reconnect storm. It runs as its own process (`cemwatch-bench baseline-server`), pinned
 //! like the coordinator, so both are measured the same way.
 
@@ -15,7 +18,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use cemwatch_coordinator::config::limits::LimitsConfig;
 use cemwatch_coordinator::quic::ca::CoordinatorCa;
@@ -130,9 +135,9 @@ async fn serve(opts: &BaselineOptions) -> Result<()> {
             .as_millis() as u64,
         }))
     });
-    // The current round's `ProbeNow` frame; every connection watches it.
-    let (round_tx, round_rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
+    let rounds = Arc::new(Rounds::default());
     let check = opts.check.clone();
+    let asker = rounds.clone();
     tokio::spawn(async move {
         let Ok(mut usr1) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
@@ -146,22 +151,28 @@ async fn serve(opts: &BaselineOptions) -> Result<()> {
                 round: id,
                 checks: vec![check.clone()],
             });
-            if let Ok(frame) = frame {
-                round_tx.send_replace(Some(Arc::new(frame)));
-                eprintln!("round {id} asked");
-            }
+            let Ok(frame) = frame else { continue };
+            let (answered, targets) = asker.start(frame);
+            eprintln!("round {id} asked of {}", targets.len());
+            // The coordinator's pacing (`quic::pace`): at most a window unanswered.
+            tokio::spawn(async move {
+                cemwatch_coordinator::quic::pace(targets, &answered, |n: Arc<Notify>| {
+                    n.notify_one()
+                })
+                .await;
+            });
         }
     });
     let mut loops = tokio::task::JoinSet::new();
     for endpoint in endpoints {
-        let (plan, round_rx, meter) = (plan.clone(), round_rx.clone(), meter.clone());
+        let (plan, rounds, meter) = (plan.clone(), rounds.clone(), meter.clone());
         loops.spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let plan = plan.clone();
-                let rounds = round_rx.clone();
+                let rounds = rounds.clone();
                 let meter = meter.clone();
                 tokio::spawn(async move {
-                    let _ = connection(incoming, &*plan, &meter, rounds).await;
+                    let _ = connection(incoming, &*plan, &meter, &rounds).await;
                 });
             }
         });
@@ -170,19 +181,74 @@ async fn serve(opts: &BaselineOptions) -> Result<()> {
     Ok(())
 }
 
+/// The connections a round can ask, and the round under way.
+#[derive(Default)]
+struct Rounds {
+    state: parking_lot::Mutex<RoundState>,
+}
+
+#[derive(Default)]
+struct RoundState {
+    /// Each live connection's wake-up, by an id of its own.
+    live: std::collections::HashMap<u64, Arc<Notify>>,
+    next_id: u64,
+    /// The round's `ProbeNow` frame and the count of its answers.
+    current: Option<(Arc<Vec<u8>>, Arc<AtomicUsize>)>,
+}
+
+impl Rounds {
+    /// A new connection's id and wake-up.
+    fn join(&self) -> (u64, Arc<Notify>) {
+        let mut state = self.state.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let notify = Arc::new(Notify::new());
+        state.live.insert(id, notify.clone());
+        (id, notify)
+    }
+
+    fn leave(&self, id: u64) {
+        self.state.lock().live.remove(&id);
+    }
+
+    /// Starts a round of `frame`: its answer count and every live connection to ask.
+    fn start(&self, frame: Vec<u8>) -> (Arc<AtomicUsize>, Vec<Arc<Notify>>) {
+        let mut state = self.state.lock();
+        let answered = Arc::new(AtomicUsize::new(0));
+        state.current = Some((Arc::new(frame), answered.clone()));
+        (answered, state.live.values().cloned().collect())
+    }
+
+    fn current(&self) -> Option<(Arc<Vec<u8>>, Arc<AtomicUsize>)> {
+        self.state.lock().current.clone()
+    }
+}
+
+/// Takes a connection out of [`Rounds`] when it ends, however it ends.
+struct Leave<'a>(&'a Rounds, u64);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
+}
+
 async fn connection(
     incoming: quinn::Incoming,
     plan: &(dyn Fn() -> std::result::Result<Vec<u8>, wire::WireError> + Send + Sync),
     meter: &capacity::HandshakeMeter,
-    mut rounds: watch::Receiver<Option<Arc<Vec<u8>>>>,
+    rounds: &Rounds,
 ) -> Result<()> {
     let conn = incoming.await?;
     meter.completed();
     conn.set_receive_window(cemwatch_transport::quic::session_window());
     let (mut send, mut recv) = conn.accept_bi().await?;
-    rounds.borrow_and_update();
+    let (id, asked) = rounds.join();
+    let _leave = Leave(rounds, id);
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
+    // The round asked of this connection and not answered yet: its answer count.
+    let mut answering: Option<Arc<AtomicUsize>> = None;
     loop {
         // Every complete frame received so far.
         let mut used = 0;
@@ -203,6 +269,9 @@ async fn connection(
             let seq = report_seq(payload).ok_or_else(|| anyhow!("not a report"))?;
             send.write_all(&wire::encode(&ToProbe::Ack { seq })?)
                 .await?;
+            if let Some(answered) = answering.take() {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
         }
         buf.drain(..used);
         tokio::select! {
@@ -210,13 +279,10 @@ async fn connection(
                 Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
                 _ => return Ok(()),
             },
-            changed = rounds.changed(), if !first => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let frame = rounds.borrow_and_update().clone();
-                if let Some(frame) = frame {
+            () = asked.notified(), if !first => {
+                if let Some((frame, answered)) = rounds.current() {
                     send.write_all(&frame).await?;
+                    answering = Some(answered);
                 }
             }
         }

@@ -3,9 +3,9 @@
 //!
 //! Scenarios: (a) connect N probes and hold them; (b) steady reporting at an interval;
 //! (c) saturating ingest; (d) a `ProbeNow` round across all N; (e) SIGKILL of the
-//! coordinator, restart, and the reconnect storm until all N are back. The baseline runs (a),
-//! (c), (d) (every connection asked at once on SIGUSR1) and (e) (killed and started again on
-//! its port, with the same session resumption). Figures of the server come from `/proc` (CPU = utime + stime of all its threads;
+//! coordinator, restart, and the reconnect storm until all N are back. The baseline runs every
+//! scenario: (d) on SIGUSR1, paced by the coordinator's rule (`quic::pace`), and (e) killed and
+//! started again on its port, with the same session resumption. Figures of the server come from `/proc` (CPU = utime + stime of all its threads;
 //! RSS); latencies and counts come from the probes (report sent → `Ack` received, and the
 //! coordinator acknowledges only after the commit).
 
@@ -439,7 +439,7 @@ async fn round(
             )
         }
         None => format!(
-            "round {id}: {} connections asked at once, {} acknowledged",
+            "round {id}: {} connections asked (paced as the coordinator paces), {} acknowledged",
             fmt_count(eligible as u64),
             fmt_count(acks.len() as u64),
         ),

@@ -384,24 +384,43 @@ pub fn round_window(per_second: f64, latency: Option<Duration>) -> usize {
 /// next window's worth is asked anyway.
 pub const ROUND_STALL: Duration = Duration::from_secs(2);
 
-/// Sends a round's requests, keeping at most a window unanswered: [`ROUND_WINDOW`] at first,
-/// then [`round_window`] of the answer rate measured every 200 ms of the round and of the
-/// fastest answer: answers come back roughly in the order asked, so when the `n`-th answer
-/// arrives, the time since the `n`-th request is a sample of the time an answer takes.
+/// Sends a round's requests to `targets`, keeping at most a window unanswered (see [`pace`]).
 pub(super) async fn pace_round(
     round: u64,
     frame: &Frame,
     targets: Vec<(String, Arc<Asks>)>,
     answered: &AtomicUsize,
 ) {
+    let sent = pace(targets, answered, |(_, asks)| {
+        asks.offer(frame);
+    })
+    .await;
+    tracing::debug!(round, sent, "round asked");
+}
+
+/// Asks each of `targets` in turn (`ask`), keeping at most a window unanswered, where
+/// `answered` counts the answers that came back: [`ROUND_WINDOW`] at first, then
+/// [`round_window`] of the answer rate measured every 200 ms of the round and of the fastest
+/// answer: answers come back roughly in the order asked, so when the `n`-th answer arrives,
+/// the time since the `n`-th request is a sample of the time an answer takes. Returns how many
+/// were asked.
+///
+/// Public so that the benchmark's raw-QUIC baseline paces its rounds by the same rule: the
+/// round's ratio then compares the work per answer, not a window against a flood.
+pub async fn pace<T>(
+    targets: impl IntoIterator<Item = T>,
+    answered: &AtomicUsize,
+    mut ask: impl FnMut(T),
+) -> usize {
+    let targets = targets.into_iter();
     let (mut sent, mut credit) = (0usize, 0usize);
     let mut last = (0usize, tokio::time::Instant::now());
     let mut window = ROUND_WINDOW;
     let mut rate_mark = (0usize, tokio::time::Instant::now());
     // When each request went out (8 bytes per probe asked), and the fastest answer seen.
-    let mut sent_at: Vec<tokio::time::Instant> = Vec::with_capacity(targets.len());
+    let mut sent_at: Vec<tokio::time::Instant> = Vec::with_capacity(targets.size_hint().0);
     let (mut fastest, mut sampled): (Option<Duration>, usize) = (None, 0);
-    for (_, asks) in targets {
+    for target in targets {
         loop {
             let a = answered.load(Ordering::Relaxed);
             let now = tokio::time::Instant::now();
@@ -432,11 +451,12 @@ pub(super) async fn pace_round(
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        asks.offer(frame);
+        ask(target);
         sent_at.push(tokio::time::Instant::now());
         sent += 1;
     }
-    tracing::debug!(round, sent, window, ?fastest, "round asked");
+    tracing::debug!(sent, window, ?fastest, "paced");
+    sent
 }
 
 #[cfg(test)]

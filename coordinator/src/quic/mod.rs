@@ -24,7 +24,7 @@ pub use handshake::adopt_on_hello;
 pub use handshake::UNAUTHENTICATED_DEADLINE;
 pub use live::QUEUED_BYTES_ALL;
 pub use live::{
-    round_window, Hub, RoundRefused, ROUND_IN_FLIGHT_MAX, ROUND_STALL, ROUND_WINDOW,
+    pace, round_window, Hub, RoundRefused, ROUND_IN_FLIGHT_MAX, ROUND_STALL, ROUND_WINDOW,
     ROUND_WINDOW_MAX, ROUND_WINDOW_MIN, ROUND_WINDOW_SPAN_MIN,
 };
 pub use session::{AGENT_STATE_INTERVAL, QUEUED_BYTES_PER_CONNECTION};
