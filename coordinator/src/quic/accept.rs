@@ -22,24 +22,40 @@ use crate::telemetry::{Metrics, Refusal};
 /// well under the probes' 5 s.
 pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 512;
 
-/// Connection attempts that may wait for a handshake slot. Beyond it a new attempt is refused
-/// at once (counted as `connections_refused_total{reason="busy"}`), and the probe comes back
-/// after its jittered backoff, instead of waiting past its connect timeout for a handshake
-/// that is then wasted. Sized to a few seconds of handshakes, under the probes' 5 s connect
-/// timeout.
+/// Connection attempts that may wait for a handshake slot. Beyond it a new attempt is shed at
+/// once ([`shed_busy`], counted as `connections_refused_total{reason="busy"}`), instead of
+/// waiting past its connect timeout for a handshake that is then wasted. Sized to a few seconds
+/// of handshakes, under the probes' 5 s connect timeout.
 pub const MAX_HANDSHAKES_WAITING: usize = 4096;
 
-/// Longest time an attempt waits for a handshake slot. Beyond it the attempt is refused
+/// Longest time an attempt waits for a handshake slot. Beyond it the attempt is shed
 /// (`reason="busy"`) rather than started: the probe gives up 5 s after its first packet, so a
 /// handshake begun later than this would likely finish for nobody. Under an overload this keeps
 /// the CPU on handshakes that complete (a fleet of 100,000 reconnecting within 10 s, before
 /// plans spread their return, saw 587,282 attempts time out on the probes, which retried).
 pub const MAX_HANDSHAKE_WAIT: Duration = Duration::from_millis(2500);
 
-/// Refuses an attempt before any handshake work, counted as `reason="busy"`.
-pub(super) fn refuse_busy(hub: &Hub, incoming: quinn::Incoming) {
+/// Sheds an attempt the coordinator has no room for, before any handshake work, counted as
+/// `reason="busy"`: its Initial is dropped without an answer (`Incoming::ignore`).
+///
+/// Why not refused with a close, as the limits below refuse: a refusal is work, and this one
+/// comes when the coordinator has no CPU to spare. quinn derives the attempt's Initial keys again,
+/// encrypts a CONNECTION_CLOSE and sends it, and the probe, told at once, comes back within its
+/// first backoff (0.5-1.5 s) to be refused again. In a reconnect storm on an overloaded core
+/// (20,000 probes, 82,956 attempts refused) that was 22% of the coordinator's CPU
+/// (`quinn::endpoint::EndpointInner::refuse` in `perf record`), which it then lacked for the
+/// handshakes that would succeed. Unanswered, the attempt costs what reading its packet cost,
+/// and the probe's QUIC stack retransmits the Initial after its probe timeout (about 1 s, then
+/// 2 s, within its 5 s connect timeout): each copy is a new attempt here, let in once there is
+/// room, or the probe backs off as from any timeout.
+pub(super) fn shed_busy(hub: &Hub, incoming: quinn::Incoming) {
     hub.metrics.refused(Refusal::Busy);
-    incoming.refuse();
+    shed(incoming);
+}
+
+/// Drops an attempt without an answer ([`shed_busy`] says why).
+fn shed(incoming: quinn::Incoming) {
+    incoming.ignore();
 }
 
 /// The accept-loop hook: lets `incoming` through, or answers it with a Retry or a refusal
@@ -135,7 +151,7 @@ async fn accept_loop(
             continue;
         };
         if waiting.load(Ordering::Relaxed) >= MAX_HANDSHAKES_WAITING {
-            refuse_busy(&hub, incoming);
+            shed_busy(&hub, incoming);
             continue;
         }
         waiting.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +167,7 @@ async fn accept_loop(
                 // Its probe is about to give up: a handshake now would be work for nothing,
                 // taken from attempts that can still succeed.
                 drop(slot);
-                refuse_busy(&hub, incoming);
+                shed_busy(&hub, incoming);
                 hub.connections.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
@@ -189,5 +205,99 @@ async fn accept_loop(
             }
         };
         tokio::spawn(fut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cemwatch_shared::wire::{ALPN, SERVER_NAME};
+
+    use crate::quic::ca::CoordinatorCa;
+
+    /// A server endpoint on loopback with the coordinator's identity (no client certificate
+    /// asked: the enrolment client connects to it), and the enrolment client's configuration.
+    fn endpoints(dir: &std::path::Path) -> (quinn::Endpoint, SocketAddr, quinn::ClientConfig) {
+        let ca = CoordinatorCa::load_or_create(dir, &[]).expect("CA");
+        let provider = cemwatch_transport::tls::provider();
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(ca.server_chain(), ca.server_key())
+            .expect("server identity");
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
+        let server = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .expect("server endpoint");
+        let addr = server.local_addr().expect("bound");
+        let client = cemwatch_transport::quic::enrol_client_config(ca.pin()).expect("client");
+        (server, addr, client)
+    }
+
+    /// What a client sees of a first attempt that the server answers with `first`, every later
+    /// one accepted: the connection's outcome and the attempts the server saw.
+    async fn attempt(first: fn(quinn::Incoming)) -> (Result<(), quinn::ConnectionError>, usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, addr, client_config) = endpoints(dir.path());
+        let accepting = tokio::spawn(async move {
+            let mut seen = 0usize;
+            while let Some(incoming) = server.accept().await {
+                seen += 1;
+                if seen == 1 {
+                    first(incoming);
+                    continue;
+                }
+                if let Ok(connecting) = incoming.accept() {
+                    if let Ok(conn) = connecting.await {
+                        conn.close(0u32.into(), b"done");
+                    }
+                }
+                break;
+            }
+            (seen, server)
+        });
+        let client = cemwatch_transport::quic::client_endpoint(addr).expect("client endpoint");
+        let outcome = tokio::time::timeout(Duration::from_secs(15), async {
+            client
+                .connect_with(client_config, addr, SERVER_NAME)
+                .expect("connect")
+                .await
+                .map(|_| ())
+        })
+        .await
+        .expect("the attempt ends within 15 s");
+        client.close(0u32.into(), b"");
+        if outcome.is_err() {
+            accepting.abort();
+            return (outcome, 1);
+        }
+        let (seen, _server) = accepting.await.expect("the server");
+        (outcome, seen)
+    }
+
+    #[tokio::test]
+    async fn a_shed_attempt_gets_no_answer_and_its_retransmission_is_let_in() {
+        // Refused with a close (as before), the probe is told at once and does not come back
+        // by itself: its connect fails.
+        let (refused, _) = attempt(quinn::Incoming::refuse).await;
+        assert!(
+            matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))),
+            "a refusal closes the attempt: {refused:?}"
+        );
+        // Shed (busy), the attempt is dropped unanswered: the client's QUIC retransmits its
+        // Initial after its probe timeout, which arrives as a new attempt and is let in.
+        let (shed, seen) = attempt(super::shed).await;
+        assert!(shed.is_ok(), "the retransmitted attempt connects: {shed:?}");
+        assert_eq!(
+            seen, 2,
+            "the server saw the shed attempt and its retransmission"
+        );
     }
 }
