@@ -108,8 +108,11 @@ pub struct Sim {
     pub round: Mutex<RoundClock>,
     /// When the current reconnect storm started; sessions after it are timed.
     pub storm_started: Mutex<Option<Instant>>,
-    /// Time from the storm's start to each new session.
+    /// Time from the storm's start to each probe's first new session ([`Sim::back`]).
     pub reconnects: Mutex<Vec<Duration>>,
+    /// Which probes are back in the current storm: a probe whose session is lost again and
+    /// that comes back a second time is counted once.
+    returned: Vec<std::sync::atomic::AtomicBool>,
     /// How long a connection attempt may take (the agent's default).
     pub connect_timeout: Duration,
     /// Longest backoff (the agent's default).
@@ -197,6 +200,9 @@ impl Sim {
             phases: (0..n)
                 .map(|_| std::sync::atomic::AtomicU8::new(Phase::Waiting as u8))
                 .collect(),
+            returned: (0..n)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             pace: tokio::sync::Semaphore::new(PACED_HANDSHAKES),
         }))
     }
@@ -221,6 +227,16 @@ impl Sim {
     /// Number of probes.
     pub fn len(&self) -> usize {
         self.configs.len()
+    }
+
+    /// Starts counting a storm's returns afresh: no probe is back yet.
+    pub fn storm_begins(&self) {
+        for r in &self.returned {
+            r.store(false, Ordering::Relaxed);
+        }
+        if let Ok(mut r) = self.reconnects.lock() {
+            r.clear();
+        }
     }
 
     /// Whether there are no probes.
@@ -495,8 +511,14 @@ async fn session(
     match sim.storm_started.lock().ok().and_then(|s| *s) {
         Some(t0) => {
             sim.set_phase(i, Phase::Back);
-            if let Ok(mut r) = sim.reconnects.lock() {
-                r.push(t0.elapsed());
+            let first = sim
+                .returned
+                .get(i)
+                .is_some_and(|r| !r.swap(true, Ordering::Relaxed));
+            if first {
+                if let Ok(mut r) = sim.reconnects.lock() {
+                    r.push(t0.elapsed());
+                }
             }
         }
         None => sim.set_phase(i, Phase::Session),
