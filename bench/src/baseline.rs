@@ -9,8 +9,8 @@
 //! the coordinator's own rule (`quic::pace`: at most a window unanswered, sized from the answers
 //! measured), and answers the report like any other. Asked all at once, 100,000 answers
 //! overflowed its socket and the round did not complete in 240 s: a flood measures the
-//! socket's buffer, not what QUIC costs per answer. Killed and started again on the same port, it takes
-//! the reconnect storm. It runs as its own process (`cemwatch-bench baseline-server`), pinned
+//! socket's buffer, not what QUIC costs per answer. Killed and started again on the same port,
+//! it takes the reconnect storm. It runs as its own process (`cemwatch-bench baseline-server`), pinned
 //! like the coordinator, so both are measured the same way.
 
 use std::net::SocketAddr;

@@ -108,7 +108,7 @@ pub struct Sim {
     pub round: Mutex<RoundClock>,
     /// When the current reconnect storm started; sessions after it are timed.
     pub storm_started: Mutex<Option<Instant>>,
-    /// Time from the storm's start to each probe's first new session ([`Sim::back`]).
+    /// Time from the storm's start to each probe's first new session in it (see `returned`).
     pub reconnects: Mutex<Vec<Duration>>,
     /// Which probes are back in the current storm: a probe whose session is lost again and
     /// that comes back a second time is counted once.

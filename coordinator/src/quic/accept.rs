@@ -211,6 +211,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -242,15 +243,15 @@ mod tests {
     }
 
     /// What a client sees of a first attempt that the server answers with `first`, every later
-    /// one accepted: the connection's outcome and the attempts the server saw.
+    /// one accepted: the connection's outcome, and the attempts the server had seen by then.
     async fn attempt(first: fn(quinn::Incoming)) -> (Result<(), quinn::ConnectionError>, usize) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (server, addr, client_config) = endpoints(dir.path());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
         let accepting = tokio::spawn(async move {
-            let mut seen = 0usize;
             while let Some(incoming) = server.accept().await {
-                seen += 1;
-                if seen == 1 {
+                if counted.fetch_add(1, Ordering::Relaxed) == 0 {
                     first(incoming);
                     continue;
                 }
@@ -261,7 +262,6 @@ mod tests {
                 }
                 break;
             }
-            (seen, server)
         });
         let client = cemwatch_transport::quic::client_endpoint(addr).expect("client endpoint");
         let outcome = tokio::time::timeout(Duration::from_secs(15), async {
@@ -274,23 +274,24 @@ mod tests {
         .await
         .expect("the attempt ends within 15 s");
         client.close(0u32.into(), b"");
-        if outcome.is_err() {
+        if outcome.is_ok() {
+            accepting.await.expect("the server");
+        } else {
             accepting.abort();
-            return (outcome, 1);
         }
-        let (seen, _server) = accepting.await.expect("the server");
-        (outcome, seen)
+        (outcome, seen.load(Ordering::Relaxed))
     }
 
     #[tokio::test]
     async fn a_shed_attempt_gets_no_answer_and_its_retransmission_is_let_in() {
         // Refused with a close (as before), the probe is told at once and does not come back
         // by itself: its connect fails.
-        let (refused, _) = attempt(quinn::Incoming::refuse).await;
+        let (refused, seen) = attempt(quinn::Incoming::refuse).await;
         assert!(
             matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))),
             "a refusal closes the attempt: {refused:?}"
         );
+        assert_eq!(seen, 1, "the refused attempt was the only one");
         // Shed (busy), the attempt is dropped unanswered: the client's QUIC retransmits its
         // Initial after its probe timeout, which arrives as a new attempt and is let in.
         let (shed, seen) = attempt(super::shed).await;
