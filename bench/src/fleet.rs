@@ -533,6 +533,7 @@ async fn storm(
         storm_50_s: at(0.5).map(|t| t.as_secs_f64()),
         storm_95_s: at(0.95).map(|t| t.as_secs_f64()),
         storm_100_s: at(1.0).map(|t| t.as_secs_f64()),
+        storm_back: Some(times.len() as u64),
         cpu_per_reconnect_ms: (!times.is_empty()).then_some(reconnect_ms),
         peak_rss_mib: Some(s1.hwm_kib as f64 / 1024.0),
         ..Row::default()

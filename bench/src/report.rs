@@ -36,6 +36,8 @@ pub struct Row {
     pub storm_95_s: Option<f64>,
     /// Storm: time until all are back, s.
     pub storm_100_s: Option<f64>,
+    /// Storm: probes back at least once (a probe back and lost again still counts).
+    pub storm_back: Option<u64>,
     /// Storm: server CPU per reconnect, ms.
     pub cpu_per_reconnect_ms: Option<f64>,
     /// Server peak resident memory (since it started), MiB.
@@ -433,7 +435,7 @@ pub fn targets(rows: &[Row], n: usize) {
             }
             None => println!(
                 "reconnect storm of 100,000 absorbed in under 30 s: only {} of the probes came back ({}) -> MISSED",
-                fmt_count(e.probes as u64),
+                fmt_count(e.storm_back.unwrap_or(e.probes as u64)),
                 e.storm_50_s
                     .map(|t| format!("half of them after {t:.1} s"))
                     .unwrap_or_else(|| "fewer than half".into())
