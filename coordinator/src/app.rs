@@ -286,16 +286,34 @@ async fn watch_nodes(hub: Arc<Hub>) {
             let names = config.checks.iter().map(|c| c.name.clone()).collect();
             (names, config.server.stale_after)
         };
-        let switches: Vec<_> = {
-            let fleet = hub.registry.fleet();
-            checks
+        // A walk of the whole fleet view: on the blocking pool, not the runtime's workers,
+        // which read the QUIC sockets (`http::handlers::off_runtime` says why).
+        let reader = hub.clone();
+        let walked = tokio::task::spawn_blocking(move || {
+            let fleet = reader.registry.fleet();
+            let switches: Vec<_> = checks
                 .iter()
                 .flat_map(|name| {
                     let obs = fleet.observations(name, now, stale_after);
                     let tallies = analysis::nodes::tally(obs.iter().map(|o| o.latest));
                     analysis::nodes::switches(&mut served, name, &tallies)
                 })
-                .collect()
+                .collect();
+            (served, switches)
+        })
+        .await;
+        let switches = match walked {
+            Ok((kept, switches)) => {
+                served = kept;
+                switches
+            }
+            Err(e) => {
+                // The history went with the walk: start again from none (a switch may be
+                // missed, none is made up).
+                tracing::error!(error = %e, "the node watch's walk of the fleet failed");
+                served = std::collections::BTreeMap::new();
+                continue;
+            }
         };
         for s in switches {
             tracing::info!(check = %s.check, node = %s.address, from = %s.from, to = %s.to, "a gateway node switched certificates");

@@ -151,6 +151,12 @@ impl Registry {
         self.fleet.read()
     }
 
+    /// The fleet view, locked for writing (tests: hold it as the store's writer does).
+    #[cfg(test)]
+    pub(crate) fn fleet_mut(&self) -> parking_lot::RwLockWriteGuard<'_, Fleet> {
+        self.fleet.write()
+    }
+
     /// Whether unknown probes with a valid certificate of this CA are adopted
     /// (`trust_shared_ca_probes`, which a reload may change).
     pub fn set_adopt_unknown(&self, on: bool) {

@@ -333,6 +333,52 @@ pub(crate) mod tests {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 
+    /// A request that walks the fleet view waits for its lock (held here from another thread,
+    /// as the store's writer holds it to record a commit group) off the runtime: the runtime's
+    /// one thread (a coordinator given one core has one worker, which also reads the QUIC
+    /// sockets) keeps running other tasks meanwhile. Done on the worker, the request blocked
+    /// it until the lock was released, and the holder's 5 s ran out.
+    #[tokio::test]
+    async fn a_request_waiting_for_the_fleet_leaves_the_runtime_running() {
+        let fx = Arc::new(fixture());
+        for uri in [
+            "/metrics",
+            "/api/v1/fleet",
+            "/api/v1/checks",
+            "/api/v1/checks/gateway",
+            "/api/v1/probes",
+            "/api/v1/agents",
+            "/",
+        ] {
+            let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            let state = fx.state.clone();
+            let holder = std::thread::spawn(move || {
+                let _held = state.hub.registry.fleet_mut();
+                locked_tx.send(()).expect("locked");
+                // Released when told, or after 5 s: the test's verdict.
+                release_rx
+                    .recv_timeout(std::time::Duration::from_secs(5))
+                    .is_ok()
+            });
+            locked_rx.recv().expect("the holder took the lock");
+            let f = fx.clone();
+            let request = tokio::spawn(async move { get(&f, uri).await });
+            // The request runs as soon as this task sleeps, and waits for the lock.
+            for _ in 0..50 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let _ = release_tx.send(());
+            let told = holder.join().expect("holder");
+            assert!(
+                told,
+                "{uri}: the runtime's thread was blocked while the request waited for the fleet's lock"
+            );
+            let (status, body) = request.await.expect("request");
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        }
+    }
+
     #[tokio::test]
     async fn live_always_and_ready_only_between_start_and_drain() {
         let fx = fixture();

@@ -37,7 +37,7 @@ use serde::Deserialize;
 
 use cemwatch_shared::{FindingCode, Severity};
 
-use crate::http::handlers::{self, summary};
+use crate::http::handlers::{self, summary_off_runtime};
 use crate::http::{Access, ApiError, ApiState, Role};
 use crate::model::event::EventQuery;
 use crate::model::round::RoundRequest;
@@ -255,7 +255,7 @@ pub(crate) async fn fleet(
     headers: HeaderMap,
 ) -> PageResult {
     let cx = context(&s, &access, &headers);
-    let fleet = summary(&s.hub);
+    let fleet = summary_off_runtime(&s.hub).await?;
     let mut timelines = Vec::new();
     for c in &fleet.checks {
         timelines.push(timeline_of(&s, c, cx.now_ms).await?);

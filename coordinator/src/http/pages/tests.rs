@@ -119,7 +119,7 @@ async fn the_fleet_page_shows_each_check_s_diagnosis_remedy_and_counts() {
     let fx = fixture_fleet(POLICY, &["p1"], failing);
     let (status, headers, body) = page(&fx, "/").await;
     assert_page(status, &headers, &body, StatusCode::OK);
-    let summary = summary(&fx.state.hub);
+    let summary = crate::http::handlers::summary(&fx.state.hub);
     let gateway = summary
         .checks
         .iter()
