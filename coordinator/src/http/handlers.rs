@@ -44,9 +44,9 @@ pub fn summary(hub: &Hub) -> FleetSummary {
 /// Runs `f`, work that walks the whole fleet view, on tokio's blocking pool instead of the
 /// runtime's workers. Why: the workers also read the QUIC sockets, and a coordinator given one
 /// core has one worker. A summary of 100,000 probes takes 150-250 ms (the benchmark's scrape
-/// midway); done on the worker, no datagram was read meanwhile, while the probes' 20,000-odd
-/// datagrams a second overran the socket's buffer (8 MiB: some 3,600 datagrams, 2,304 bytes of
-/// kernel buffer each) and every report dropped waited out its sender's probe timeout. On its
+/// midway); done on the worker, no datagram was read meanwhile, and the probes' 20,000-odd
+/// datagrams a second could overrun the socket's buffer (8 MiB: some 3,600 datagrams, 2,304
+/// bytes of kernel buffer each), each report dropped waiting out its sender's probe timeout. On its
 /// own thread the kernel shares the core between it and the worker, which keeps reading. Also
 /// while `f` waits for the fleet's lock (the store's writer holds it to record a commit
 /// group), the worker does not.
