@@ -41,33 +41,35 @@ pub fn summary(hub: &Hub) -> FleetSummary {
     hub.registry.fleet().summary(&config, now_ms())
 }
 
-/// Runs `f`, work that walks the whole fleet view, on tokio's blocking pool instead of the
-/// runtime's workers. Why: the workers also read the QUIC sockets, and a coordinator given one
-/// core has one worker. A summary of 100,000 probes takes 150-250 ms (the benchmark's scrape
-/// midway); done on the worker, no datagram was read meanwhile, and the probes' 20,000-odd
-/// datagrams a second could overrun the socket's buffer (8 MiB: some 3,600 datagrams, 2,304
-/// bytes of kernel buffer each), each report dropped waiting out its sender's probe timeout. On its
-/// own thread the kernel shares the core between it and the worker, which keeps reading. Also
+/// Runs `f`, blocking work (a walk of the whole fleet view, a store query), on tokio's blocking
+/// pool instead of the runtime's workers; `what` names it in the log if it panics. Why: the
+/// workers also read the QUIC sockets, and a coordinator given one core has one worker. A
+/// summary of 100,000 probes takes 150-255 ms (the benchmark's scrape midway); done on the
+/// worker, no datagram was read meanwhile, and the probes' datagrams could overrun the
+/// socket's buffer (on the benchmark machine 8 MiB, some 3,600 datagrams of 2,304 bytes of
+/// kernel buffer each), each report dropped waiting out its sender's probe timeout. On its own
+/// thread the kernel shares the core between it and the worker, which keeps reading. Also
 /// while `f` waits for the fleet's lock (the store's writer holds it to record a commit
 /// group), the worker does not.
 pub(crate) async fn off_runtime<T: Send + 'static>(
+    what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Internal(format!("a fleet read failed: {e}")))
+        .map_err(|e| ApiError::Internal(format!("{what} stopped: {e}")))
 }
 
 /// [`summary`], off the runtime's workers ([`off_runtime`]).
 pub(crate) async fn summary_off_runtime(hub: &Arc<Hub>) -> Result<FleetSummary, ApiError> {
     let hub = hub.clone();
-    off_runtime(move || summary(&hub)).await
+    off_runtime("the fleet summary", move || summary(&hub)).await
 }
 
 pub(crate) async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     // The fleet lock is held for the summary alone (one pass); the gauges are set and the text
     // encoded after it is released, so a scrape holds committed reports back only that long.
-    let text = off_runtime(move || {
+    let text = off_runtime("the metrics' fleet summary", move || {
         let config = s.hub.config.borrow().clone();
         let summary = s.hub.registry.fleet().summary(&config, now_ms());
         s.hub.metrics.render_fleet(&summary, &config)
@@ -137,7 +139,7 @@ pub(crate) async fn check(
     let check = check.clone();
     let now = now_ms();
     let (hub, after, of) = (s.hub.clone(), q.after.clone(), name.clone());
-    let (summary, probes, more) = off_runtime(move || {
+    let (summary, probes, more) = off_runtime("the check's results", move || {
         let fleet = hub.registry.fleet();
         let summary = fleet.check_summary(&config, &check, now);
         let (observations, more) = page::by_name(
@@ -220,7 +222,7 @@ pub(crate) async fn probes(
     let stale_after = s.hub.config.borrow().server.stale_after;
     let now = now_ms();
     let (hub, after) = (s.hub.clone(), q.after.clone());
-    let (out, more) = off_runtime(move || {
+    let (out, more) = off_runtime("the probe list", move || {
         let fleet = hub.registry.fleet();
         let (page, more) = page::by_name(
             fleet.probes.iter().filter(|(_, v)| !v.revoked),
@@ -278,7 +280,7 @@ pub(crate) async fn agents(
     let config = s.hub.config.borrow().clone();
     let now = now_ms();
     let (hub, condition, after) = (s.hub.clone(), q.condition.clone(), q.after.clone());
-    let (entries, more) = off_runtime(move || {
+    let (entries, more) = off_runtime("the agent list", move || {
         crate::analysis::agents::entries(
             &hub.registry.fleet().probes,
             &config,
@@ -335,12 +337,11 @@ pub(crate) async fn events(
     }
     let limit = q.limit.unwrap_or(100) as usize;
     let state = s.clone();
-    let (q, events) = tokio::task::spawn_blocking(move || {
+    let (q, events) = off_runtime("the events query", move || {
         let events = state.reader.with(|db| store::read::events(db, &q));
         (q, events)
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("the events query stopped: {e}")))?;
+    .await?;
     let events = events.map_err(ApiError::Store)?;
     let next = (events.len() == limit)
         .then(|| events.last())

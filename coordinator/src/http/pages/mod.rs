@@ -203,10 +203,11 @@ async fn last_events(
     q: EventQuery,
 ) -> Result<Vec<crate::model::event::Event>, ApiError> {
     let state = s.clone();
-    tokio::task::spawn_blocking(move || state.reader.with(|db| store::read::events(db, &q)))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the events query stopped: {e}")))?
-        .map_err(ApiError::Store)
+    handlers::off_runtime("the events query", move || {
+        state.reader.with(|db| store::read::events(db, &q))
+    })
+    .await?
+    .map_err(ApiError::Store)
 }
 
 /// Events of no particular check or probe, newest first.
