@@ -35,22 +35,23 @@ pub fn transport_config() -> quinn::TransportConfig {
 
 /// How long a probe's connection may go without a packet from the coordinator before the probe
 /// sends a keep-alive (a PING). Half of [`IDLE_TIMEOUT`], the shortest idle timeout either end
-/// allows (the coordinator's `limits.idle_timeout` is at least 30 s): a keep-alive that is lost
-/// is sent again at the probe's probe timeout, doubling from tens of milliseconds, so a lost
-/// one has about nine attempts in the 15 s before the connection would time out. 15 s is also
-/// under the shortest UDP mapping timeouts NATs are seen to use (30 s; RFC 4787 asks for at
-/// least 2 minutes). The cost is the coordinator's: each keep-alive is a datagram in and its
+/// allows (the coordinator's `limits.idle_timeout` is at least that): a keep-alive that is lost
+/// is sent again at the probe's probe timeout, doubling from tens of milliseconds (from 30 ms,
+/// 30 × (2⁹ − 1) ms ≈ 15 s), so a lost one has about nine attempts in the 15 s before the
+/// connection would time out. 15 s is also under the shortest UDP mapping timeouts NATs are
+/// seen to use (30 s; RFC 4787 asks for at least 2 minutes). The cost is the coordinator's: each keep-alive is a datagram in and its
 /// acknowledgement a datagram out, 6,667 of each a second at 100,000 idle probes. It was 10 s
 /// before (the limits' documentation already said 15): 10,000 of each, and 29% of the
 /// benchmark machine's core for 100,000 idle probes (BENCHMARKS.md).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// The probe's idle timeout: a connection with no packet from the coordinator for this long is
+/// over, and the probe reconnects (the smaller of both ends' idle timeouts applies; the
+/// coordinator's `limits.idle_timeout` may not be shorter).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 // A lost keep-alive must have time to be sent again before the connection times out.
 const _: () = assert!(2 * KEEP_ALIVE.as_secs() <= IDLE_TIMEOUT.as_secs());
-
-/// The probe's idle timeout: a connection with no packet from the coordinator for this long is
-/// over, and the probe reconnects (the smaller of both ends' idle timeouts applies).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Ack-eliciting packets a peer may receive before it must acknowledge at once
 /// ([`ack_frequency`]).

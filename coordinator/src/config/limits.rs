@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use cemwatch_shared::wire::MAX_FRAME;
 use cemwatch_transport::protocol::{RECONNECT_SPREAD_MAX, RECONNECT_SPREAD_MIN};
+use cemwatch_transport::quic::{IDLE_TIMEOUT, KEEP_ALIVE};
 
 use crate::config::HumanDuration;
 
@@ -41,7 +42,8 @@ pub struct LimitsConfig {
     /// In `auto` mode, the rate of new connection attempts (per second, all sources) above
     /// which every attempt must first prove its address.
     pub retry_above_per_second: u32,
-    /// A connection with no packet for this long is closed (probes send keep-alives every 15 s).
+    /// A connection with no packet for this long is closed (probes send keep-alives every
+    /// [`KEEP_ALIVE`]; at least [`IDLE_TIMEOUT`]).
     pub idle_timeout: Duration,
     /// The largest frame a probe may send, in bytes (at most the protocol's `MAX_FRAME`).
     pub max_frame_bytes: usize,
@@ -195,9 +197,12 @@ impl RawLimits {
         let idle_timeout = match self.idle_timeout {
             Some(v) => {
                 let t = v.get_ref().0;
-                if t < Duration::from_secs(30) || t > Duration::from_secs(3600) {
+                // No shorter than the probe's own, which leaves a lost keep-alive time to be
+                // sent again.
+                let (floor, keep_alive) = (IDLE_TIMEOUT.as_secs(), KEEP_ALIVE.as_secs());
+                if t < IDLE_TIMEOUT || t > Duration::from_secs(3600) {
                     problems.push(format!(
-                        "{}: limits.idle_timeout: between 30s and 1h (probes send a keep-alive every 15 s)",
+                        "{}: limits.idle_timeout: between {floor}s and 1h (probes send a keep-alive every {keep_alive} s)",
                         at(v.span())
                     ));
                 }
