@@ -10,8 +10,8 @@
 //! measured), and answers the report like any other. Asked all at once, 100,000 answers
 //! overflowed its socket and the round did not complete in 240 s: a flood measures the
 //! socket's buffer, not what QUIC costs per answer. Killed and started again on the same port,
-//! it takes the reconnect storm. It runs as its own process (`cemwatch-bench baseline-server`), pinned
-//! like the coordinator, so both are measured the same way.
+//! it takes the reconnect storm. It runs as its own process (`cemwatch-bench
+//! baseline-server`), pinned like the coordinator, so both are measured the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,8 +6,9 @@
 //! coordinator, restart, and the reconnect storm until all N are back. The baseline runs every
 //! scenario: (d) on SIGUSR1, paced by the coordinator's rule (`quic::pace`), and (e) killed and
 //! started again on its port, with the same session resumption. Figures of the server come
-//! from `/proc` (CPU = utime + stime of all its threads; RSS); latencies and counts come from the probes (report sent → `Ack` received, and the
-//! coordinator acknowledges only after the commit).
+//! from `/proc` (CPU = utime + stime of all its threads; RSS); latencies and counts come from
+//! the probes (report sent → `Ack` received, and the coordinator acknowledges only after the
+//! commit).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
